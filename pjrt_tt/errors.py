@@ -1,0 +1,36 @@
+"""Exceptions that cross into PJRT. The shim turns each into a PJRT_Error with the
+exception's `pjrt_code` (an absl::StatusCode) and its message."""
+
+
+class TTError(Exception):
+    pjrt_code = 13  # INTERNAL
+
+
+class InvalidArgument(TTError):
+    pjrt_code = 3
+
+
+class ResourceExhausted(TTError):
+    pjrt_code = 8
+
+
+class FailedPrecondition(TTError):
+    pjrt_code = 9
+
+
+class Unimplemented(TTError):
+    pjrt_code = 12
+
+
+class UnsupportedOp(Unimplemented):
+    """A StableHLO op (or a case of one) that the lowering cannot map to ttnn."""
+
+    def __init__(self, op_name: str, location: str, why: str = ""):
+        self.op_name, self.location, self.why = op_name, location, why
+        where = f" at {location}" if location else ""
+        detail = f": {why}" if why else ""
+        super().__init__(f"pjrt-tt cannot lower `{op_name}`{where}{detail}")
+
+
+class UnsupportedDtype(InvalidArgument):
+    pass

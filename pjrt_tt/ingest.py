@@ -1,0 +1,144 @@
+"""Program bytes from the framework -> a StableHLO module, through jaxlib's MLIR bindings.
+
+JAX sends a StableHLO portable artifact (VHLO bytecode, format "mlir"); torch_xla sends
+an HloModuleProto (format "hlo") unless XLA_STABLEHLO_COMPILE=1.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from jaxlib.mlir import ir
+from jaxlib.mlir._mlir_libs import _jax_mlir_ext
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.errors import InvalidArgument
+
+
+def new_context() -> ir.Context:
+    registry = ir.DialectRegistry()
+    _jax_mlir_ext.register_dialects(registry)
+    ctx = ir.Context()
+    ctx.append_dialect_registry(registry)
+    ctx.load_all_available_dialects()
+    ctx.allow_unregistered_dialects = True
+    return ctx
+
+
+class Parsed:
+    """A StableHLO module together with the context that owns it."""
+
+    def __init__(self, ctx: ir.Context, module: ir.Module):
+        self.ctx, self.module = ctx, module
+
+    def text(self) -> str:
+        return self.module.operation.get_asm(enable_debug_info=True, large_elements_limit=16)
+
+
+def parse(code: bytes, fmt: str) -> Parsed:
+    ctx = new_context()
+    if fmt == "hlo":
+        from jax._src.lib import _jax
+        code = _jax.mlir.hlo_to_stablehlo(code)
+        fmt = "mlir"
+    if fmt != "mlir":
+        raise InvalidArgument(f"pjrt-tt accepts programs in format 'mlir' or 'hlo', not {fmt!r}")
+    try:
+        module = stablehlo.deserialize_portable_artifact(ctx, code)
+    except Exception:  # not a portable artifact: plain StableHLO bytecode or text
+        try:
+            with ctx:
+                module = ir.Module.parse(code)
+        except Exception as e:
+            raise InvalidArgument(f"pjrt-tt could not parse the program it was given: {e}") from e
+    return Parsed(ctx, module)
+
+
+# --- reading constants ------------------------------------------------------------
+# np.array() on a DenseElementsAttr aborts the process for some element types
+# (bf16, f16), so only the types known to be safe take the buffer route.
+_BUFFER_SAFE = {"f32": np.float32, "i32": np.int32, "ui32": np.uint32, "i64": np.int64,
+                "ui64": np.uint64, "f64": np.float64, "ui8": np.uint8, "ui16": np.uint16,
+                "i8": np.int8, "i16": np.int16}
+_HEX = re.compile(r'dense<"0x([0-9A-Fa-f]*)">')
+
+
+def constant_array(attr: ir.Attribute, np_dtype: np.dtype) -> np.ndarray:
+    """The value of a dense elements attribute as a numpy array of `np_dtype`."""
+    dense = ir.DenseElementsAttr(attr)
+    ttype = ir.RankedTensorType(dense.type)
+    shape, etype = tuple(ttype.shape), str(ttype.element_type)
+    if dense.is_splat:
+        return np.full(shape, _splat_scalar(dense, etype), dtype=np_dtype)
+    if etype in _BUFFER_SAFE:
+        return np.array(dense, copy=True).astype(np_dtype).reshape(shape)
+    if etype == "i1":
+        ints = ir.DenseIntElementsAttr(dense)
+        return np.array([ints[i] for i in range(len(ints))], dtype=np_dtype).reshape(shape)
+    return _parse_text(str(dense), etype, shape).astype(np_dtype)
+
+
+def splat_value(attr: ir.Attribute) -> float | int | bool | None:
+    """The single value of a splat constant, or None when it is not a splat."""
+    dense = ir.DenseElementsAttr(attr)
+    if not dense.is_splat:
+        return None
+    return _splat_scalar(dense, str(ir.RankedTensorType(dense.type).element_type))
+
+
+def _splat_scalar(dense, etype: str):
+    if etype in ("bf16", "f16"):
+        return float(_parse_text(str(dense), etype, (1,))[0])
+    value = dense.get_splat_value()
+    if etype == "i1":
+        return bool(ir.IntegerAttr(value).value)
+    if etype.startswith(("i", "ui")):
+        return int(ir.IntegerAttr(value).value)
+    return float(ir.FloatAttr(value).value)
+
+
+def _parse_text(text: str, etype: str, shape: tuple[int, ...]) -> np.ndarray:
+    import ml_dtypes
+    bits = {"bf16": np.uint16, "f16": np.uint16}.get(etype)
+    storage = {"bf16": ml_dtypes.bfloat16, "f16": np.float16}.get(etype, np.float64)
+    m = _HEX.search(text)
+    count = int(np.prod(shape))
+    if m:
+        raw = np.frombuffer(bytes.fromhex(m.group(1)), dtype=bits or storage)
+        out = raw.view(storage) if bits else raw
+        return np.broadcast_to(out, (count,)).reshape(shape) if out.size == 1 else out.reshape(shape)
+    body = text[text.index("<") + 1: text.rindex(">")].split(":")[0]
+    tokens = [t for t in re.split(r"[\s,\[\]()<>]+", body) if t]
+    values = []
+    for t in tokens:
+        if t.startswith("0x"):
+            values.append(np.array([int(t, 16)], dtype=bits).view(storage)[0])
+        elif t in ("true", "false"):
+            values.append(t == "true")
+        else:
+            values.append(float(t))
+    arr = np.array(values, dtype=storage)
+    return (np.broadcast_to(arr, (count,)) if arr.size == 1 else arr).reshape(shape)
+
+
+# --- source locations ---------------------------------------------------------------
+_FILE_LOC = re.compile(r'"([^"]+)":(\d+):(\d+)')
+_NAME_LOC = re.compile(r'loc\("([^"]*)"')
+
+
+def describe_location(loc: ir.Location) -> str:
+    """'file.py:12:5 (jit(f)/tanh)' from an MLIR location, innermost user frame first."""
+    text = str(loc)
+    name = _NAME_LOC.search(text)
+    files = [m for m in _FILE_LOC.finditer(text) if not _is_internal(m.group(1))]
+    parts = []
+    if files:
+        f = files[0]
+        parts.append(f"{f.group(1)}:{f.group(2)}:{f.group(3)}")
+    if name and name.group(1) and not _FILE_LOC.match(f'"{name.group(1)}"'):
+        parts.append(f"({name.group(1)})")
+    return " ".join(parts)
+
+
+def _is_internal(path: str) -> bool:
+    return "/site-packages/jax/" in path or "/jax/_src/" in path

@@ -1,0 +1,15 @@
+"""JAX discovers the plugin through the `jax_plugins` entry point group."""
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parent / "libpjrt_tt.so"
+
+
+def initialize() -> None:
+    from jax._src import xla_bridge
+    if "HOME" not in os.environ:  # ttnn segfaults on import when HOME is unset
+        os.environ["HOME"] = pwd.getpwuid(os.getuid()).pw_dir
+    xla_bridge.register_plugin("tt", priority=500, library_path=str(LIBRARY))

@@ -1,0 +1,34 @@
+"""Calls, barriers and the custom calls that carry no computation on one chip."""
+from __future__ import annotations
+
+from jaxlib.mlir import ir
+
+from pjrt_tt.lower.registry import Lowering, rule
+
+# custom_call targets that are the identity on a single device.
+IDENTITY_CUSTOM_CALLS = {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape",
+                         "xla.sdy.FuncResultSharding", "LayoutConstraint"}
+
+
+@rule("func.call")
+def _call(lo: Lowering, op) -> list:
+    callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+    func = lo.funcs[callee]
+    saved = lo.origin, lo.location
+    results = lo.lower_block(func.regions[0].blocks[0], [lo.entry(v) for v in op.operands])
+    lo.origin, lo.location = saved
+    return results
+
+
+@rule("stablehlo.optimization_barrier")
+def _barrier(lo: Lowering, op) -> list:
+    return [lo.entry(v) for v in op.operands]
+
+
+@rule("stablehlo.custom_call")
+def _custom_call(lo: Lowering, op) -> list:
+    target = ir.StringAttr(op.attributes["call_target_name"]).value
+    if target in IDENTITY_CUSTOM_CALLS and len(op.operands) == len(op.results):
+        return [lo.entry(v) for v in op.operands]
+    lo.origin = f"stablehlo.custom_call @{target}"
+    raise lo.unsupported("this custom_call target has no TT lowering")

@@ -1,0 +1,1 @@
+"""The Python objects behind the PJRT C handles (see docs/architecture.md)."""

@@ -1,0 +1,19 @@
+"""The entry points the C++ shim calls (see docs/architecture.md)."""
+from __future__ import annotations
+
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.runtime.client import Client
+
+
+def plugin_attributes() -> dict:
+    # The StableHLO versions we read: jax serialises its portable artifact for these.
+    return {
+        "stablehlo_current_version": [int(x) for x in stablehlo.get_current_version().split(".")],
+        "stablehlo_minimum_version": [int(x) for x in stablehlo.get_minimum_version().split(".")],
+        "xla_version": 2,
+    }
+
+
+def create_client(options: dict) -> Client:
+    return Client(options)

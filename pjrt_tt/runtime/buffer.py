@@ -1,0 +1,90 @@
+"""Buffers: a ttnn tensor on one chip, seen by the framework as a typed array."""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+
+from pjrt_tt.dtypes import ElementType
+from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.lower.registry import device_array, device_type
+from pjrt_tt.program import HostType
+
+TILE_BYTES = {"float32": 4096, "int32": 4096, "uint32": 4096, "bfloat16": 2048, "uint16": 2048,
+              "uint8": 1024, "bfloat8_b": 1088, "bfloat4_b": 576}
+
+
+def device_bytes(t) -> int:
+    """Bytes a ttnn tensor of type `t` takes in DRAM (TILE pads the last two dims to 32)."""
+    shape = [1, 1] + list(t.shape)
+    if t.layout != "TILE":
+        return math.prod(shape) * TILE_BYTES[t.dtype] // 1024
+    tiles = math.prod(shape[:-2]) * math.ceil(shape[-2] / 32) * math.ceil(shape[-1] / 32)
+    return tiles * TILE_BYTES[t.dtype]
+
+
+def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides) -> np.ndarray:
+    """A numpy view of framework memory at `address` (no copy)."""
+    if byte_strides is None or len(byte_strides) == 0:
+        byte_strides = tuple(int(np.prod(dims[i + 1:], dtype=np.int64)) * dtype.itemsize
+                             for i in range(len(dims)))
+    if any(d == 0 for d in dims):
+        return np.zeros(dims, dtype)
+    extent = sum((d - 1) * abs(s) for d, s in zip(dims, byte_strides)) + dtype.itemsize
+    raw = (ctypes.c_char * extent).from_address(address)
+    return np.ndarray(dims, dtype, buffer=raw, strides=byte_strides)
+
+
+class Buffer:
+    def __init__(self, device, host: HostType, tensor):
+        self.device = device
+        self.memory = device.memory
+        self.host = host
+        self.tensor = tensor
+        self.element_type = host.element.pjrt
+        self.dims = tuple(host.shape)
+        self.on_device_size = device_bytes(device_type(host))
+
+    @classmethod
+    def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
+        host = HostType(element, tuple(data.shape))
+        t = device_type(host)
+        tensor = client.target.upload(device_array(data, host), t, device.chip)
+        return cls(device, host, tensor)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.tensor is None
+
+    def delete(self) -> None:
+        if self.tensor is not None:
+            self.device.client.target.free(self.tensor)
+            self.tensor = None
+
+    def live_tensor(self, what: str):
+        if self.tensor is None:
+            raise InvalidArgument(f"{what}: the TT buffer {self.dims} was deleted or donated")
+        return self.tensor
+
+    def numpy(self) -> np.ndarray:
+        t = device_type(self.host)
+        data = self.device.client.target.download(self.live_tensor("reading a buffer"), t)
+        if self.host.element.is_bool:
+            data = data != 0
+        return data.reshape(self.dims).astype(self.host.element.numpy)
+
+    def host_size(self) -> int:
+        return math.prod(self.dims) * self.host.element.numpy.itemsize
+
+    def to_host(self, address: int, size: int) -> None:
+        data = np.ascontiguousarray(self.numpy())
+        if size < data.nbytes:
+            raise InvalidArgument(f"host buffer of {size} bytes is too small for {data.nbytes}")
+        ctypes.memmove(address, data.ctypes.data, data.nbytes)
+
+    def copy_to_device(self, device) -> "Buffer":
+        return Buffer.from_host(device.client, device, self.host.element, self.numpy())
+
+    def copy_to_memory(self, memory) -> "Buffer":
+        return self.copy_to_device(memory.devices[0])

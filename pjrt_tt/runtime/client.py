@@ -1,0 +1,115 @@
+"""Client, devices and memories: the system as PJRT presents it."""
+from __future__ import annotations
+
+import numpy as np
+
+from pjrt_tt import dtypes, targets
+from pjrt_tt.compiler import Compiler
+from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.settings import Settings
+
+PLATFORM_NAME = "tt"
+PLATFORM_VERSION = "pjrt-tt 0.1.0"
+
+
+class Memory:
+    kind = "device"
+    kind_id = 0
+
+    def __init__(self, index: int, device: "Device"):
+        self.index, self.id = index, index
+        self.devices = [device]
+        self.debug_string = f"TT_DRAM_{device.id}"
+        self.to_string = f"TtMemory(id={self.id}, kind=device, device={device.id})"
+
+
+class Device:
+    def __init__(self, client: "Client", index: int, chip):
+        system = client.target.system
+        rows, cols = system.mesh_shape
+        self.client, self.index, self.id, self.chip = client, index, index, chip
+        self.process_index = 0
+        self.local_hardware_id = index
+        self.is_addressable = True
+        self.kind = system.arch.name
+        self.coords = (index // cols, index % cols)
+        self.debug_string = f"TT_{index}({self.kind})"
+        self.to_string = (f"TtDevice(id={index}, kind={self.kind}, coords={list(self.coords)}, "
+                          f"system={system.name}, target={client.target.name})")
+        self.attributes = {
+            "coords": list(self.coords),
+            "arch": system.arch.name,
+            "system": system.name,
+            "target": client.target.name,
+            "dram_bytes": system.arch.dram_bytes,
+            "num_cores": system.arch.compute_grid[0] * system.arch.compute_grid[1],
+        }
+        self.memory = Memory(index, self)
+        self.memories = [self.memory]
+        self.default_memory = self.memory
+
+    def memory_stats(self) -> dict[str, int]:
+        stats = {"bytes_limit": self.client.target.system.arch.dram_bytes}
+        stats.update(self.client.target.memory_stats(self.index))
+        return stats
+
+
+class Client:
+    def __init__(self, options: dict | None = None):
+        self.settings = Settings.load(options)
+        name, system = targets.choose(self.settings.target, self.settings.system)
+        self.target = targets.open_target(name, system)
+        self.platform_name = PLATFORM_NAME
+        self.platform_version = f"{PLATFORM_VERSION} ({name}, {system.name})"
+        self.process_index = 0
+        self.devices = [Device(self, i, chip) for i, chip in enumerate(self.target.chips)]
+        self.addressable_devices = self.devices
+        self.memories = [d.memory for d in self.devices]
+        validator = _mock_validator(system) if self.settings.check_with_mock else None
+        self.compiler = Compiler(self.settings, validator)
+
+    def lookup_device(self, device_id: int) -> Device:
+        if not 0 <= device_id < len(self.devices):
+            raise InvalidArgument(f"no TT device with id {device_id} (this system has {len(self.devices)})")
+        return self.devices[device_id]
+
+    def lookup_addressable_device(self, local_hardware_id: int) -> Device:
+        return self.lookup_device(local_hardware_id)
+
+    def default_device_assignment(self, num_replicas: int, num_partitions: int) -> list[int]:
+        needed = num_replicas * num_partitions
+        if needed > len(self.devices):
+            raise InvalidArgument(f"a program for {needed} devices cannot run on "
+                                  f"{self.target.system.name}, which has {len(self.devices)}")
+        return list(range(needed))
+
+    def buffer_from_host(self, address: int, element_type: int, dims, byte_strides, device, memory):
+        from pjrt_tt.runtime.buffer import Buffer, host_view
+        element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device")
+        device = memory.devices[0] if memory is not None else device
+        data = np.array(host_view(address, element.numpy, tuple(dims), byte_strides), copy=True)
+        return Buffer.from_host(self, device, element, data)
+
+    def compile(self, code: bytes, fmt: str, compile_options: bytes):
+        from pjrt_tt.runtime.executable import LoadedExecutable
+        return LoadedExecutable.build(self, code, fmt, compile_options)
+
+
+def _mock_validator(system):
+    """Every new program also runs once on real ttnn in mock mode (zeros in, metadata
+    checked by the executor), so a program the sim accepts is one real ttnn accepts."""
+    state: dict = {}
+
+    def validate(program) -> None:
+        if "target" not in state:
+            state["target"] = targets.open_target("mock", system)
+        target = state["target"]
+        chip = target.chips[0]
+        inputs = [target.upload(np.zeros(v.type.shape, dtypes.DEVICE_NUMPY[v.type.dtype]), v.type, chip)
+                  for v in program.inputs]
+        consts = [target.upload(c.data, c.value.type, chip) for c in program.constants]
+        outputs = target.bind(program, chip).run(inputs, consts)
+        for t in inputs + consts + outputs:
+            target.free(t)
+
+    return validate

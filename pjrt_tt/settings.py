@@ -1,0 +1,25 @@
+"""User settings, from the environment and from PJRT plugin options (which win)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    target: str = "auto"            # PJRT_TT_TARGET: auto | device | sim | mock
+    system: str = "n150"            # PJRT_TT_SYSTEM: n150 | n300 | p150 | p300 | t3k | galaxy
+    dump_dir: str = ""              # PJRT_TT_DUMP: write StableHLO + ttnn program per compile
+    check_with_mock: bool = False   # PJRT_TT_CHECK_WITH_MOCK=1: real ttnn validates every program
+
+    @classmethod
+    def load(cls, options: dict | None = None) -> "Settings":
+        env = os.environ
+        opts = {k.lower(): v for k, v in (options or {}).items()}
+        return cls(
+            target=str(opts.get("target", env.get("PJRT_TT_TARGET", "auto"))),
+            system=str(opts.get("system", env.get("PJRT_TT_SYSTEM", "n150"))),
+            dump_dir=str(opts.get("dump", env.get("PJRT_TT_DUMP", ""))),
+            check_with_mock=str(opts.get("check_with_mock", env.get("PJRT_TT_CHECK_WITH_MOCK", "0")))
+            .lower() in ("1", "true", "yes", "on"),
+        )

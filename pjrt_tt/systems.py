@@ -1,0 +1,60 @@
+"""The Tenstorrent systems pjrt-tt knows by name: chips, mesh shape and memory sizes.
+
+One table serves every target: `sim` builds its simulated chips from it, `mock` writes
+its cluster descriptor from it, and the runtime names devices after it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+GiB = 1 << 30
+KiB = 1 << 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    name: str            # ttnn / tt-metal architecture name, also the PJRT device kind
+    dram_bytes: int      # DRAM per chip
+    dram_banks: int      # interleaved DRAM banks per chip (ttnn spreads buffers over them)
+    l1_bytes: int        # L1 SRAM per Tensix core
+    compute_grid: tuple[int, int]  # (x, y) Tensix cores available to ops
+
+
+WORMHOLE_B0 = Arch("wormhole_b0", dram_bytes=12 * GiB, dram_banks=12, l1_bytes=1464 * KiB,
+                   compute_grid=(8, 8))
+BLACKHOLE = Arch("blackhole", dram_bytes=32 * GiB, dram_banks=8, l1_bytes=1536 * KiB,
+                 compute_grid=(13, 10))
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    name: str
+    arch: Arch
+    mesh_shape: tuple[int, int]  # (rows, cols) of the ttnn mesh device
+    description: str
+
+    @property
+    def num_chips(self) -> int:
+        return self.mesh_shape[0] * self.mesh_shape[1]
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in [
+    System("n150", WORMHOLE_B0, (1, 1), "Wormhole n150 card (1 chip)"),
+    System("n300", WORMHOLE_B0, (1, 2), "Wormhole n300 card (2 chips)"),
+    System("p150", BLACKHOLE, (1, 1), "Blackhole p150 card (1 chip)"),
+    System("p300", BLACKHOLE, (1, 2), "Blackhole p300 card (2 chips)"),
+    System("t3k", WORMHOLE_B0, (2, 4), "TT-LoudBox / T3000 (8 Wormhole chips)"),
+    System("galaxy", WORMHOLE_B0, (4, 8), "Wormhole Galaxy (32 chips)"),
+]}
+
+DEFAULT_SYSTEM = "n150"
+
+
+def get_system(name: str | None) -> System:
+    """The system called `name` (case-insensitive); a clear error for unknown names."""
+    key = (name or DEFAULT_SYSTEM).strip().lower()
+    if key not in SYSTEMS:
+        raise ValueError(
+            f"unknown Tenstorrent system {name!r} (from PJRT_TT_SYSTEM or the 'system' plugin "
+            f"option); known systems: {', '.join(SYSTEMS)}")
+    return SYSTEMS[key]

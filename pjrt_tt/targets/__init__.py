@@ -1,0 +1,103 @@
+"""Targets: where a ttnn program runs. One executor, three ttnn-shaped modules.
+
+    device  the real ttnn package on real chips
+    sim     pjrt_tt.targets.sim, a functional simulator with ttnn numerics (no card)
+    mock    the real ttnn package in mock-cluster mode: real validation, zeros back
+
+Selection: PJRT_TT_TARGET=auto|device|sim|mock (auto: device when a card is found,
+else sim) and PJRT_TT_SYSTEM=n150|n300|p150|p300|t3k|galaxy.
+"""
+from __future__ import annotations
+
+import glob
+import sys
+
+import numpy as np
+
+from pjrt_tt import systems
+from pjrt_tt.dtypes import DEVICE_NUMPY
+from pjrt_tt.errors import FailedPrecondition, InvalidArgument
+from pjrt_tt.program import TensorType
+from pjrt_tt.targets.executor import BoundProgram
+
+TARGET_NAMES = ("auto", "device", "sim", "mock")
+
+
+def card_present() -> bool:
+    """True when the Tenstorrent kernel driver exposes at least one chip."""
+    return bool(glob.glob("/dev/tenstorrent/*"))
+
+
+class Target:
+    """An opened system: a ttnn-shaped module and one device handle per chip."""
+
+    def __init__(self, name: str, system: systems.System, ttnn, mesh, chips: list):
+        self.name, self.system, self.ttnn, self.mesh, self.chips = name, system, ttnn, mesh, chips
+        self._layouts = {"TILE": ttnn.TILE_LAYOUT, "ROW_MAJOR": ttnn.ROW_MAJOR_LAYOUT}
+
+    # --- host <-> device --------------------------------------------------------------
+    def upload(self, data: np.ndarray, t: TensorType, chip):
+        """`data` (already in the numpy form of t.dtype) as a ttnn tensor on `chip`."""
+        host = np.ascontiguousarray(data)
+        if t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
+            host = host.astype(np.float32)  # ttnn converts (rounding) from float32
+        return self.ttnn.Tensor(host, data_type=getattr(self.ttnn, t.dtype),
+                                layout=self._layouts[t.layout], device=chip)
+
+    def download(self, tensor, t: TensorType) -> np.ndarray:
+        host = self.ttnn.from_device(tensor).to_numpy()
+        if host.dtype == object or t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
+            host = np.asarray(host, dtype=np.float32)
+        return host.astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
+
+    def free(self, tensor) -> None:
+        self.ttnn.deallocate(tensor)
+
+    def bind(self, program, chip) -> BoundProgram:
+        return BoundProgram(program, self.ttnn, chip)
+
+    def memory_stats(self, chip_index: int) -> dict[str, int]:
+        stats = getattr(self.ttnn, "sim_memory_stats", None)
+        if stats is None:
+            return {"bytes_limit": self.system.arch.dram_bytes}
+        return dict(stats(self.mesh, chip_index))
+
+    def close(self) -> None:
+        close = getattr(self.ttnn, "close_mesh_device", None)
+        if close is not None:
+            close(self.mesh)
+
+
+def choose(target: str | None, system: str | None) -> tuple[str, systems.System]:
+    name = (target or "auto").strip().lower()
+    if name not in TARGET_NAMES:
+        raise InvalidArgument(f"unknown PJRT_TT_TARGET {target!r}; choose one of {', '.join(TARGET_NAMES)}")
+    sysdesc = systems.get_system(system)
+    if name == "auto":
+        if card_present():
+            return "device", sysdesc
+        print(f"pjrt-tt: no Tenstorrent card found; using the simulated {sysdesc.name} "
+              f"({sysdesc.description}). Set PJRT_TT_TARGET=device|sim|mock and "
+              f"PJRT_TT_SYSTEM={'|'.join(systems.SYSTEMS)} to choose.", file=sys.stderr)
+        return "sim", sysdesc
+    return name, sysdesc
+
+
+def open_target(name: str, system: systems.System) -> Target:
+    if name == "sim":
+        from pjrt_tt.targets import sim as ttnn
+        ttnn.configure(system.name)
+        mesh = ttnn.open_mesh_device(ttnn.MeshShape(*system.mesh_shape))
+    elif name == "mock":
+        from pjrt_tt.targets import mock
+        ttnn, mesh = mock.open(system.name)
+    elif name == "device":
+        if not card_present():
+            raise FailedPrecondition("PJRT_TT_TARGET=device but no Tenstorrent card was found "
+                                     "(/dev/tenstorrent is empty); use PJRT_TT_TARGET=sim")
+        import ttnn
+        mesh = ttnn.open_mesh_device(ttnn.MeshShape(*system.mesh_shape))
+    else:
+        raise InvalidArgument(f"cannot open target {name!r}")
+    chips = [mesh] if system.num_chips == 1 else list(mesh.create_submeshes(ttnn.MeshShape(1, 1)))
+    return Target(name, system, ttnn, mesh, chips)
