@@ -1,0 +1,181 @@
+"""Each op family through jax.jit on TT against XLA:CPU, with odd (non-tile) shapes."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from conftest import assert_close, run_both
+
+RNG = np.random.default_rng(0)
+SHAPES = [(3, 5), (7, 33, 65)]
+BF16 = ml_dtypes.bfloat16
+
+
+def rand(shape, dtype=np.float32, low=-2.0, high=2.0):
+    return RNG.uniform(low, high, shape).astype(dtype)
+
+
+def check(tt, cpu, f, *args, f32_pcc_only=False, **jit_kwargs):
+    got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu, **jit_kwargs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_close(g, w, f32_pcc_only=f32_pcc_only)
+
+
+UNARY = {
+    "neg": (jnp.negative, -2, 2), "abs": (jnp.abs, -2, 2), "exp": (jnp.exp, -3, 3),
+    "log": (jnp.log, 0.1, 5), "sqrt": (jnp.sqrt, 0.1, 5), "rsqrt": (jax.lax.rsqrt, 0.1, 5),
+    "tanh": (jnp.tanh, -3, 3), "logistic": (jax.nn.sigmoid, -5, 5),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", UNARY)
+def test_unary(tt, cpu, name, shape, dtype):
+    fn, lo, hi = UNARY[name]
+    check(tt, cpu, fn, rand(shape, dtype, lo, hi))
+
+
+BINARY = {
+    "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": jnp.divide,
+    "max": jnp.maximum, "min": jnp.minimum, "pow": jnp.power,
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("name", BINARY)
+def test_binary(tt, cpu, name, shape, dtype):
+    lo = 0.5 if name in ("div", "pow") else -2.0
+    check(tt, cpu, BINARY[name], rand(shape, dtype, lo, 2.0), rand(shape, dtype, lo, 2.0))
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_with_broadcast_and_scalar(tt, cpu, name):
+    f = BINARY[name]
+    x, row, col = rand((7, 33, 65), low=0.5), rand((65,), low=0.5), rand((33, 1), low=0.5)
+    check(tt, cpu, lambda x, r, c: (f(x, r), f(c, x), f(x, 1.5), f(2.0, x)), x, row, col)
+
+
+@pytest.mark.parametrize("op", ["eq", "ne", "lt", "le", "gt", "ge"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32], ids=["f32", "i32"])
+def test_compare_and_select(tt, cpu, op, dtype):
+    cmp = getattr(jnp, {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal",
+                        "gt": "greater", "ge": "greater_equal"}[op])
+    a = RNG.integers(-3, 3, (9, 37)).astype(dtype)
+    b = RNG.integers(-3, 3, (9, 37)).astype(dtype)
+    check(tt, cpu, lambda a, b: (cmp(a, b), jnp.where(cmp(a, b), a, b), cmp(a, 1)), a, b)
+
+
+def test_integer_arithmetic(tt, cpu):
+    a = RNG.integers(-1000, 1000, (5, 40)).astype(np.int32)
+    b = RNG.integers(-1000, 1000, (5, 40)).astype(np.int32)
+    check(tt, cpu, lambda a, b: (a + b, a - b, jnp.maximum(a, b), jnp.minimum(a, b), -a), a, b)
+
+
+def test_logical_ops(tt, cpu):
+    a, b = RNG.random((6, 70)) > 0.5, RNG.random((6, 70)) > 0.5
+    check(tt, cpu, lambda a, b: (a & b, a | b, a ^ b, ~a), a, b)
+
+
+DOTS = {
+    "matmul": ("ij,jk->ik", (3, 5), (5, 4)),
+    "matmul_odd": ("ij,jk->ik", (37, 70), (70, 33)),
+    "batched": ("bij,bjk->bik", (4, 3, 5), (4, 5, 6)),
+    "batched_4d": ("abij,abjk->abik", (2, 3, 7, 9), (2, 3, 9, 5)),
+    "transposed_rhs": ("ij,kj->ik", (6, 10), (8, 10)),
+    "transposed_lhs": ("ji,jk->ik", (10, 6), (10, 8)),
+    "vector_dot": ("i,i->", (50,), (50,)),
+    "matvec": ("ij,j->i", (7, 50), (50,)),
+    "vecmat": ("i,ij->j", (50,), (50, 7)),
+    "outer": ("i,j->ij", (5,), (6,)),
+    "multi_contract": ("bhqd,bhkd->bhqk", (2, 3, 5, 16), (2, 3, 7, 16)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("name", DOTS)
+def test_dot_general(tt, cpu, name, dtype):
+    spec, sa, sb = DOTS[name]
+    check(tt, cpu, lambda a, b: jnp.einsum(spec, a, b), rand(sa, dtype), rand(sb, dtype))
+
+
+def test_matmul_mixed_precision(tt, cpu):
+    a, b = rand((9, 40), BF16), rand((40, 11), BF16)
+    check(tt, cpu, lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b)
+
+
+REDUCTIONS = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}
+
+
+@pytest.mark.parametrize("axis", [0, -1, None, (0, 2)], ids=str)
+@pytest.mark.parametrize("name", REDUCTIONS)
+def test_reductions(tt, cpu, name, axis):
+    x = rand((7, 33, 65))
+    check(tt, cpu, lambda x: REDUCTIONS[name](x, axis=axis), x)
+
+
+@pytest.mark.parametrize("name", REDUCTIONS)
+def test_reductions_bf16_and_keepdims(tt, cpu, name):
+    x = rand((5, 45), BF16)
+    check(tt, cpu, lambda x: (REDUCTIONS[name](x, axis=1, keepdims=True), REDUCTIONS[name](x)), x)
+
+
+def test_bool_reductions(tt, cpu):
+    x = RNG.random((4, 37)) > 0.3
+    check(tt, cpu, lambda x: (jnp.all(x, axis=1), jnp.any(x, axis=0)), x)
+
+
+def test_shape_ops(tt, cpu):
+    x = rand((6, 35, 10))
+    check(tt, cpu, lambda x: (
+        x.reshape(35, 60), x.reshape(-1), jnp.transpose(x, (2, 0, 1)), x.T,
+        x[1:5, 3:30:4, ::3], x[..., 7], jnp.concatenate([x, x * 2], axis=1),
+        jnp.concatenate([x[:, :3], x[:, 5:]], axis=1), jnp.broadcast_to(x[:, :1, :], (6, 35, 10)),
+        jnp.expand_dims(x, 1), jnp.squeeze(x[:1])), x)
+
+
+@pytest.mark.parametrize("src,dst", [
+    (np.float32, BF16), (BF16, np.float32), (np.int32, np.float32), (np.float32, np.bool_),
+    (np.bool_, np.float32), (np.int32, np.bool_), (np.bool_, np.int32), (np.uint32, np.int32)])
+def test_convert(tt, cpu, src, dst):
+    if src == np.bool_:
+        x = RNG.random((5, 33)) > 0.5
+    elif np.dtype(src).kind in "iu":
+        x = RNG.integers(0, 100, (5, 33)).astype(src)
+    else:
+        x = rand((5, 33), src)
+    check(tt, cpu, lambda x: x.astype(dst), x)
+
+
+def test_iota_and_constants(tt, cpu):
+    table = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    check(tt, cpu, lambda x: (
+        jnp.arange(37, dtype=jnp.int32), jax.lax.broadcasted_iota(jnp.float32, (5, 9), 1),
+        x + table, x * jnp.asarray(table, jnp.bfloat16).astype(jnp.float32),
+        jnp.asarray([True, False, True]), jnp.asarray([3, -1, 7], jnp.int32), jnp.float32(2.5),
+        jnp.full((4, 5), 3.0)), rand((3, 4)))
+
+
+def test_scalars(tt, cpu):
+    check(tt, cpu, lambda a, b: (a * b + 1, jnp.sqrt(a), a > b), np.float32(3.0), np.float32(2.0))
+
+
+def test_identity_and_repeated_outputs(tt, cpu):
+    x = rand((4, 5))
+    check(tt, cpu, lambda x: (x, x, x.reshape(5, 4), x + 1, x + 1), x)
+
+
+def test_grad_through_everything(tt, cpu):
+    def f(w, x):
+        h = jnp.tanh(x @ w[:, :8]) * jax.nn.sigmoid(x @ w[:, 8:])
+        h = jnp.concatenate([h, jnp.exp(-h ** 2)], axis=1).reshape(h.shape[0], 2, 8)
+        h = jnp.transpose(h, (1, 0, 2)).sum(0)
+        return jnp.mean(jnp.maximum(h, 0.1) / (1 + jnp.abs(h)) + jnp.sqrt(h ** 2 + 1))
+
+    w, x = rand((11, 16)), rand((9, 11))
+    check(tt, cpu, jax.value_and_grad(f, argnums=(0, 1)), w, x)

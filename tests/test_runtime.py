@@ -1,0 +1,166 @@
+"""The plugin as JAX sees it: discovery, transfers, errors, caching, lifetimes, dumps."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from pjrt_tt.runtime.client import CLIENTS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (clean plugin registration) with extra env."""
+    full_env = {**os.environ, **env}
+    full_env.pop("PJRT_TT_TARGET", None) if env.get("PJRT_TT_TARGET") == "" else None
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=full_env, cwd=REPO, timeout=300)
+
+
+def test_discovery_in_fresh_process():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PJRT_TT_")}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import jax
+        devs = jax.devices('tt')
+        print(len(devs), devs[0].device_kind, devs[0].platform, jax.default_backend())
+        print(jax.devices()[0].platform)
+    """)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[0] == "1 wormhole_b0 tt tt"
+    notes = [line for line in r.stderr.splitlines() if line.startswith("pjrt-tt:")]
+    assert len(notes) == 1, r.stderr
+    assert "simulated n150" in notes[0] and "PJRT_TT_TARGET" in notes[0]
+
+
+def test_system_selection_names_the_chip():
+    r = run_python("import jax; d = jax.devices('tt')[0]; print(d.device_kind, d.system)",
+                   PJRT_TT_SYSTEM="p150", PJRT_TT_CHECK_WITH_MOCK="0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "blackhole p150"
+
+
+def test_unknown_system_is_a_clear_error():
+    r = run_python("import jax\ntry:\n jax.devices('tt')\nexcept Exception as e: print('ERR', e)",
+                   PJRT_TT_SYSTEM="n999", PJRT_TT_CHECK_WITH_MOCK="0")
+    assert "unknown Tenstorrent system 'n999'" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.int32, np.uint32, np.uint8,
+                                   np.bool_], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5), (2, 33, 65)], ids=str)
+def test_round_trip_exact(tt, dtype, shape):
+    rng = np.random.default_rng(1)
+    if dtype == np.bool_:
+        x = rng.random(shape) > 0.5
+    elif np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        x = rng.integers(max(info.min, -2**31), min(info.max, 2**31 - 1), shape, endpoint=True).astype(dtype)
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+    y = jax.device_put(x, tt)
+    assert y.devices() == {tt}
+    back = np.asarray(y)
+    assert back.dtype == x.dtype and back.shape == x.shape
+    np.testing.assert_array_equal(back, x)
+    np.testing.assert_array_equal(jax.device_get(y), x)
+
+
+def test_non_contiguous_host_array(tt):
+    x = np.arange(60, dtype=np.float32).reshape(6, 10)[:, ::3]
+    np.testing.assert_array_equal(np.asarray(jax.device_put(x, tt)), x)
+
+
+def test_x64_is_refused_with_a_clear_message():
+    r = run_python("""
+        import jax, numpy as np
+        jax.config.update('jax_enable_x64', True)
+        tt = jax.devices('tt')[0]
+        for value in (np.ones(3, np.float64), np.ones(3, np.int64)):
+            try:
+                jax.device_put(value, tt).block_until_ready()
+                print('NO ERROR')
+            except Exception as e:
+                print('ERR', e)
+        print(jax.jit(lambda x: x + 1)(jax.device_put(np.ones(3, np.float32), tt)))
+    """, PJRT_TT_CHECK_WITH_MOCK="0")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "float64" in lines[0] and "jax_enable_x64" in lines[0], lines
+    assert "int64" in lines[1] and "jax_enable_x64" in lines[1], lines
+    assert lines[2] == "[2. 2. 2.]"
+
+
+def test_unsupported_op_names_op_and_source_line(tt):
+    x = jax.device_put(np.ones((4, 4), np.float32), tt)
+
+    def uses_cholesky(a):
+        return jnp.linalg.cholesky(a @ a.T + 4 * jnp.eye(4))  # line with the unsupported op
+
+    with pytest.raises(Exception) as info:
+        jax.jit(uses_cholesky)(x)
+    message = str(info.value)
+    assert "cholesky" in message
+    assert f"test_runtime.py:{uses_cholesky.__code__.co_firstlineno + 1}" in message, message
+    # the process keeps working
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda a: a * 2)(x)), 2 * np.ones((4, 4)))
+
+
+def test_program_cache_avoids_recompiling(tt):
+    client = CLIENTS[-1]
+    x = jax.device_put(np.ones((5, 7), np.float32), tt)
+    jax.jit(lambda a: jnp.sin(a) * 0 + a * 3.25)  # (not called: only defines)
+    before = client.compiler.compilations
+    for _ in range(3):
+        jax.jit(lambda a: a * 3.25 + 1)(x).block_until_ready()  # a new jit object each time
+    assert client.compiler.compilations == before + 1
+
+
+def test_deleted_buffers_free_device_memory(tt):
+    stats = lambda: tt.memory_stats()["bytes_in_use"]  # noqa: E731
+    base = stats()
+    x = jax.device_put(np.ones((1024, 1024), np.float32), tt)
+    assert stats() - base == 4 * 1024 * 1024
+    y = jax.jit(lambda a: a + 1)(x)
+    assert stats() - base == 8 * 1024 * 1024
+    x.delete()
+    del y
+    assert stats() == base
+    assert tt.memory_stats()["bytes_limit"] == 12 * 2**30
+
+
+def test_donation_deletes_the_donated_input(tt):
+    x = jax.device_put(np.ones((8, 8), np.float32), tt)
+    y = jax.jit(lambda a: a * 2, donate_argnums=0)(x)
+    assert x.is_deleted()
+    with pytest.raises(RuntimeError, match="deleted"):
+        np.asarray(x)
+    np.testing.assert_array_equal(np.asarray(y), 2 * np.ones((8, 8)))
+
+
+def test_block_until_ready_and_device_get(tt):
+    y = jax.jit(lambda a: jnp.exp(a))(jax.device_put(np.zeros((3, 3), np.float32), tt))
+    assert y.block_until_ready() is y
+    np.testing.assert_array_equal(jax.device_get(y), np.ones((3, 3), np.float32))
+
+
+def test_dump_writes_stablehlo_and_ttnn_program(tmp_path):
+    r = run_python("""
+        import jax, jax.numpy as jnp, numpy as np
+        jax.jit(lambda x: jnp.tanh(x) + 1)(np.ones((3, 5), np.float32)).block_until_ready()
+    """, PJRT_TT_DUMP=str(tmp_path), PJRT_TT_CHECK_WITH_MOCK="0")
+    assert r.returncode == 0, r.stderr
+    files = sorted(os.listdir(tmp_path))
+    assert any(f.endswith(".stablehlo.mlir") for f in files), files
+    program = next(f for f in files if f.endswith(".ttnn.txt"))
+    text = (tmp_path / program).read_text()
+    assert "ttnn.tanh(" in text and "ttnn.add(" in text and "<string>" in text, text
+    shlo = (tmp_path / next(f for f in files if f.endswith(".stablehlo.mlir"))).read_text()
+    assert "stablehlo.tanh" in shlo
