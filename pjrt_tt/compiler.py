@@ -59,6 +59,10 @@ class Compiler:
             self.compilations += 1
         return compiled
 
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
     def _write(self, name: str, body: str) -> None:
         os.makedirs(self.settings.dump_dir, exist_ok=True)
         with open(os.path.join(self.settings.dump_dir, name), "w") as f:

@@ -25,11 +25,15 @@ class Unimplemented(TTError):
 class UnsupportedOp(Unimplemented):
     """A StableHLO op (or a case of one) that the lowering cannot map to ttnn."""
 
-    def __init__(self, op_name: str, location: str, why: str = ""):
+    def __init__(self, op_name: str, location: str, why: str = "", others: list | None = None):
         self.op_name, self.location, self.why = op_name, location, why
         where = f" at {location}" if location else ""
         detail = f": {why}" if why else ""
-        super().__init__(f"pjrt-tt cannot lower `{op_name}`{where}{detail}")
+        more = ""
+        if others:
+            more = f"; {len(others)} more op(s) without a TT lowering: " + "; ".join(
+                f"`{name}` at {loc or 'unknown location'}" for name, loc in others[:20])
+        super().__init__(f"pjrt-tt cannot lower `{op_name}`{where}{detail}{more}")
 
 
 class UnsupportedDtype(InvalidArgument):

@@ -10,18 +10,21 @@ import re
 import numpy as np
 from jaxlib.mlir import ir
 from jaxlib.mlir._mlir_libs import _jax_mlir_ext
-from jaxlib.mlir.dialects import stablehlo
+from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 
 from pjrt_tt.errors import InvalidArgument
 
 
 def new_context() -> ir.Context:
+    """A context with the dialects jax emits (as jax's own make_ir_context registers them)."""
     registry = ir.DialectRegistry()
     _jax_mlir_ext.register_dialects(registry)
     ctx = ir.Context()
     ctx.append_dialect_registry(registry)
     ctx.load_all_available_dialects()
-    ctx.allow_unregistered_dialects = True
+    sdy.register_dialect(ctx)
+    mhlo.register_mhlo_dialect(ctx)
+    chlo.register_dialect(ctx)
     return ctx
 
 

@@ -134,7 +134,7 @@ def test_shape_ops(tt, cpu):
     x = rand((6, 35, 10))
     check(tt, cpu, lambda x: (
         x.reshape(35, 60), x.reshape(-1), jnp.transpose(x, (2, 0, 1)), x.T,
-        x[1:5, 3:30:4, ::3], x[..., 7], jnp.concatenate([x, x * 2], axis=1),
+        jax.lax.slice(x, (1, 3, 0), (5, 30, 10), (1, 4, 3)), x[..., 7:8], jax.lax.index_in_dim(x, 7, 2, keepdims=False), jnp.concatenate([x, x * 2], axis=1),
         jnp.concatenate([x[:, :3], x[:, 5:]], axis=1), jnp.broadcast_to(x[:, :1, :], (6, 35, 10)),
         jnp.expand_dims(x, 1), jnp.squeeze(x[:1])), x)
 

@@ -127,13 +127,18 @@ def test_deleted_buffers_free_device_memory(tt):
     stats = lambda: tt.memory_stats()["bytes_in_use"]  # noqa: E731
     base = stats()
     x = jax.device_put(np.ones((1024, 1024), np.float32), tt)
-    assert stats() - base == 4 * 1024 * 1024
+    size = x.on_device_size_in_bytes()
+    assert size == 1024 * 4096  # 1024 float32 tiles
+    # ttnn interleaves pages over the 12 DRAM banks; each bank rounds up to whole pages
+    page_slack = 12 * 4096
+    assert size <= stats() - base <= size + page_slack
     y = jax.jit(lambda a: a + 1)(x)
-    assert stats() - base == 8 * 1024 * 1024
+    assert 2 * size <= stats() - base <= 2 * (size + page_slack)
     x.delete()
     del y
     assert stats() == base
-    assert tt.memory_stats()["bytes_limit"] == 12 * 2**30
+    # an n150 has 12 GiB of DRAM, less what ttnn reserves at the bottom of each bank
+    assert 0.99 * 12 * 2**30 <= tt.memory_stats()["bytes_limit"] <= 12 * 2**30
 
 
 def test_donation_deletes_the_donated_input(tt):

@@ -22,9 +22,8 @@ def lower_module(parsed: Parsed) -> Program:
         if "sym_name" in module.operation.attributes else "main"
     missing = unsupported_ops(module)
     if missing:
-        listed = "; ".join(f"`{op}` at {loc or 'unknown location'}" for op, loc in missing[:20])
-        raise UnsupportedOp(missing[0][0], missing[0][1],
-                            f"{len(missing)} op(s) in {name} have no TT lowering: {listed}")
+        (op, loc), others = missing[0], missing[1:]
+        raise UnsupportedOp(op, loc, "no TT lowering exists for this op yet", others)
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
     main = funcs["main"]

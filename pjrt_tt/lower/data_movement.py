@@ -8,7 +8,7 @@ from jaxlib.mlir import ir
 from pjrt_tt.ingest import constant_array, splat_value
 from pjrt_tt.lower.elementwise import result_type
 from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
-from pjrt_tt.program import DEVICE, ShapeArg, dtype_attr, layout_attr
+from pjrt_tt.program import DEVICE, HostType, ShapeArg, dtype_attr, layout_attr
 
 
 def _dims(op, name: str) -> list[int]:
@@ -103,3 +103,51 @@ def _iota(lo: Lowering, op) -> list:
                    dtype=dtype_attr(out.dtype), device=DEVICE, layout=layout_attr(out.layout))
     aligned = tuple(n if d == dim else 1 for d in range(len(h.shape)))
     return [expand(lo, lo.reshape(line, aligned), h.shape)]
+
+
+@rule("stablehlo.pad")
+def _pad(lo: Lowering, op) -> list:
+    """Edge and interior padding (what the gradient of a slice produces), built from
+    slice, reshape and concat with constant blocks: ttnn.pad cannot pad the front of a
+    TILE tensor on device."""
+    value = lo.entry(op.operands[1])
+    if not isinstance(value, Splat):
+        raise lo.unsupported("padding with a value computed at run time")
+    low, high, interior = (_dims(op, n) for n in ("edge_padding_low", "edge_padding_high",
+                                                  "interior_padding"))
+    element = host_type(op.operands[0]).element
+    x = lo.get(op.operands[0])
+    shape = list(host_type(op.operands[0]).shape)
+
+    def block(dims: list[int], d: int, size: int):
+        dims = [size if i == d else s for i, s in enumerate(dims)]
+        return lo.materialize(Splat(value.value, HostType(element, tuple(dims))))
+
+    def concat(parts, d: int, dims: list[int]):
+        return lo.emit("concat", parts, d, result=dataclasses.replace(x.type, shape=tuple(dims)))
+
+    if any(p < 0 for p in low + high):  # negative edge padding removes elements
+        starts = [max(-p, 0) for p in low]
+        ends = [s - max(-p, 0) for s, p in zip(shape, high)]
+        shape = [e - s for s, e in zip(starts, ends)]
+        x = lo.emit("slice", x, starts, ends, [1] * len(shape),
+                    result=dataclasses.replace(x.type, shape=tuple(shape)))
+    for d, p in enumerate(interior):
+        if p > 0 and shape[d] > 1:
+            # Interleave: [n, 1] ++ [n, p] fill along a new axis, merge, drop the tail.
+            n = shape[d]
+            split = shape[:d + 1] + [1] + shape[d + 1:]
+            joined = concat([lo.reshape(x, tuple(split)), block(split, d + 1, p)], d + 1,
+                            shape[:d + 1] + [p + 1] + shape[d + 1:])
+            flat = lo.reshape(joined, tuple(shape[:d] + [n * (p + 1)] + shape[d + 1:]))
+            shape[d] = n + (n - 1) * p
+            x = lo.emit("slice", flat, [0] * len(shape), list(shape), [1] * len(shape),
+                        result=dataclasses.replace(x.type, shape=tuple(shape)))
+    for d in range(len(shape)):
+        before, after = max(low[d], 0), max(high[d], 0)
+        if before or after:
+            parts = ([block(shape, d, before)] if before else []) + [x] + \
+                    ([block(shape, d, after)] if after else [])
+            shape[d] += before + after
+            x = concat(parts, d, shape)
+    return [x]

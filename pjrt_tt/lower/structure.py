@@ -20,7 +20,7 @@ def _call(lo: Lowering, op) -> list:
     return results
 
 
-@rule("stablehlo.optimization_barrier")
+@rule("stablehlo.optimization_barrier", "sdy.sharding_constraint")
 def _barrier(lo: Lowering, op) -> list:
     return [lo.entry(v) for v in op.operands]
 

@@ -62,6 +62,12 @@ class Buffer:
             self.device.client.target.free(self.tensor)
             self.tensor = None
 
+    def __del__(self):  # the framework dropped its last handle: free the chip memory
+        try:
+            self.delete()
+        except Exception:
+            pass
+
     def live_tensor(self, what: str):
         if self.tensor is None:
             raise InvalidArgument(f"{what}: the TT buffer {self.dims} was deleted or donated")

@@ -54,6 +54,9 @@ class Device:
         return stats
 
 
+CLIENTS: list["Client"] = []   # every client made in this process (tests inspect them)
+
+
 class Client:
     def __init__(self, options: dict | None = None):
         self.settings = Settings.load(options)
@@ -67,6 +70,7 @@ class Client:
         self.memories = [d.memory for d in self.devices]
         validator = _mock_validator(system) if self.settings.check_with_mock else None
         self.compiler = Compiler(self.settings, validator)
+        CLIENTS.append(self)
 
     def lookup_device(self, device_id: int) -> Device:
         if not 0 <= device_id < len(self.devices):
