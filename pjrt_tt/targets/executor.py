@@ -57,7 +57,7 @@ class BoundProgram:
             if isinstance(a, (list, tuple)):
                 parts = [build(x) for x in a]
                 kind = type(a)
-                if all(not isinstance(x, (Value, list, tuple)) for x in a):
+                if all(isinstance(x, (int, float, bool, str, type(None))) for x in a):
                     return lambda env: a  # a constant list: no work per call
                 return lambda env: kind(p(env) for p in parts)
             if isinstance(a, dict):
