@@ -169,3 +169,21 @@ def test_dump_writes_stablehlo_and_ttnn_program(tmp_path):
     assert "ttnn.tanh(" in text and "ttnn.add(" in text and "<string>" in text, text
     shlo = (tmp_path / next(f for f in files if f.endswith(".stablehlo.mlir"))).read_text()
     assert "stablehlo.tanh" in shlo
+
+
+def test_out_of_device_memory_is_a_clear_error():
+    # In a subprocess without the mock check: real ttnn.full builds the whole tensor on
+    # the host before it allocates on the device (14 GB here), which the sim does not.
+    r = run_python("""
+        import jax, jax.numpy as jnp, numpy as np
+        try:
+            jax.jit(lambda: jnp.zeros((60000, 60000)) + 1)().block_until_ready()  # 14.4 GB > 12 GB
+        except Exception as e:
+            print(e)
+        print(jax.jit(lambda: jnp.ones(3))())
+    """, PJRT_TT_CHECK_WITH_MOCK="0")
+    assert r.returncode == 0, r.stderr
+    message, after = r.stdout.strip().splitlines()[0], r.stdout.strip().splitlines()[-1]
+    assert message.startswith("RESOURCE_EXHAUSTED: out of TT device memory"), message
+    assert "14400000000 B" in message and "<string>:4" in message, message
+    assert after == "[1. 1. 1.]"

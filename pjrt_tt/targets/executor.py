@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pjrt_tt.errors import TTError
+from pjrt_tt.errors import ResourceExhausted, TTError
 from pjrt_tt.program import DEVICE, Attr, Program, ShapeArg, TensorType, Value, storage_roots
 
 
@@ -18,6 +18,21 @@ def resolve_attr(module, path: str):
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def ttnn_message(e: Exception) -> str:
+    """The informative part of a ttnn exception (without the TT_FATAL header and backtrace)."""
+    text = str(e)
+    if "info:" in text:
+        text = text.split("info:", 1)[1]
+    return text.split("backtrace:", 1)[0].strip()
+
+
+def op_error(op, e: Exception) -> TTError:
+    message = ttnn_message(e)
+    if "Out of Memory" in message:
+        return ResourceExhausted(f"out of TT device memory in ttnn.{op.fn} for {op.origin}: {message}")
+    return TTError(f"ttnn.{op.fn} failed for {op.origin}: {message}")
 
 
 class BoundProgram:
@@ -82,7 +97,7 @@ class BoundProgram:
             try:
                 out = fn(*args, **kwargs)
             except Exception as e:
-                raise TTError(f"ttnn.{op.fn} failed for {op.origin}: {e}") from e
+                raise op_error(op, e) from e
             shape, dtype, layout = self._expected[op.result.id]
             if tuple(out.shape) != shape or out.dtype != dtype or out.layout != layout:
                 raise TTError(
