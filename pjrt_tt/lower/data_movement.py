@@ -7,7 +7,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.ingest import constant_array, splat_value
 from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.lower.registry import Broadcast, Lowering, Splat, device_type, host_type, rule
 from pjrt_tt.program import DEVICE, HostType, ShapeArg, dtype_attr, layout_attr
 
 
@@ -31,6 +31,7 @@ def _broadcast_in_dim(lo: Lowering, op) -> list:
     entry = lo.entry(op.operands[0])
     if isinstance(entry, Splat):
         return [Splat(entry.value, out_h)]
+    entry = lo.materialize(entry)
     dims = _dims(op, "broadcast_dimensions")
     in_shape = host_type(op.operands[0]).shape
     # Put the operand's dims in result order, then give it the result's rank with 1s.
@@ -40,16 +41,9 @@ def _broadcast_in_dim(lo: Lowering, op) -> list:
     for i in order:
         aligned[dims[i]] = in_shape[i]
     x = lo.reshape(x, tuple(aligned))
-    return [expand(lo, x, out_h.shape)]
-
-
-def expand(lo: Lowering, x, shape: tuple[int, ...]):
-    """Repeat size-1 dims of `x` (already of the target rank) up to `shape`."""
-    shape = tuple(shape) or (1,)
-    reps = tuple(t // s for s, t in zip(x.type.shape, shape))
-    if all(r == 1 for r in reps):
-        return x
-    return lo.emit("repeat", x, ShapeArg(reps), result=dataclasses.replace(x.type, shape=shape))
+    if tuple(x.type.shape) == device_type(out_h).shape:
+        return [x]
+    return [Broadcast(x, out_h)]
 
 
 @rule("stablehlo.reshape")
@@ -58,7 +52,7 @@ def _reshape(lo: Lowering, op) -> list:
     h = host_type(op.results[0])
     if isinstance(entry, Splat):
         return [Splat(entry.value, h)]
-    return [lo.reshape(entry, h.shape)]
+    return [lo.reshape(lo.materialize(entry), h.shape)]
 
 
 @rule("stablehlo.transpose")
@@ -66,7 +60,7 @@ def _transpose(lo: Lowering, op) -> list:
     entry = lo.entry(op.operands[0])
     if isinstance(entry, Splat):
         return [Splat(entry.value, host_type(op.results[0]))]
-    return [lo.permute(entry, _dims(op, "permutation"))]
+    return [lo.permute(lo.materialize(entry), _dims(op, "permutation"))]
 
 
 @rule("stablehlo.slice")
@@ -75,6 +69,7 @@ def _slice(lo: Lowering, op) -> list:
     h = host_type(op.results[0])
     if isinstance(entry, Splat):
         return [Splat(entry.value, h)]
+    entry = lo.materialize(entry)
     starts, limits, strides = (_dims(op, n) for n in ("start_indices", "limit_indices", "strides"))
     if not starts:  # rank 0
         return [entry]
@@ -102,7 +97,8 @@ def _iota(lo: Lowering, op) -> list:
     line = lo.emit("arange", 0, n, 1, result=dataclasses.replace(out, shape=(n,)),
                    dtype=dtype_attr(out.dtype), device=DEVICE, layout=layout_attr(out.layout))
     aligned = tuple(n if d == dim else 1 for d in range(len(h.shape)))
-    return [expand(lo, lo.reshape(line, aligned), h.shape)]
+    x = lo.reshape(line, aligned)
+    return [x if tuple(x.type.shape) == out.shape else Broadcast(x, h)]
 
 
 @rule("stablehlo.pad")

@@ -1,13 +1,15 @@
 """Elementwise rules: unary math, binary math, comparisons, select, convert."""
 from __future__ import annotations
 
-import dataclasses
+import numpy as np
 
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.lower.registry import Lowering, Splat, device_type, host_type, rule
-from pjrt_tt.program import TensorType, Value
+from pjrt_tt.lower.registry import Broadcast, Lowering, Splat, device_type, host_type, rule
+from pjrt_tt.program import TensorType, Value, dtype_attr
+
+FLOATS = ("float32", "bfloat16")
 
 UNARY = {
     "stablehlo.negate": "neg",
@@ -46,14 +48,27 @@ def _unary(lo: Lowering, op) -> list:
     return [lo.emit(UNARY[op.operation.name], x, result=result_type(op))]
 
 
-def binary(lo: Lowering, fn: str, lhs, rhs, commutative: bool, out: TensorType) -> Value:
+def tensor_operands(lo: Lowering, entries: list, out_shape: tuple[int, ...]) -> list[Value]:
+    """Operands for a ttnn elementwise op: pending broadcasts are passed un-repeated, as
+    ttnn broadcasts like numpy, unless together they would not reach the result shape."""
+    sources = [e.source if isinstance(e, Broadcast) else lo.materialize(e) for e in entries]
+    if np.broadcast_shapes(*(v.type.shape for v in sources)) == tuple(out_shape):
+        return sources
+    return [lo.materialize(e) for e in entries]
+
+
+def binary(lo: Lowering, fn: str, lhs, rhs, commutative: bool, out: TensorType, **kwargs) -> Value:
     """Emit a ttnn binary op, using its tensor-scalar form when one side is a splat."""
     a, b = lo.entry(lhs), lo.entry(rhs)
     if isinstance(a, Splat) and not isinstance(b, Splat) and commutative:
         a, b = b, a
-    if isinstance(b, Splat) and not isinstance(a, Splat) and a.type.dtype in ("float32", "bfloat16"):
-        return lo.emit(fn, a, float(b.value), result=out)
-    return lo.emit(fn, lo.materialize(a), lo.materialize(b), result=out)
+    if isinstance(b, Splat) and not isinstance(a, Splat) and out_dtype_of(lo, a) in FLOATS:
+        return lo.emit(fn, lo.materialize(a), float(b.value), result=out, **kwargs)
+    return lo.emit(fn, *tensor_operands(lo, [a, b], out.shape), result=out, **kwargs)
+
+
+def out_dtype_of(lo: Lowering, e) -> str:
+    return e.type.dtype if isinstance(e, Value) else device_type(e.host).dtype
 
 
 @rule(*BINARY)
@@ -66,8 +81,9 @@ def _binary(lo: Lowering, op) -> list:
 def _logical(lo: Lowering, op) -> list:
     if not host_type(op.results[0]).element.is_bool:
         raise lo.unsupported("bitwise operations on integers are not lowered yet")
-    fn = LOGICAL[op.operation.name]
-    return [lo.emit(fn, lo.get(op.operands[0]), lo.get(op.operands[1]), result=result_type(op))]
+    out = result_type(op)
+    operands = tensor_operands(lo, [lo.entry(v) for v in op.operands], out.shape)
+    return [lo.emit(LOGICAL[op.operation.name], *operands, result=out)]
 
 
 @rule("stablehlo.not")
@@ -84,17 +100,17 @@ def _compare(lo: Lowering, op) -> list:
     if isinstance(lo.entry(lhs), Splat) and not isinstance(lo.entry(rhs), Splat):
         lhs, rhs, direction = rhs, lhs, SWAPPED[direction]
     out = result_type(op)
-    operand = lo.entry(lhs)
-    operand_dtype = operand.type.dtype if isinstance(operand, Value) else device_type(operand.host).dtype
-    # ttnn comparisons return the operands' dtype holding 0/1; booleans are bfloat16 0/1.
-    raw = binary(lo, COMPARE[direction], lhs, rhs, False, dataclasses.replace(out, dtype=operand_dtype))
-    return [lo.typecast(raw, out.dtype)]
+    # ttnn comparisons return 0/1 in the operands' dtype unless told otherwise with dtype=;
+    # booleans are bfloat16 0/1.
+    kwargs = {} if out_dtype_of(lo, lo.entry(lhs)) == out.dtype else {"dtype": dtype_attr(out.dtype)}
+    return [binary(lo, COMPARE[direction], lhs, rhs, False, out, **kwargs)]
 
 
 @rule("stablehlo.select")
 def _select(lo: Lowering, op) -> list:
-    pred, on_true, on_false = (lo.get(v) for v in op.operands)
-    return [lo.emit("where", pred, on_true, on_false, result=result_type(op))]
+    out = result_type(op)
+    operands = tensor_operands(lo, [lo.entry(v) for v in op.operands], out.shape)
+    return [lo.emit("where", *operands, result=out)]
 
 
 @rule("stablehlo.convert")
@@ -104,9 +120,9 @@ def _convert(lo: Lowering, op) -> list:
     if isinstance(entry, Splat):
         value = bool(entry.value) if dst.element.is_bool else entry.value
         return [Splat(value, dst)]
+    entry = lo.materialize(entry)
     out = device_type(dst)
     if dst.element.is_bool and not src.element.is_bool:
-        nonzero = lo.emit("ne", entry, 0.0 if entry.type.dtype in ("float32", "bfloat16") else 0,
-                          result=dataclasses.replace(out, dtype=entry.type.dtype))
-        return [lo.typecast(nonzero, out.dtype)]
+        zero = 0.0 if entry.type.dtype in FLOATS else 0
+        return [lo.emit("ne", entry, zero, result=out, dtype=dtype_attr(out.dtype))]
     return [lo.typecast(entry, out.dtype)]

@@ -41,7 +41,16 @@ class Splat:
     host: HostType
 
 
-Entry = Union[Value, Splat]
+@dataclasses.dataclass(frozen=True)
+class Broadcast:
+    """A broadcast not yet materialised: `source` has the result's rank with size-1 dims
+    where it is to be repeated. Elementwise rules hand `source` to ttnn, whose binary and
+    ternary ops broadcast like numpy; other consumers get a ttnn.repeat."""
+    source: Value
+    host: HostType
+
+
+Entry = Union[Value, Splat, Broadcast]
 
 
 def host_type(v: ir.Value | ir.Type) -> HostType:
@@ -68,6 +77,7 @@ class Lowering:
         self.constants: list[Constant] = []
         self.env: dict[ir.Value, Entry] = {}
         self._next_id = 0
+        self._reshaped_from: dict[int, Value] = {}
         self.origin = ""           # the StableHLO op being lowered, for dumps and errors
         self.location = ""
 
@@ -86,6 +96,10 @@ class Lowering:
     def materialize(self, e: Entry) -> Value:
         if isinstance(e, Value):
             return e
+        if isinstance(e, Broadcast):
+            x, shape = e.source, device_type(e.host).shape
+            reps = tuple(t // s for s, t in zip(x.type.shape, shape))
+            return self.emit("repeat", x, ShapeArg(reps), result=dataclasses.replace(x.type, shape=shape))
         t = device_type(e.host)
         fill = float(e.value) if t.dtype in ("float32", "bfloat16") else int(e.value)
         return self.emit("full", ShapeArg(t.shape), fill, result=t, dtype=dtype_attr(t.dtype),
@@ -105,9 +119,12 @@ class Lowering:
 
     def reshape(self, x: Value, shape: tuple[int, ...]) -> Value:
         shape = tuple(shape) or (1,)
+        x = self._reshaped_from.get(x.id, x)  # reshape(reshape(y)) == reshape(y)
         if tuple(x.type.shape) == shape:
             return x
-        return self.emit("reshape", x, ShapeArg(shape), result=dataclasses.replace(x.type, shape=shape))
+        out = self.emit("reshape", x, ShapeArg(shape), result=dataclasses.replace(x.type, shape=shape))
+        self._reshaped_from[out.id] = x
+        return out
 
     def permute(self, x: Value, perm: list[int]) -> Value:
         if list(perm) == sorted(perm):

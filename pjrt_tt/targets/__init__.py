@@ -45,10 +45,10 @@ class Target:
                                 layout=self._layouts[t.layout], device=chip)
 
     def download(self, tensor, t: TensorType) -> np.ndarray:
-        host = self.ttnn.from_device(tensor).to_numpy()
-        if host.dtype == object or t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
-            host = np.asarray(host, dtype=np.float32)
-        return host.astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
+        host = self.ttnn.from_device(tensor)
+        if t.dtype == "bfloat16":  # ttnn's to_numpy() of bfloat16 is an unusable object array
+            host = self.ttnn.to_dtype(host, self.ttnn.float32)
+        return np.asarray(host.to_numpy()).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
 
     def free(self, tensor) -> None:
         self.ttnn.deallocate(tensor)
