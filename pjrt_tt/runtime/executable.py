@@ -45,7 +45,6 @@ class LoadedExecutable:
         self.fingerprint = compiled.fingerprint
         self.size_of_generated_code = len(program.ops)
         self.addressable_devices = [device]
-        self.addressable_device_logical_ids = [(0, 0)]
         self.is_deleted = False
         target = client.target
         self._bound = target.bind(program, device.chip)

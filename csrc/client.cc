@@ -1,0 +1,170 @@
+#include "client.h"
+
+namespace pjrt_tt {
+namespace {
+
+template <typename Handle>
+Handle* ByIndex(const std::vector<std::unique_ptr<Handle>>& storage, py::handle object,
+                const char* kind) {
+  if (object.is_none()) Fail(PJRT_Error_Code_INTERNAL, std::string("the runtime returned None for a ") + kind);
+  long index = py::cast<long>(object.attr("index"));
+  if (index < 0 || static_cast<size_t>(index) >= storage.size()) {
+    Fail(PJRT_Error_Code_INTERNAL, std::string("the runtime returned a ") + kind + " with index " +
+                                       std::to_string(index) + ", but the client has " +
+                                       std::to_string(storage.size()));
+  }
+  return storage[index].get();
+}
+
+PJRT_Error* ClientCreate(PJRT_Client_Create_Args* args) {
+  return Guard("PJRT_Client_Create", [&] {
+    PJRT_TT_REQUIRE_OUT(args, client);
+    const PJRT_NamedValue* options = PJRT_TT_IN(args, create_options, nullptr);
+    size_t num_options = options ? PJRT_TT_IN(args, num_options, 0) : 0;
+    // The key-value store callbacks are for multi-process setups; unused here.
+    args->client = WithPython([&] {
+      py::object py_client = Bridge().attr("create_client")(NamedValuesToDict(options, num_options));
+      std::unique_ptr<PJRT_Client, void (*)(PJRT_Client*)> client(new PJRT_Client,
+                                                                   DeleteHandle<PJRT_Client>);
+      client->platform_name = py::cast<std::string>(py_client.attr("platform_name"));
+      client->platform_version = py::cast<std::string>(py_client.attr("platform_version"));
+      client->process_index = py::cast<int>(py_client.attr("process_index"));
+      CreateDevicesAndMemories(client.get(), py_client);
+      client->py = PyRef(std::move(py_client));
+      return client.release();
+    });
+  });
+}
+
+PJRT_Error* ClientDestroy(PJRT_Client_Destroy_Args* args) {
+  return Guard("PJRT_Client_Destroy", [&] { DeleteHandle(PJRT_TT_IN(args, client, nullptr)); });
+}
+
+PJRT_Error* ClientPlatformName(PJRT_Client_PlatformName_Args* args) {
+  return Guard("PJRT_Client_PlatformName", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    PJRT_TT_OUT(args, platform_name, client->platform_name.data());
+    PJRT_TT_OUT(args, platform_name_size, client->platform_name.size());
+  });
+}
+
+PJRT_Error* ClientPlatformVersion(PJRT_Client_PlatformVersion_Args* args) {
+  return Guard("PJRT_Client_PlatformVersion", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    PJRT_TT_OUT(args, platform_version, client->platform_version.data());
+    PJRT_TT_OUT(args, platform_version_size, client->platform_version.size());
+  });
+}
+
+PJRT_Error* ClientProcessIndex(PJRT_Client_ProcessIndex_Args* args) {
+  return Guard("PJRT_Client_ProcessIndex", [&] {
+    PJRT_TT_OUT(args, process_index, PJRT_TT_ARG(args, client)->process_index);
+  });
+}
+
+PJRT_Error* ClientDevices(PJRT_Client_Devices_Args* args) {
+  return Guard("PJRT_Client_Devices", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    PJRT_TT_OUT(args, devices, client->devices.data());
+    PJRT_TT_OUT(args, num_devices, client->devices.size());
+  });
+}
+
+PJRT_Error* ClientAddressableDevices(PJRT_Client_AddressableDevices_Args* args) {
+  return Guard("PJRT_Client_AddressableDevices", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    PJRT_TT_OUT(args, addressable_devices, client->addressable_devices.data());
+    PJRT_TT_OUT(args, num_addressable_devices, client->addressable_devices.size());
+  });
+}
+
+PJRT_Error* ClientAddressableMemories(PJRT_Client_AddressableMemories_Args* args) {
+  return Guard("PJRT_Client_AddressableMemories", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    PJRT_TT_OUT(args, addressable_memories, client->memories.data());
+    PJRT_TT_OUT(args, num_addressable_memories, client->memories.size());
+  });
+}
+
+PJRT_Error* ClientLookupDevice(PJRT_Client_LookupDevice_Args* args) {
+  return Guard("PJRT_Client_LookupDevice", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    int id = PJRT_TT_IN(args, id, 0);
+    PJRT_Device* device = WithPython(
+        [&] { return client->DeviceOf(client->py.get().attr("lookup_device")(id)); });
+    PJRT_TT_OUT(args, device, device);
+  });
+}
+
+PJRT_Error* ClientLookupAddressableDevice(PJRT_Client_LookupAddressableDevice_Args* args) {
+  return Guard("PJRT_Client_LookupAddressableDevice", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    int local_hardware_id = PJRT_TT_IN(args, local_hardware_id, 0);
+    PJRT_Device* device = WithPython([&] {
+      return client->DeviceOf(client->py.get().attr("lookup_addressable_device")(local_hardware_id));
+    });
+    PJRT_TT_OUT(args, addressable_device, device);
+  });
+}
+
+PJRT_Error* ClientDefaultDeviceAssignment(PJRT_Client_DefaultDeviceAssignment_Args* args) {
+  return Guard("PJRT_Client_DefaultDeviceAssignment", [&] {
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    int replicas = PJRT_TT_IN(args, num_replicas, 0);
+    int partitions = PJRT_TT_IN(args, num_partitions, 0);
+    int* out = PJRT_TT_ARG(args, default_assignment);
+    size_t capacity = PJRT_TT_IN(args, default_assignment_size, 0);
+    size_t needed = static_cast<size_t>(replicas) * static_cast<size_t>(partitions);
+    if (replicas < 0 || partitions < 0 || capacity < needed) {
+      Fail(PJRT_Error_Code_INVALID_ARGUMENT,
+           "default_assignment_size " + std::to_string(capacity) + " is smaller than " +
+               std::to_string(replicas) + " replicas x " + std::to_string(partitions) + " partitions");
+    }
+    std::vector<int64_t> ids = WithPython([&] {
+      return ToInt64Vector(client->py.get().attr("default_device_assignment")(replicas, partitions));
+    });
+    if (ids.size() != needed) {
+      Fail(PJRT_Error_Code_INTERNAL, "default_device_assignment returned " + std::to_string(ids.size()) +
+                                         " device ids, expected " + std::to_string(needed));
+    }
+    for (size_t i = 0; i < needed; ++i) out[i] = static_cast<int>(ids[i]);
+  });
+}
+
+}  // namespace
+
+}  // namespace pjrt_tt
+
+PJRT_Device* PJRT_Client::DeviceOf(py::handle py_device) const {
+  return pjrt_tt::ByIndex(device_storage, py_device, "Device");
+}
+
+PJRT_Memory* PJRT_Client::MemoryOf(py::handle py_memory) const {
+  return pjrt_tt::ByIndex(memory_storage, py_memory, "Memory");
+}
+
+std::vector<PJRT_Device*> PJRT_Client::DevicesOf(py::handle py_devices) const {
+  std::vector<PJRT_Device*> out;
+  for (py::handle d : py::iter(py_devices)) out.push_back(DeviceOf(d));
+  return out;
+}
+
+namespace pjrt_tt {
+
+void BindClient(PJRT_Api& api) {
+  api.PJRT_Client_Create = ClientCreate;
+  api.PJRT_Client_Destroy = ClientDestroy;
+  api.PJRT_Client_PlatformName = ClientPlatformName;
+  api.PJRT_Client_ProcessIndex = ClientProcessIndex;
+  api.PJRT_Client_PlatformVersion = ClientPlatformVersion;
+  api.PJRT_Client_Devices = ClientDevices;
+  api.PJRT_Client_AddressableDevices = ClientAddressableDevices;
+  api.PJRT_Client_LookupDevice = ClientLookupDevice;
+  api.PJRT_Client_LookupAddressableDevice = ClientLookupAddressableDevice;
+  api.PJRT_Client_AddressableMemories = ClientAddressableMemories;
+  api.PJRT_Client_DefaultDeviceAssignment = ClientDefaultDeviceAssignment;
+  // PJRT_Client_Compile lives in executable.cc, PJRT_Client_BufferFromHostBuffer in
+  // buffer.cc: each file owns the code that creates its kind of object.
+}
+
+}  // namespace pjrt_tt
