@@ -1,0 +1,71 @@
+"""pjrt-tt `sim` target: a functional simulator of the ttnn ops the lowering uses.
+
+Import it in place of ttnn:  `from pjrt_tt.targets import sim as ttnn`.
+Same names and argument conventions as real ttnn 0.81.1; results have the same shape,
+padded_shape, dtype and layout (checked against real ttnn in mock-cluster mode by
+tests/test_sim_parity.py), and values computed with numpy / ml_dtypes on the host.
+Each simulated chip has DRAM and L1 bank allocators sized like the real chips of the system
+chosen by `configure(name)` or PJRT_TT_SYSTEM (default n150; sizes from pjrt_tt.systems, bank
+geometry measured with ttnn), so a program that does not fit the card fails here with ttnn's
+out-of-memory error.
+
+Files: tensor.py (DataType, Layout, Shape, MemoryConfig, Tensor, host conversions),
+device.py (chips, MeshDevice, allocators), ops.py (the ops, table-driven).
+
+Sim-only names: `configure`, `current_system`, `sim_memory_stats(mesh, chip_index)`,
+`MeshDevice.sim_memory_stats(chip_index)`, `Tensor.sim_on_device_size()`, `sim_reset()`.
+
+Numerics. Tensors hold their values as stored; every op reads those, computes in float32
+(integers in their own type, wrapping), and rounds its result to the output dtype: bf16
+round-to-nearest-even (NaN -> 0x7FC0 as ttnn), bfloat8_b / bfloat4_b packed exactly like
+ttnn's host packer (bit-exact, tests/test_sim.py). A Python scalar combined with a bf16 or
+block-float tensor is first rounded to bf16, as ttnn packs it for the kernel.
+
+Deliberate differences from real ttnn 0.81.1:
+- Results are exact float32 math rounded once. The card's FPU/SFPU differ in the last bits:
+  default (fast) bf16 add/mul may be 1 ULP off, exp/log/tanh/gelu/erf/sigmoid/recip/sqrt
+  use approximations, matmul accumulates per the compute kernel config (math fidelity
+  truncates inputs; without fp32_dest_acc_en partial sums live in bf16 dest registers);
+  compute_kernel_config and math fidelity are accepted and ignored. mean = float32 sum x
+  float32 (1/N) (the device may pack 1/N as bf16).
+- Float -> int conversions (constructor, typecast, to_dtype) truncate toward zero like
+  ttnn's host conversion; values outside the target's range saturate for uint16 / uint8
+  (ttnn's host result there depends on the element's position in a SIMD block), and device
+  typecast rounding is unverified (no card).
+- to_numpy(): bfloat16 gives an ml_dtypes.bfloat16 array (ttnn returns a useless object
+  array); bfloat8_b / bfloat4_b give float32 (as ttnn).
+- The sim raises where real ttnn aborts the process or returns garbage: float64 / int64 /
+  complex input arrays (ttnn converts f64 only with an explicit data_type, aborts without;
+  the sim always refuses), ops on host tensors (exp, concat abort in ttnn), reading a
+  deallocated tensor (segfault in ttnn), permute with repeated dims, slice ends past the dim,
+  pad of a host TILE tensor (ttnn silently returns it unpadded). Error texts follow ttnn's
+  ("TT_FATAL @ ...: <condition>\ninfo:\n<ttnn's message>") but name pjrt_tt/targets/sim.
+- Memory: DRAM / L1 buffers are interleaved over all banks of their type, each bank
+  reserving ceil(pages / banks) aligned pages at the same address (like tt-metal's lockstep
+  allocator), first fit; `bytes_in_use` counts those reservations (a 1-tile tensor reserves a
+  tile in each of the 12 Wormhole DRAM banks); `sim_buffer_bytes_in_use` the buffers' own
+  sizes. Addresses start at 0 in each bank (ttnn: DRAM from 1048640 bottom-up, L1 top-down).
+  Program-internal scratch (circular buffers, kernels) is not modelled. Host memory: floats
+  are kept as float32 (bf16 tensors take twice their device size on the host).
+- Multi-chip: a tensor placed on a mesh is replicated to every chip of it;
+  `MeshDevice.create_submeshes(MeshShape(1, 1))` gives per-chip devices. Mesh mappers
+  (ShardTensorToMesh...), mesh composers and CCL ops (all_gather, reduce_scatter,
+  all_reduce) are not simulated yet; sharded memory configs are refused.
+"""
+from .tensor import (  # noqa: F401
+    TILE_SIZE, TILE_HEIGHT, TILE_WIDTH, BufferType, DataType, Layout, MemoryConfig, Shape,
+    StorageType, Tensor, TensorMemoryLayout, DRAM_MEMORY_CONFIG, L1_MEMORY_CONFIG,
+    bfloat16, bfloat8_b, bfloat4_b, float32, int32, uint8, uint16, uint32,
+    ROW_MAJOR_LAYOUT, TILE_LAYOUT,
+)
+from .device import (  # noqa: F401
+    Arch, CoreCoord, Device, MemoryView, MeshDevice, MeshShape, GetNumAvailableDevices,
+    GetNumPCIeDevices, close_device, close_mesh_device, configure, current_system, get_device_ids,
+    get_memory_view, get_num_devices, open_device, open_mesh_device, sim_memory_stats, sim_reset,
+    synchronize_device, DEFAULT_L1_SMALL_SIZE, DEFAULT_TRACE_REGION_SIZE, DEFAULT_WORKER_L1_SIZE,
+)
+from .ops import *  # noqa: F401,F403
+from .ops import _UNARY, _BINARY, _ALIASES  # noqa: F401
+
+DEVICE_STORAGE_TYPE = StorageType.DEVICE
+TARGET_NAME = "sim"
