@@ -1,6 +1,8 @@
 """Client, devices and memories: the system as PJRT presents it."""
 from __future__ import annotations
 
+import atexit
+
 import numpy as np
 
 from pjrt_tt import dtypes, targets
@@ -103,6 +105,9 @@ def _mock_validator(system):
     """Every new program also runs once on real ttnn in mock mode (zeros in, metadata
     checked by the executor), so a program the sim accepts is one real ttnn accepts."""
     state: dict = {}
+    # Drop the mock target before ttnn's bindings are torn down at exit (nanobind
+    # otherwise reports the MeshDevice as leaked).
+    atexit.register(state.clear)
 
     def validate(program) -> None:
         if "target" not in state:
