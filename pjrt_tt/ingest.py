@@ -130,14 +130,18 @@ _NAME_LOC = re.compile(r'loc\("([^"]*)"')
 
 
 def describe_location(loc: ir.Location) -> str:
-    """'file.py:12:5 (jit(f)/tanh)' from an MLIR location, innermost user frame first."""
+    """'model.py:12:5 (jit(f)/tanh)' from an MLIR location: the innermost frame of the
+    user's own code, then the library frame it went through (flax, optax...), if any."""
     text = str(loc)
     name = _NAME_LOC.search(text)
-    files = [m for m in _FILE_LOC.finditer(text) if not _is_internal(m.group(1))]
+    frames = [m for m in _FILE_LOC.finditer(text) if not _is_internal(m.group(1))]
+    user = next((m for m in frames if "/site-packages/" not in m.group(1)), None)
     parts = []
-    if files:
-        f = files[0]
-        parts.append(f"{f.group(1)}:{f.group(2)}:{f.group(3)}")
+    if user:
+        parts.append(f"{user.group(1)}:{user.group(2)}:{user.group(3)}")
+    if frames and frames[0] is not user:
+        lib = frames[0]
+        parts.append(f"{'via ' if user else ''}{lib.group(1)}:{lib.group(2)}:{lib.group(3)}")
     if name and name.group(1) and not _FILE_LOC.match(f'"{name.group(1)}"'):
         parts.append(f"({name.group(1)})")
     return " ".join(parts)
