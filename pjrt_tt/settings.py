@@ -11,6 +11,7 @@ class Settings:
     system: str = "n150"            # PJRT_TT_SYSTEM: n150 | n300 | p150 | p300 | t3k | galaxy
     dump_dir: str = ""              # PJRT_TT_DUMP: write StableHLO + ttnn program per compile
     check_with_mock: bool = False   # PJRT_TT_CHECK_WITH_MOCK=1: real ttnn validates every program
+    coverage_log: str = ""          # PJRT_TT_COVERAGE_LOG: append each lowered program's op names
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -22,4 +23,5 @@ class Settings:
             dump_dir=str(opts.get("dump", env.get("PJRT_TT_DUMP", ""))),
             check_with_mock=str(opts.get("check_with_mock", env.get("PJRT_TT_CHECK_WITH_MOCK", "0")))
             .lower() in ("1", "true", "yes", "on"),
+            coverage_log=env.get("PJRT_TT_COVERAGE_LOG", ""),
         )

@@ -17,12 +17,20 @@ MOCK_AVAILABLE = shutil.which("riscv64-unknown-elf-ld") is not None
 if os.environ.get("CI") == "true" and not MOCK_AVAILABLE:
     sys.exit("CI needs binutils-riscv64-unknown-elf for the mock target (make test installs it)")
 os.environ.setdefault("PJRT_TT_CHECK_WITH_MOCK", "1" if MOCK_AVAILABLE else "0")
+# Every program the suite lowers is logged for the op coverage report (python -m pjrt_tt.coverage).
+COVERAGE_LOG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".op-coverage.jsonl")
+os.environ.setdefault("PJRT_TT_COVERAGE_LOG", COVERAGE_LOG)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pjrt_tt.targets import card_present  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    if os.path.exists(COVERAGE_LOG) and not hasattr(session.config, "workerinput"):
+        os.remove(COVERAGE_LOG)
 
 
 def pytest_report_header(config):
