@@ -6,10 +6,18 @@ program values, Python literals, or symbolic ttnn attributes (`Attr`, `ShapeArg`
 that the executor resolves on whichever module it runs against (sim, mock or real).
 Every value carries the ttnn shape, dtype and layout the op is expected to return,
 so a target's results can be checked against the program.
+
+Control flow stays on the host: `While` and `Switch` hold nested `Block`s (op lists that
+see every value defined before them). Their predicate / branch index, and dynamic slice
+starts, are host scalars (`ScalarType` values): Python ints / bools the executor keeps
+beside the tensors, made by host ops (`host.*`, see HOST_OPS). `host.read` reads a device
+scalar back to the host (a sync); the other host ops compute on host scalars, e.g. a
+loop counter the host follows without ever reading the device.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -30,10 +38,24 @@ class TensorType:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]{'' if self.layout == TILE else ' RM'}"
 
 
+@dataclasses.dataclass(frozen=True)
+class ScalarType:
+    """A host scalar: a device scalar read back to the host (a sync), or computed from
+    such reads by host ops; op arguments use it as a plain Python int / bool."""
+    dtype: str               # "int" or "bool"
+
+    def __str__(self) -> str:
+        return f"host {self.dtype}"
+
+
 @dataclasses.dataclass(eq=False)
 class Value:
     id: int
-    type: TensorType
+    type: TensorType | ScalarType
+
+    @property
+    def on_host(self) -> bool:
+        return isinstance(self.type, ScalarType)
 
     def __str__(self) -> str:
         return f"%{self.id}"
@@ -55,6 +77,17 @@ class ShapeArg:
 
     def __str__(self) -> str:
         return f"ttnn.Shape({list(self.dims)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Construct:
+    """An argument the executor builds once as ttnn.<path>(**kwargs), e.g. a
+    WormholeComputeKernelConfig; kwargs are literals or Attrs: ((name, value), ...)."""
+    path: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        return f"ttnn.{self.path}({', '.join(f'{k}={v}' for k, v in self.kwargs)})"
 
 
 class _DeviceRef:
@@ -85,6 +118,117 @@ class Op:
 
     def operands(self) -> list[Value]:
         return [v for v in _flatten((self.args, tuple(self.kwargs.values()))) if isinstance(v, Value)]
+
+    @property
+    def results(self) -> list[Value]:
+        return [self.result]
+
+
+# Host ops: `Op`s whose fn starts with "host." run on the host (the executor's HOST_OPS),
+# on host scalars; "host.read" is the one that reads a device scalar (a host sync).
+HOST_READ = "host.read"
+
+
+def _i32(x) -> int:  # device int32 arithmetic wraps
+    return (int(x) + 2 ** 31) % 2 ** 32 - 2 ** 31
+
+
+HOST_OPS = {  # the others, on host ints / bools, with the device's int32 semantics
+    "host.clamp": lambda x, lo, hi: min(max(x, lo), hi),
+    "host.add": lambda a, b: _i32(a + b),
+    "host.sub": lambda a, b: _i32(a - b),
+    "host.multiply": lambda a, b: _i32(a * b),
+    "host.maximum": max,
+    "host.minimum": min,
+    "host.fmod": lambda a, b: int(math.fmod(a, b)) if b else 0,  # C's %; b == 0 is selected away
+    "host.neg": lambda a: _i32(-a),
+    "host.abs": lambda a: _i32(abs(a)),
+    "host.lt": lambda a, b: a < b, "host.le": lambda a, b: a <= b,
+    "host.gt": lambda a, b: a > b, "host.ge": lambda a, b: a >= b,
+    "host.eq": lambda a, b: a == b, "host.ne": lambda a, b: a != b,
+    "host.logical_and": lambda a, b: bool(a) and bool(b),
+    "host.logical_or": lambda a, b: bool(a) or bool(b),
+    "host.logical_xor": lambda a, b: bool(a) != bool(b),
+    "host.logical_not": lambda a: not a,
+    "host.where": lambda c, a, b: a if c else b,
+    "host.int": int,
+}
+
+
+@dataclasses.dataclass(eq=False)
+class Block:
+    """A nested op list (loop condition / body, case branch). It sees every value defined
+    before it (outer values, its loop's params); `results` are what it yields."""
+    ops: list
+    results: list            # Values (or Python literals, e.g. a constant predicate)
+    frees: dict[int, list[Value]] = dataclasses.field(default_factory=dict)
+
+    def captured(self) -> list[Value]:
+        """Values used inside (at any depth) but defined outside this block."""
+        defined, used = set(), {}
+        for op in self.ops:
+            for v in op.operands():
+                if v.id not in defined:
+                    used.setdefault(v.id, v)
+            defined.update(r.id for r in op.results)
+        for v in self.results:
+            if isinstance(v, Value) and v.id not in defined:
+                used.setdefault(v.id, v)
+        return list(used.values())
+
+
+@dataclasses.dataclass(eq=False)
+class While:
+    """Host-driven loop: params = inits; while cond (a host bool) holds, params = body
+    results. Carried values are tensors the body creates fresh each iteration (never a
+    view of a param or an outer value), so the executor frees each iteration's old ones."""
+    inits: list[Value]
+    params: list[Value]
+    cond: Block              # results: [host bool]
+    body: Block              # results: one per param, same types
+    results: list[Value]
+    origin: str = ""
+    # Set by passes.liveness: inits that die at this loop; the loop frees them once
+    # replaced (the carried tensor's first version need not outlive the first iteration).
+    donated: list[bool] = dataclasses.field(default_factory=list)
+    fn = "while"
+
+    def blocks(self) -> list[Block]:
+        return [self.cond, self.body]
+
+    @property
+    def result(self) -> Value:
+        """For passes written for one-result ops: the last result, whose id is the highest
+        of any value in the op (results are made after the blocks; never empty)."""
+        return self.results[-1]
+
+    def operands(self) -> list[Value]:
+        own = {p.id for p in self.params}
+        outer = [v for b in self.blocks() for v in b.captured() if v.id not in own]
+        return list({v.id: v for v in self.inits + outer if isinstance(v, Value)}.values())
+
+
+@dataclasses.dataclass(eq=False)
+class Switch:
+    """Runs branches[index] (out of range: the last, as stablehlo.case); each branch
+    yields fresh tensors for `results`."""
+    index: Value             # a host int / bool
+    branches: list[Block]
+    results: list[Value]
+    origin: str = ""
+    fn = "switch"
+
+    def blocks(self) -> list[Block]:
+        return self.branches
+
+    result = While.result
+
+    def operands(self) -> list[Value]:
+        outer = [v for b in self.branches for v in b.captured()]
+        return list({v.id: v for v in [self.index] + outer}.values())
+
+
+STRUCTURED = (While, Switch)
 
 
 @dataclasses.dataclass
@@ -124,20 +268,43 @@ class Program:
             lines.append(f"  input  {v}: {v.type}  <- {h}{donated}")
         for c in self.constants:
             lines.append(f"  const  {c.value}: {c.value.type} = {_summary(c.data)}")
-        for i, op in enumerate(self.ops):
-            args = [_fmt(a) for a in op.args] + [f"{k}={_fmt(v)}" for k, v in op.kwargs.items()]
-            line = f"  {op.result} = ttnn.{op.fn}({', '.join(args)}) -> {op.result.type}"
-            if op.origin:
-                line = f"{line:<90}  # {op.origin}"
-            lines.append(line)
-            if self.frees.get(i):
-                views = storage_roots(self.ops)
-                owners = [v for v in self.frees[i] if v.id not in views]
-                if owners:
-                    lines.append(f"  ttnn.deallocate({', '.join(map(str, owners))})")
+        _format_ops(lines, self.ops, self.frees, storage_roots(self.ops), "  ")
         outs = ", ".join(f"{v}: {v.type} -> {h}" for v, h in zip(self.outputs, self.output_host_types))
         lines.append(f"  return {outs}")
         return "\n".join(lines) + "\n"
+
+
+def _format_ops(lines: list[str], ops: list, frees: dict, views: dict, pad: str) -> None:
+    def add(line: str, origin: str) -> None:
+        lines.append(f"{line:<90}  # {origin}" if origin else line)
+
+    for i, op in enumerate(ops):
+        if isinstance(op, While):
+            carried = ", ".join(f"{p} = {v}{' (donated)' if op.donated and op.donated[k] else ''}"
+                                for k, (p, v) in enumerate(zip(op.params, op.inits)))
+            add(f"{pad}{', '.join(map(str, op.results))} = while ({carried}) {{", op.origin)
+            lines.append(f"{pad}  cond:")
+            _format_ops(lines, op.cond.ops, op.cond.frees, views, pad + "    ")
+            lines.append(f"{pad}    continue if {_fmt(op.cond.results[0])}")
+            lines.append(f"{pad}  body:")
+            _format_ops(lines, op.body.ops, op.body.frees, views, pad + "    ")
+            lines.append(f"{pad}    next {_fmt(op.body.results)}")
+            lines.append(f"{pad}}} -> {', '.join(str(r.type) for r in op.results)}")
+        elif isinstance(op, Switch):
+            add(f"{pad}{', '.join(map(str, op.results))} = switch {op.index} {{", op.origin)
+            for k, b in enumerate(op.branches):
+                lines.append(f"{pad}  case {k}{' (and out of range)' if k == len(op.branches) - 1 else ''}:")
+                _format_ops(lines, b.ops, b.frees, views, pad + "    ")
+                lines.append(f"{pad}    yield {_fmt(b.results)}")
+            lines.append(f"{pad}}} -> {', '.join(str(r.type) for r in op.results)}")
+        else:
+            args = [_fmt(a) for a in op.args] + [f"{k}={_fmt(v)}" for k, v in op.kwargs.items()]
+            name = op.fn if op.fn.startswith("host.") else f"ttnn.{op.fn}"
+            note = "  (host sync)" if op.fn == HOST_READ else ""
+            add(f"{pad}{op.result} = {name}({', '.join(args)}) -> {op.result.type}{note}", op.origin)
+        owners = [v for v in frees.get(i, ()) if v.id not in views]
+        if owners:
+            lines.append(f"{pad}ttnn.deallocate({', '.join(map(str, owners))})")
 
 
 def _fmt(a: Any) -> str:
@@ -169,11 +336,15 @@ def _flatten(x):
 VIEW_OPS = frozenset({"reshape"})
 
 
-def storage_roots(ops: list[Op]) -> dict[int, int]:
-    """For each value produced by a view op, the id of the value that owns its storage."""
-    roots: dict[int, int] = {}
+def storage_roots(ops: list, roots: dict[int, int] | None = None) -> dict[int, int]:
+    """For each value produced by a view op (in nested blocks too), the id of the value
+    that owns its storage. Results of While / Switch are fresh tensors."""
+    roots = {} if roots is None else roots
     for op in ops:
-        if op.fn in VIEW_OPS:
+        if isinstance(op, STRUCTURED):
+            for b in op.blocks():
+                storage_roots(b.ops, roots)
+        elif op.fn in VIEW_OPS:
             src = op.operands()[0].id
             roots[op.result.id] = roots.get(src, src)
     return roots

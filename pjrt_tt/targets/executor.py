@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from pjrt_tt.errors import ResourceExhausted, TTError
-from pjrt_tt.program import DEVICE, Attr, Program, ShapeArg, TensorType, Value, storage_roots
+from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Construct, Program, ShapeArg, Switch, TensorType,
+                             Value, While, storage_roots)
 
 
 def resolve_attr(module, path: str):
+    path, _, pick = path.partition("[")  # "sort[1]": element 1 of a multi-result op's list
     obj = module
     for part in path.split("."):
         obj = getattr(obj, part)
+    if pick:
+        fn, k = obj, int(pick.rstrip("]"))
+        return lambda *args, **kwargs: fn(*args, **kwargs)[k]
     return obj
 
 
@@ -35,27 +42,125 @@ def op_error(op, e: Exception) -> TTError:
     return TTError(f"ttnn.{op.fn} failed for {op.origin}: {message}")
 
 
+def _read(ttnn, t: TensorType, kind: str) -> Callable:
+    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync."""
+    to_f32 = t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b")
+
+    def read(x):
+        h = ttnn.from_device(x)
+        if to_f32:  # ttnn's to_numpy() of bfloat16 is an unusable object array
+            h = ttnn.to_dtype(h, ttnn.float32)
+        v = np.asarray(h.to_numpy()).reshape(-1)[0].item()
+        return bool(v) if kind == "bool" else int(v)
+    return read
+
+
 class BoundProgram:
-    def __init__(self, program: Program, ttnn, device):
+    """A program bound to a ttnn-shaped module and a device. Every block (the top level,
+    loop conditions and bodies, case branches) is bound once into a list of steps, so
+    each loop iteration is the same tight loop of pre-resolved calls.
+
+    validate_only: run each nested block exactly once (a loop's cond and body once, every
+    branch of a switch), whatever the host reads say: for the mock target, whose reads
+    are zeros, so every op is still checked without trusting loop counts.
+    """
+
+    def __init__(self, program: Program, ttnn, device, validate_only: bool = False):
         self.program = program
         self.ttnn = ttnn
-        views = storage_roots(program.ops)
-        self.steps: list[tuple[Callable, Callable, Any]] = []
-        for i, op in enumerate(program.ops):
-            try:
-                fn = resolve_attr(ttnn, op.fn)
-            except AttributeError:
-                raise TTError(f"the target's ttnn has no `{op.fn}` (needed for {op.origin})") from None
-            build = self._arg_builder((op.args, op.kwargs), device)
-            frees = [(v.id, v.id not in views) for v in program.frees.get(i, ())]
-            self.steps.append((fn, build, op, frees))
+        self.device = device
+        self.validate_only = validate_only
+        self._views = storage_roots(program.ops)
+        self.steps = self._bind_block(program.ops, program.frees)
         self.input_ids = [v.id for v in program.inputs]
         self.const_ids = [c.value.id for c in program.constants]
         self.output_ids = [v.id for v in program.outputs]
-        self._expected = {op.result.id: self._expected_meta(op.result.type) for op in program.ops}
 
-    def _arg_builder(self, spec, device) -> Callable[[dict], Any]:
-        ttnn = self.ttnn
+    # --- binding --------------------------------------------------------------------
+    def _bind_block(self, ops: list, frees: dict) -> list[tuple]:
+        steps = []
+        for i, op in enumerate(ops):
+            drop = [(v.id, v.id not in self._views) for v in frees.get(i, ()) if not v.on_host]
+            if isinstance(op, While):
+                steps.append((self._bind_while(op), None, op, None, drop))
+            elif isinstance(op, Switch):
+                steps.append((self._bind_switch(op), None, op, None, drop))
+            else:
+                if op.fn == HOST_READ:
+                    fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype), None
+                elif op.fn in HOST_OPS:
+                    fn, expect = HOST_OPS[op.fn], None
+                else:
+                    try:
+                        fn = resolve_attr(self.ttnn, op.fn)
+                    except AttributeError:
+                        raise TTError(f"the target's ttnn has no `{op.fn}` (needed for {op.origin})") from None
+                    expect = self._expected_meta(op.result.type)
+                steps.append((fn, self._arg_builder((op.args, op.kwargs)), op, expect, drop))
+        return steps
+
+    def _bind_results(self, block) -> Callable[[dict], list]:
+        build = self._arg_builder((block.results, {}))
+        return lambda env: build(env)[0]
+
+    def _bind_while(self, op: While) -> Callable[[dict], None]:
+        cond, body = self._bind_block(op.cond.ops, op.cond.frees), self._bind_block(op.body.ops, op.body.frees)
+        cond_out, body_out = self._bind_results(op.cond), self._bind_results(op.body)
+        build_inits = self._arg_builder((op.inits, {}))  # values, or literals for host scalars
+        param_ids, result_ids = [v.id for v in op.params], [v.id for v in op.results]
+        run, validate_only, ttnn = self._run_steps, self.validate_only, self.ttnn
+        # Host scalars (followed loop counters) are carried too, but never freed / cloned.
+        donated = [not p.on_host and d for p, d in zip(op.params, op.donated or [False] * len(op.params))]
+        device = [not p.on_host for p in op.params]
+
+        def run_while(env: dict) -> None:
+            inits = build_inits(env)[0]
+            carried = inits
+            while True:
+                env.update(zip(param_ids, carried))
+                run(cond, env)
+                if not validate_only and not cond_out(env)[0]:
+                    break
+                run(body, env)
+                new = body_out(env)
+                # The old carried tensors die here (the body made fresh ones), except the
+                # inits the enclosing block still owns.
+                for old, init, given, dev in zip(carried, inits, donated, device):
+                    if dev and (old is not init or given):
+                        ttnn.deallocate(old)
+                carried = new
+                if validate_only:
+                    break
+            for pid in param_ids:
+                env.pop(pid, None)
+            for rid, t, init, given, dev in zip(result_ids, carried, inits, donated, device):
+                env[rid] = ttnn.clone(t) if dev and t is init and not given else t  # 0 trips: no aliasing
+        return run_while
+
+    def _bind_switch(self, op: Switch) -> Callable[[dict], None]:
+        branches = [(self._bind_block(b.ops, b.frees), self._bind_results(b)) for b in op.branches]
+        index_id, result_ids, last = op.index.id, [v.id for v in op.results], len(op.branches) - 1
+        run, validate_only, deallocate = self._run_steps, self.validate_only, self.ttnn.deallocate
+
+        def run_switch(env: dict) -> None:
+            if validate_only:  # every branch once; keep the first one's results
+                outs = []
+                for steps, out in branches:
+                    run(steps, env)
+                    outs.append(out(env))
+                for extra in outs[1:]:
+                    for t in extra:
+                        deallocate(t)
+                env.update(zip(result_ids, outs[0]))
+                return
+            k = int(env[index_id])
+            steps, out = branches[k if 0 <= k <= last else last]
+            run(steps, env)
+            env.update(zip(result_ids, out(env)))
+        return run_switch
+
+    def _arg_builder(self, spec) -> Callable[[dict], Any]:
+        ttnn, device = self.ttnn, self.device
 
         def build(a) -> Callable[[dict], Any]:
             if isinstance(a, Value):
@@ -67,6 +172,9 @@ class BoundProgram:
             if isinstance(a, ShapeArg):
                 shape = ttnn.Shape(list(a.dims))
                 return lambda env: shape
+            if isinstance(a, Construct):
+                obj = resolve_attr(ttnn, a.path)(**{k: build(v)(None) for k, v in a.kwargs})
+                return lambda env: obj
             if a is DEVICE:
                 return lambda env: device
             if isinstance(a, (list, tuple)):
@@ -88,25 +196,31 @@ class BoundProgram:
         layout = "TILE_LAYOUT" if t.layout == "TILE" else "ROW_MAJOR_LAYOUT"
         return tuple(t.shape), resolve_attr(self.ttnn, t.dtype), resolve_attr(self.ttnn, layout)
 
-    def run(self, inputs: list, constants: list) -> list:
-        env = dict(zip(self.input_ids, inputs))
-        env.update(zip(self.const_ids, constants))
+    # --- running --------------------------------------------------------------------
+    def _run_steps(self, steps: list[tuple], env: dict) -> None:
         deallocate = self.ttnn.deallocate
-        for fn, build, op, frees in self.steps:
-            args, kwargs = build(env)
-            try:
-                out = fn(*args, **kwargs)
-            except Exception as e:
-                raise op_error(op, e) from e
-            shape, dtype, layout = self._expected[op.result.id]
-            if tuple(out.shape) != shape or out.dtype != dtype or out.layout != layout:
-                raise TTError(
-                    f"ttnn.{op.fn} for {op.origin} returned {list(out.shape)} {out.dtype} "
-                    f"{out.layout} where the program expects {op.result.type} "
-                    f"(a pjrt-tt lowering bug; please report it)")
-            env[op.result.id] = out
+        for fn, build, op, expect, frees in steps:
+            if build is None:  # While / Switch: runs its blocks against env
+                fn(env)
+            else:
+                args, kwargs = build(env)
+                try:
+                    out = fn(*args, **kwargs)
+                except Exception as e:
+                    raise op_error(op, e) from e
+                if expect is not None and (tuple(out.shape), out.dtype, out.layout) != expect:
+                    raise TTError(
+                        f"ttnn.{op.fn} for {op.origin} returned {list(out.shape)} {out.dtype} "
+                        f"{out.layout} where the program expects {op.result.type} "
+                        f"(a pjrt-tt lowering bug; please report it)")
+                env[op.result.id] = out
             for vid, owns in frees:
                 t = env.pop(vid)
                 if owns:
                     deallocate(t)
+
+    def run(self, inputs: list, constants: list) -> list:
+        env = dict(zip(self.input_ids, inputs))
+        env.update(zip(self.const_ids, constants))
+        self._run_steps(self.steps, env)
         return [env[i] for i in self.output_ids]
