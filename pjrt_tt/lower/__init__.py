@@ -10,6 +10,10 @@ from jaxlib.mlir import ir
 from pjrt_tt.errors import UnsupportedOp
 from pjrt_tt.ingest import Parsed
 from pjrt_tt.lower import data_movement, elementwise, linalg, reduce, structure  # noqa: F401
+from pjrt_tt.lower import control_flow  # noqa: F401
+from pjrt_tt.lower import composite, conv  # noqa: F401
+from pjrt_tt.lower import indexing, windows  # noqa: F401
+from pjrt_tt.lower import bitwise, random  # noqa: F401
 from pjrt_tt.lower.registry import RULES, Lowering, device_type, host_type, unsupported_ops
 from pjrt_tt.program import Program, Value, storage_roots
 
@@ -20,6 +24,7 @@ def lower_module(parsed: Parsed) -> Program:
     module = parsed.module
     name = ir.StringAttr(module.operation.attributes["sym_name"]).value \
         if "sym_name" in module.operation.attributes else "main"
+    random.narrow_counters(module)  # jax's uint64 PRNG counters, provably < 2^32, to uint32
     missing = unsupported_ops(module)
     if missing:
         (op, loc), others = missing[0], missing[1:]

@@ -8,6 +8,8 @@ from pjrt_tt.lower.registry import Lowering, rule
 # custom_call targets that are the identity on a single device.
 IDENTITY_CUSTOM_CALLS = {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape",
                          "xla.sdy.FuncResultSharding", "LayoutConstraint"}
+# custom_call target -> rule, for targets that compute (filled by the op families, e.g. mhlo.topk).
+CUSTOM_CALLS: dict = {}
 
 
 @rule("func.call")
@@ -31,4 +33,6 @@ def _custom_call(lo: Lowering, op) -> list:
     if target in IDENTITY_CUSTOM_CALLS and len(op.operands) == len(op.results):
         return [lo.entry(v) for v in op.operands]
     lo.origin = f"stablehlo.custom_call @{target}"
+    if target in CUSTOM_CALLS:
+        return CUSTOM_CALLS[target](lo, op)
     raise lo.unsupported("this custom_call target has no TT lowering")

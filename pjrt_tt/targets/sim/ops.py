@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import fpu
 from .device import MeshDevice
 from .tensor import (BLOCK_DTYPES, DRAM_MEMORY_CONFIG, FLOAT_DTYPES, INT_DTYPES, DataType, Layout,
                      MemoryConfig, Shape, Tensor, _int_from_float, fatal, padded_shape, quantize, round_bf16,
@@ -88,6 +89,23 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 _SQRT1_2 = np.float32(1 / math.sqrt(2))
 
+
+def _erfinv(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erfinv
+        return erfinv(x).astype(np.float32)
+    except ImportError:  # Newton on erf from a rough start (float64: converges in a few steps)
+        x = np.asarray(x, np.float64)
+        y = np.sign(x) * np.sqrt(-np.log1p(-np.minimum(np.abs(x), 1.0) ** 2))
+        erf = np.vectorize(math.erf, otypes=[np.float64])
+        for _ in range(40):
+            y = y - (erf(y) - x) / (2 / math.sqrt(math.pi) * np.exp(-y * y))
+        return np.where(np.abs(x) == 1, np.sign(x) * np.inf, y).astype(np.float32)
+
+
+def _round_even(x: np.ndarray) -> np.ndarray:
+    return np.round(x)  # numpy rounds halves to even, as ttnn.round (decimals=0)
+
 # name -> (float32 function, integer function or None if ttnn rejects integer inputs)
 _UNARY = {
     "neg": (np.negative, np.negative),
@@ -115,15 +133,24 @@ _UNARY = {
     "isnan": (lambda x: np.isnan(x).astype(np.float32), None),
     "isinf": (lambda x: np.isinf(x).astype(np.float32), None),
     "isfinite": (lambda x: np.isfinite(x).astype(np.float32), None),
+    "trunc": (np.trunc, None),
+    "round": (_round_even, None),
+    "cbrt": (np.cbrt, None),
+    "tan": (np.tan, None),
+    "atan": (np.arctan, None),
+    "erfinv": (_erfinv, None),
+    # bit ops: integers only here (ttnn 0.81 also accepts float inputs, which we never emit)
+    "bitwise_not": (None, np.invert),
 }
 
 
 # (op, integer dtype) pairs ttnn 0.81 rejects although the op takes some integer dtypes
 _UNARY_INT_REJECTED = {("neg", DataType.UINT32), ("neg", DataType.UINT16), ("neg", DataType.UINT8),
-                       ("logical_not", DataType.UINT8)}
+                       ("logical_not", DataType.UINT8), ("bitwise_not", DataType.UINT16),
+                       ("bitwise_not", DataType.UINT8)}
 
 
-_UNARY_OP_TYPE = {"logical_not": "LOGICAL_NOT_UNARY"}
+_UNARY_OP_TYPE = {"logical_not": "LOGICAL_NOT_UNARY", "bitwise_not": "BITWISE_NOT"}
 
 
 def _unary(name: str, x: Tensor, *, memory_config=None, output_tensor=None, **_ignored) -> Tensor:
@@ -139,6 +166,9 @@ def _unary(name: str, x: Tensor, *, memory_config=None, output_tensor=None, **_i
                             f"integer input dtype "
                             f"DataType::{x.dtype.name}")
             v = ifn(x._live_value())
+        elif ffn is None:
+            raise fatal("is_integer_dtype(input_dtype)", f"sim: ttnn.{name} on DataType::{x.dtype.name} "
+                                                          f"is not modelled (the lowering never emits it)")
         else:
             v = ffn(_f32(x))
     return _out(v, x.dtype, x.layout, x, memory_config)
@@ -186,15 +216,50 @@ _BINARY = {
     "bitwise_and": ("arith", None, np.bitwise_and),
     "bitwise_or": ("arith", None, np.bitwise_or),
     "bitwise_xor": ("arith", None, np.bitwise_xor),
+    "bitwise_left_shift": ("arith", None, lambda a, b: _shift(a, b, "left")),
+    "bitwise_right_shift": ("arith", None, lambda a, b: _shift(a, b, "arith")),
+    "logical_right_shift": ("arith", None, lambda a, b: _shift(a, b, "logical")),
+    "remainder": ("arith", lambda a, b: a - b * np.floor(a / b), lambda a, b: _int_rem(a, b, np.remainder)),
+    "fmod": ("arith", np.fmod, lambda a, b: _int_rem(a, b, np.fmod)),
+    "atan2": ("arith", np.arctan2, None),
 }
+
+
+def _shift(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
+    """Integer shifts on the stored type. Amounts outside [0, bits) give 0 (sign fill for an
+    arithmetic right shift): the binary left-shift kernel does so; for the others ttnn's result
+    is undocumented and the lowering never relies on it. bitwise_right_shift is arithmetic on
+    int32 (the kernel flips negative inputs around a logical shift), logical on unsigned."""
+    dt = np.result_type(a, b)
+    bits = dt.itemsize * 8
+    a, b = np.asarray(a).astype(dt), np.asarray(b).astype(np.int64)
+    ok = (b >= 0) & (b < bits)
+    s = np.where(ok, b, 0).astype(dt)
+    if kind == "left":
+        return np.where(ok, np.left_shift(a, s), 0).astype(dt)
+    if kind == "arith":
+        return np.where(ok, np.right_shift(a, s), np.right_shift(a, bits - 1)).astype(dt)
+    u = a.view(np.dtype(f"u{dt.itemsize}")) if dt.kind == "i" else a
+    return np.where(ok, np.right_shift(u, s.astype(u.dtype)), 0).astype(u.dtype).view(dt)
+
+
+def _int_rem(a: np.ndarray, b: np.ndarray, fn) -> np.ndarray:
+    """Integer remainder; x % 0 is not defined by ttnn: the sim gives x (XLA's answer)."""
+    with np.errstate(all="ignore"):
+        return np.where(b == 0, a, fn(a, np.where(b == 0, 1, b)))
 _ALIASES = {"sub": "subtract", "mul": "multiply", "div": "divide"}
 
 
 _SCALAR_FIRST = {"add", "subtract", "multiply", "divide", "pow"}
 _BINARY_INT_REJECTED = {("divide", DataType.UINT32), ("divide", DataType.UINT16),
-                        ("maximum", DataType.UINT16), ("minimum", DataType.UINT16)}
+                        ("maximum", DataType.UINT16), ("minimum", DataType.UINT16),
+                        ("logical_right_shift", DataType.UINT16), ("remainder", DataType.UINT16),
+                        ("fmod", DataType.UINT32), ("fmod", DataType.UINT16)}
 _OP_TYPE = {"subtract": "SUB", "multiply": "MUL", "divide": "DIV", "maximum": "MAXIMUM",
-            "minimum": "MINIMUM", "pow": "POWER"}
+            "minimum": "MINIMUM", "pow": "POWER", "bitwise_left_shift": "LEFT_SHIFT",
+            "bitwise_right_shift": "RIGHT_SHIFT"}
+# ops whose Python-scalar operand is bound as a C++ int32 (larger ints: no matching overload)
+_INT32_SCALAR = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift"}
 
 
 def _broadcast_shape(sa: tuple, sb: tuple) -> tuple:
@@ -229,6 +294,11 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
     if not _is_tensor(a) and name not in _SCALAR_FIRST:
         raise TypeError(f"{name}(): incompatible function arguments: input_tensor_a must be a "
                         f"ttnn.Tensor (only {', '.join(sorted(_SCALAR_FIRST))} take a Number first)")
+    if name == "atan2" and not (_is_tensor(a) and _is_tensor(b)):
+        raise TypeError("atan2(): incompatible function arguments: both operands must be ttnn.Tensor")
+    if name in _INT32_SCALAR and not _is_tensor(b) and not (
+            isinstance(b, numbers.Integral) and -2**31 <= int(b) < 2**31):
+        raise TypeError(f"{name}(): incompatible function arguments: the scalar must be a 32-bit signed int")
     _need_device(name, a, b)
     lead = a if _is_tensor(a) else b
     da = a.dtype if _is_tensor(a) else None
@@ -386,7 +456,10 @@ def where(predicate: Tensor, true_value, false_value, *, memory_config=None, out
 _ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh"}
 
 
-def _matmul_value(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool, op: str) -> np.ndarray:
+def _matmul_value(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool, op: str, dtype, config,
+                  user_grid: bool) -> np.ndarray:
+    """a @ b as the card's matrix unit computes it (fpu.py: src formats, fidelity phases, Dst
+    accumulation) under `config`, or ttnn's default config for these dtypes."""
     _need_device(op, a, b)
     _need_tile(op, a, b)
     for t, which in ((a, "A"), (b, "B")):
@@ -416,17 +489,20 @@ def _matmul_value(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool, op
                         f"bmm (non-bcast matmul) expects input tensors of shapes BCMK*BCKN=BCMN or batch "
                         f"dimension {i} mismatch: a={a_batch[i]} vs b={b_batch[i]}")
     try:
-        return np.matmul(va, vb)  # float32 in, float32 accumulation
+        np.broadcast_shapes(va.shape[:-2], vb.shape[:-2])
     except ValueError:
         raise fatal("batch dims broadcast", f"ttnn.{op}: batch dimensions of {list(a.shape)} and "
                                             f"{list(b.shape)} do not broadcast") from None
+    cfg = fpu.matmul_config(a.device().arch().name, a.dtype, b.dtype, dtype or a.dtype, config, user_grid)
+    return fpu.fpu_matmul(va, vb, a.dtype, b.dtype, cfg)
 
 
 def matmul(input_tensor_a: Tensor, input_tensor_b: Tensor, *, transpose_a: bool = False,
            transpose_b: bool = False, memory_config=None, dtype=None, program_config=None,
            activation=None, compute_kernel_config=None, core_grid=None, output_tile=None,
            optional_output_tensor=None, **_ignored) -> Tensor:
-    v = _matmul_value(input_tensor_a, input_tensor_b, transpose_a, transpose_b, "matmul")
+    v = _matmul_value(input_tensor_a, input_tensor_b, transpose_a, transpose_b, "matmul", dtype,
+                      compute_kernel_config, core_grid is not None or program_config is not None)
     v = _activate(v, activation)
     return _out(v, dtype or input_tensor_a.dtype, Layout.TILE, input_tensor_a,
                 memory_config or DRAM_MEMORY_CONFIG)
@@ -436,7 +512,8 @@ def linear(input_tensor_a: Tensor, input_tensor_b: Tensor, *, bias: Tensor | Non
            transpose_a: bool = False, transpose_b: bool = False, memory_config=None, dtype=None,
            program_config=None, activation=None, compute_kernel_config=None, core_grid=None,
            output_tile=None, optional_output_tensor=None, **_ignored) -> Tensor:
-    v = _matmul_value(input_tensor_a, input_tensor_b, transpose_a, transpose_b, "linear")
+    v = _matmul_value(input_tensor_a, input_tensor_b, transpose_a, transpose_b, "linear", dtype,
+                      compute_kernel_config, core_grid is not None or program_config is not None)
     if bias is not None:
         _need_device("linear", bias)
         _need_tile("linear", bias)
@@ -692,6 +769,34 @@ def typecast(input_tensor: Tensor, dtype: DataType, *, memory_config=None, outpu
     return _same(input_tensor, _convert(input_tensor, dtype), memory_config, dtype)
 
 
+# the pairs ttnn 0.81 documents for bitcast (the mock accepts every pair, even of unequal
+# widths; what the others do is unknown, so the sim refuses them)
+_BITCAST = {(DataType.UINT32, DataType.FLOAT32), (DataType.FLOAT32, DataType.UINT32),
+            (DataType.UINT32, DataType.INT32), (DataType.INT32, DataType.UINT32),
+            (DataType.UINT16, DataType.BFLOAT16), (DataType.BFLOAT16, DataType.UINT16)}
+
+
+def bitcast(input_tensor: Tensor, dtype: DataType, *, memory_config=None, output_tensor=None,
+            **_ignored) -> Tensor:
+    """Reinterpret the bits (bf16 values are held as float32 whose low 16 bits are zero)."""
+    _need_device("bitcast", input_tensor)
+    src = input_tensor.dtype
+    if src == dtype:
+        return _same(input_tensor, input_tensor._live_value(), memory_config)
+    if (src, dtype) not in _BITCAST:
+        raise fatal("supported bitcast pair", f"sim: bitcast DataType::{src.name} -> DataType::{dtype.name} is "
+                                              f"not one of the pairs ttnn documents")
+    v = np.ascontiguousarray(input_tensor._live_value())
+    if src == DataType.BFLOAT16:
+        r = (v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    elif dtype == DataType.BFLOAT16:
+        r = (v.astype(np.uint32) << 16).view(np.float32)
+    else:
+        r = v.view(storage_numpy_dtype(dtype))
+    return Tensor._make(r, dtype, input_tensor.layout, input_tensor.device(),
+                        memory_config or input_tensor.memory_config())
+
+
 def to_dtype(tensor: Tensor, dtype: DataType, **_ignored) -> Tensor:
     if tensor.device() is not None:
         raise fatal("tensor is on host", "ttnn.to_dtype: tensor must be on the host")
@@ -798,6 +903,6 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, layout=None, m
 
 __all__ = [*_UNARY, *_BINARY, *_ALIASES, "rsub", "where", "matmul", "linear", "sum", "mean", "max",
            "min", "argmax", "expand", "reshape", "permute", "transpose", "slice", "concat", "repeat", "pad", "to_layout",
-           "typecast", "to_dtype", "clone", "to_device", "from_device", "to_memory_config",
+           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "to_memory_config",
            "deallocate", "is_tensor_storage_on_device", "full", "zeros", "ones", "full_like",
            "zeros_like", "ones_like", "arange"]

@@ -1,0 +1,196 @@
+"""Bit rules: and/or/xor/not, shifts, popcnt, count_leading_zeros, bitcast_convert.
+
+Booleans (bfloat16 0/1 on the chip) use ttnn's logical ops; integers its bitwise ops, which take
+int32 / uint32 (uint16 partly; uint8 never), so uint8 / uint16 are computed in uint32.
+XLA's shift semantics are kept for every amount: an amount outside [0, bits) gives 0 (sign fill
+for an arithmetic right shift); ttnn documents that only for its binary left shift, so other
+amounts are guarded with a where.
+"""
+from __future__ import annotations
+
+from pjrt_tt.lower.elementwise import (NARROW, WIDE, binary, dtype_attr, entries, like, narrow_back,
+                                       predicate, result_type, retype, tensor_operands, where)
+from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.program import TensorType, Value
+
+LOGICAL = {"stablehlo.and": "logical_and", "stablehlo.or": "logical_or", "stablehlo.xor": "logical_xor"}
+BITWISE = {"stablehlo.and": "bitwise_and", "stablehlo.or": "bitwise_or", "stablehlo.xor": "bitwise_xor"}
+
+
+def _widened(lo: Lowering, op, compute) -> list:
+    """Run compute(entries, out) in WIDE for uint8 / uint16 results, then wrap back."""
+    out = result_type(op)
+    es = entries(lo, op)
+    if out.dtype not in NARROW:
+        return [compute(es, out)]
+    wide = [retype(lo, e, WIDE) if host_type(v).element.device == out.dtype else e
+            for e, v in zip(es, op.operands)]
+    return [narrow_back(lo, compute(wide, like(out, WIDE)), out.dtype)]
+
+
+@rule(*LOGICAL)
+def _and_or_xor(lo: Lowering, op) -> list:
+    name = op.operation.name
+    if host_type(op.results[0]).element.is_bool:
+        out = result_type(op)
+        return [lo.emit(LOGICAL[name], *tensor_operands(lo, entries(lo, op), out.shape), result=out)]
+    return _widened(lo, op, lambda es, out: binary(lo, BITWISE[name], *es, out, commutative=True))
+
+
+@rule("stablehlo.not")
+def _not(lo: Lowering, op) -> list:
+    if host_type(op.results[0]).element.is_bool:
+        return [lo.emit("logical_not", lo.get(op.operands[0]), result=result_type(op))]
+    return _widened(lo, op, lambda es, out: lo.emit("bitwise_not", lo.materialize(es[0]), result=out))
+
+
+# ---------------------------------------------------------------------------------------------
+# shifts
+# ---------------------------------------------------------------------------------------------
+
+SHIFTS = {"stablehlo.shift_left": "bitwise_left_shift",
+          "stablehlo.shift_right_logical": "logical_right_shift",
+          "stablehlo.shift_right_arithmetic": "bitwise_right_shift"}
+
+
+def shift(lo: Lowering, kind: str, x: Value, amount, out: TensorType, bits: int = 32) -> Value:
+    """x shifted by `amount` (a splat, or a tensor of x's dtype) with XLA's semantics for
+    `bits`-wide values held in out.dtype (int32 or uint32)."""
+    fn = SHIFTS[kind]
+    arith = fn == "bitwise_right_shift"
+    if arith and out.dtype == "uint32":  # sign-extend the uint32 bit pattern: shift it as int32
+        xi = lo.emit("bitcast", x, dtype_attr("int32"), result=like(out, "int32"))
+        ai = retype_bits(lo, amount, "int32")
+        r = shift(lo, kind, xi, ai, like(out, "int32"), bits)
+        return lo.emit("bitcast", r, dtype_attr("uint32"), result=out)
+    if isinstance(amount, Splat):
+        s = int(amount.value)
+        if 0 <= s < bits:
+            return lo.emit(fn, x, s, result=out)
+        if arith:
+            return lo.emit(fn, x, bits - 1, result=out)
+        return lo.emit("multiply", x, 0, result=out)  # zeros shaped like x
+    r = lo.emit(fn, *tensor_operands(lo, [x, amount], out.shape), result=out)
+    cond = predicate(lo, "ge", amount, Splat(bits, None), out.shape)
+    if out.dtype == "int32":  # negative amounts are huge unsigned ones
+        cond = lo.emit("logical_or", cond, predicate(lo, "lt", amount, Splat(0, None), out.shape),
+                       result=cond.type)
+    fill = lo.emit(fn, x, bits - 1, result=out) if arith else 0
+    return where(lo, cond, fill, r, out)
+
+
+def retype_bits(lo: Lowering, e, dtype: str):
+    """A shift amount moved between int32 and uint32 (only small values matter)."""
+    if isinstance(e, Splat):
+        return e
+    v = lo.materialize(e)
+    return lo.emit("bitcast", v, dtype_attr(dtype), result=like(v.type, dtype))
+
+
+@rule(*SHIFTS)
+def _shift(lo: Lowering, op) -> list:
+    out = result_type(op)
+    x, amount = entries(lo, op)
+    kind = op.operation.name
+    if out.dtype in NARROW:
+        bits = 8 if out.dtype == "uint8" else 16
+        xw, aw = lo.typecast(lo.materialize(x), WIDE), retype(lo, amount, WIDE)
+        if kind == "stablehlo.shift_right_arithmetic":  # sign-extend from the narrow width first
+            xw = lo.emit("bitwise_right_shift",
+                         lo.emit("bitcast", lo.emit("bitwise_left_shift", xw, 32 - bits, result=like(out, WIDE)),
+                                 dtype_attr("int32"), result=like(out, "int32")),
+                         32 - bits, result=like(out, "int32"))
+            r = shift(lo, kind, xw, retype_bits(lo, aw, "int32"), like(out, "int32"), bits)
+            return [narrow_back(lo, lo.emit("bitcast", r, dtype_attr(WIDE), result=like(out, WIDE)), out.dtype)]
+        return [narrow_back(lo, shift(lo, kind, xw, aw, like(out, WIDE), bits), out.dtype)]
+    return [shift(lo, kind, lo.materialize(x), amount, out)]
+
+
+# ---------------------------------------------------------------------------------------------
+# popcnt, count_leading_zeros: SWAR from shifts, masks and adds (no multiply)
+# ---------------------------------------------------------------------------------------------
+
+def _as_u32(lo: Lowering, x: Value) -> Value:
+    if x.type.dtype == "int32":
+        return lo.emit("bitcast", x, dtype_attr("uint32"), result=like(x.type, "uint32"))
+    return lo.typecast(x, "uint32")
+
+
+def _back(lo: Lowering, r: Value, out: TensorType) -> Value:
+    if out.dtype == "int32":
+        return lo.emit("bitcast", r, dtype_attr("int32"), result=out)
+    return lo.typecast(r, out.dtype)  # counts fit every unsigned type
+
+
+def _srl(lo, x, s):
+    return lo.emit("logical_right_shift", x, s, result=x.type)
+
+
+def _and(lo, x, m):
+    return lo.emit("bitwise_and", x, m - 2**32 if m >= 2**31 else m, result=x.type)
+
+
+def _add(lo, x, y):
+    return lo.emit("add", x, y, result=x.type)
+
+
+@rule("stablehlo.popcnt")
+def _popcnt(lo: Lowering, op) -> list:
+    out = result_type(op)
+    x = _as_u32(lo, lo.get(op.operands[0]))
+    x = lo.emit("subtract", x, _and(lo, _srl(lo, x, 1), 0x55555555), result=x.type)
+    x = _add(lo, _and(lo, x, 0x33333333), _and(lo, _srl(lo, x, 2), 0x33333333))
+    x = _and(lo, _add(lo, x, _srl(lo, x, 4)), 0x0F0F0F0F)
+    x = _add(lo, x, _srl(lo, x, 8))
+    x = _and(lo, _add(lo, x, _srl(lo, x, 16)), 0x3F)
+    return [_back(lo, x, out)]
+
+
+@rule("stablehlo.count_leading_zeros")
+def _clz(lo: Lowering, op) -> list:
+    """Binary search: if the top s bits are zero, count s and shift them out."""
+    out = result_type(op)
+    bits = {"uint8": 8, "uint16": 16}.get(out.dtype, 32)
+    x = _as_u32(lo, lo.get(op.operands[0]))
+    if bits < 32:  # move the narrow value to the top of the word
+        x = lo.emit("bitwise_left_shift", x, 32 - bits, result=x.type)
+    n = None
+    s = 16
+    while s:
+        z = lo.emit("eq", _srl(lo, x, 32 - s), 0, result=x.type)              # 1 where the top s bits are 0
+        k = lo.emit("bitwise_left_shift", z, s.bit_length() - 1, result=x.type)  # s or 0
+        n = k if n is None else _add(lo, n, k)
+        x = lo.emit("bitwise_left_shift", x, k, result=x.type)
+        s //= 2
+    n = _add(lo, n, lo.emit("eq", x, 0, result=x.type))  # x == 0: 31 + 1
+    if bits < 32:  # a zero narrow value counted 32
+        n = lo.emit("minimum", n, bits, result=n.type)
+    return [_back(lo, n, out)]
+
+
+# ---------------------------------------------------------------------------------------------
+# bitcast_convert
+# ---------------------------------------------------------------------------------------------
+
+# ttnn.bitcast's documented pairs; others go through uint32
+_PAIRS = {("uint32", "float32"), ("float32", "uint32"), ("uint32", "int32"), ("int32", "uint32"),
+          ("uint16", "bfloat16"), ("bfloat16", "uint16")}
+
+
+@rule("stablehlo.bitcast_convert")
+def _bitcast_convert(lo: Lowering, op) -> list:
+    src, dst = host_type(op.operands[0]), host_type(op.results[0])
+    out = result_type(op)
+    if src.element.is_bool or dst.element.is_bool or src.element.numpy.itemsize != dst.element.numpy.itemsize:
+        raise lo.unsupported(f"bitcast_convert {src.element.mlir} -> {dst.element.mlir}: only same-width "
+                             f"types other than booleans are lowered")
+    x = lo.get(op.operands[0])
+    a, b = x.type.dtype, out.dtype
+    if a == b:
+        return [x]
+    if (a, b) in _PAIRS:
+        return [lo.emit("bitcast", x, dtype_attr(b), result=out)]
+    if a in ("float32", "int32") and b in ("float32", "int32"):
+        u = lo.emit("bitcast", x, dtype_attr("uint32"), result=like(out, "uint32"))
+        return [lo.emit("bitcast", u, dtype_attr(b), result=out)]
+    raise lo.unsupported(f"bitcast_convert {src.element.mlir} -> {dst.element.mlir} has no ttnn bitcast")

@@ -1,0 +1,102 @@
+"""jax.random on TT: threefry is integer math, so the bits must equal XLA:CPU's exactly.
+
+Floats derived from them (uniform, bernoulli, randint, categorical) then match exactly too;
+normal goes through jax's erf_inv polynomial, so it gets the float32 threshold.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import assert_close, run_both
+
+KEY = np.array([0, 42], np.uint32)  # raw threefry key data, as jax.random.PRNGKey(42)
+SHAPES = [(3, 5), (7, 33, 65), (1000,)]
+
+
+def check(tt, cpu, f, *args, exact=True):
+    got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        if exact:
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+        else:
+            assert_close(g, w)
+
+
+def test_key_construction_split_fold_in(tt, cpu):
+    check(tt, cpu, lambda s: (jax.random.key_data(jax.random.key(s)), jax.random.PRNGKey(s)),
+          np.int32(-7))
+    check(tt, cpu, lambda k: (jax.random.split(k, 5), jax.random.fold_in(k, 2**31 + 5),
+                              jax.random.split(jax.random.fold_in(k, 3))[1]), KEY)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bits_and_uniform(tt, cpu, shape):
+    check(tt, cpu, lambda k: (jax.random.bits(k, shape), jax.random.uniform(k, shape),
+                              jax.random.uniform(k, shape, jnp.bfloat16, -2.0, 3.0)), KEY)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_normal(tt, cpu, shape):
+    check(tt, cpu, lambda k: jax.random.normal(k, shape), KEY, exact=False)
+    check(tt, cpu, lambda k: jax.random.normal(k, shape, jnp.bfloat16), KEY, exact=False)
+
+
+def test_discrete_distributions(tt, cpu):
+    logits = np.log(np.arange(1, 8, dtype=np.float32))[None, :].repeat(4, 0)
+    check(tt, cpu, lambda k, l: (jax.random.bernoulli(k, 0.3, (5, 37)),
+                                 jax.random.randint(k, (6, 33), -5, 1000),
+                                 jax.random.randint(k, (40,), 0, 2**31 - 1),
+                                 jax.random.categorical(k, l)), KEY, logits)
+
+
+def test_flax_dropout(tt, cpu):
+    nn = pytest.importorskip("flax.linen")
+    layer = nn.Dropout(rate=0.25, deterministic=False)
+    x = np.random.default_rng(0).standard_normal((8, 40)).astype(np.float32)
+    got, want = run_both(lambda k, x: layer.apply({}, x, rngs={"dropout": k}), KEY, x,
+                         tt_device=tt, cpu_device=cpu)
+    np.testing.assert_array_equal(got[0] == 0, want[0] == 0)  # the same units dropped
+    assert_close(got[0], want[0])  # kept ones scaled by 1/0.75 (division rounding may differ)
+
+
+def test_keys_made_on_device(tt, cpu):
+    """Typed keys created, split and used inside one jitted program."""
+    def f(seed):
+        k1, k2 = jax.random.split(jax.random.key(seed))
+        return jax.random.uniform(k1, (4, 9)), jax.random.normal(k2, (4, 9))
+    got, want = run_both(f, np.int32(123), tt_device=tt, cpu_device=cpu)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
+COUNTERS = """
+func.func @main() -> (tensor<3x5xui32>, tensor<3x5xui32>, tensor<2xui64>) {
+  %big = stablehlo.constant dense<[8589934592, 1]> : tensor<2xui64>
+  %c5 = stablehlo.constant dense<5> : tensor<ui64>
+  %c32 = stablehlo.constant dense<32> : tensor<ui64>
+  %i = stablehlo.iota dim = 0 : tensor<3x5xui64>
+  %j = stablehlo.iota dim = 1 : tensor<3x5xui64>
+  %b5 = stablehlo.broadcast_in_dim %c5, dims = [] : (tensor<ui64>) -> tensor<3x5xui64>
+  %m = stablehlo.multiply %b5, %i : tensor<3x5xui64>
+  %n = stablehlo.add %m, %j : tensor<3x5xui64>
+  %b32 = stablehlo.broadcast_in_dim %c32, dims = [] : (tensor<ui64>) -> tensor<3x5xui64>
+  %hi = stablehlo.shift_right_logical %n, %b32 : tensor<3x5xui64>
+  %lo32 = stablehlo.convert %n : (tensor<3x5xui64>) -> tensor<3x5xui32>
+  %hi32 = stablehlo.convert %hi : (tensor<3x5xui64>) -> tensor<3x5xui32>
+  return %lo32, %hi32, %big : tensor<3x5xui32>, tensor<3x5xui32>, tensor<2xui64>
+}
+"""
+
+
+def test_uint64_counters_narrowed_only_when_provably_small():
+    from pjrt_tt.ingest import parse
+    from pjrt_tt.lower.random import narrow_counters
+    parsed = parse(COUNTERS.encode(), "mlir")
+    assert narrow_counters(parsed.module) == 9  # all but %big (2^33; also returned as ui64)
+    text = str(parsed.module)
+    assert text.count("ui64") == 3 and "dense<[8589934592, 1]> : tensor<2xui64>" in text
+    assert "stablehlo.iota dim = 0 : tensor<3x5xui32>" in text
