@@ -111,13 +111,17 @@ def _pad(lo: Lowering, op) -> list:
         raise lo.unsupported("padding with a value computed at run time")
     low, high, interior = (_dims(op, n) for n in ("edge_padding_low", "edge_padding_high",
                                                   "interior_padding"))
-    element = host_type(op.operands[0]).element
-    x = lo.get(op.operands[0])
-    shape = list(host_type(op.operands[0]).shape)
+    h = host_type(op.operands[0])
+    return [pad(lo, lo.get(op.operands[0]), h, low, high, interior, value.value)]
+
+
+def pad(lo: Lowering, x, h: HostType, low, high, interior, fill):
+    """`x` (of host type `h`) padded with the constant `fill` (also used by windows.py)."""
+    element, shape = h.element, list(h.shape)
 
     def block(dims: list[int], d: int, size: int):
         dims = [size if i == d else s for i, s in enumerate(dims)]
-        return lo.materialize(Splat(value.value, HostType(element, tuple(dims))))
+        return lo.materialize(Splat(fill, HostType(element, tuple(dims))))
 
     def concat(parts, d: int, dims: list[int]):
         return lo.emit("concat", parts, d, result=dataclasses.replace(x.type, shape=tuple(dims)))
@@ -146,4 +150,4 @@ def _pad(lo: Lowering, op) -> list:
                     ([block(shape, d, after)] if after else [])
             shape[d] += before + after
             x = concat(parts, d, shape)
-    return [x]
+    return x

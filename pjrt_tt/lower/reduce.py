@@ -1,13 +1,16 @@
-"""stablehlo.reduce with a single-op body -> ttnn.sum / max / min."""
+"""stablehlo.reduce: single-op bodies -> ttnn.sum / max / min / prod; the variadic
+(value, index) form jnp.argmax / argmin emit -> ttnn.max / min and ttnn.argmax."""
 from __future__ import annotations
 
 import dataclasses
 import math
 
 from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.lower.elementwise import result_type
 from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.program import TensorType, layout_attr
 
 # body op -> (ttnn reduction, ttnn binary op to fold a non-identity init, identity test)
 REDUCERS = {
@@ -16,13 +19,14 @@ REDUCERS = {
     "stablehlo.minimum": ("min", "minimum", lambda v: v == math.inf or v >= 3.0e38 or v == 2**31 - 1),
     "stablehlo.or": ("max", "logical_or", lambda v: not v),
     "stablehlo.and": ("min", "logical_and", lambda v: bool(v)),
+    "stablehlo.multiply": ("prod", "multiply", lambda v: v == 1),
 }
 
 
 @rule("stablehlo.reduce")
 def _reduce(lo: Lowering, op) -> list:
     if len(op.results) != 1:
-        raise lo.unsupported("variadic reductions (argmax/argmin) are not lowered yet")
+        return _arg_reduce(lo, op)
     body = list(op.regions[0].blocks[0].operations)
     kind = body[0].operation.name if len(body) == 2 else None
     if kind not in REDUCERS:
@@ -35,12 +39,16 @@ def _reduce(lo: Lowering, op) -> list:
     operand, init = op.operands
     x = lo.get(operand)
     out = result_type(op)
+    if reduction == "prod" and out.dtype not in ("float32", "bfloat16"):
+        raise lo.unsupported("integer products (ttnn.prod takes floats only)")
     if dims:
-        in_shape = host_type(operand).shape
-        kept = tuple(1 if d in dims else s for d, s in enumerate(in_shape))
-        reduced = lo.emit(reduction, x, dim=dims, keepdim=True,
-                          result=dataclasses.replace(x.type, shape=kept))
-        x = lo.reshape(reduced, out.shape)
+        in_shape = list(host_type(operand).shape)
+        # ttnn.prod takes one dim at a time; the others take them all at once.
+        for group in ([[d] for d in dims] if reduction == "prod" else [dims]):
+            in_shape = [1 if d in group else s for d, s in enumerate(in_shape)]
+            x = lo.emit(reduction, x, dim=group[0] if reduction == "prod" else group, keepdim=True,
+                        result=dataclasses.replace(x.type, shape=tuple(in_shape)))
+        x = lo.reshape(x, out.shape)
     init_entry = lo.entry(init)
     if isinstance(init_entry, Splat) and is_identity(init_entry.value):
         return [x]
@@ -48,3 +56,35 @@ def _reduce(lo: Lowering, op) -> list:
     if isinstance(init_entry, Splat) and out.dtype in ("float32", "bfloat16"):
         return [lo.emit(combine, x, float(init_entry.value), result=out)]
     raise lo.unsupported("reductions with a non-constant or integer non-identity initial value")
+
+
+def _arg_reduce(lo: Lowering, op) -> list:
+    """(value, index) reduce over one dim, as jnp.argmax / argmin emit it: the body compares
+    the values GT (argmax) or LT (argmin) and the second operand is an iota along the dim.
+    ttnn.argmax (floats only, first index on ties like XLA) gives a uint32 ROW_MAJOR index;
+    argmin is argmax of the negated values."""
+    dims = [int(d) for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"])]
+    values, index = op.operands[:2]
+    body = list(op.regions[0].blocks[0].operations)
+    first = body[0]
+    iota = index.owner
+    if (len(op.results) != 2 or len(dims) != 1 or first.operation.name != "stablehlo.compare"
+            or getattr(getattr(iota, "operation", None), "name", "") != "stablehlo.iota"
+            or ir.IntegerAttr(iota.attributes["iota_dimension"]).value != dims[0]):
+        raise lo.unsupported("variadic reductions other than argmax / argmin over one dim")
+    direction = stablehlo.ComparisonDirectionAttr(first.attributes["comparison_direction"]).value
+    if direction not in ("GT", "LT"):
+        raise lo.unsupported(f"variadic reduction comparing with {direction} (only argmax / argmin)")
+    d = dims[0]
+    x = lo.get(values)
+    out_v, out_i = result_type(op, 0), result_type(op, 1)
+    kept = tuple(1 if i == d else s for i, s in enumerate(host_type(values).shape))
+    keep = dataclasses.replace(x.type, shape=kept)
+    best = lo.emit("max" if direction == "GT" else "min", x, dim=[d], keepdim=True, result=keep)
+    key = x if x.type.dtype in ("float32", "bfloat16") else lo.typecast(x, "float32")  # exact < 2**24
+    if direction == "LT":
+        key = lo.emit("neg", key, result=key.type)
+    arg = lo.emit("argmax", key, dim=d, keepdim=True, result=TensorType(kept, "uint32", "ROW_MAJOR"))
+    arg = lo.emit("to_layout", arg, layout_attr("TILE"), result=TensorType(kept, "uint32"))
+    arg = lo.typecast(arg, out_i.dtype)
+    return [lo.reshape(best, out_v.shape), lo.reshape(arg, out_i.shape)]

@@ -1,0 +1,149 @@
+"""Window ops: reduce_window (pooling, cumulative sums) and select_and_scatter (max-pool grads).
+
+What each becomes:
+- reduce_window add / multiply over a whole dim with (n-1, 0) / (0, n-1) padding and stride 1
+  (what jnp.cumsum / cumprod, reverse=True too, emit in jax 0.7.1) -> ttnn.cumsum / cumprod
+  (reverse_order=). Other multiply windows are rejected.
+- every other add / max / min reduce_window (max and avg pooling, cummax, ...) -> one strided
+  ttnn.slice per window element, combined with ttnn.add / maximum / minimum: exact, any
+  rank / dtype / layout / padding / dilation. ttnn.max_pool2d / avg_pool2d are not used:
+  they take bf16 only (f32: "Only BFLOAT16 supported for now") and reject shapes such as a
+  3x3/2 pool over 7x9 ("Shard height 224 must match physical height 64 for width sharded").
+  Windows of more than MAX_WINDOW elements are rejected (the op count grows with them).
+- select_and_scatter with a >= (max) or <= (min) select and an add scatter: the same slices
+  pick, per window, the first element equal to the window's max (XLA's tie rule), and each
+  window element's share of the source is placed back with interior/edge padding.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.lower.data_movement import pad
+from pjrt_tt.lower.elementwise import result_type
+from pjrt_tt.lower.indexing import slice_
+from pjrt_tt.lower.reduce import REDUCERS
+from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.program import HostType, Value
+
+MAX_WINDOW = 64
+COMBINE = {"stablehlo.add": "add", "stablehlo.maximum": "maximum", "stablehlo.minimum": "minimum"}
+SCANS = {"stablehlo.add": "cumsum", "stablehlo.multiply": "cumprod"}
+
+
+def _attr(op, name: str, rank: int, default: int) -> list[int]:
+    if name not in op.attributes:
+        return [default] * rank
+    return [int(d) for d in ir.DenseI64ArrayAttr(op.attributes[name])]
+
+
+def _padding(op, rank: int) -> tuple[list[int], list[int]]:
+    if "padding" not in op.attributes:
+        return [0] * rank, [0] * rank
+    flat = [int(v) for v in ir.DenseIntElementsAttr(op.attributes["padding"])]
+    return flat[0::2], flat[1::2]
+
+
+def _body_op(region) -> str:
+    body = list(region.blocks[0].operations)
+    return body[0].operation.name if len(body) == 2 else "(several ops)"
+
+
+def _windows(lo: Lowering, x: Value, h: HostType, window, strides, dilations, low, high, fill, out_shape):
+    """The strided slice of the padded `x` seen by each window element, in row-major order."""
+    if math.prod(window) > MAX_WINDOW:
+        raise lo.unsupported(f"windows of {math.prod(window)} elements (more than {MAX_WINDOW}): "
+                             f"one slice per window element would not be cheap")
+    if any(low + high):
+        x = pad(lo, x, h, low, high, [0] * len(low), fill)
+    for offset in itertools.product(*(range(w) for w in window)):
+        starts = [o * d for o, d in zip(offset, dilations)]
+        ends = [s + (n - 1) * st + 1 for s, n, st in zip(starts, out_shape, strides)]
+        yield offset, slice_(lo, x, starts, ends, strides)
+
+
+def _fold(lo: Lowering, fn: str, parts: list[Value]) -> Value:
+    while len(parts) > 1:  # a balanced tree: shorter dependency chains, fewer rounding steps
+        parts = [lo.emit(fn, a, b, result=a.type) for a, b in zip(parts[0::2], parts[1::2])] + \
+                (parts[-1:] if len(parts) % 2 else [])
+    return parts[0]
+
+
+@rule("stablehlo.reduce_window")
+def _reduce_window(lo: Lowering, op) -> list:
+    if len(op.results) != 1:
+        raise lo.unsupported("reduce_window over several operands at once")
+    kind = _body_op(op.regions[0])
+    if kind not in COMBINE and kind not in SCANS:
+        raise lo.unsupported(f"reduce_window whose body is not a single add/max/min/multiply (got {kind})")
+    h = host_type(op.operands[0])
+    rank = len(h.shape)
+    init = lo.entry(op.operands[1])
+    if not isinstance(init, Splat) or not REDUCERS[kind][2](init.value):
+        raise lo.unsupported("reduce_window with an initial value other than the reduction's identity")
+    window = _attr(op, "window_dimensions", rank, 1)
+    strides = _attr(op, "window_strides", rank, 1)
+    dilations = _attr(op, "window_dilations", rank, 1)
+    low, high = _padding(op, rank)
+    if _attr(op, "base_dilations", rank, 1) != [1] * rank:
+        raise lo.unsupported("reduce_window with base dilation")
+    x = lo.get(op.operands[0])
+    out = result_type(op)
+    scan = [d for d in range(rank) if window[d] != 1]
+    if kind in SCANS and len(scan) == 1 and strides == [1] * rank and dilations == [1] * rank:
+        d, n = scan[0], h.shape[scan[0]]
+        others_unpadded = not any(low[i] or high[i] for i in range(rank) if i != d)
+        if window[d] == n > 1 and others_unpadded and (low[d], high[d]) in ((n - 1, 0), (0, n - 1)):
+            return [lo.emit(SCANS[kind], x, d, reverse_order=high[d] > 0, result=out)]
+    if kind not in COMBINE:
+        raise lo.unsupported("reduce_window multiply other than a cumulative product")
+    parts = [s for _, s in _windows(lo, x, h, window, strides, dilations, low, high, init.value,
+                                    host_type(op.results[0]).shape)]
+    return [_fold(lo, COMBINE[kind], parts)]
+
+
+@rule("stablehlo.select_and_scatter")
+def _select_and_scatter(lo: Lowering, op) -> list:
+    select, scatter = op.regions
+    sel = list(select.blocks[0].operations)[0]
+    direction = stablehlo.ComparisonDirectionAttr(sel.attributes["comparison_direction"]).value \
+        if sel.operation.name == "stablehlo.compare" else None
+    if direction not in ("GE", "LE") or _body_op(scatter) != "stablehlo.add":
+        raise lo.unsupported("select_and_scatter other than the gradient of max/min pooling "
+                             "(select >= or <=, scatter add)")
+    operand, source, init = op.operands
+    h = host_type(operand)
+    if not h.element.is_float:
+        raise lo.unsupported("select_and_scatter on integers")
+    rank = len(h.shape)
+    init = lo.entry(init)
+    if not isinstance(init, Splat):
+        raise lo.unsupported("select_and_scatter with an initial value computed at run time")
+    window, strides = _attr(op, "window_dimensions", rank, 1), _attr(op, "window_strides", rank, 1)
+    low, high = _padding(op, rank)
+    out_shape = host_type(source).shape
+    x, src = lo.get(operand), lo.get(source)
+    fill = -math.inf if direction == "GE" else math.inf
+    slices = list(_windows(lo, x, h, window, strides, [1] * rank, low, high, fill, out_shape))
+    best = _fold(lo, "maximum" if direction == "GE" else "minimum", [s for _, s in slices])
+    padded = [n + a + b for n, a, b in zip(h.shape, low, high)]
+    placed, taken = [], None
+    for offset, s in slices:
+        hit = lo.emit("eq", s, best, result=s.type)          # 1.0 / 0.0 in x's dtype
+        if taken is not None:  # only the first element equal to the max in its window
+            hit = lo.emit("subtract", hit, lo.emit("multiply", hit, taken, result=s.type), result=s.type)
+        taken = hit if taken is None else lo.emit("add", taken, hit, result=s.type)
+        share = lo.emit("multiply", src, hit, result=s.type)
+        # Back to where this window element sits: offset + stride * window index.
+        ends = [o + (n - 1) * st + 1 for o, n, st in zip(offset, out_shape, strides)]
+        placed.append(pad(lo, share, HostType(h.element, tuple(out_shape)), list(offset),
+                          [p - e for p, e in zip(padded, ends)], [st - 1 for st in strides], 0.0))
+    grad = _fold(lo, "add", placed)
+    if any(low + high):
+        grad = slice_(lo, grad, low, [a + n for a, n in zip(low, h.shape)], [1] * rank)
+    if init.value:
+        grad = lo.emit("add", grad, float(init.value), result=grad.type)
+    return [grad]

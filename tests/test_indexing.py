@@ -1,0 +1,170 @@
+"""Indexing, sorting and window ops through jax.jit on TT against XLA:CPU: gather (embedding,
+take, take_along_axis, x[:, idx], strided slicing), scatter (.at[].set/add, embedding grads),
+reverse, sort / argsort / top_k, argmax / argmin / prod, pooling, cumsum, max-pool grads."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from jax import lax
+
+from conftest import assert_close, run_both
+
+RNG = np.random.default_rng(0)
+BF16 = ml_dtypes.bfloat16
+F32_BF16 = pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
+
+
+def rand(shape, dtype=np.float32):
+    if np.dtype(dtype) == np.int32:
+        return RNG.integers(-50, 50, shape).astype(np.int32)
+    return RNG.uniform(-2.0, 2.0, shape).astype(dtype)
+
+
+def ids(shape, n):
+    return RNG.integers(0, n, shape).astype(np.int32)
+
+
+def check(tt, cpu, f, *args):
+    got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_close(g, w)
+
+
+# --- gather -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16-embedding", "i32"])
+def test_embedding_lookup(tt, cpu, dtype):
+    check(tt, cpu, lambda t, i: t[i], rand((37, 9), dtype), ids((4, 7), 37))
+
+
+GATHERS = {
+    "take_axis1": (lambda x, i: jnp.take(x, i, axis=1), (5, 10), lambda: ids((3,), 10)),
+    "take_along_axis": (lambda x, i: jnp.take_along_axis(x, i, axis=1), (5, 10), lambda: ids((5, 3), 10)),
+    "column_index": (lambda x, i: x[:, i], (3, 33, 7), lambda: ids((4, 2), 33)),
+    "traced_scalar_index": (lambda x, i: x[i, 2], (6, 7, 3), lambda: np.int32(4)),
+    "negative_and_oob_ids": (lambda x, i: x[i], (9, 5), lambda: np.array([-1, 3, 12, -20], np.int32)),
+    "two_index_arrays": (lambda x, i: x[i, i + 1], (7, 8, 5), lambda: ids((3,), 6)),
+}
+
+
+@pytest.mark.parametrize("name", GATHERS)
+def test_gather(tt, cpu, name):
+    f, shape, make = GATHERS[name]
+    check(tt, cpu, f, rand(shape), make())
+
+
+def test_strided_slicing_and_flip(tt, cpu):
+    x = rand((7, 10, 3))
+    check(tt, cpu, lambda x: x[::2, ::-1], x)
+    check(tt, cpu, lambda x: (jnp.flip(x, (0, 2)), jnp.flip(x[0, 0])), x)
+
+
+def test_grad_through_gather(tt, cpu):
+    table, i = rand((11, 6)), ids((3, 4), 11)
+    i[0, :2] = 5  # repeated ids must accumulate
+    check(tt, cpu, jax.grad(lambda t, i: (t[i] ** 2).sum()), table, i)
+
+
+@F32_BF16
+def test_cross_entropy_and_grad(tt, cpu, dtype):
+    """take_along_axis and its gradient map to ttnn.gather / scatter_add along the axis."""
+    import optax
+    logits, labels = rand((6, 5, 37), dtype), ids((6, 5), 37)
+    loss = lambda l, y: optax.softmax_cross_entropy_with_integer_labels(l.astype(jnp.float32), y).mean()  # noqa: E731
+    check(tt, cpu, jax.value_and_grad(loss), logits, labels)
+
+
+# --- scatter ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16", "i32"])
+@pytest.mark.parametrize("mode", ["set", "add", "max", "min"])
+def test_scatter(tt, cpu, mode, dtype):
+    x, u = rand((10, 7), dtype), rand((3, 7), dtype)
+    i = np.array([8, 1, 4] if mode in ("set", "add") else [8, 1, 8], np.int32)  # set: unique ids
+    check(tt, cpu, lambda x, i, u: getattr(x.at[i], mode)(u), x, i, u)
+
+
+def test_scatter_elements_and_out_of_bounds(tt, cpu):
+    x = rand((6, 5))
+    i = np.array([[0, 4], [5, 0], [7, 1], [2, -9]], np.int32)  # two rows out of bounds: dropped
+    check(tt, cpu, lambda x, i: x.at[i[:, 0], i[:, 1]].add(3.0), x, i)
+    check(tt, cpu, lambda x, i: x.at[:, i[:, 1]].set(-1.0), x, i)
+
+
+# --- sort -------------------------------------------------------------------------------
+
+@F32_BF16
+def test_sort_argsort_topk(tt, cpu, dtype):
+    x = np.stack([RNG.permutation(40) for _ in range(5)]).astype(dtype) / 8  # no ties
+    check(tt, cpu, lambda x: (jnp.sort(x, axis=1), jnp.argsort(x, axis=1)), x)
+    check(tt, cpu, lambda x: (jnp.sort(x, axis=0), jnp.argsort(-x, axis=0)), x)
+    check(tt, cpu, lambda x: lax.top_k(x, 3), x)
+
+
+def test_sort_int_and_payload(tt, cpu):
+    k = np.stack([RNG.permutation(13) for _ in range(3)]).astype(np.int32) - 6
+    v = rand((3, 13))
+    check(tt, cpu, lambda k, v: lax.sort((k, v), dimension=1, num_keys=1), k, v)
+    check(tt, cpu, lambda k: (jnp.sort(k[0]), lax.top_k(k, 2)), k)
+
+
+# --- reductions -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16", "i32"])
+def test_argmax_argmin(tt, cpu, dtype):
+    x = np.stack([RNG.permutation(33) for _ in range(7)]).astype(dtype)  # no ties
+    check(tt, cpu, lambda x: (jnp.argmax(x, 1), jnp.argmin(x, 0), jnp.argmax(x)), x)
+    check(tt, cpu, lambda x: (jnp.max(x, 1), jnp.argmax(x, 1)), x)
+
+
+@F32_BF16
+def test_prod(tt, cpu, dtype):
+    x = RNG.uniform(0.8, 1.2, (3, 5, 7)).astype(dtype)
+    check(tt, cpu, lambda x: (jnp.prod(x, 1), jnp.prod(x, (0, 2)), jnp.prod(x)), x)
+
+
+# --- windows ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16", "i32"])
+def test_cumsum(tt, cpu, dtype):
+    x = rand((5, 11), dtype)
+    check(tt, cpu, lambda x: (jnp.cumsum(x, 1), jnp.cumsum(x, 0), lax.cumsum(x, 1, reverse=True)), x)
+
+
+@F32_BF16
+def test_cumprod(tt, cpu, dtype):
+    x = RNG.uniform(0.8, 1.2, (4, 9)).astype(dtype)
+    check(tt, cpu, lambda x: (jnp.cumprod(x, 1), lax.cumprod(x, 0, reverse=True)), x)
+
+
+@F32_BF16
+def test_pooling(tt, cpu, dtype):
+    import flax.linen as nn
+    x = rand((2, 9, 7, 3), dtype)
+    check(tt, cpu, lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), x)
+    check(tt, cpu, lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"), x)
+    check(tt, cpu, lambda x: nn.avg_pool(x, (2, 3), strides=(1, 2)), x)
+    check(tt, cpu, lambda x: lax.reduce_window(x, jnp.inf, lax.min, (1, 2, 2, 1), (1, 1, 1, 1), "VALID",
+                                               window_dilation=(1, 2, 1, 1)), x)
+    check(tt, cpu, lambda x: lax.cummax(x, axis=1), x)
+
+
+def test_max_pool_grad(tt, cpu):
+    import flax.linen as nn
+    x = rand((2, 9, 7, 3))
+    x[0, 0, 0, 0] = x[0, 0, 1, 0] = 5.0  # a tie inside one window: the first one takes it
+    for window, strides, padding in [((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME")]:
+        check(tt, cpu, jax.grad(lambda x: (nn.max_pool(x, window, strides, padding) ** 2).sum()), x)
+
+
+def test_rejections_are_clear(tt):
+    x = jax.device_put(rand((6, 5)), tt)
+    i = jax.device_put(np.array([1, 3], np.int32), tt)
+    with pytest.raises(Exception, match="scatter combiners other than set, add, max and min"):
+        jax.jit(lambda x, i: x.at[i].multiply(2.0))(x, i)
+    with pytest.raises(Exception, match="lexicographic"):
+        jax.jit(lambda x: lax.sort((x, x), num_keys=2))(x)
