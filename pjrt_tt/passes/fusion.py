@@ -1,0 +1,657 @@
+"""Fusion: the ttnn op a model writer would pick for what jax emits for common layers.
+
+Runs on the ttnn program before dead-op elimination. Each rule looks at one op (the
+root of a pattern), walks its operands back through the ops jax's decomposition became,
+and, when the pattern matches, replaces the root by the fused op (same result value, so
+consumers are untouched); the ops it absorbed die and are dropped. Loop bodies and
+case branches are fused the same way, each on its own.
+
+Safety: a pattern is fused only if every absorbed intermediate is used by nothing but
+the pattern (and is not a program output), and all shapes are the ones the fused op
+computes (statistics broadcast along the last dim, weights / biases along it).
+
+Rules, in order:
+  gelu      x*0.5*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3)))  -> ttnn.gelu(x, variant=Tanh)
+            x*0.5*(1+erf(x/sqrt(2)))                     -> ttnn.gelu(x)
+  softmax   exp(x - max(x)) / sum(exp(x - max(x)))        -> ttnn.softmax(x, dim=-1)
+  norms     (x-E[x]) * rsqrt(Var[x]+eps) [*g] [+b]        -> ttnn.layer_norm(x, epsilon=, weight=, bias=)
+            x * rsqrt(E[x^2]+eps) [*g]                   -> ttnn.rms_norm(x, epsilon=, weight=)
+  linear    matmul(a, w) + b                              -> ttnn.linear(a, w, bias=b)
+  conv bias conv2d(...) + b                                -> ttnn.conv2d(..., bias_tensor=b)
+  act       relu|gelu|silu|tanh|sigmoid(linear(...))      -> ttnn.linear(..., activation=)
+  sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
+                                                         -> ttnn.transformer.scaled_dot_product_attention
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from pjrt_tt.program import STRUCTURED, Attr, Op, Program, ShapeArg, TensorType, Value, While
+
+FLOATS = ("float32", "bfloat16")
+
+
+def _num(a) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+
+def _close(a, b, rel=1e-3) -> bool:
+    return _num(a) and abs(a - b) <= rel * abs(b)
+
+
+class NoMatch(Exception):
+    pass
+
+
+def need(cond: bool):
+    if not cond:
+        raise NoMatch
+
+
+class Graph:
+    """Producers and users of the values of one op list (a program's, or a block's:
+    a nested block's outer values count as operands of the While / Switch holding it)."""
+
+    def __init__(self, ops: list, outputs: set[int], counter: list[int]):
+        self.prod: dict[int, Op] = {op.result.id: op for op in ops if isinstance(op, Op)}
+        self.users: dict[int, list] = defaultdict(list)
+        for op in ops:
+            for v in op.operands():
+                self.users[v.id].append(op)
+        self.outputs = outputs
+        self.counter = counter
+
+    def new_value(self, t: TensorType) -> Value:
+        self.counter[0] += 1
+        return Value(self.counter[0], t)
+
+
+class Match:
+    """One attempt to match a pattern rooted at `root`: records the ops it absorbs."""
+
+    def __init__(self, g: Graph, root: Op):
+        self.g, self.root, self.inner = g, root, [root]
+
+    def op(self, v, *fns) -> Op:
+        """The producer of v, one of fns; it joins the absorbed ops."""
+        need(isinstance(v, Value))
+        p = self.g.prod.get(v.id)
+        need(p is not None and p.fn in fns)
+        if p not in self.inner:
+            self.inner.append(p)
+        return p
+
+    def through(self, v, record=True):
+        """Look through reshapes that only add or drop unit dims (the lowering's
+        keepdim / broadcast reshapes); with `record` they join the absorbed ops."""
+        while isinstance(v, Value):
+            p = self.g.prod.get(v.id)
+            if p is None or p.fn != "reshape" or _squeeze(p.args[0].type.shape) != _squeeze(v.type.shape):
+                break
+            if record:
+                self.inner.append(p)
+            v = p.args[0]
+        return v
+
+    def through_rows(self, v):
+        """Look through one reshape that keeps the last dim (rows regrouped: the batch
+        reshapes around a dot_general), recording it."""
+        p = self.g.prod.get(v.id) if isinstance(v, Value) else None
+        if p is not None and p.fn == "reshape" and p.args[0].type.shape[-1:] == v.type.shape[-1:]:
+            self.inner.append(p)
+            return p.args[0]
+        return v
+
+    def fn(self, v) -> str | None:
+        """The name of v's producer (after unit reshapes), without absorbing anything."""
+        p = self.g.prod.get(self.through(v, False).id) if isinstance(v, Value) else None
+        return p.fn if p is not None else None
+
+    def binary(self, v, fn):
+        p = self.op(v, fn)
+        need(len(p.args) == 2 and not p.kwargs)
+        return p.args
+
+    def safe(self) -> bool:
+        ids = {op.result.id for op in self.inner}
+        for op in self.inner:
+            if op is self.root:
+                continue
+            if op.result.id in self.g.outputs:
+                return False
+            if any(u.result.id not in ids for u in self.g.users[op.result.id]):
+                return False
+        return True
+
+
+def _squeeze(shape) -> tuple:
+    return tuple(d for d in shape if d != 1)
+
+
+def _factors(m: Match, v, top=True) -> tuple[list, float]:
+    """v as a product: (factors, scalar). A factor is a Value or ("inv", Value) for a divisor."""
+    p = m.g.prod.get(v.id) if isinstance(v, Value) else None
+    if p is None or p.fn not in ("multiply", "divide") or p.kwargs or len(p.args) != 2:
+        need(not top)
+        return [v], 1.0
+    if not top and (p.result.id in m.g.outputs or len(m.g.users[v.id]) != 1):
+        return [v], 1.0  # a shared value is a leaf
+    m.op(v, p.fn)
+    a, b = p.args
+    fa, sa = _factors(m, a, False) if isinstance(a, Value) else ([], float(a))
+    if p.fn == "divide":
+        if _num(b):
+            need(b != 0)
+            return fa, sa / b
+        return fa + [("inv", b)], sa
+    fb, sb = _factors(m, b, False) if isinstance(b, Value) else ([], float(b))
+    return fa + fb, sa * sb
+
+
+def _terms(m: Match, v, top=True) -> tuple[list, float]:
+    """v as a sum: (terms, scalar)."""
+    p = m.g.prod.get(v.id) if isinstance(v, Value) else None
+    if p is None or p.fn != "add" or p.kwargs or len(p.args) != 2 or \
+            (not top and (p.result.id in m.g.outputs or len(m.g.users[v.id]) != 1)):
+        need(not top)
+        return [v], 0.0  # a shared value is a leaf
+    m.op(v, "add")
+    out, s = [], 0.0
+    for a in p.args:
+        if _num(a):
+            s += float(a)
+        else:
+            t, sa = _terms(m, a, False)
+            out, s = out + t, s + sa
+    return out, s
+
+
+def _same(m: Match, a, b) -> bool:
+    return isinstance(a, Value) and isinstance(b, Value) and m.through(a, False).id == m.through(b, False).id
+
+
+def _last_dim_reduce(m: Match, v, fn: str) -> Value:
+    """v = fn(x, dim=[last], keepdim=True) (through unit reshapes); returns x."""
+    p = m.op(m.through(v), fn)
+    x = p.args[0]
+    r = len(x.type.shape)
+    dims = p.kwargs.get("dim", p.args[1] if len(p.args) > 1 else None)
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    need(r >= 1 and [d % r for d in dims] == [r - 1] and p.kwargs.get("keepdim", False))
+    return x
+
+
+def _mean_of(m: Match, v) -> Value:
+    """v = E[x] over the last dim: mean(x) or sum(x) / N or sum(x) * (1/N)."""
+    v = m.through(v)
+    p = m.g.prod.get(v.id)
+    need(p is not None)
+    if p.fn == "mean":
+        return _last_dim_reduce(m, v, "mean")
+    fs, s = _factors(m, v)
+    need(len(fs) == 1 and isinstance(fs[0], Value))
+    x = _last_dim_reduce(m, fs[0], "sum")
+    need(_close(s, 1.0 / x.type.shape[-1]))
+    return x
+
+
+def _square_of(m: Match, v) -> Value:
+    v = m.through(v)
+    p = m.g.prod.get(v.id)
+    need(p is not None)
+    if p.fn == "square":
+        return m.op(v, "square").args[0]
+    if p.fn == "pow":
+        a, e = m.binary(v, "pow")
+        need(_num(e) and e == 2)
+        return a
+    a, b = m.binary(v, "multiply")
+    need(_same(m, a, b))
+    return a
+
+
+def _one_of(m: Match, v) -> bool:
+    """v is the constant 1 (a scalar or a ttnn.full of 1)."""
+    if _num(v):
+        return v == 1
+    if m.fn(v) == "full" and m.g.prod[v.id].args[1:2] == (1.0,):
+        m.op(v, "full")
+        return True
+    return False
+
+
+def _sigmoid_of(m: Match, v) -> Value:
+    """v = sigmoid(y) as ttnn.sigmoid or 1 / (1 + exp(-y)); returns y."""
+    need(isinstance(v, Value))
+    if m.fn(v) == "sigmoid":
+        p = m.op(m.through(v), "sigmoid")
+        need(not p.kwargs)
+        return p.args[0]
+    if m.fn(v) == "reciprocal":
+        den = m.op(v, "reciprocal").args[0]
+    else:
+        one, den = m.binary(v, "divide")
+        need(_one_of(m, one))
+    terms, c = _terms(m, den)
+    need(len(terms) == 1 and c == 1)
+    return m.op(m.op(terms[0], "exp").args[0], "neg").args[0]
+
+
+def _stat_shape(x: Value, v) -> bool:
+    return isinstance(v, Value) and tuple(v.type.shape) == tuple(x.type.shape[:-1]) + (1,)
+
+
+def _row(x: Value, v) -> bool:
+    """v broadcasts along the last dim of x only (a weight or bias)."""
+    s = tuple(v.type.shape) if isinstance(v, Value) else ()
+    return bool(s) and s[-1] == x.type.shape[-1] and all(d == 1 for d in s[:-1]) and len(s) <= len(x.type.shape)
+
+
+# --- rules: each returns the replacement op for `root`, or raises NoMatch ------------
+
+def _gelu(m: Match) -> Op:
+    root = m.root
+    fs, s = _factors(m, root.result)
+    need(len(fs) == 2 and _close(s, 0.5) and all(isinstance(f, Value) for f in fs))
+    for x, t in (fs, fs[::-1]):
+        try:
+            terms, c = _terms(m, t)
+            need(len(terms) == 1 and _close(c, 1.0))
+            inner = m.g.prod.get(terms[0].id)
+            need(inner is not None and inner.fn in ("tanh", "erf"))
+            u = m.op(terms[0], inner.fn).args[0]
+            uf, us = _factors(m, u)
+            need(len(uf) == 1)
+            if inner.fn == "erf":
+                need(_close(us, 1 / math.sqrt(2)) and _same(m, uf[0], x))
+                kwargs = {}
+            else:
+                need(_close(us, math.sqrt(2 / math.pi)))
+                at, ac = _terms(m, uf[0])
+                need(ac == 0 and len(at) == 2)
+                xs = [a for a in at if _same(m, a, x)]
+                need(len(xs) == 1)
+                cube = next(a for a in at if a is not xs[0])
+                cf, cs = _factors(m, cube)
+                need(_close(cs, 0.044715) and len(cf) == 3 and all(_same(m, f, x) for f in cf))
+                kwargs = {"variant": Attr("GeluVariant.Tanh")}
+            need(x.type == root.result.type)
+            return Op("gelu", (x,), kwargs, root.result, root.origin)
+        except NoMatch:
+            continue
+    raise NoMatch
+
+
+def _softmax(m: Match) -> Op:
+    e, s = m.binary(m.root.result, "divide")
+    need(isinstance(e, Value) and isinstance(s, Value) and _stat_shape(e, s))
+    sv = m.through(s)
+    if m.fn(sv) == "typecast":  # bf16: jax sums in f32 (typecast, sum, typecast back)
+        sv = m.op(sv, "typecast").args[0]
+    summed = _last_dim_reduce(m, sv, "sum")
+    if summed.id != e.id:
+        need(m.op(summed, "typecast").args[0].id == e.id)
+    d = m.op(e, "exp").args[0]
+    x = d
+    p = m.g.prod.get(d.id)
+    if p is not None and p.fn == "subtract" and isinstance(p.args[1], Value):
+        a, mx = m.binary(d, "subtract")
+        need(_stat_shape(a, mx))
+        mx = m.through(mx)
+        q = m.g.prod.get(mx.id)
+        if q is not None and q.fn == "maximum" and _num(q.args[1]) and q.args[1] == -math.inf:
+            mx = m.through(m.op(mx, "maximum").args[0])  # jax's max(reduce_max, -inf)
+        need(_last_dim_reduce(m, mx, "max").id == a.id)
+        x = a
+    need(x.type == m.root.result.type and x.type.dtype in FLOATS)
+    return Op("softmax", (x,), {"dim": -1}, m.root.result, m.root.origin)
+
+
+def _norm(m: Match) -> Op:
+    root = m.root
+    out = root.result.type
+    need(out.dtype in FLOATS)
+    beta = None
+    if root.fn == "add":
+        terms, c = _terms(m, root.result)
+        need(c == 0 and len(terms) == 2)
+        rows = [t for t in terms if t.type.shape != out.shape]
+        need(len(rows) == 1)
+        beta = rows[0]
+        body = next(t for t in terms if t is not beta)
+    else:
+        body = root.result
+    fs, s = _factors(m, body)
+    need(_close(s, 1.0))
+    inv = [f for f in fs if isinstance(f, tuple) or m.fn(f) == "rsqrt"]
+    need(len(inv) == 1)
+    rest = [f for f in fs if f is not inv[0]]
+    need(all(isinstance(f, Value) for f in rest))
+    full = [f for f in rest if tuple(f.type.shape) == out.shape]
+    need(len(full) == 1)
+    centred = full[0]
+    gammas = [f for f in rest if f is not centred]
+    need(len(gammas) <= 1 and (beta is None or _row(centred, beta)) and all(_row(centred, g) for g in gammas))
+    # the inverse std: rsqrt(var + eps), or a divisor sqrt(var + eps)
+    if isinstance(inv[0], tuple):
+        need(tuple(inv[0][1].type.shape) == tuple(out.shape[:-1]) + (1,))
+        arg = m.op(m.through(inv[0][1]), "sqrt").args[0]
+    else:
+        need(_stat_shape(centred, inv[0]))
+        arg = m.op(m.through(inv[0]), "rsqrt").args[0]
+    terms, eps = _terms(m, m.through(arg))
+    need(len(terms) == 1 and eps > 0)
+    var = m.through(terms[0])
+    # centred = x - mean (layer norm) or x (- 0.0) (rms norm)
+    x, mean = centred, None
+    p = m.g.prod.get(centred.id)
+    if p is not None and p.fn == "subtract" and not p.kwargs:
+        a, b = m.binary(centred, "subtract")
+        if _num(b) and b == 0:
+            x = a
+        else:
+            need(_stat_shape(a, b))
+            x, mean = a, m.through(b)
+            need(_mean_of(m, mean).id == x.id)
+    need(x.type == out)
+    if mean is None:  # rms: var = E[x^2]
+        need(_square_of(m, _mean_of(m, var)).id == x.id)
+        fused = "rms_norm"
+    else:
+        q = m.g.prod.get(var.id)
+        if q is not None and q.fn == "maximum" and _num(q.args[1]) and q.args[1] == 0:
+            var = m.through(m.op(var, "maximum").args[0])
+        q = m.g.prod.get(var.id)
+        if q is not None and q.fn == "subtract":  # E[x^2] - E[x]^2
+            e2, mm = m.binary(var, "subtract")
+            need(_square_of(m, _mean_of(m, e2)).id == x.id)
+            need(_square_of(m, mm).id == mean.id or m.through(_square_of(m, mm)).id == mean.id)
+        else:  # E[(x - mean)^2]
+            c = _square_of(m, _mean_of(m, var))
+            if c.id != centred.id:
+                a, b = m.binary(c, "subtract")
+                need(a.id == x.id and m.through(b).id == mean.id)
+        fused = "layer_norm"
+    kwargs = {"epsilon": float(eps)}
+    if gammas:
+        kwargs["weight"] = gammas[0]
+    if beta is not None:
+        kwargs["bias"] = beta
+    return Op(fused, (x,), kwargs, root.result, root.origin)
+
+
+LINEAR_KWARGS = {"dtype", "compute_kernel_config", "memory_config"}  # matmul's, which linear takes too
+
+
+def _linear(m: Match) -> list[Op]:
+    root = m.root
+    a, b = m.binary(root.result, "add")
+    for mm, bias in ((a, b), (b, a)):
+        if not (isinstance(mm, Value) and isinstance(bias, Value)):
+            continue
+        src = m.through_rows(mm)
+        p = m.g.prod.get(src.id)
+        if p is None or p.fn != "matmul" or set(p.kwargs) - LINEAR_KWARGS or len(p.args) != 2:
+            continue
+        x, w = p.args
+        n = w.type.shape[-1]
+        if len(w.type.shape) != 2 or not _row(root.result, bias) or tuple(src.type.shape[-1:]) != (n,) \
+                or mm.type.shape != root.result.type.shape:  # the add must not broadcast the product
+            continue
+        bias = m.through(bias, False)
+        if len(bias.type.shape) > 2 or bias.type.dtype != src.type.dtype:
+            continue
+        m.op(src, "matmul")
+        if src.type == root.result.type:
+            return [Op("linear", (x, w), {**p.kwargs, "bias": bias}, root.result, root.origin)]
+        lin = m.g.new_value(src.type)
+        return [Op("linear", (x, w), {**p.kwargs, "bias": bias}, lin, root.origin),
+                Op("reshape", (lin, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
+    raise NoMatch
+
+
+def _conv_bias(m: Match) -> list[Op]:
+    """conv2d(...) + b (b along the channels, e.g. flax Conv) -> conv2d(..., bias_tensor=b)
+    with b as (1,1,1,O) on device (measured form)."""
+    root = m.root
+    a, b = m.binary(root.result, "add")
+    for y, bias in ((a, b), (b, a)):
+        if not (isinstance(y, Value) and isinstance(bias, Value)) or m.fn(m.through_rows(y)) != "conv2d":
+            continue
+        src = m.through_rows(y)
+        p = m.g.prod[src.id]
+        o = src.type.shape[-1]
+        if "bias_tensor" in p.kwargs or not _row(root.result, bias) or bias.type.dtype != src.type.dtype \
+                or y.type.shape != root.result.type.shape:
+            continue
+        m.op(src, "conv2d")
+        new = []
+        if tuple(bias.type.shape) != (1, 1, 1, o):
+            b4 = m.g.new_value(dataclasses.replace(bias.type, shape=(1, 1, 1, o)))
+            new.append(Op("reshape", (bias, ShapeArg((1, 1, 1, o))), {}, b4, root.origin))
+            bias = b4
+        conv = dict(p.kwargs, bias_tensor=bias)
+        if src.type == root.result.type:
+            return new + [Op("conv2d", p.args, conv, root.result, root.origin)]
+        out = m.g.new_value(src.type)
+        return new + [Op("conv2d", p.args, conv, out, root.origin),
+                      Op("reshape", (out, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
+    raise NoMatch
+
+
+ACTIVATIONS = {"relu": "relu", "silu": "silu", "tanh": "tanh", "sigmoid": "sigmoid", "gelu": "gelu"}
+
+
+def _activation(m: Match) -> list[Op]:
+    """relu|gelu|silu|tanh|sigmoid(linear) as ttnn ops, and as jax writes relu
+    (maximum(y, 0)) and silu (y * sigmoid(y))."""
+    root = m.root
+    if root.fn == "maximum":
+        need(len(root.args) == 2 and _num(root.args[1]) and root.args[1] == 0 and not root.kwargs)
+        y, act = root.args[0], "relu"
+    elif root.fn == "multiply":
+        need(len(root.args) == 2 and not root.kwargs)
+        for y, sg in (root.args, root.args[::-1]):
+            try:
+                need(isinstance(y, Value) and _same(m, _sigmoid_of(m, sg), y))
+                break
+            except NoMatch:
+                continue
+        else:
+            raise NoMatch
+        act = "silu"
+    else:
+        need(len(root.args) == 1)
+        y, act = root.args[0], ACTIVATIONS[root.fn]
+    src = m.through_rows(y)
+    p = m.op(src, "linear")
+    need("activation" not in p.kwargs)
+    kwargs = {**p.kwargs, "activation": act}
+    if src.type == root.result.type:
+        return [Op("linear", p.args, kwargs, root.result, root.origin)]
+    lin = m.g.new_value(src.type)
+    return [Op("linear", p.args, kwargs, lin, root.origin),
+            Op("reshape", (lin, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
+
+
+def _const(m: Match, v) -> float:
+    """The value of a scalar computed on device from a constant (jax computes 1/sqrt(d)
+    that way): full -> sqrt / rsqrt / reciprocal / typecast / reshape chains."""
+    if _num(v):
+        return float(v)
+    p = m.g.prod.get(v.id) if isinstance(v, Value) else None
+    need(p is not None and math.prod(v.type.shape) == 1)
+    m.op(v, p.fn)
+    if p.fn == "full":
+        need(_num(p.args[1]))
+        return float(p.args[1])
+    x = _const(m, p.args[0])
+    if p.fn == "typecast" and p.result.type.dtype == "bfloat16":
+        import ml_dtypes
+        return float(np.float32(x).astype(ml_dtypes.bfloat16))
+    ops = {"reshape": lambda a: a, "typecast": lambda a: a, "sqrt": math.sqrt,
+           "rsqrt": lambda a: 1 / math.sqrt(a), "reciprocal": lambda a: 1 / a}
+    need(p.fn in ops)
+    return ops[p.fn](x)
+
+
+def _scaled(m: Match, v) -> tuple[Value, float]:
+    """v = y * c or y / c with c a constant: (y, c or 1/c); else (v, 1)."""
+    if m.fn(v) in ("multiply", "divide") and len(m.g.users[v.id]) == 1:
+        p = m.g.prod[v.id]
+        for y, c in ((p.args[0], p.args[1]), (p.args[1], p.args[0]) if p.fn == "multiply" else (None, None)):
+            if isinstance(y, Value) and tuple(y.type.shape) == tuple(v.type.shape):
+                try:
+                    scale = _const(m, c)
+                except NoMatch:
+                    continue
+                m.op(v, p.fn)
+                return y, (scale if p.fn == "multiply" else 1 / scale)
+    return v, 1.0
+
+
+def _untranspose(m: Match, v, new: list, origin: str) -> Value:
+    """v = permute(v0, perm) holds some [B,H,S,D] tensor with its last two dims swapped;
+    returns that tensor, as v0 or a new permute of v0 (appended to `new`)."""
+    p = m.op(v, "permute")
+    perm = list(p.args[1])
+    perm = perm[:-2] + [perm[-1], perm[-2]]
+    src = p.args[0]
+    if perm == sorted(perm):
+        return src
+    out = m.g.new_value(dataclasses.replace(src.type, shape=tuple(src.type.shape[i] for i in perm)))
+    new.append(Op("permute", (src, perm), {}, out, origin))
+    return out
+
+
+def _sdpa(m: Match) -> list[Op]:
+    """out = softmax(scores) @ v, scores = (q @ k^T) * scale [+ mask], q/k/v [B,H,S,D]
+    (also as flax writes it: q scaled first, and out^T = v^T @ softmax^T)."""
+    root, new = m.root, []
+    need(not root.kwargs and len(root.args) == 2)
+    a, b = root.args
+    transposed = m.fn(a) != "softmax"
+    if transposed:  # out^T = v^T @ P^T
+        pt = m.op(b, "permute")
+        r = len(b.type.shape)
+        need(list(pt.args[1]) == list(range(r - 2)) + [r - 1, r - 2])
+        pr, v = pt.args[0], _untranspose(m, a, new, root.origin)
+    else:
+        pr, v = a, b
+    p = m.op(m.through(pr), "softmax")
+    scores = p.args[0]
+    terms, c = _terms(m, scores) if m.fn(scores) == "add" else ([scores], 0.0)
+    need(c == 0 and 1 <= len(terms) <= 2)
+    mask = None
+    if len(terms) == 2:
+        mask = next((t for t in terms if m.fn(t) not in ("multiply", "matmul")), None)
+        need(mask is not None)
+        terms = [t for t in terms if t is not mask]
+    logits, scale = _scaled(m, terms[0])
+    qk = m.op(m.through(logits), "matmul")
+    need(not qk.kwargs)
+    q, k = qk.args
+    k = _untranspose(m, k, new, root.origin)
+    if m.fn(q) == "permute" and len(m.g.users[q.id]) == 1:  # flax scales q before the einsum
+        qp = m.g.prod[q.id]
+        q0, qs = _scaled(m, qp.args[0])
+        if qs != 1.0:
+            m.op(q, "permute")
+            scale *= qs
+            out = m.g.new_value(q.type)
+            new.append(Op("permute", (q0, list(qp.args[1])), {}, out, root.origin))
+            q = out
+    for t in (q, k, v):
+        need(len(t.type.shape) == 4 and t.type.dtype == "bfloat16")
+    (bq, hq, sq, d), (bk, hk, sk, dk) = q.type.shape, k.type.shape
+    need(d % 32 == 0 and d == dk and bq == bk and hq % hk == 0 and k.type.shape == v.type.shape)
+    want = (bq, hq, sq, d) if not transposed else (bq, hq, d, sq)
+    need(tuple(root.result.type.shape) == want)
+    kwargs = {"is_causal": False, "scale": float(scale)}
+    if mask is not None:
+        mb, mh, ms, mk = mask.type.shape if len(mask.type.shape) == 4 else (0, 0, 0, 0)
+        need(mb in (1, bq) and mh in (1, hq) and (ms, mk) == (sq, sk) and mask.type.dtype == "bfloat16")
+        kwargs["attn_mask"] = mask
+    fn = "transformer.scaled_dot_product_attention"
+    if not transposed:
+        return new + [Op(fn, (q, k, v), kwargs, root.result, root.origin)]
+    out = m.g.new_value(dataclasses.replace(q.type, shape=(bq, hq, sq, d)))
+    return new + [Op(fn, (q, k, v), kwargs, out, root.origin),
+                  Op("permute", (out, [0, 1, 3, 2]), {}, root.result, root.origin)]
+
+
+def _one(rule):
+    def wrapped(m):
+        r = rule(m)
+        return r if isinstance(r, list) else [r]
+    return wrapped
+
+
+# (root ops, rule)
+RULES = [
+    ({"multiply"}, _one(_gelu)),
+    ({"divide"}, _one(_softmax)),
+    ({"add", "multiply", "divide"}, _one(_norm)),
+    ({"add"}, _linear),
+    ({"add"}, _conv_bias),
+    (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
+    ({"matmul"}, _sdpa),
+]
+
+
+def _fuse_ops(ops: list, outputs: set[int], counter: list[int]) -> list:
+    for op in ops:  # loop bodies and case branches first, each on its own
+        if isinstance(op, STRUCTURED):
+            for b in op.blocks():
+                b.ops = _fuse_ops(b.ops, {v.id for v in b.results if isinstance(v, Value)}, counter)
+    for roots, rule in RULES:
+        g = Graph(ops, outputs, counter)
+        out: list[list] = []
+        absorbed: set[int] = set()
+        # Last op first, so the largest pattern wins (a layer norm with its bias add
+        # before the same norm without it); ops a match absorbed are not roots again.
+        for op in reversed(ops):
+            if isinstance(op, Op) and op.fn in roots and id(op) not in absorbed:
+                m = Match(g, op)
+                try:
+                    new = rule(m)
+                    if m.safe() and not absorbed & {id(o) for o in m.inner}:
+                        absorbed |= {id(o) for o in m.inner}
+                        out.append(new)
+                        continue
+                except NoMatch:
+                    pass
+            out.append([op])
+        ops = _prune([o for group in reversed(out) for o in group], set(outputs))
+    return ops
+
+
+def _prune(ops: list, live: set[int]) -> list:
+    """Drop the ops whose results nobody uses (the ones a fused op absorbed)."""
+    kept = []
+    for op in reversed(ops):
+        if any(r.id in live for r in op.results):
+            kept.append(op)
+            live.update(v.id for v in op.operands())
+    return kept[::-1]
+
+
+def _max_id(ops: list) -> int:
+    ids = [0]
+    for op in ops:
+        ids += [r.id for r in op.results] + [v.id for v in op.operands()]
+        if isinstance(op, STRUCTURED):
+            ids += [v.id for v in op.params] if isinstance(op, While) else []
+            ids += [_max_id(b.ops) for b in op.blocks()]
+    return max(ids)
+
+
+def fuse(program: Program) -> Program:
+    counter = [max([_max_id(program.ops)] + [v.id for v in program.inputs]
+                   + [c.value.id for c in program.constants])]
+    ops = _fuse_ops(program.ops, {v.id for v in program.outputs}, counter)
+    return dataclasses.replace(program, ops=ops)

@@ -1,0 +1,130 @@
+"""stablehlo.convolution (and the reverse its gradient emits) vs XLA:CPU.
+
+Every program also runs through real ttnn (mock) via conftest, so each case checks that
+ttnn.conv2d accepts the arguments the lowering builds. float32 results are compared with
+PCC >= 0.999 (f32_pcc_only): conv2d and matmul run on the matrix unit, which takes float32
+operands as TF32 / BF16 (sim/fpu.py, docs/numerics.md), about 1e-3 relative."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from conftest import assert_close, run_both
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+    """The same inputs for a test however the tests are selected or ordered."""
+    global RNG
+    RNG = np.random.default_rng(0)
+
+
+def _rand(*shape, dtype=np.float32):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def _conv(strides=(1, 1), padding="VALID", lhs_dil=None, rhs_dil=None, groups=1, dn=("NHWC", "HWIO", "NHWC")):
+    return lambda x, w: lax.conv_general_dilated(x, w, strides, padding, lhs_dilation=lhs_dil,
+                                                 rhs_dilation=rhs_dil, dimension_numbers=dn,
+                                                 feature_group_count=groups)
+
+
+# (name, x shape, w shape, conv kwargs)
+FORWARD = [
+    ("nhwc_valid", (2, 8, 8, 3), (3, 3, 3, 5), {}),
+    ("nhwc_same_stride2", (2, 9, 7, 3), (3, 3, 3, 4), dict(strides=(2, 2), padding="SAME")),
+    ("nchw_oihw", (2, 5, 8, 8), (4, 5, 3, 3), dict(padding="SAME", dn=("NCHW", "OIHW", "NCHW"))),
+    ("asym_explicit_pad", (1, 7, 6, 3), (2, 3, 3, 5), dict(padding=((1, 2), (0, 3)), strides=(1, 2))),
+    ("rhs_dilation", (1, 10, 9, 5), (3, 2, 5, 3), dict(rhs_dil=(2, 3), padding="SAME")),
+    ("lhs_dilation", (1, 4, 5, 3), (3, 3, 3, 2), dict(lhs_dil=(2, 3), padding=((2, 2), (1, 1)))),
+    ("depthwise", (2, 8, 8, 3), (3, 3, 1, 3), dict(groups=3, padding="SAME")),
+    ("grouped_odd", (1, 6, 6, 4), (3, 3, 2, 6), dict(groups=2)),
+    ("pointwise", (2, 5, 7, 3), (1, 1, 3, 5), {}),
+    ("negative_pad", (1, 9, 9, 3), (3, 3, 3, 5), dict(padding=((-1, 0), (1, -2)))),
+    ("weird_dims", (3, 8, 2, 7), (3, 5, 3, 3), dict(dn=("CWNH", "HOWI", "WCHN"), padding="SAME")),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", FORWARD, ids=[c[0] for c in FORWARD])
+def test_conv_forward(name, xs, ws, kw, tt, cpu):
+    got, want = run_both(_conv(**kw), _rand(*xs), _rand(*ws), tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], f32_pcc_only=True)
+
+
+def test_conv1d(tt, cpu):
+    f = lambda x, w: lax.conv_general_dilated(x, w, (2,), ((2, 1),), rhs_dilation=(2,),  # noqa: E731
+                                              dimension_numbers=("NWC", "WIO", "NWC"))
+    got, want = run_both(f, _rand(2, 16, 3), _rand(3, 3, 5), tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], f32_pcc_only=True)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_conv3d(grad, tt, cpu):
+    f = lambda x, w: lax.conv_general_dilated(x, w, (2, 1, 1), ((1, 1), (0, 1), (1, 0)),  # noqa: E731
+                                              rhs_dilation=(1, 2, 1), dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    if grad:
+        f = jax.grad(lambda x, w: jnp.sum(jnp.tanh(lax.conv_general_dilated(  # noqa: E731
+            x, w, (2, 1, 1), "SAME", dimension_numbers=("NCDHW", "OIDHW", "NCDHW")))), argnums=(0, 1))
+        args = _rand(2, 3, 5, 4, 4), _rand(2, 3, 3, 2, 2)
+    else:
+        args = _rand(2, 5, 6, 5, 3), _rand(3, 2, 2, 3, 4)
+    got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
+    for a, b in zip(got, want):
+        assert_close(a, b, f32_pcc_only=True)
+
+
+def test_conv_bf16(tt, cpu):
+    f = _conv(padding="SAME")
+    got, want = run_both(f, _rand(2, 8, 8, 3).astype(jnp.bfloat16), _rand(3, 3, 3, 5).astype(jnp.bfloat16),
+                         tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], f32_pcc_only=True)
+
+
+GRADS = [
+    ("plain", (2, 8, 8, 3), (3, 3, 3, 5), dict(strides=(2, 2), padding="SAME")),
+    ("dilated_valid", (1, 9, 9, 3), (3, 3, 3, 2), dict(rhs_dil=(2, 2))),
+    ("depthwise", (2, 6, 6, 3), (3, 3, 1, 3), dict(groups=3, padding="SAME")),
+    ("grouped", (2, 6, 5, 4), (2, 3, 2, 6), dict(groups=2, strides=(1, 2))),
+    ("nchw_stride", (2, 3, 7, 7), (5, 3, 3, 3), dict(strides=(2, 2), padding=((1, 0), (0, 1)),
+                                                     dn=("NCHW", "OIHW", "NCHW"))),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", GRADS, ids=[c[0] for c in GRADS])
+def test_conv_grads(name, xs, ws, kw, tt, cpu):
+    f = _conv(**kw)
+    g = jax.grad(lambda x, w: jnp.sum(jnp.tanh(f(x, w))), argnums=(0, 1))
+    got, want = run_both(g, _rand(*xs), _rand(*ws), tt_device=tt, cpu_device=cpu)
+    for a, b in zip(got, want):
+        assert_close(a, b, f32_pcc_only=True)
+
+
+def test_flax_conv(tt, cpu):
+    flax = pytest.importorskip("flax.linen")
+
+    class Net(flax.Module):
+        @flax.compact
+        def __call__(self, x):
+            x = flax.relu(flax.Conv(8, (3, 3), strides=(2, 2))(x))
+            return flax.Conv(4, (3, 3), feature_group_count=4, padding="VALID")(x)
+
+    x = _rand(2, 12, 12, 3)
+    with jax.default_device(cpu):
+        params = Net().init(jax.random.PRNGKey(0), x)
+    got, want = run_both(lambda p, x: Net().apply(p, x), params, x, tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], f32_pcc_only=True)
+    from pjrt_tt.runtime.client import CLIENTS
+    program = list(CLIENTS[-1].compiler._cache.values())[-1].program
+    convs = [op for op in program.ops if op.fn == "conv2d"]
+    assert len(convs) == 2 and all("bias_tensor" in op.kwargs for op in convs), program.format()
+    assert "add" not in [op.fn for op in program.ops]  # the biases went into conv2d
+
+
+def test_reverse(tt, cpu):
+    got, want = run_both(lambda x: lax.rev(x, (0, 2)), _rand(3, 4, 5), tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], f32_pcc_only=True)
