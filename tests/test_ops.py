@@ -97,16 +97,22 @@ DOTS = {
 }
 
 
+# The chip's float32 matmul is approximate: its source registers hold float32 operands
+# as TF32 (10 mantissa bits) and Wormhole's default fidelity for f32 is HiFi3 (see
+# docs/numerics.md), so float32 matmuls are held to PCC >= 0.999 rather than allclose.
 @pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("name", DOTS)
 def test_dot_general(tt, cpu, name, dtype):
     spec, sa, sb = DOTS[name]
-    check(tt, cpu, lambda a, b: jnp.einsum(spec, a, b), rand(sa, dtype), rand(sb, dtype))
+    check(tt, cpu, lambda a, b: jnp.einsum(spec, a, b), rand(sa, dtype), rand(sb, dtype),
+          f32_pcc_only=True)
 
 
 def test_matmul_mixed_precision(tt, cpu):
+    # bf16 operands, f32 result: ttnn's default for bf16 inputs is HiFi2 (docs/numerics.md)
     a, b = rand((9, 40), BF16), rand((40, 11), BF16)
-    check(tt, cpu, lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b)
+    check(tt, cpu, lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b,
+          f32_pcc_only=True)
 
 
 REDUCTIONS = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}

@@ -397,6 +397,11 @@ def test_where(dev):
     assert out.dtype == ttnn.float32 and np.array_equal(f32(out), c.astype(np.float32))
 
 
+# bf16 operands at full fidelity with an fp32 Dst: exact products, float32 sums. The card's
+# default configs (lower fidelity, bf16 Dst) are modelled and tested in tests/test_numerics.py.
+EXACT = ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi4, fp32_dest_acc_en=True)
+
+
 @pytest.mark.parametrize("sa,sb,ta,tb", [
     ((3, 5), (5, 7), False, False),
     ((7, 33, 65), (7, 65, 17), False, False),
@@ -409,13 +414,14 @@ def test_where(dev):
 def test_matmul(dev, sa, sb, ta, tb):
     a = RNG.standard_normal(sa).astype(np.float32)
     b = RNG.standard_normal(sb).astype(np.float32)
-    out = ttnn.matmul(put(a, ttnn.bfloat16, dev), put(b, ttnn.bfloat16, dev), transpose_a=ta, transpose_b=tb)
+    out = ttnn.matmul(put(a, ttnn.bfloat16, dev), put(b, ttnn.bfloat16, dev), transpose_a=ta, transpose_b=tb,
+                      compute_kernel_config=EXACT)
     A, B = bf16(a), bf16(b)
     want = np.matmul(A.T if ta else A, B.T if tb else B)
     assert out.shape == list(want.shape) and out.dtype == ttnn.bfloat16 and out.layout == ttnn.TILE_LAYOUT
     np.testing.assert_allclose(f32(out), bf16(want), rtol=2**-7, atol=1e-4)
     out32 = ttnn.matmul(put(a, ttnn.bfloat16, dev), put(b, ttnn.bfloat16, dev), transpose_a=ta,
-                        transpose_b=tb, dtype=ttnn.float32)
+                        transpose_b=tb, dtype=ttnn.float32, compute_kernel_config=EXACT)
     np.testing.assert_allclose(f32(out32), want, rtol=1e-5, atol=1e-4)
 
 
@@ -437,7 +443,7 @@ def test_linear_and_bfp8_inputs(dev):
     bias = RNG.standard_normal((1, 40)).astype(np.float32)
     tw = put(w, ttnn.bfloat8_b, dev)
     out = ttnn.linear(put(a, ttnn.bfloat16, dev), tw, bias=put(bias, ttnn.bfloat16, dev), activation="relu",
-                      dtype=ttnn.float32)
+                      dtype=ttnn.float32, compute_kernel_config=EXACT)
     wq = ttnn.from_device(tw).to_numpy()  # the values bfp8_b stores
     want = np.maximum(bf16(a) @ wq + bf16(bias), 0)
     np.testing.assert_allclose(f32(out), want, rtol=1e-5, atol=1e-4)
