@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from pjrt_tt.errors import InvalidArgument, Unimplemented
+from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.lower.registry import device_type
 from pjrt_tt.runtime.buffer import Buffer
 
@@ -21,15 +21,14 @@ class LoadedExecutable:
         options = parse_compile_options(compile_options) if compile_options else None
         replicas = options.num_replicas if options else 1
         partitions = options.num_partitions if options else 1
-        if replicas * partitions != 1:
-            raise Unimplemented(f"programs for {replicas} replicas x {partitions} partitions "
-                                f"(multi-chip SPMD) are not supported yet; run on one TT device")
-        device_id = 0
         build_options = options.executable_build_options if options else None
+        if replicas * partitions != 1:
+            return MeshExecutable.build_spmd(client, code, fmt, options)
+        device_id = 0
         if build_options is not None and build_options.device_assignment is not None:
             device_id = assignment_ids(build_options.device_assignment)[0][0]
         device = client.lookup_device(device_id)
-        return cls(client, client.compiler.compile(code, fmt), device)
+        return cls(client, client.compiler.compile(code, fmt, options), device)
 
     def __init__(self, client, compiled, device):
         self.client, self.compiled, self.device = client, compiled, device
@@ -46,12 +45,19 @@ class LoadedExecutable:
         self.size_of_generated_code = len(program.ops)
         self.addressable_devices = [device]
         self.is_deleted = False
+        self._optimized_mlir = None
         target = client.target
         self._bound = target.bind(program, device.chip)
         self._constants = [target.upload(c.data, c.value.type, device.chip) for c in program.constants]
 
     def optimized_program(self) -> tuple[bytes, str]:
-        return self.compiled.code, self.compiled.format
+        code, fmt = self.compiled.code, self.compiled.format
+        if fmt == "hlo":  # torch_xla reads it back as "mlir" (it rejects "hlo"); convert once
+            if self._optimized_mlir is None:
+                from jax._src.lib import _jax
+                self._optimized_mlir = bytes(_jax.mlir.hlo_to_stablehlo(code))
+            code, fmt = self._optimized_mlir, "mlir"
+        return code, fmt
 
     def device_assignment_proto(self) -> bytes:
         from jax._src.lib import _jax
@@ -90,6 +96,93 @@ class LoadedExecutable:
             self.delete()
         except Exception:
             pass
+
+
+class MeshExecutable(LoadedExecutable):
+    """An SPMD program: one per-device ttnn program run on a mesh of the assigned chips
+    (partition p at row p // C, column p % C of the R x C mesh the compiler chose)."""
+
+    @classmethod
+    def build_spmd(cls, client, code: bytes, fmt: str, options) -> "MeshExecutable":
+        n = options.num_replicas * options.num_partitions
+        if n > len(client.devices):
+            raise InvalidArgument(f"a program for {n} devices cannot run on {client.target.system.name}, "
+                                  f"which has {len(client.devices)} TT devices")
+        build_options = options.executable_build_options
+        ids = list(range(n))
+        if build_options.device_assignment is not None:
+            ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
+        compiled = client.compiler.compile(code, fmt, options)
+        return cls(client, compiled, [client.lookup_device(i) for i in ids])
+
+    def __init__(self, client, compiled, devices):
+        self.client, self.compiled, self.devices = client, compiled, devices
+        self.device = devices[0]
+        program = self.program = compiled.program
+        self.name = program.name
+        self.num_replicas, self.num_partitions = 1, len(devices)
+        self.num_outputs = len(program.outputs)
+        self.output_element_types = [h.element.pjrt for h in program.output_host_types]
+        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
+        self.output_memory_kinds = ["device"] * self.num_outputs
+        self.fingerprint = compiled.fingerprint
+        self.size_of_generated_code = len(program.ops)
+        self.addressable_devices = list(devices)
+        self.is_deleted = False
+        target = client.target
+        self.mesh_shape = compiled.mesh_shape
+        self._runner = target.mesh_runner(program, [d.chip for d in devices], self.mesh_shape)
+        self._constants = [self._runner.upload(c.data, c.value.type) for c in program.constants]
+
+    def optimized_program(self) -> tuple[bytes, str]:
+        return self.compiled.optimized
+
+    def device_assignment_proto(self) -> bytes:
+        from jax._src.lib import _jax
+        return _jax.DeviceAssignment.create(np.array([[d.id for d in self.devices]])).serialize()
+
+    def execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
+        if self.is_deleted:
+            raise InvalidArgument(f"executable {self.name} was deleted")
+        n = len(self.devices)
+        if len(argument_lists) != n:
+            raise InvalidArgument(f"{self.name} runs on {n} devices; got arguments for {len(argument_lists)}")
+        program, runner = self.program, self._runner
+        tensors = []
+        for i, want in enumerate(program.input_host_types):
+            shards = []
+            for p, args in enumerate(argument_lists):
+                if len(args) != len(program.inputs):
+                    raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
+                buf = args[i]
+                if buf.host != want:
+                    raise InvalidArgument(f"argument {i} of {self.name} on device {p} is {buf.host}, "
+                                          f"expected its shard {want}")
+                if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
+                    buf = buf.copy_to_device(self.devices[p])
+                shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
+            tensors.append(runner.combine(shards))
+        try:
+            outputs = runner.run(tensors, self._constants)
+        finally:
+            if self.client.target.name != "sim":   # the mesh copies of the arguments
+                for t in tensors:
+                    self.client.target.free(t)
+        keep = set(non_donatable_input_indices or ())
+        for i in program.donated_inputs:
+            if i not in keep:
+                for args in argument_lists:
+                    args[i].delete()
+        per_device = [runner.split(t) for t in outputs]
+        return [[Buffer(d, h, shards[p]) for h, shards in zip(program.output_host_types, per_device)]
+                for p, d in enumerate(self.devices)]
+
+    def delete(self) -> None:
+        if not self.is_deleted:
+            for t in self._constants:
+                self._runner.free(t)
+            self._constants = []
+            self.is_deleted = True
 
 
 def assignment_ids(assignment) -> list[list[int]]:

@@ -34,6 +34,7 @@ class Target:
     def __init__(self, name: str, system: systems.System, ttnn, mesh, chips: list):
         self.name, self.system, self.ttnn, self.mesh, self.chips = name, system, ttnn, mesh, chips
         self._layouts = {"TILE": ttnn.TILE_LAYOUT, "ROW_MAJOR": ttnn.ROW_MAJOR_LAYOUT}
+        self._submeshes: dict = {}   # (R, C) -> submeshes, made once (see MeshRunner)
 
     # --- host <-> device --------------------------------------------------------------
     def upload(self, data: np.ndarray, t: TensorType, chip):
@@ -56,6 +57,11 @@ class Target:
     def bind(self, program, chip) -> BoundProgram:
         return BoundProgram(program, self.ttnn, chip)
 
+    # --- SPMD programs on a mesh of chips ----------------------------------------------
+    def mesh_runner(self, program, chips: list, mesh_shape: tuple[int, int]) -> "MeshRunner":
+        """`program` (per-device) bound to run on `chips` (1x1 devices, row-major) as an R x C mesh."""
+        return MeshRunner(self, program, chips, tuple(mesh_shape))
+
     def memory_stats(self, chip_index: int) -> dict[str, int]:
         stats = getattr(self.ttnn, "sim_memory_stats", None)
         if stats is None:
@@ -66,6 +72,67 @@ class Target:
         close = getattr(self.ttnn, "close_mesh_device", None)
         if close is not None:
             close(self.mesh)
+
+
+class MeshRunner:
+    """Runs a per-device program on a mesh; PJRT buffers stay per-chip tensors.
+
+    sim: a MeshTensor is just the per-chip tensors (no copies); ops run chip by chip.
+    real ttnn (mock, device): the program runs on the submesh of those chips; per-chip
+    tensors become one mesh tensor through the host (ttnn.from_host_shards, to_device) and
+    back (get_device_tensors of the host copy, to_device per chip): ttnn can combine only
+    shards of one mesh buffer ("tensor shards must be allocated on the same mesh buffer").
+    """
+
+    def __init__(self, target: Target, program, chips: list, shape: tuple[int, int]):
+        self.target, self.chips, self.shape = target, chips, shape
+        ttnn = target.ttnn
+        if target.name == "sim":
+            module = ttnn.MeshModule(ttnn, chips, shape)
+            self.mesh, self.bound = module.device, BoundProgram(program, module, module.device)
+            return
+        ids = [c.get_device_ids()[0] for c in chips]
+        subs = target._submeshes.get(shape)
+        if subs is None:
+            if not target._submeshes:   # drop them before ttnn's bindings go away at exit
+                import atexit
+                atexit.register(target._submeshes.clear)
+            subs = target._submeshes[shape] = list(target.mesh.create_submeshes(ttnn.MeshShape(*shape)))
+        match = [m for m in subs if list(m.get_device_ids()) == ids]
+        if not match:
+            from pjrt_tt.errors import Unimplemented
+            raise Unimplemented(f"devices {ids} are not a {shape[0]}x{shape[1]} submesh of the "
+                                f"{target.system.name} mesh in row-major order")
+        self.mesh = match[0]
+        self.bound = BoundProgram(program, ttnn, self.mesh)
+
+    def upload(self, data: np.ndarray, t: TensorType):
+        """The same data on every chip of the mesh."""
+        if self.target.name == "sim":
+            return self.combine([self.target.upload(data, t, c) for c in self.chips])
+        return self.target.upload(data, t, self.mesh)
+
+    def combine(self, tensors: list):
+        ttnn = self.target.ttnn
+        if self.target.name == "sim":
+            return ttnn.combine_device_tensors(tensors, self.shape)
+        host = ttnn.from_host_shards([ttnn.from_device(x) for x in tensors], ttnn.MeshShape(*self.shape))
+        return ttnn.to_device(host, self.mesh)
+
+    def split(self, tensor) -> list:
+        ttnn = self.target.ttnn
+        if self.target.name == "sim":
+            return ttnn.get_device_tensors(tensor)
+        parts = ttnn.get_device_tensors(ttnn.from_device(tensor))
+        ttnn.deallocate(tensor)
+        return [ttnn.to_device(p, c) for p, c in zip(parts, self.chips)]
+
+    def free(self, tensor) -> None:
+        for t in (self.target.ttnn.get_device_tensors(tensor) if self.target.name == "sim" else [tensor]):
+            self.target.free(t)
+
+    def run(self, inputs: list, constants: list) -> list:
+        return self.bound.run(inputs, constants)
 
 
 def choose(target: str | None, system: str | None) -> tuple[str, systems.System]:

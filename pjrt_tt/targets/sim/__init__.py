@@ -24,9 +24,9 @@ block-float tensor is first rounded to bf16, as ttnn packs it for the kernel.
 Deliberate differences from real ttnn 0.81.1:
 - Results are exact float32 math rounded once. The card's FPU/SFPU differ in the last bits:
   default (fast) bf16 add/mul may be 1 ULP off, exp/log/tanh/gelu/erf/sigmoid/recip/sqrt
-  use approximations, matmul accumulates per the compute kernel config (math fidelity
-  truncates inputs; without fp32_dest_acc_en partial sums live in bf16 dest registers);
-  compute_kernel_config and math fidelity are accepted and ignored. mean = float32 sum x
+  use approximations. matmul / linear DO model the card (fpu.py, docs/numerics.md): operand
+  formats in the source registers, math fidelity phases and Dst accumulation, under ttnn's
+  default compute kernel config or the one passed. mean = float32 sum x
   float32 (1/N) (the device may pack 1/N as bf16).
 - Float -> int conversions (constructor, typecast, to_dtype) truncate toward zero like
   ttnn's host conversion; values outside the target's range saturate for uint16 / uint8
@@ -47,10 +47,12 @@ Deliberate differences from real ttnn 0.81.1:
   sizes. Addresses start at 0 in each bank (ttnn: DRAM from 1048640 bottom-up, L1 top-down).
   Program-internal scratch (circular buffers, kernels) is not modelled. Host memory: floats
   are kept as float32 (bf16 tensors take twice their device size on the host).
-- Multi-chip: a tensor placed on a mesh is replicated to every chip of it;
+- Multi-chip: a tensor placed on a mesh is replicated to every chip of it; ccl.py adds
+  MeshTensor (one shard per chip), MeshModule (per-chip dispatch) and all_gather,
+  reduce_scatter, all_reduce, mesh_partition (what pjrt_tt.spmd emits);
   `MeshDevice.create_submeshes(MeshShape(1, 1))` gives per-chip devices. Mesh mappers
-  (ShardTensorToMesh...), mesh composers and CCL ops (all_gather, reduce_scatter,
-  all_reduce) are not simulated yet; sharded memory configs are refused.
+  (ShardTensorToMesh...) and mesh composers are not simulated (the runtime builds mesh
+  tensors from per-chip tensors); sharded memory configs are refused.
 """
 from .tensor import (  # noqa: F401
     TILE_SIZE, TILE_HEIGHT, TILE_WIDTH, BufferType, DataType, Layout, MemoryConfig, Shape,
@@ -66,6 +68,14 @@ from .device import (  # noqa: F401
 )
 from .ops import *  # noqa: F401,F403
 from .ops import _UNARY, _BINARY, _ALIASES  # noqa: F401
+from .fpu import (DeviceComputeKernelConfig, MathFidelity, WormholeComputeKernelConfig,  # noqa: F401
+                  init_device_compute_kernel_config)
+from .ops_indexing import cumprod, cumsum, embedding, gather, prod, scatter, scatter_add, sort, topk  # noqa: F401
+from .ops_nn import GeluVariant, conv2d, gelu, layer_norm, rms_norm, softmax, transformer  # noqa: F401
+from .ccl import (  # noqa: F401
+    MeshModule, MeshTensor, all_gather, all_reduce, combine_device_tensors, get_device_tensors,
+    mesh_partition, reduce_scatter, sim_reset_ccl_stats,
+)
 
 DEVICE_STORAGE_TYPE = StorageType.DEVICE
 TARGET_NAME = "sim"

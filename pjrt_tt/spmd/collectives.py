@@ -1,0 +1,300 @@
+"""Lowering rules for the collectives of a partitioned program -> ttnn CCL ops on a mesh.
+
+The program runs on an R x C ttnn mesh (chosen by prepare.py; `MESH` holds it while a
+module is lowered); replica groups become `cluster_axis` (0: down a column, 1: along a row).
+A group spanning both axes in order p = r*C + c is done axis by axis: gathers minor axis
+first, scatters/partitions major axis first, which keeps XLA's device order.
+
+    all_reduce(sum)            ttnn.all_reduce(x, cluster_axis) per axis
+    all_gather(dim)            ttnn.all_gather(x, dim, cluster_axis)
+    reduce_scatter / all_reduce + dynamic_slice(partition_id)
+                               ttnn.reduce_scatter(x, dim, cluster_axis)
+    dynamic_slice(partition_id) (take my shard)
+                               ttnn.mesh_partition(x, dim, cluster_axis)
+    all_to_all(split s, concat c)
+                               all_gather(c) then mesh_partition(s): moves N x the bytes
+                               of a true all_to_all, but every chip runs the same op
+    collective_permute (pairs within one mesh axis, same shift in every group)
+                               all_gather(dim 0), a static reorder of the blocks (zeros
+                               for chips nobody sends to), mesh_partition(dim 0)
+"""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+
+import numpy as np
+from jaxlib.mlir import ir
+
+from pjrt_tt.lower.registry import RULES, Lowering, Splat, host_type
+from pjrt_tt.program import HostType
+from pjrt_tt.spmd.prepare import NotOnMesh, decode, group_axes, replica_groups
+
+MESH: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("pjrt_tt_mesh", default=(1, 1))
+
+
+def _rule(*names):
+    def register(fn):
+        for name in names:
+            prev = RULES.get(name)
+            RULES[name] = (lambda f, p: lambda lo, op: f(lo, op, p))(fn, prev)
+        return fn
+    return register
+
+
+def _axes(lo: Lowering, groups) -> tuple[int, ...]:
+    R, C = MESH.get()
+    try:
+        return group_axes(groups, R, C)
+    except NotOnMesh as e:
+        raise lo.unsupported(str(e)) from None
+
+
+def _size(axis: int) -> int:
+    return MESH.get()[axis]
+
+
+def _with_dim(x, dim: int, size: int):
+    shape = list(x.type.shape)
+    shape[dim] = size
+    return dataclasses.replace(x.type, shape=tuple(shape))
+
+
+def gather(lo, x, dim, axes):
+    for a in reversed(axes):
+        x = lo.emit("all_gather", x, dim=dim, cluster_axis=a,
+                    result=_with_dim(x, dim, x.type.shape[dim] * _size(a)))
+    return x
+
+
+def partition(lo, x, dim, axes):
+    for a in axes:
+        x = _mesh_partition(lo, x, dim, _size(a), a)
+    return x
+
+
+def _mesh_partition(lo, x, dim, n, axis):
+    """ttnn.mesh_partition slices each chip's part out; on TILE tensors the slice must start
+    on a tile boundary in the last two dims (measured, mock): unaligned parts are split off
+    into a leading dim first (a reshape, and a permute for the last dim)."""
+    shape = tuple(x.type.shape)
+    rank, chunk = len(shape), shape[dim] // n
+    out = dataclasses.replace(x.type, shape=shape[:dim] + (chunk,) + shape[dim + 1:])
+    if x.type.layout != "TILE" or dim < rank - 2 or chunk % 32 == 0:
+        return lo.emit("mesh_partition", x, dim=dim, cluster_axis=axis, result=out)
+    if rank == 1:         # [n * chunk] -> [n, 1, chunk]
+        y, at = lo.reshape(x, (n, 1, chunk)), 0
+    elif dim == rank - 1:  # [.., H, n, chunk] -> [.., n, H, chunk]
+        y = lo.reshape(x, shape[:dim] + (n, chunk))
+        y, at = lo.permute(y, list(range(rank - 2)) + [rank - 1, rank - 2, rank]), rank - 2
+    else:                  # [.., n, chunk, W]
+        y, at = lo.reshape(x, shape[:dim] + (n, chunk) + shape[dim + 1:]), dim
+    ys = tuple(y.type.shape)
+    y = lo.emit("mesh_partition", y, dim=at, cluster_axis=axis,
+                result=dataclasses.replace(y.type, shape=ys[:at] + (1,) + ys[at + 1:]))
+    return lo.reshape(y, out.shape)
+
+
+def reduce_scatter(lo, x, dim, axes):
+    for a in axes:
+        x = lo.emit("reduce_scatter", x, dim=dim, cluster_axis=a,
+                    result=_with_dim(x, dim, x.type.shape[dim] // _size(a)))
+    return x
+
+
+def all_reduce(lo, x, axes):
+    for a in axes:
+        x = lo.emit("all_reduce", x, cluster_axis=a, result=x.type)
+    return x
+
+
+def _reducer(op) -> str:
+    body = [o.name for o in op.regions[0].blocks[0].operations]
+    return body[0].split(".")[-1] if len(body) == 2 else "?"
+
+
+@_rule("stablehlo.all_reduce")
+def _all_reduce(lo: Lowering, op, prev) -> list:
+    if "tt.fused" in op.attributes:    # done by the reduce_scatter of its dynamic_slice
+        return [lo.entry(v) for v in op.operands]
+    kind = _reducer(op)
+    if kind not in ("add", "maximum", "minimum"):
+        raise lo.unsupported(f"all_reduce with a `{kind}` reduction")
+    axes = _axes(lo, replica_groups(op))
+    out = []
+    for v in op.operands:
+        e = lo.entry(v)
+        if isinstance(e, Splat):    # the same constant on every chip
+            n = int(np.prod([_size(a) for a in axes])) if kind == "add" else 1
+            out.append(Splat(e.value * n, e.host))
+            continue
+        x = lo.materialize(e)
+        out.append(all_reduce(lo, x, axes) if kind == "add" else _all_reduce_by_gather(lo, x, axes, kind))
+    return out
+
+
+def _all_reduce_by_gather(lo, x, axes, kind):
+    """max / min over the chips (ttnn.all_reduce only sums): gather along a new leading dim,
+    then reduce it away."""
+    shape = tuple(x.type.shape)
+    for a in axes:
+        g = gather(lo, lo.reshape(x, (1,) + shape), 0, (a,))
+        keep = dataclasses.replace(g.type, shape=(1,) + shape)
+        x = lo.reshape(lo.emit("max" if kind == "maximum" else "min", g, dim=[0], keepdim=True, result=keep), shape)
+    return x
+
+
+@_rule("stablehlo.all_gather")
+def _all_gather(lo: Lowering, op, prev) -> list:
+    dim = ir.IntegerAttr(op.attributes["all_gather_dim"]).value
+    axes = _axes(lo, replica_groups(op))
+    return [gather(lo, lo.get(v), dim, axes) for v in op.operands]
+
+
+@_rule("stablehlo.reduce_scatter")
+def _reduce_scatter(lo: Lowering, op, prev) -> list:
+    if _reducer(op) != "add":
+        raise lo.unsupported(f"reduce_scatter with a `{_reducer(op)}` reduction")
+    dim = ir.IntegerAttr(op.attributes["scatter_dimension"]).value
+    return [reduce_scatter(lo, lo.get(op.operands[0]), dim, _axes(lo, replica_groups(op)))]
+
+
+@_rule("stablehlo.all_to_all")
+def _all_to_all(lo: Lowering, op, prev) -> list:
+    split = ir.IntegerAttr(op.attributes["split_dimension"]).value
+    concat = ir.IntegerAttr(op.attributes["concat_dimension"]).value
+    axes = _axes(lo, replica_groups(op))
+    out = []
+    for v in op.operands:
+        x = lo.get(v)
+        if split == concat:   # split and concat along one dim: blocks swap places (a transpose of blocks)
+            n = int(np.prod([_size(a) for a in axes]))
+            shape = x.type.shape
+            blocks = lo.reshape(x, shape[:split] + (n, shape[split] // n) + shape[split + 1:])
+            x = gather(lo, blocks, split + 1, axes)
+            x = partition(lo, x, split, axes)
+            out.append(lo.reshape(x, shape))
+            continue
+        out.append(partition(lo, gather(lo, x, concat, axes), split, axes))
+    return out
+
+
+@_rule("stablehlo.collective_permute")
+def _collective_permute(lo: Lowering, op, prev) -> list:
+    R, C = MESH.get()
+    pairs = np.array(ir.DenseElementsAttr(op.attributes["source_target_pairs"])).reshape(-1, 2).tolist()
+    coord = lambda p: (p // C, p % C)  # noqa: E731
+    for axis in (1, 0):
+        other = 1 - axis
+        if _size(axis) == 1 or any(coord(s)[other] != coord(t)[other] for s, t in pairs):
+            continue
+        # source index along the axis for each target index, identical in every group
+        src_of: dict[int, set] = {}
+        for s, t in pairs:
+            src_of.setdefault(coord(t)[axis], set()).add(coord(s)[axis])
+        groups = R * C // _size(axis)
+        if any(len(s) != 1 for s in src_of.values()) or \
+                len(pairs) != groups * len(src_of):
+            continue
+        x = lo.get(op.operands[0])
+        d0 = x.type.shape[0]
+        g = gather(lo, x, 0, (axis,))
+        parts = []
+        for j in range(_size(axis)):
+            if j in src_of:
+                (s,) = src_of[j]
+                parts.append(lo.emit("slice", g, [s * d0] + [0] * (len(x.type.shape) - 1),
+                                     [(s + 1) * d0] + list(x.type.shape[1:]), [1] * len(x.type.shape),
+                                     result=x.type))
+            else:
+                parts.append(lo.materialize(Splat(0, host_type(op.results[0]))))
+        reordered = lo.emit("concat", parts, 0, result=g.type) if len(parts) > 1 else parts[0]
+        return [partition(lo, reordered, 0, (axis,))]
+    raise lo.unsupported(f"collective_permute pairs {pairs} are not one shift along a "
+                         f"mesh axis of the {R}x{C} mesh")
+
+
+@_rule("stablehlo.dynamic_slice")
+def _dynamic_slice(lo: Lowering, op, prev) -> list:
+    if "tt.mesh_slice" not in op.attributes:
+        if any(_depends(v) for v in op.operands[1:]):
+            try:   # a lookup in a constant table by partition_id (masks of uneven shards)
+                return [per_device_value(lo, op.results[0])]
+            except NotOnMesh:
+                raise lo.unsupported(
+                    "a slice at an offset that depends on the chip (partition_id) in a way "
+                    f"that follows no axis of the {MESH.get()[0]}x{MESH.get()[1]} mesh") from None
+        if prev is not None:
+            return prev(lo, op)
+        raise lo.unsupported("dynamic_slice has no TT lowering yet")
+    plan = decode(ir.StringAttr(op.attributes["tt.mesh_slice"]).value)
+    sizes = list(ir.DenseI64ArrayAttr(op.attributes["slice_sizes"]))
+    src = op.operands[0].owner
+    fused = isinstance(src, ir.Operation) and "tt.fused" in src.attributes
+    x = lo.get(op.operands[0])
+    shape = list(x.type.shape)
+    # a static slice first: fixed offsets, and the part of each sharded dim that is shards
+    starts, limits = [], []
+    for (dim, start, axes), size in zip(plan, sizes):
+        n = int(np.prod([_size(a) for a in axes])) if axes else 1
+        starts.append(start)
+        limits.append(start + size * n)
+    if starts != [0] * len(shape) or limits != shape:
+        x = lo.emit("slice", x, starts, limits, [1] * len(shape), result=dataclasses.replace(
+            x.type, shape=tuple(b - a for a, b in zip(starts, limits))))
+    sliced_axes = [a for _, _, axes in plan for a in axes]
+    if fused:
+        reduce_axes = _axes(lo, replica_groups(src))
+        if set(sliced_axes) <= set(reduce_axes):
+            x = all_reduce(lo, x, [a for a in reduce_axes if a not in sliced_axes])
+            for dim, _, axes in plan:
+                x = reduce_scatter(lo, x, dim, axes)
+            return [x]
+        x = all_reduce(lo, x, reduce_axes)
+    for dim, _, axes in plan:
+        x = partition(lo, x, dim, axes)
+    return [x]
+
+
+def _depends(v) -> bool:
+    from pjrt_tt.spmd.prepare import _depends_on_partition
+    return _depends_on_partition(v, {})
+
+
+def per_device_value(lo, v, vals=None):
+    """A value computed from partition_id and constants only: its value on every chip,
+    evaluated on the host, as a table replicated on every chip from which
+    ttnn.mesh_partition leaves each chip its own entry (the same ops on every chip)."""
+    from pjrt_tt.spmd.prepare import _eval
+    R, C = MESH.get()
+    h = host_type(v)
+    vals = np.stack([np.asarray(_eval(v, p, {})) if vals is None else np.asarray(vals[p])
+                     for p in range(R * C)])
+    shape = (1,) * max(0, 2 - len(h.shape)) + tuple(h.shape)
+    x = lo.constant(vals.reshape((R, C) + shape), HostType(h.element, (R, C) + shape))
+    for dim, axis in ((0, 0), (1, 1)):
+        if _size(axis) > 1:
+            x = _mesh_partition(lo, x, dim, _size(axis), axis)
+    return lo.reshape(x, tuple(h.shape) or (1,))
+
+
+@_rule("stablehlo.custom_call")
+def _per_device(lo: Lowering, op, prev) -> list:
+    if ir.StringAttr(op.attributes["call_target_name"]).value != "tt.per_device":
+        return prev(lo, op)
+    import json
+    vals = json.loads(ir.StringAttr(op.attributes["tt.values"]).value)
+    return [per_device_value(lo, op.results[0], vals)]
+
+
+@_rule("stablehlo.partition_id")
+def _partition_id(lo: Lowering, op, prev) -> list:
+    """What is left of partition_id after prepare.py (masks for uneven shards, axis_index):
+    the table [[0 .. C-1], [C .. 2C-1], ..] (R x C x 1 x 1) replicated on every chip, from
+    which ttnn.mesh_partition leaves each chip its own entry: the same ops on every chip."""
+    return [per_device_value(lo, op.results[0])]
+
+
+@_rule("stablehlo.replica_id")
+def _replica_id(lo: Lowering, op, prev) -> list:
+    return [Splat(0, host_type(op.results[0]))]   # SPMD programs have one replica

@@ -1,0 +1,293 @@
+"""Per-device StableHLO (from XLA's partitioner) -> a module every chip of a mesh can run.
+
+On a ttnn mesh every chip runs the same op, so nothing may depend on which chip runs it.
+XLA's partitioner uses `partition_id` in one way that matters: dynamic_slice offsets
+(`table[partition_id] * size`) that pick this device's shard. Their values are evaluated
+here on the host for every device; where device p's offset along a dim is
+`size * (its index along some mesh axes)`, the slice is ttnn.mesh_partition along those
+axes (the same op on every chip), and when its operand is a sum all_reduce used only
+there, the pair is ttnn.reduce_scatter. Decisions are left on the ops as attributes
+(`tt.mesh_slice`, `tt.fused`) for the lowering rules in collectives.py; the offset
+arithmetic is then dead and erased. Any partition_id use left over is refused by its rule.
+
+The execution mesh: partition p sits at (p // C, p % C) of an R x C mesh; R x C is the
+first factorisation of N (1 x N first) for which every collective's replica groups are
+the rows, the columns, or all chips of the mesh, and every partition-dependent slice
+follows a mesh axis.
+"""
+from __future__ import annotations
+
+import numpy as np
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.ingest import constant_array
+
+COLLECTIVES = ("stablehlo.all_reduce", "stablehlo.all_gather", "stablehlo.reduce_scatter",
+               "stablehlo.all_to_all", "stablehlo.collective_permute")
+_NP = {"i32": np.int32, "ui32": np.uint32, "i64": np.int64, "ui64": np.uint64, "i1": np.bool_,
+       "i8": np.int8, "i16": np.int16, "ui8": np.uint8, "ui16": np.uint16, "f32": np.float32}
+
+
+class NotOnMesh(Exception):
+    pass
+
+
+def axis_orders(R: int, C: int):
+    """The ways a set of chips can be ordered along mesh axes: axes list (major first) ->
+    index of partition p in that order."""
+    out = {(): lambda p: 0}
+    if C > 1:
+        out[(1,)] = lambda p: p % C
+    if R > 1:
+        out[(0,)] = lambda p: p // C
+    if R > 1 and C > 1:
+        out[(0, 1)] = lambda p: p
+        out[(1, 0)] = lambda p: (p % C) * R + p // C
+    return out
+
+
+def group_axes(groups: list[list[int]], R: int, C: int) -> tuple[int, ...]:
+    """The mesh axes (major first) whose chip groups are exactly `groups` (in order)."""
+    n = R * C
+    if not groups or groups == [[]]:
+        groups = [list(range(n))]
+    want = sorted(map(tuple, groups))
+    for axes, index in axis_orders(R, C).items():
+        if not axes:
+            continue
+        size = int(np.prod([(R, C)[a] for a in axes]))
+        mine = {}
+        for p in range(n):   # the group key is the coordinate along the other axes
+            key = tuple((p // C, p % C)[a] for a in (0, 1) if a not in axes)
+            mine.setdefault(key, [None] * size)[index(p)] = p
+        if sorted(tuple(g) for g in mine.values()) == want:
+            return axes
+    raise NotOnMesh(f"replica groups {groups} are not rows/columns of a {R}x{C} mesh")
+
+
+def replica_groups(op) -> list[list[int]]:
+    attr = op.attributes["replica_groups"]
+    return np.array(ir.DenseElementsAttr(attr)).tolist() if ir.DenseElementsAttr(attr).type.shape[0] else []
+
+
+def _eval(v: ir.Value, p: int, memo: dict):
+    """The value of a small integer computation of partition_id, on device p."""
+    if v in memo:
+        return memo[v]
+    op = v.owner
+    if not isinstance(op, ir.Operation):
+        raise NotOnMesh("depends on a block argument")
+    name = op.name
+    args = [_eval(a, p, memo) for a in op.operands] if name != "stablehlo.constant" else []
+    etype = str(ir.RankedTensorType(v.type).element_type)
+    if name == "stablehlo.constant":
+        out = constant_array(op.attributes["value"], _NP.get(etype, np.int64))
+    elif name == "stablehlo.partition_id":
+        out = np.array(p, np.uint32)
+    elif name == "stablehlo.replica_id":
+        out = np.array(0, np.uint32)
+    elif name in ("stablehlo.reshape", "stablehlo.convert", "stablehlo.broadcast_in_dim"):
+        shape = tuple(ir.RankedTensorType(v.type).shape)
+        a = np.asarray(args[0])
+        out = (np.full(shape, a.reshape(-1)[0]) if a.size == 1 else a.reshape(shape)).astype(_NP.get(etype, np.int64))
+    elif name == "stablehlo.dynamic_slice":
+        sizes = list(ir.DenseI64ArrayAttr(op.attributes["slice_sizes"]))
+        base = np.asarray(args[0])
+        starts = [int(np.clip(int(s), 0, d - n)) for s, d, n in zip(args[1:], base.shape, sizes)]
+        out = base[tuple(slice(s, s + n) for s, n in zip(starts, sizes))]
+    elif name in _BINARY:
+        a, b = (np.asarray(x).astype(np.int64) for x in args)
+        out = _BINARY[name](a, b).astype(_NP.get(etype, np.int64))
+    elif name == "stablehlo.clamp":
+        lo_, x, hi = (np.asarray(a).astype(np.int64) for a in args)
+        out = np.clip(x, lo_, hi).astype(_NP.get(etype, np.int64))
+    elif name == "stablehlo.select":
+        out = np.where(args[0], args[1], args[2])
+    else:
+        raise NotOnMesh(f"cannot evaluate {name} per device")
+    memo[v] = out
+    return out
+
+
+_BINARY = {"stablehlo.add": np.add, "stablehlo.subtract": np.subtract, "stablehlo.multiply": np.multiply,
+           "stablehlo.divide": lambda a, b: np.trunc(a / b).astype(np.int64),
+           "stablehlo.remainder": np.fmod, "stablehlo.maximum": np.maximum, "stablehlo.minimum": np.minimum}
+
+
+def _depends_on_partition(v: ir.Value, memo: dict | None = None) -> bool:
+    memo = _DEPENDS if memo is None else memo
+    stack = [v]
+    while stack:   # iterative, memoised: programs have thousands of ops
+        x = stack.pop()
+        if x in memo:
+            continue
+        op = x.owner
+        if not isinstance(op, ir.Operation):
+            memo[x] = False
+            continue
+        pending = [a for a in op.operands if a not in memo]
+        if pending and op.name != "stablehlo.partition_id":
+            stack.append(x)      # again, after its operands (SSA: no cycles)
+            stack.extend(pending)
+            continue
+        memo[x] = op.name == "stablehlo.partition_id" or any(memo[a] for a in op.operands)
+    return memo[v]
+
+
+_DEPENDS: dict = {}   # reset by prepare() per module
+
+
+def slice_plan(op, R: int, C: int) -> list[tuple[int, int, tuple[int, ...]]] | None:
+    """For a partition-dependent dynamic_slice: [(dim, static_start, axes)] per dim
+    (axes empty: a static slice), or None if the offsets do not depend on the device."""
+    idx = list(op.operands[1:])
+    if not any(_depends_on_partition(v) for v in idx):
+        return None
+    sizes = list(ir.DenseI64ArrayAttr(op.attributes["slice_sizes"]))
+    shape = ir.RankedTensorType(op.operands[0].type).shape
+    n = R * C
+    offsets = np.array([[int(np.clip(int(_eval(v, p, {})), 0, d - s)) for v, d, s in zip(idx, shape, sizes)]
+                        for p in range(n)])
+    plan = []
+    for dim, (size, extent) in enumerate(zip(sizes, shape)):
+        col = offsets[:, dim]
+        if (col == col[0]).all():
+            plan.append((dim, int(col[0]), ()))
+            continue
+        for axes, index in axis_orders(R, C).items():
+            if axes and all(col[p] == size * index(p) for p in range(n)):
+                plan.append((dim, 0, axes))
+                break
+        else:
+            raise NotOnMesh(f"dynamic_slice offsets {col.tolist()} along dim {dim} do not follow "
+                            f"an axis of a {R}x{C} mesh")
+    return plan
+
+
+def choose_mesh(func, n: int) -> tuple[int, int]:
+    shapes = [(1, n)] + [(r, n // r) for r in range(2, n) if n % r == 0] + ([(n, 1)] if n > 1 else [])
+    for R, C in shapes:
+        try:
+            for op in _ops(func):
+                if op.name in COLLECTIVES and op.name != "stablehlo.collective_permute":
+                    group_axes(replica_groups(op), R, C)   # (permute pairs: checked by its rule)
+                elif op.name == "stablehlo.dynamic_slice":
+                    slice_plan(op, R, C)
+            return R, C
+        except NotOnMesh:
+            continue
+    return 1, n  # nothing fits: the lowering rules name the op that does not
+
+
+def _ops(func):
+    for block in func.regions[0].blocks:
+        for op in block.operations:
+            yield op
+
+
+def _encode(plan) -> str:
+    return ";".join(f"{d},{s},{''.join(map(str, a))}" for d, s, a in plan)
+
+
+def decode(text: str) -> list[tuple[int, int, tuple[int, ...]]]:
+    out = []
+    for part in text.split(";"):
+        d, s, a = part.split(",")
+        out.append((int(d), int(s), tuple(int(c) for c in a)))
+    return out
+
+
+def prepare(module: ir.Module, n: int) -> tuple[int, int]:
+    """Rewrite the per-device module in place for an R x C mesh; returns (R, C)."""
+    _DEPENDS.clear()
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    main = funcs["main"]
+    text = str(module)
+    for name, f in funcs.items():   # reducer clones and other dead private functions
+        if name != "main" and text.count(f"@{name}") == 1:
+            f.operation.erase()
+    with module.context, ir.Location.unknown():
+        for op in list(_ops(main)):
+            if op.name == "mhlo.copy":
+                op.results[0].replace_all_uses_with(op.operands[0])
+                op.erase()
+        R, C = choose_mesh(main, n)
+        plans = []      # decided on the untouched module, then applied
+        for op in _ops(main):
+            src = op.operands[0].owner if op.name == "stablehlo.dynamic_slice" else None
+            if src is None or (isinstance(src, ir.Operation) and src.name == "stablehlo.constant"):
+                continue    # an offset table lookup: part of the offset arithmetic
+            try:
+                plan = slice_plan(op, R, C)
+            except NotOnMesh:
+                continue            # left for the rule to refuse, naming the op
+            if plan is not None:
+                plans.append((op, plan))
+        for op, plan in plans:
+            op.attributes["tt.mesh_slice"] = ir.StringAttr.get(_encode(plan))
+            src = op.operands[0].owner
+            if (isinstance(src, ir.Operation) and src.name == "stablehlo.all_reduce"
+                    and _is_sum(src) and len(list(src.results[0].uses)) == 1):
+                src.attributes["tt.fused"] = ir.UnitAttr.get()
+            # the offsets are now known: cut the partition_id arithmetic loose
+            with ir.InsertionPoint(op):
+                for i in range(1, len(op.operands)):
+                    t = op.operands[i].type
+                    zero = stablehlo.ConstantOp(ir.DenseElementsAttr.get(
+                        np.zeros((), _NP[str(ir.RankedTensorType(t).element_type)]), type=t)).result
+                    op.operands[i] = zero
+        _dce(main)
+        _DEPENDS.clear()   # the module changed
+        _fold_partition_values(main, R * C)
+        _dce(main)
+    _DEPENDS.clear()
+    return R, C
+
+
+def _fold_partition_values(func, n: int) -> None:
+    """Values computed from partition_id and constants only (axis_index arithmetic, masks of
+    uneven shards) are evaluated here for every device and become one
+    `custom_call @tt.per_device` each, holding the per-device values (collectives.py turns it
+    into a table that ttnn.mesh_partition splits over the chips)."""
+    import json
+    def foldable(v):
+        if not _depends_on_partition(v):
+            return False
+        try:
+            _eval(v, 0, {})
+            return True
+        except NotOnMesh:
+            return False
+    todo = []
+    for op in _ops(func):
+        if all(foldable(r) for r in op.results) and op.results:
+            continue
+        for v in op.operands:
+            if foldable(v) and v not in todo:
+                todo.append(v)
+    block = func.regions[0].blocks[0]
+    for v in todo:
+        vals = [np.asarray(_eval(v, p, {})).tolist() for p in range(n)]
+        with ir.InsertionPoint.at_block_begin(block):
+            new = stablehlo.CustomCallOp([v.type], [], call_target_name=ir.StringAttr.get("tt.per_device"))
+        new.attributes["tt.values"] = ir.StringAttr.get(json.dumps(vals))
+        v.replace_all_uses_with(new.results[0])
+
+
+def _is_sum(op) -> bool:
+    body = [o.name for o in op.regions[0].blocks[0].operations]
+    return body == ["stablehlo.add", "stablehlo.return"]
+
+
+def _dce(func) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for op in reversed(list(_ops(func))):
+            if (op.name.startswith("stablehlo.") and op.name not in COLLECTIVES
+                    and op.name not in ("stablehlo.return", "stablehlo.custom_call")
+                    and op.results and all(not list(r.uses) for r in op.results)):
+                op.erase()
+                changed = True

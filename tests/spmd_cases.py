@@ -1,0 +1,223 @@
+"""SPMD cases run against XLA:CPU on the same mesh shape, in a process of their own.
+
+Run by tests/test_spmd.py as `python tests/spmd_cases.py SYSTEM CASE...` with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 set before jax is imported; prints one
+JSON line per case: {"case", "ok", "err", "tt_spec", "cpu_spec", "error"}.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+from jax.experimental.shard_map import shard_map
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+R = np.random.RandomState(0)
+
+
+def rand(*shape):
+    return (R.randn(*shape) * 0.5).astype(np.float32)
+
+
+def mlp(x, w1, w2):   # relu: exact on the chip, so the comparison tests partitioning, not tanh
+    return jax.nn.relu(x @ w1) @ w2
+
+
+def attention(x, wq, wk, wv, wo):   # heads along the last dim of wq/wk/wv: [d, heads*hd]
+    b, s, d = x.shape
+    h = 4
+    q, k, v = ((x @ w).reshape(b, s, h, -1) for w in (wq, wk, wv))
+    a = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / 4.0, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, s, -1) @ wo
+
+
+def loss_grad(x, w1, w2):
+    return jax.grad(lambda a, b: jnp.sum(mlp(x, a, b) ** 2), argnums=(0, 1))(w1, w2)
+
+
+def fsdp(x, w1, w2):   # weights stored sharded on their first dim, gathered per layer
+    w1 = jax.lax.with_sharding_constraint(w1, P())
+    h = jax.nn.relu(x @ w1)
+    return h @ jax.lax.with_sharding_constraint(w2, P())
+
+
+def reshard(x, w):
+    y = jax.lax.with_sharding_constraint(x @ w, P(None, "y"))
+    return jax.lax.with_sharding_constraint(jax.nn.relu(y), P("y", None))
+
+
+def sgd_step(params, x, y):   # one training step: loss, grads, update
+    def loss(p):
+        return jnp.mean((mlp(x, *p) - y) ** 2)
+    value, grads = jax.value_and_grad(loss)(params)
+    return value, jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+
+
+def train_step(x, y, w1, w2):
+    value, (a, b) = sgd_step((w1, w2), x, y)
+    return value, a, b
+
+
+X, W1, W2 = rand(16, 64), rand(64, 128), rand(128, 64)
+Y = rand(16, 64)
+B = lambda a: a.astype(jnp.bfloat16)  # noqa: E731
+XA, WQ, WK, WV, WO = rand(2, 32, 64), rand(64, 64), rand(64, 64), rand(64, 64), rand(64, 64)
+
+# name: (mesh shape, fn, args, in specs, out specs)
+JIT = {
+    "dp_mlp": ((1, 2), mlp, (X, W1, W2), (P("y"), P(), P()), P("y")),
+    "tp_column": ((1, 2), lambda x, w: x @ w, (X, W1), (P(), P(None, "y")), P(None, "y")),
+    "tp_row": ((1, 2), lambda x, w: x @ w, (X, W1), (P(None, "y"), P("y", None)), P()),
+    "megatron_mlp": ((1, 2), mlp, (X, W1, W2), (P(), P(None, "y"), P("y", None)), P()),
+    "megatron_attention": ((1, 2), attention, (XA, WQ, WK, WV, WO),
+                           (P(), P(None, "y"), P(None, "y"), P(None, "y"), P("y", None)), P()),
+    "tp_grad": ((1, 2), loss_grad, (X, W1, W2), (P(), P(None, "y"), P("y", None)), (P(None, "y"), P("y", None))),
+    "fsdp": ((1, 2), fsdp, (X, W1, W2), (P("y"), P("y", None), P("y", None)), P("y")),
+    "reshard": ((1, 2), reshard, (X, W1), (P(), P()), P("y", None)),
+    "dp_tp_2x2": ((2, 2), mlp, (X, W1, W2), (P("x"), P(None, "y"), P("y", None)), P("x")),
+    "dp_tp_2x4": ((2, 4), mlp, (X, W1, W2), (P("x"), P(None, "y"), P("y", None)), P("x")),
+    "tp_1x4": ((1, 4), mlp, (X, W1, W2), (P(), P(None, "y"), P("y", None)), P()),
+    "tp_1x8_column": ((1, 8), lambda x, w: jax.nn.relu(x @ w), (X, W1), (P(), P(None, "y")), P(None, "y")),
+    "dp_tp_train_2x2": ((2, 2), train_step, (X, Y, W1, W2), (P("x"), P("x"), P(None, "y"), P("y", None)),
+                        (P(), P(None, "y"), P("y", None))),
+    "bf16_megatron": ((1, 2), mlp, (B(X), B(W1), B(W2)), (P(), P(None, "y"), P("y", None)), P()),
+    "uneven_internal": ((1, 4), lambda x, w: jnp.sum(jax.lax.with_sharding_constraint(jax.nn.relu(x @ w), P("y")), 0),
+                        (rand(10, 64), W1), (P(), P()), P()),
+    "vocab_parallel_xent": ((1, 2), lambda x: -jax.nn.log_softmax(x, axis=-1)[:, :8],
+                            (rand(16, 256) * 4,), (P(None, "y"),), P()),
+    "unspecified_out": ((1, 2), lambda x, w: x @ w, (X, W1), (P(), P(None, "y")), None),
+}
+
+# shard_map bodies over axis "y" of a 1 x n mesh: (mesh shape, body, in spec, out spec)
+SM = {
+    "psum": ((1, 2), lambda x: jax.lax.psum(x, "y"), P("y"), P()),
+    "pmean": ((1, 4), lambda x: jax.lax.pmean(x, "y"), P("y"), P()),
+    "all_gather": ((1, 2), lambda x: jax.lax.all_gather(x, "y", axis=1, tiled=True), P(None, "y"), P()),
+    "psum_scatter": ((1, 2), lambda x: jax.lax.psum_scatter(x, "y", scatter_dimension=1, tiled=True),
+                     P(), P(None, "y")),
+    "ppermute": ((1, 4), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 1) % 4) for i in range(4)]),
+                 P("y"), P("y")),
+    "all_to_all": ((1, 2), lambda x: jax.lax.all_to_all(x, "y", 1, 0, tiled=True), P("y"), P("y")),
+    "axis_index": ((1, 4), lambda x: x * (jax.lax.axis_index("y") + 1).astype(jnp.float32), P("y"), P("y")),
+    "pmax": ((1, 4), lambda x: jax.lax.pmax(x, "y"), P("y"), P()),
+    "psum_2d_rows": ((2, 2), lambda x: jax.lax.psum(x, "y"), P("x", "y"), P("x")),
+}
+
+
+def run_jit(devs, case):
+    shape, fn, args, ins, out = JIT[case]
+    mesh = Mesh(np.array(devs[:shape[0] * shape[1]]).reshape(shape), ("x", "y"))
+    ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
+    placed = [jax.device_put(a, ns(s)) for a, s in zip(args, ins)]
+    kw = {} if out is None else {"out_shardings": tuple(map(ns, out)) if type(out) is tuple else ns(out)}
+    with mesh:   # with_sharding_constraint takes PartitionSpecs of this mesh
+        r = jax.jit(fn, in_shardings=tuple(ns(s) for s in ins), **kw)(*placed)
+    leaves = jax.tree.leaves(r)
+    return [np.asarray(x) for x in leaves], [str(x.sharding.spec) for x in leaves]
+
+
+def run_sm(devs, case):
+    shape, body, ins, out = SM[case]
+    mesh = Mesh(np.array(devs[:shape[0] * shape[1]]).reshape(shape), ("x", "y"))
+    x = (np.random.RandomState(1).randn(8, 64)).astype(np.float32)
+    f = jax.jit(shard_map(body, mesh=mesh, in_specs=(ins,), out_specs=out, check_rep=False))
+    r = f(jax.device_put(x, NamedSharding(mesh, ins)))
+    return [np.asarray(r)], [str(r.sharding.spec)]
+
+
+def submeshes(devs):
+    """Two programs on disjoint device pairs of one system, in one process."""
+    outs = []
+    for pair in (devs[0:2], devs[2:4]):
+        mesh = Mesh(np.array(pair).reshape(1, 2), ("x", "y"))
+        f = jax.jit(lambda x, w: x @ w, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "y"))),
+                    out_shardings=NamedSharding(mesh, P(None, "y")))
+        r = f(X, W1)
+        outs.append(np.asarray(r))
+        if {d.id for d in r.sharding.device_set} != {d.id for d in pair}:
+            raise AssertionError(f"result on {r.sharding.device_set}, expected {pair}")
+    return outs, ["submesh", "submesh"]
+
+
+def devices_memory(tt):
+    """Every chip is listed (ids, mesh coords, process 0) and holds its own memory."""
+    import pjrt_tt.systems as systems
+    import os
+    rows, cols = systems.get_system(os.environ["PJRT_TT_SYSTEM"]).mesh_shape
+    assert [d.id for d in tt] == list(range(rows * cols)), tt
+    assert all(d.process_index == 0 for d in tt)
+    assert [tuple(d.coords) for d in tt] == [(i // cols, i % cols) for i in range(rows * cols)]
+    before = [d.memory_stats()["bytes_in_use"] for d in tt]
+    x = jax.device_put(np.ones((1024, 1024), np.float32), tt[-1])
+    after = [d.memory_stats()["bytes_in_use"] for d in tt]
+    grown = [a - b for a, b in zip(after, before)]
+    assert grown[-1] >= 4 << 20 and not any(grown[:-1]), grown
+    del x
+    return [np.zeros(1)], ["ok"]
+
+
+APPROX = set(JIT) | {"submeshes", "gspmd_form"}   # every jit case multiplies matrices; shard_map cases are exact
+
+
+def gspmd_form(devs):
+    """The GSPMD form (mhlo.sharding strings, no sdy) that jax emits with Shardy off."""
+    jax.config.update("jax_use_shardy_partitioner", False)
+    try:
+        out, specs = run_jit(devs, "megatron_mlp")
+    finally:
+        jax.config.update("jax_use_shardy_partitioner", True)
+    return out, specs
+
+
+def run_case(case, tt, cpu):
+    if case == "mock_target":   # PJRT_TT_TARGET=mock: real ttnn runs it, values are zeros
+        a, sa = run_jit(tt, "megatron_mlp")
+        b, sb = run_jit(cpu, "megatron_mlp")
+        return {"ok": a[0].shape == b[0].shape and sa == sb and not a[0].any(), "err": 0.0,
+                "tt_spec": sa, "cpu_spec": sb}
+    if case == "gspmd_form":
+        a, sa = gspmd_form(tt)
+        b, sb = gspmd_form(cpu)
+    elif case == "devices_memory":
+        a, sa = devices_memory(tt)
+        b, sb = [np.zeros(1)], ["ok"]
+    elif case == "submeshes":
+        a, sa = submeshes(tt)
+        b, sb = submeshes(cpu)
+    else:
+        runner = run_jit if case in JIT else run_sm
+        a, sa = runner(tt, case)
+        b, sb = runner(cpu, case)
+    def close(x, y):   # project thresholds: bf16 PCC >= 0.99, f32 allclose(1e-2, 1e-3)
+        if x.shape != y.shape:
+            return False
+        pcc = lambda: float(np.corrcoef(x.astype(np.float32).ravel(), y.astype(np.float32).ravel())[0, 1])  # noqa: E731
+        if x.dtype == jnp.bfloat16:
+            return pcc() >= 0.99
+        if case in APPROX and x.size > 1:   # matmul / softmax: the chip's f32 math is approximate (math fidelity)
+            return pcc() >= 0.999
+        return bool(np.allclose(x, y, rtol=1e-2, atol=1e-3))
+    err = max(float(np.max(np.abs(x.astype(np.float32) - y.astype(np.float32)))) for x, y in zip(a, b))
+    ok = all(close(x, y) for x, y in zip(a, b))
+    return {"ok": ok and sa == sb, "err": err, "tt_spec": sa, "cpu_spec": sb}
+
+
+def main():
+    cases = sys.argv[1:]
+    tt, cpu = jax.devices("tt"), jax.devices("cpu")
+    for case in cases:
+        try:
+            res = run_case(case, tt, cpu)
+        except Exception as e:  # noqa: BLE001
+            res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:1500], "trace": traceback.format_exc()[-1500:]}
+        res["case"] = case
+        print("CASE " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
