@@ -1,0 +1,79 @@
+"""Real models on TT against XLA:CPU: GPT-2-style decoder (logits and KV-cache greedy
+generation), all-MiniLM-L6-v2 with its real weights and tokenizer, a ResNet-style CNN,
+a ViT, and optax training of a small transformer."""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demos"))
+
+from conftest import pcc, run_both  # noqa: E402
+from models import gpt2, minilm, tiny_lm, vision  # noqa: E402
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+]
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    return gpt2.init()
+
+
+def test_gpt2_logits_match_cpu(tt, cpu, gpt):
+    model, params = gpt
+    tokens = np.random.default_rng(0).integers(0, model.cfg.vocab, (2, model.cfg.seq)).astype(np.int32)
+    got, want = run_both(model.apply, params, tokens, tt_device=tt, cpu_device=cpu)
+    assert pcc(got[0], want[0]) >= 0.99, pcc(got[0], want[0])
+
+
+def test_gpt2_greedy_generation_with_kv_cache_matches_cpu(tt, cpu, gpt):
+    model, params = gpt
+    prompt = np.random.default_rng(1).integers(0, model.cfg.vocab, (2, 8)).astype(np.int32)
+    generate = lambda p, pr: gpt2.generate(model, p, pr, 32)  # noqa: E731
+    got, want = run_both(generate, params, prompt, tt_device=tt, cpu_device=cpu)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.fixture(scope="module")
+def minilm_model():
+    return minilm.load()
+
+
+def test_minilm_sentence_embeddings_and_ranking_match_cpu(tt, cpu, minilm_model):
+    params, tokenizer, config = minilm_model
+    ids, mask = minilm.tokenize(tokenizer, SENTENCES)
+    embed = lambda p, i, m: minilm.embed(p, i, m, config)  # noqa: E731
+    (got,), (want,) = run_both(embed, params, ids, mask, tt_device=tt, cpu_device=cpu)
+    cosine = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cosine.min() >= 0.99, cosine
+    sim_tt, sim_cpu = got @ got.T, want @ want.T
+    for i in range(len(SENTENCES)):  # the same ranking of the other sentences for every query
+        np.testing.assert_array_equal(np.argsort(-sim_tt[i]), np.argsort(-sim_cpu[i]))
+
+
+@pytest.mark.parametrize("model", [vision.ResNet(), vision.ViT()], ids=["resnet", "vit"])
+def test_vision_models_match_cpu(tt, cpu, model):
+    params = vision.init(model)
+    images = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    got, want = run_both(model.apply, params, images, tt_device=tt, cpu_device=cpu)
+    assert pcc(got[0], want[0]) >= 0.99, pcc(got[0], want[0])
+
+
+def test_transformer_training_with_optax_follows_cpu(tt, cpu):
+    on_tt, on_cpu = tiny_lm.train(tt), tiny_lm.train(cpu)
+    assert on_cpu[-1] < 0.5 * on_cpu[0]  # the model learns at all
+    assert abs(on_tt[-1] - on_cpu[-1]) / on_cpu[-1] < 0.02, (on_tt[-1], on_cpu[-1])
