@@ -128,3 +128,20 @@ def test_flax_conv(tt, cpu):
 def test_reverse(tt, cpu):
     got, want = run_both(lambda x: lax.rev(x, (0, 2)), _rand(3, 4, 5), tt_device=tt, cpu_device=cpu)
     assert_close(got[0], want[0], f32_pcc_only=True)
+
+
+def test_window_reversal(tt, cpu):
+    """window_reversal (jax never sets it; other producers may): the kernel is reversed."""
+    from pjrt_tt.dtypes import DEVICE_NUMPY
+    from pjrt_tt.runtime.client import CLIENTS
+    f = _conv(padding=((1, 0), (2, 1)))
+    x, w = _rand(2, 6, 5, 3), _rand(3, 2, 3, 4)
+    text = jax.jit(f).lower(x, w).as_text()
+    assert "reverse = [false, false]" in text
+    program = CLIENTS[0].compiler.compile(text.replace("reverse = [false, false]", "reverse = [true, false]")
+                                          .encode(), "mlir").program
+    target, chip = CLIENTS[0].target, CLIENTS[0].devices[0].chip
+    args = [target.upload(a.astype(DEVICE_NUMPY[v.type.dtype]), v.type, chip) for a, v in zip((x, w), program.inputs)]
+    (out,) = target.bind(program, chip).run(args, [])
+    want = jax.jit(f)(jax.device_put(x, cpu), jax.device_put(w[::-1].copy(), cpu))
+    assert_close(target.download(out, program.outputs[0].type), np.asarray(want), f32_pcc_only=True)

@@ -162,6 +162,7 @@ def test_flax_multi_head_attention(tt, cpu):
     got, want, prog = run_and_program(lambda p, x: m.apply(p, x), params, x, tt=tt, cpu=cpu)
     sdpa = [op for op in prog.ops if op.fn == "transformer.scaled_dot_product_attention"]
     assert len(sdpa) == 1 and "softmax" not in fns(prog), prog.format()
+    assert fns(prog).count("linear") == 4 and "matmul" not in fns(prog)  # q, k, v (DenseGeneral), out
     assert abs(sdpa[0].kwargs["scale"] - 1 / 5.65625) < 1e-6  # jax's bf16 sqrt(32)
     assert_close(got[0], want[0])
 

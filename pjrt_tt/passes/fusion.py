@@ -17,6 +17,7 @@ Rules, in order:
   norms     (x-E[x]) * rsqrt(Var[x]+eps) [*g] [+b]        -> ttnn.layer_norm(x, epsilon=, weight=, bias=)
             x * rsqrt(E[x^2]+eps) [*g]                   -> ttnn.rms_norm(x, epsilon=, weight=)
   linear    matmul(a, w) + b                              -> ttnn.linear(a, w, bias=b)
+            (also b over the trailing dims a reshape splits N into: flax DenseGeneral)
   conv bias conv2d(...) + b                                -> ttnn.conv2d(..., bias_tensor=b)
   act       relu|gelu|silu|tanh|sigmoid(linear(...))      -> ttnn.linear(..., activation=)
   sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
@@ -387,30 +388,53 @@ def _norm(m: Match) -> Op:
 LINEAR_KWARGS = {"dtype", "compute_kernel_config", "memory_config"}  # matmul's, which linear takes too
 
 
+def _split_bias(m: Match, mm: Value, bias: Value, n: int) -> int | None:
+    """When mm = reshape(product [M, N]) splits N into trailing dims (DenseGeneral: [B, S,
+    heads, head_dim]) and bias spans exactly those dims (leading 1s), how many there are."""
+    shape, bshape = tuple(mm.type.shape), tuple(bias.type.shape)
+    for k in range(2, min(len(shape), len(bshape)) + 1):
+        if math.prod(shape[-k:]) == n:
+            ok = bshape[-k:] == shape[-k:] and all(d == 1 for d in bshape[:-k])
+            return k if ok else None
+    return None
+
+
 def _linear(m: Match) -> list[Op]:
     root = m.root
     a, b = m.binary(root.result, "add")
     for mm, bias in ((a, b), (b, a)):
-        if not (isinstance(mm, Value) and isinstance(bias, Value)):
-            continue
-        src = m.through_rows(mm)
+        if not (isinstance(mm, Value) and isinstance(bias, Value)) or mm.type.shape != root.result.type.shape:
+            continue  # (the add must not broadcast the product)
+        q = m.g.prod.get(mm.id)
+        split = q is not None and q.fn == "reshape" and m.fn(q.args[0]) == "matmul" \
+            and m.g.prod.get(q.args[0].id) is not None and m.g.prod[q.args[0].id].fn == "matmul"
+        src = q.args[0] if split else m.through_rows(mm)
         p = m.g.prod.get(src.id)
         if p is None or p.fn != "matmul" or set(p.kwargs) - LINEAR_KWARGS or len(p.args) != 2:
             continue
         x, w = p.args
         n = w.type.shape[-1]
-        if len(w.type.shape) != 2 or not _row(root.result, bias) or tuple(src.type.shape[-1:]) != (n,) \
-                or mm.type.shape != root.result.type.shape:  # the add must not broadcast the product
+        if len(w.type.shape) != 2 or tuple(src.type.shape[-1:]) != (n,) or bias.type.dtype != src.type.dtype:
             continue
-        bias = m.through(bias, False)
-        if len(bias.type.shape) > 2 or bias.type.dtype != src.type.dtype:
+        new = []
+        if _row(root.result, bias):
+            bias = m.through(bias, False)
+            if len(bias.type.shape) > 2:
+                continue
+        elif split and _split_bias(m, mm, bias, n):
+            flat = m.g.new_value(dataclasses.replace(bias.type, shape=(n,)))
+            new.append(Op("reshape", (m.through(bias, False), ShapeArg((n,))), {}, flat, root.origin))
+            bias = flat
+        else:
             continue
+        if split:
+            m.inner.append(q)
         m.op(src, "matmul")
         if src.type == root.result.type:
-            return [Op("linear", (x, w), {**p.kwargs, "bias": bias}, root.result, root.origin)]
+            return new + [Op("linear", (x, w), {**p.kwargs, "bias": bias}, root.result, root.origin)]
         lin = m.g.new_value(src.type)
-        return [Op("linear", (x, w), {**p.kwargs, "bias": bias}, lin, root.origin),
-                Op("reshape", (lin, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
+        return new + [Op("linear", (x, w), {**p.kwargs, "bias": bias}, lin, root.origin),
+                      Op("reshape", (lin, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
     raise NoMatch
 
 
