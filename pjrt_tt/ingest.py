@@ -40,7 +40,8 @@ class Parsed:
 
 def parse(code: bytes, fmt: str) -> Parsed:
     ctx = new_context()
-    if fmt == "hlo":
+    from_hlo = fmt == "hlo"
+    if from_hlo:
         from jax._src.lib import _jax
         code = _jax.mlir.hlo_to_stablehlo(code)
         fmt = "mlir"
@@ -54,7 +55,99 @@ def parse(code: bytes, fmt: str) -> Parsed:
                 module = ir.Module.parse(code)
         except Exception as e:
             raise InvalidArgument(f"pjrt-tt could not parse the program it was given: {e}") from e
+    if from_hlo:
+        _as_jax_emits(module)
+        _narrow_internal_int64(module)
     return Parsed(ctx, module)
+
+
+# HLO ops that hlo_to_stablehlo leaves in the mhlo dialect (StableHLO has no such op),
+# and the op jax emits for the same thing, which the lowering knows.
+_MHLO_AS = {"mhlo.erf": "chlo.erf"}
+
+
+def _as_jax_emits(module: ir.Module) -> None:
+    found = []
+
+    def visit(op):
+        if op.name in _MHLO_AS:
+            found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    for op in found:
+        with op.context, op.location, ir.InsertionPoint(op):
+            new = ir.Operation.create(_MHLO_AS[op.name], results=[r.type for r in op.results],
+                                      operands=list(op.operands))
+        for old, repl in zip(op.results, new.results):
+            old.replace_all_uses_with(repl)
+        op.erase()
+
+
+def _narrow_internal_int64(module: ir.Module) -> None:
+    """torch_xla computes indices in int64 (index_put, embedding backward, scatter...), which
+    the chip lacks. Inside a program whose arguments and results have no 64-bit integers,
+    they become int32 (constants clamped to its range: indices fit, and clamped sentinels
+    still compare the same way against them). Programs that take or return int64 are
+    left alone and refused clearly by the lowering."""
+    main = next((op.operation for op in module.body.operations if op.operation.name == "func.func"
+                 and ir.StringAttr(op.operation.attributes["sym_name"]).value == "main"), None)
+    if main is None:
+        return
+    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+    if any(_wide(t) for t in list(ftype.inputs) + list(ftype.results)):
+        return
+    found = []
+
+    def visit(op):
+        found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    if not any(_wide(r.type) for op in found for r in op.results):
+        return
+    with module.context, ir.Location.unknown():
+        for op in found:
+            for region in op.regions:
+                for block in region.blocks:
+                    for arg in block.arguments:
+                        if _wide(arg.type):
+                            arg.set_type(_narrow_type(arg.type))
+            for r in op.results:
+                if _wide(r.type):
+                    r.set_type(_narrow_type(r.type))
+            if op.name == "stablehlo.constant" and _wide(op.attributes["value"].type):
+                op.attributes["value"] = _narrow_constant(op.attributes["value"])
+        for op in found:  # functions (reducers, callees) now take and return int32
+            if op.name == "func.func":
+                entry = op.regions[0].blocks[0]
+                ret = entry.operations[len(entry.operations) - 1]
+                op.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(
+                    [a.type for a in entry.arguments], [v.type for v in ret.operands]))
+
+
+_NARROW = {"i64": (32, True, np.int32), "ui64": (32, False, np.uint32)}
+
+
+def _wide(t: ir.Type) -> bool:
+    return ir.RankedTensorType.isinstance(t) and str(ir.RankedTensorType(t).element_type) in _NARROW
+
+
+def _narrow_type(t: ir.Type) -> ir.Type:
+    tt = ir.RankedTensorType(t)
+    bits, signed, _ = _NARROW[str(tt.element_type)]
+    element = ir.IntegerType.get_signless(bits) if signed else ir.IntegerType.get_unsigned(bits)
+    return ir.RankedTensorType.get(tt.shape, element)
+
+
+def _narrow_constant(attr: ir.Attribute) -> ir.Attribute:
+    dense = ir.DenseElementsAttr(attr)
+    etype = str(ir.RankedTensorType(dense.type).element_type)
+    np_type = _NARROW[etype][2]
+    info = np.iinfo(np_type)
+    wide = constant_array(dense, np.int64 if etype == "i64" else np.uint64)
+    data = np.clip(wide, info.min, info.max).astype(np_type)
+    return ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=_narrow_type(dense.type))
 
 
 # --- reading constants ------------------------------------------------------------
