@@ -19,6 +19,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 R = np.random.RandomState(0)
 
+from pjrt_tt.lower import RULES  # noqa: E402
+from pjrt_tt.lower.structure import CUSTOM_CALLS  # noqa: E402
+REGISTRY_AT_START = (dict(RULES), dict(CUSTOM_CALLS))   # before any SPMD compile
+
+
+def registry_unchanged():
+    """SPMD compiles leave the lowering registry as it was (one rule per op, set at import)."""
+    now = (dict(RULES), dict(CUSTOM_CALLS))
+    same = all(a.keys() == b.keys() and all(a[k] is b[k] for k in a) for a, b in zip(REGISTRY_AT_START, now))
+    assert same and "stablehlo.all_gather" in RULES and "tt.mesh_slice" in CUSTOM_CALLS, "registry changed"
+    return [np.zeros(1)], ["ok"]
+
 
 def rand(*shape):
     return (R.randn(*shape) * 0.5).astype(np.float32)
@@ -161,6 +173,48 @@ def devices_memory(tt):
     return [np.zeros(1)], ["ok"]
 
 
+def oversized_model(tt, cpu):
+    """Run with PJRT_TT_SIM_DRAM_MB=32 (each chip's DRAM allocator has 20.0 MiB): an MLP whose
+    32 MiB of f32 weights are made on the chips by a jitted init. Sharded 4-way over a 2x4
+    t3k mesh (dp x tp) it runs and matches CPU, each chip holding its quarter; made on one
+    chip it fails with RESOURCE_EXHAUSTED naming the sizes, and the process carries on."""
+    from jax.sharding import SingleDeviceSharding
+    D, F = 1024, 4096
+    def init():   # cheap pseudo-random rank-2 weights: few full-size temporaries
+        v = lambda n, k: (jnp.arange(n, dtype=jnp.float32) * k) % 1.0 - 0.5  # noqa: E731
+        w = lambda m, n, k: (v(m, k)[:, None] * v(n, 0.61)[None, :]  # noqa: E731
+                             + v(m, 0.37)[:, None] * v(n, k)[None, :]) * 0.1
+        return w(D, F, 0.13), w(F, D, 0.29)
+    x = rand(64, D)
+    def run(devs):
+        mesh = Mesh(np.array(devs[:8]).reshape(2, 4), ("x", "y"))
+        ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
+        w1, w2 = jax.jit(init, out_shardings=(ns(P(None, "y")), ns(P("y", None))))()
+        y = jax.jit(mlp, out_shardings=ns(P("x")))(jax.device_put(x, ns(P("x"))), w1, w2)
+        return np.asarray(y), (w1, w2)
+    limit = tt[0].memory_stats()["bytes_limit"]
+    before = [d.memory_stats()["bytes_in_use"] for d in tt]
+    a, weights = run(tt)
+    held = [d.memory_stats()["bytes_in_use"] - b for d, b in zip(tt, before)]
+    b, _ = run(cpu)
+    pcc = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    total = sum(w.nbytes for w in weights)   # global sizes
+    error = ""
+    try:
+        jax.jit(init, out_shardings=(SingleDeviceSharding(tt[0]),) * 2)()
+    except Exception as e:  # noqa: BLE001
+        error = str(e)
+    after = tt[0].memory_stats()["bytes_in_use"] - before[0]   # the failed program freed all it made
+    del weights
+    again, _ = run(tt)   # the process carries on
+    ok = (total > limit and pcc >= 0.999 and all(total // 4 <= h < limit for h in held)
+          and "RESOURCE_EXHAUSTED" in error and "Not enough space to allocate" in error
+          and f"bank size is {limit // 12} B" in error and after == held[0]
+          and np.array_equal(again, a))
+    return {"ok": ok, "err": float(np.abs(a - b).max()), "pcc": pcc, "weights_bytes": total,
+            "chip_limit": limit, "held_per_chip": held, "oom": error[:600], "tt_spec": [], "cpu_spec": []}
+
+
 APPROX = set(JIT) | {"submeshes", "gspmd_form"}   # every jit case multiplies matrices; shard_map cases are exact
 
 
@@ -180,9 +234,34 @@ def run_case(case, tt, cpu):
         b, sb = run_jit(cpu, "megatron_mlp")
         return {"ok": a[0].shape == b[0].shape and sa == sb and not a[0].any(), "err": 0.0,
                 "tt_spec": sa, "cpu_spec": sb}
+    if case == "mock_persist":   # PJRT_TT_TARGET=mock: results stay on the device between runs
+        from pjrt_tt.targets import MeshRunner
+        mesh = Mesh(np.array(tt[:2]).reshape(1, 2), ("x", "y"))
+        ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
+        made = jax.jit(lambda: (jnp.ones((16, 64)), jnp.ones((64, 128)), jnp.ones((128, 64))),
+                       out_shardings=(ns(P()), ns(P(None, "y")), ns(P("y", None))))()
+        f = jax.jit(mlp, out_shardings=ns(P()))
+        before = MeshRunner.HOST_COPIES
+        y = f(*made)
+        z = f(y, made[1], made[2])      # an output of the previous run as an argument
+        trips = MeshRunner.HOST_COPIES - before
+        local = np.asarray(jax.jit(lambda a: a + 1)(y.addressable_shards[1].data))   # one chip's view, alone
+        put = jax.device_put(W1, ns(P(None, "y")))   # per-chip buffers: one host copy, then views of it
+        before = MeshRunner.HOST_COPIES
+        for _ in range(3):
+            f(made[0], put, made[2])
+        put_trips = MeshRunner.HOST_COPIES - before
+        return {"ok": bool(trips == 0 and put_trips == 1 and z.shape == (16, 64) and not np.asarray(z).any()
+                           and local.shape == (16, 64) and np.asarray(put).shape == (64, 128)),
+                "err": 0.0, "host_copies": [trips, put_trips], "tt_spec": [], "cpu_spec": []}
+    if case == "oversized_model":
+        return oversized_model(tt, cpu)
     if case == "gspmd_form":
         a, sa = gspmd_form(tt)
         b, sb = gspmd_form(cpu)
+    elif case == "registry_unchanged":
+        a, sa = registry_unchanged()
+        b, sb = [np.zeros(1)], ["ok"]
     elif case == "devices_memory":
         a, sa = devices_memory(tt)
         b, sb = [np.zeros(1)], ["ok"]

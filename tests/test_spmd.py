@@ -24,7 +24,8 @@ N300 = ["dp_mlp", "tp_column", "tp_row", "megatron_mlp", "megatron_attention", "
         "reshard", "unspecified_out", "bf16_megatron", "psum", "all_gather", "psum_scatter",
         "all_to_all", "gspmd_form", "vocab_parallel_xent"]
 T3K = ["devices_memory", "dp_tp_2x2", "dp_tp_2x4", "dp_tp_train_2x2", "tp_1x4", "tp_1x8_column",
-       "uneven_internal", "pmean", "pmax", "ppermute", "axis_index", "psum_2d_rows", "submeshes"]
+       "uneven_internal", "pmean", "pmax", "ppermute", "axis_index", "psum_2d_rows", "submeshes",
+       "registry_unchanged"]   # last: after every other SPMD compile of the process
 
 
 def _spawn(system: str, cases: list[str], target: str = "sim") -> subprocess.Popen:
@@ -38,7 +39,7 @@ def _spawn(system: str, cases: list[str], target: str = "sim") -> subprocess.Pop
 def results():
     procs = {"n300": _spawn("n300", N300), "t3k": _spawn("t3k", T3K)}   # both at once (2 cores)
     if os.environ.get("PJRT_TT_CHECK_WITH_MOCK", "1") == "1":   # mock available
-        procs["mock"] = _spawn("n300", ["mock_target"], target="mock")
+        procs["mock"] = _spawn("n300", ["mock_target", "mock_persist"], target="mock")
     out = {}
     for system, p in procs.items():
         stdout, stderr = p.communicate(timeout=300)
@@ -63,6 +64,18 @@ def test_spmd_runs_on_real_ttnn_mock_target(results):
     if ("mock", "__exit__") not in results:
         pytest.skip("mock target unavailable")
     r = results.get(("mock", "mock_target"))
+    assert r is not None and r["ok"], (r, results[("mock", "__exit__")])
+
+
+def test_spmd_results_stay_on_real_ttnn_mesh(results):
+    """PJRT_TT_TARGET=mock: a program's sharded/replicated results are per-chip views of its
+    output mesh tensor; fed to the next program on the same chips they are that mesh tensor
+    again (no host copy: MeshRunner.HOST_COPIES stays 0); a device_put sharded array is
+    copied through the host once, then its buffers are views of that copy (1 copy in 3 runs);
+    one chip's view alone runs in a single-chip program (copied onto the chip)."""
+    if ("mock", "__exit__") not in results:
+        pytest.skip("mock target unavailable")
+    r = results.get(("mock", "mock_persist"))
     assert r is not None and r["ok"], (r, results[("mock", "__exit__")])
 
 

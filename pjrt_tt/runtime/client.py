@@ -63,7 +63,7 @@ class Client:
     def __init__(self, options: dict | None = None):
         self.settings = Settings.load(options)
         name, system = targets.choose(self.settings.target, self.settings.system)
-        self.target = targets.open_target(name, system)
+        self.target = targets.open_target(name, system, self.settings.sim_dram_mb)
         self.platform_name = PLATFORM_NAME
         self.platform_version = f"{PLATFORM_VERSION} ({name}, {system.name})"
         self.process_index = 0

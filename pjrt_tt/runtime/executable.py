@@ -150,7 +150,7 @@ class MeshExecutable(LoadedExecutable):
         program, runner = self.program, self._runner
         tensors = []
         for i, want in enumerate(program.input_host_types):
-            shards = []
+            shards, bufs = [], []
             for p, args in enumerate(argument_lists):
                 if len(args) != len(program.inputs):
                     raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
@@ -161,13 +161,17 @@ class MeshExecutable(LoadedExecutable):
                 if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(self.devices[p])
                 shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
+                bufs.append(buf)
             tensors.append(runner.combine(shards))
+            views = runner.adopt(tensors[-1])   # a mesh copy made through the host: from now on
+            for buf, old, view in zip(bufs, shards, views):   # the buffers are views of it
+                self.client.target.free(old)
+                buf.tensor = view
         try:
             outputs = runner.run(tensors, self._constants)
         finally:
-            if self.client.target.name != "sim":   # the mesh copies of the arguments
-                for t in tensors:
-                    self.client.target.free(t)
+            for t in tensors:   # the mesh copies made of the arguments, if any
+                runner.release(t)
         keep = set(non_donatable_input_indices or ())
         for i in program.donated_inputs:
             if i not in keep:

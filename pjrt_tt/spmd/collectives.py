@@ -1,15 +1,18 @@
 """Lowering rules for the collectives of a partitioned program -> ttnn CCL ops on a mesh.
 
 The program runs on an R x C ttnn mesh (chosen by prepare.py; `MESH` holds it while a
-module is lowered); replica groups become `cluster_axis` (0: down a column, 1: along a row).
-A group spanning both axes in order p = r*C + c is done axis by axis: gathers minor axis
-first, scatters/partitions major axis first, which keeps XLA's device order.
+module is lowered). prepare.py has already rewritten the chip-dependent patterns into
+custom_calls (@tt.mesh_slice, @tt.per_device, @tt.not_on_mesh) whose rules live here, beside
+the collectives' rules: one rule per op, registered at import. Replica groups become
+`cluster_axis` (0: down a column, 1: along a row). A group spanning both axes in order
+p = r*C + c is done axis by axis: gathers minor axis first, scatters/partitions major axis
+first, which keeps XLA's device order.
 
     all_reduce(sum)            ttnn.all_reduce(x, cluster_axis) per axis
     all_gather(dim)            ttnn.all_gather(x, dim, cluster_axis)
-    reduce_scatter / all_reduce + dynamic_slice(partition_id)
+    reduce_scatter / all_reduce + tt.mesh_slice
                                ttnn.reduce_scatter(x, dim, cluster_axis)
-    dynamic_slice(partition_id) (take my shard)
+    tt.mesh_slice (dynamic_slice(partition_id): take my shard)
                                ttnn.mesh_partition(x, dim, cluster_axis)
     all_to_all(split s, concat c)
                                all_gather(c) then mesh_partition(s): moves N x the bytes
@@ -26,20 +29,27 @@ import dataclasses
 import numpy as np
 from jaxlib.mlir import ir
 
-from pjrt_tt.lower.registry import RULES, Lowering, Splat, host_type
+from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.lower.structure import CUSTOM_CALLS
 from pjrt_tt.program import HostType
 from pjrt_tt.spmd.prepare import NotOnMesh, decode, group_axes, replica_groups
 
+# The mesh of the program being lowered: set by spmd.lower_on_mesh for the duration of one
+# SPMD compile (a single-chip program is a 1x1 mesh). The rules are ordinary registry
+# entries, registered once at import like every other family.
 MESH: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("pjrt_tt_mesh", default=(1, 1))
 
 
-def _rule(*names):
+def _custom_call(target: str):
     def register(fn):
-        for name in names:
-            prev = RULES.get(name)
-            RULES[name] = (lambda f, p: lambda lo, op: f(lo, op, p))(fn, prev)
+        assert target not in CUSTOM_CALLS, f"two rules for custom_call @{target}"
+        CUSTOM_CALLS[target] = fn
         return fn
     return register
+
+
+def _info(op) -> str:
+    return ir.StringAttr(op.attributes["tt.info"]).value
 
 
 def _axes(lo: Lowering, groups) -> tuple[int, ...]:
@@ -113,8 +123,8 @@ def _reducer(op) -> str:
     return body[0].split(".")[-1] if len(body) == 2 else "?"
 
 
-@_rule("stablehlo.all_reduce")
-def _all_reduce(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.all_reduce")
+def _all_reduce(lo: Lowering, op) -> list:
     if "tt.fused" in op.attributes:    # done by the reduce_scatter of its dynamic_slice
         return [lo.entry(v) for v in op.operands]
     kind = _reducer(op)
@@ -144,23 +154,23 @@ def _all_reduce_by_gather(lo, x, axes, kind):
     return x
 
 
-@_rule("stablehlo.all_gather")
-def _all_gather(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.all_gather")
+def _all_gather(lo: Lowering, op) -> list:
     dim = ir.IntegerAttr(op.attributes["all_gather_dim"]).value
     axes = _axes(lo, replica_groups(op))
     return [gather(lo, lo.get(v), dim, axes) for v in op.operands]
 
 
-@_rule("stablehlo.reduce_scatter")
-def _reduce_scatter(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.reduce_scatter")
+def _reduce_scatter(lo: Lowering, op) -> list:
     if _reducer(op) != "add":
         raise lo.unsupported(f"reduce_scatter with a `{_reducer(op)}` reduction")
     dim = ir.IntegerAttr(op.attributes["scatter_dimension"]).value
     return [reduce_scatter(lo, lo.get(op.operands[0]), dim, _axes(lo, replica_groups(op)))]
 
 
-@_rule("stablehlo.all_to_all")
-def _all_to_all(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.all_to_all")
+def _all_to_all(lo: Lowering, op) -> list:
     split = ir.IntegerAttr(op.attributes["split_dimension"]).value
     concat = ir.IntegerAttr(op.attributes["concat_dimension"]).value
     axes = _axes(lo, replica_groups(op))
@@ -179,8 +189,8 @@ def _all_to_all(lo: Lowering, op, prev) -> list:
     return out
 
 
-@_rule("stablehlo.collective_permute")
-def _collective_permute(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.collective_permute")
+def _collective_permute(lo: Lowering, op) -> list:
     R, C = MESH.get()
     pairs = np.array(ir.DenseElementsAttr(op.attributes["source_target_pairs"])).reshape(-1, 2).tolist()
     coord = lambda p: (p // C, p % C)  # noqa: E731
@@ -214,20 +224,17 @@ def _collective_permute(lo: Lowering, op, prev) -> list:
                          f"mesh axis of the {R}x{C} mesh")
 
 
-@_rule("stablehlo.dynamic_slice")
-def _dynamic_slice(lo: Lowering, op, prev) -> list:
-    if "tt.mesh_slice" not in op.attributes:
-        if any(_depends(v) for v in op.operands[1:]):
-            try:   # a lookup in a constant table by partition_id (masks of uneven shards)
-                return [per_device_value(lo, op.results[0])]
-            except NotOnMesh:
-                raise lo.unsupported(
-                    "a slice at an offset that depends on the chip (partition_id) in a way "
-                    f"that follows no axis of the {MESH.get()[0]}x{MESH.get()[1]} mesh") from None
-        if prev is not None:
-            return prev(lo, op)
-        raise lo.unsupported("dynamic_slice has no TT lowering yet")
-    plan = decode(ir.StringAttr(op.attributes["tt.mesh_slice"]).value)
+@_custom_call("tt.not_on_mesh")
+def _not_on_mesh(lo: Lowering, op) -> list:
+    lo.origin = "stablehlo.dynamic_slice"
+    raise lo.unsupported(_info(op))
+
+
+@_custom_call("tt.mesh_slice")
+def _mesh_slice(lo: Lowering, op) -> list:
+    """dynamic_slice(x, my shard's offsets) -> static slice + ttnn.mesh_partition, or with
+    a `tt.fused` sum all_reduce as operand, ttnn.reduce_scatter."""
+    plan = decode(_info(op))
     sizes = list(ir.DenseI64ArrayAttr(op.attributes["slice_sizes"]))
     src = op.operands[0].owner
     fused = isinstance(src, ir.Operation) and "tt.fused" in src.attributes
@@ -256,11 +263,6 @@ def _dynamic_slice(lo: Lowering, op, prev) -> list:
     return [x]
 
 
-def _depends(v) -> bool:
-    from pjrt_tt.spmd.prepare import _depends_on_partition
-    return _depends_on_partition(v, {})
-
-
 def per_device_value(lo, v, vals=None):
     """A value computed from partition_id and constants only: its value on every chip,
     evaluated on the host, as a table replicated on every chip from which
@@ -268,6 +270,10 @@ def per_device_value(lo, v, vals=None):
     from pjrt_tt.spmd.prepare import _eval
     R, C = MESH.get()
     h = host_type(v)
+    if h.element.device is None:   # e.g. jax.random's uint64 counters of a sharded result
+        raise lo.unsupported(f"a chip-dependent {h.element.mlir} value (partition_id arithmetic "
+                             f"in 64 bits, as jax.random makes for sharded results); the chip has "
+                             f"no 64-bit types")
     vals = np.stack([np.asarray(_eval(v, p, {})) if vals is None else np.asarray(vals[p])
                      for p in range(R * C)])
     shape = (1,) * max(0, 2 - len(h.shape)) + tuple(h.shape)
@@ -278,23 +284,21 @@ def per_device_value(lo, v, vals=None):
     return lo.reshape(x, tuple(h.shape) or (1,))
 
 
-@_rule("stablehlo.custom_call")
-def _per_device(lo: Lowering, op, prev) -> list:
-    if ir.StringAttr(op.attributes["call_target_name"]).value != "tt.per_device":
-        return prev(lo, op)
+@_custom_call("tt.per_device")
+def _per_device(lo: Lowering, op) -> list:
     import json
-    vals = json.loads(ir.StringAttr(op.attributes["tt.values"]).value)
+    vals = json.loads(_info(op))
     return [per_device_value(lo, op.results[0], vals)]
 
 
-@_rule("stablehlo.partition_id")
-def _partition_id(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.partition_id")
+def _partition_id(lo: Lowering, op) -> list:
     """What is left of partition_id after prepare.py (masks for uneven shards, axis_index):
     the table [[0 .. C-1], [C .. 2C-1], ..] (R x C x 1 x 1) replicated on every chip, from
     which ttnn.mesh_partition leaves each chip its own entry: the same ops on every chip."""
     return [per_device_value(lo, op.results[0])]
 
 
-@_rule("stablehlo.replica_id")
-def _replica_id(lo: Lowering, op, prev) -> list:
+@rule("stablehlo.replica_id")
+def _replica_id(lo: Lowering, op) -> list:
     return [Splat(0, host_type(op.results[0]))]   # SPMD programs have one replica

@@ -6,9 +6,13 @@ XLA's partitioner uses `partition_id` in one way that matters: dynamic_slice off
 here on the host for every device; where device p's offset along a dim is
 `size * (its index along some mesh axes)`, the slice is ttnn.mesh_partition along those
 axes (the same op on every chip), and when its operand is a sum all_reduce used only
-there, the pair is ttnn.reduce_scatter. Decisions are left on the ops as attributes
-(`tt.mesh_slice`, `tt.fused`) for the lowering rules in collectives.py; the offset
-arithmetic is then dead and erased. Any partition_id use left over is refused by its rule.
+there, the pair is ttnn.reduce_scatter. The rewritten module holds the decisions as ops with
+ordinary lowering rules (collectives.py), so the registry never changes:
+    dynamic_slice(x, offsets(partition_id))  -> custom_call @tt.mesh_slice(x) {tt.info = plan}
+                                                (its all_reduce operand marked `tt.fused`)
+    ... following no mesh axis               -> custom_call @tt.not_on_mesh(x) {tt.info = why}
+    values of partition_id and constants     -> custom_call @tt.per_device() {tt.info = values}
+The offset arithmetic is then dead and erased.
 
 The execution mesh: partition p sits at (p // C, p % C) of an R x C mesh; R x C is the
 first factorisation of N (1 x N first) for which every collective's replica groups are
@@ -221,23 +225,21 @@ def prepare(module: ir.Module, n: int) -> tuple[int, int]:
                 continue    # an offset table lookup: part of the offset arithmetic
             try:
                 plan = slice_plan(op, R, C)
-            except NotOnMesh:
-                continue            # left for the rule to refuse, naming the op
+            except NotOnMesh as e:   # refused by its rule, naming the op and source line
+                plans.append((op, f"a slice at an offset that depends on the chip (partition_id) in a "
+                                  f"way that follows no axis of the {R}x{C} mesh ({e})"))
+                continue
             if plan is not None:
                 plans.append((op, plan))
         for op, plan in plans:
-            op.attributes["tt.mesh_slice"] = ir.StringAttr.get(_encode(plan))
-            src = op.operands[0].owner
-            if (isinstance(src, ir.Operation) and src.name == "stablehlo.all_reduce"
-                    and _is_sum(src) and len(list(src.results[0].uses)) == 1):
-                src.attributes["tt.fused"] = ir.UnitAttr.get()
-            # the offsets are now known: cut the partition_id arithmetic loose
-            with ir.InsertionPoint(op):
-                for i in range(1, len(op.operands)):
-                    t = op.operands[i].type
-                    zero = stablehlo.ConstantOp(ir.DenseElementsAttr.get(
-                        np.zeros((), _NP[str(ir.RankedTensorType(t).element_type)]), type=t)).result
-                    op.operands[i] = zero
+            if isinstance(plan, list):
+                src = op.operands[0].owner
+                if (isinstance(src, ir.Operation) and src.name == "stablehlo.all_reduce" and _is_sum(src)
+                        and len(src.results) == 1 and len(list(src.results[0].uses)) == 1):
+                    src.attributes["tt.fused"] = ir.UnitAttr.get()
+            # the offsets are known (or refused): the partition_id arithmetic goes dead
+            _replace(op, "tt.mesh_slice" if isinstance(plan, list) else "tt.not_on_mesh",
+                     [op.operands[0]], _encode(plan) if isinstance(plan, list) else plan)
         _dce(main)
         _DEPENDS.clear()   # the module changed
         _fold_partition_values(main, R * C)
@@ -246,14 +248,28 @@ def prepare(module: ir.Module, n: int) -> tuple[int, int]:
     return R, C
 
 
+def _replace(op, target: str, operands, info: str) -> ir.Operation:
+    """`op` -> `custom_call @target(operands) {tt.info = info}` at its place and location."""
+    with ir.InsertionPoint(op):
+        new = stablehlo.CustomCallOp([r.type for r in op.results], operands,
+                                     call_target_name=ir.StringAttr.get(target), loc=op.location)
+    if "slice_sizes" in op.attributes:
+        new.attributes["slice_sizes"] = op.attributes["slice_sizes"]
+    new.attributes["tt.info"] = ir.StringAttr.get(info)
+    for old, r in zip(op.results, new.results):
+        old.replace_all_uses_with(r)
+    op.erase()
+    return new
+
+
 def _fold_partition_values(func, n: int) -> None:
     """Values computed from partition_id and constants only (axis_index arithmetic, masks of
     uneven shards) are evaluated here for every device and become one
     `custom_call @tt.per_device` each, holding the per-device values (collectives.py turns it
     into a table that ttnn.mesh_partition splits over the chips)."""
     import json
-    def foldable(v):
-        if not _depends_on_partition(v):
+    def foldable(v):   # a broadcast is kept: its (smaller) operand is folded instead
+        if not _depends_on_partition(v) or getattr(v.owner, "name", "") == "stablehlo.broadcast_in_dim":
             return False
         try:
             _eval(v, 0, {})
@@ -262,7 +278,7 @@ def _fold_partition_values(func, n: int) -> None:
             return False
     todo = []
     for op in _ops(func):
-        if all(foldable(r) for r in op.results) and op.results:
+        if op.results and all(foldable(r) for r in op.results):
             continue
         for v in op.operands:
             if foldable(v) and v not in todo:
@@ -272,8 +288,12 @@ def _fold_partition_values(func, n: int) -> None:
         vals = [np.asarray(_eval(v, p, {})).tolist() for p in range(n)]
         with ir.InsertionPoint.at_block_begin(block):
             new = stablehlo.CustomCallOp([v.type], [], call_target_name=ir.StringAttr.get("tt.per_device"))
-        new.attributes["tt.values"] = ir.StringAttr.get(json.dumps(vals))
+        new.attributes["tt.info"] = ir.StringAttr.get(json.dumps(vals))
         v.replace_all_uses_with(new.results[0])
+
+
+def _target(op) -> str:
+    return ir.StringAttr(op.attributes["call_target_name"]).value
 
 
 def _is_sum(op) -> bool:
@@ -286,8 +306,9 @@ def _dce(func) -> None:
     while changed:
         changed = False
         for op in reversed(list(_ops(func))):
-            if (op.name.startswith("stablehlo.") and op.name not in COLLECTIVES
-                    and op.name not in ("stablehlo.return", "stablehlo.custom_call")
-                    and op.results and all(not list(r.uses) for r in op.results)):
+            pure = op.name not in COLLECTIVES and op.name != "stablehlo.return" and (
+                op.name != "stablehlo.custom_call" or _target(op) == "tt.per_device")
+            if (op.name.startswith("stablehlo.") and pure and op.results
+                    and all(not list(r.uses) for r in op.results)):
                 op.erase()
                 changed = True

@@ -18,6 +18,7 @@ from .tensor import (BufferType, Layout, MemoryConfig, DRAM_MEMORY_CONFIG, Tenso
                      fatal, tile_bytes, TILE_SIZE)
 
 _configured: str | None = None
+_dram_bytes: int | None = None   # DRAM per chip when set by configure(dram_mb=...) (a test/demo knob)
 _chips: dict[int, "Chip"] = {}
 
 DEFAULT_L1_SMALL_SIZE = 0
@@ -36,14 +37,20 @@ def _arch_params(arch: systems.Arch) -> tuple[int, int, int]:
     return _RESERVED.get(arch.name, (0, 0, 64))
 
 
-def configure(system_name: str | None) -> systems.System:
-    """Select the simulated system (n150, n300, p150, p300, t3k, galaxy) before opening devices."""
-    global _configured
+def configure(system_name: str | None, dram_mb: int = 0) -> systems.System:
+    """Select the simulated system (n150, n300, p150, p300, t3k, galaxy) before opening devices.
+    `dram_mb` > 0 gives every chip that much DRAM instead of its own (PJRT_TT_SIM_DRAM_MB): the
+    banks shrink or grow, the firmware reservation and allocation rules stay as measured."""
+    global _configured, _dram_bytes
     system = systems.get_system(system_name)
-    if _chips and system.name != current_system().name:
-        raise RuntimeError(f"sim: cannot switch to system {system.name!r} while devices of "
-                           f"{current_system().name!r} are open")
-    _configured = system.name
+    dram = (dram_mb << 20) if dram_mb else None
+    if _chips and (system.name != current_system().name or dram != _dram_bytes):
+        raise RuntimeError(f"sim: cannot switch to system {system.name!r} (DRAM {dram_mb or 'default'} MB) "
+                           f"while devices of {current_system().name!r} are open")
+    if dram is not None and dram // system.arch.dram_banks <= _arch_params(system.arch)[0]:
+        raise ValueError(f"sim: {dram_mb} MB of DRAM leaves nothing in the {system.arch.dram_banks} banks "
+                         f"after the {_arch_params(system.arch)[0]} B each reserves")
+    _configured, _dram_bytes = system.name, dram
     return system
 
 
@@ -143,9 +150,9 @@ class Chip:
         self.id, self.system, self.arch_name = chip_id, system, arch.name
         gx, gy = arch.compute_grid
         dram_reserved, l1_reserved, granule = _arch_params(arch)
+        bank = (_dram_bytes or arch.dram_bytes) // arch.dram_banks - dram_reserved
         self.allocators = {
-            BufferType.DRAM: BankAllocator("DRAM", arch.dram_banks,
-                                           arch.dram_bytes // arch.dram_banks - dram_reserved, granule),
+            BufferType.DRAM: BankAllocator("DRAM", arch.dram_banks, bank // granule * granule, granule),
             BufferType.L1: BankAllocator("L1", gx * gy, arch.l1_bytes - l1_reserved - l1_small_size, granule),
         }
 
@@ -420,6 +427,6 @@ def sim_memory_stats(device: MeshDevice, chip_index: int = 0) -> dict[str, int]:
 
 def sim_reset() -> None:
     """sim-only: forget every open chip and the configured system (for tests)."""
-    global _configured
+    global _configured, _dram_bytes
     _chips.clear()
-    _configured = None
+    _configured, _dram_bytes = None, None
