@@ -31,24 +31,26 @@ class LoadedExecutable:
         return cls(client, client.compiler.compile(code, fmt, options), device)
 
     def __init__(self, client, compiled, device):
-        self.client, self.compiled, self.device = client, compiled, device
+        self._describe(client, compiled, [device])
+        self._optimized_mlir = None
+        target = client.target
+        self._bound = target.bind(self.program, device.chip)
+        self._constants = [target.upload(c.data, c.value.type, device.chip) for c in self.program.constants]
+
+    def _describe(self, client, compiled, devices) -> None:
+        """What PJRT asks of any executable: its program's name, outputs and devices."""
         program = compiled.program
-        self.program = program
+        self.client, self.compiled, self.program = client, compiled, program
+        self.devices, self.device, self.addressable_devices = devices, devices[0], list(devices)
         self.name = program.name
-        self.num_replicas = 1
-        self.num_partitions = 1
+        self.num_replicas, self.num_partitions = 1, len(devices)
         self.num_outputs = len(program.outputs)
         self.output_element_types = [h.element.pjrt for h in program.output_host_types]
         self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
         self.output_memory_kinds = ["device"] * self.num_outputs
         self.fingerprint = compiled.fingerprint
         self.size_of_generated_code = len(program.ops)
-        self.addressable_devices = [device]
         self.is_deleted = False
-        self._optimized_mlir = None
-        target = client.target
-        self._bound = target.bind(program, device.chip)
-        self._constants = [target.upload(c.data, c.value.type, device.chip) for c in program.constants]
 
     def optimized_program(self) -> tuple[bytes, str]:
         code, fmt = self.compiled.code, self.compiled.format
@@ -116,20 +118,8 @@ class MeshExecutable(LoadedExecutable):
         return cls(client, compiled, [client.lookup_device(i) for i in ids])
 
     def __init__(self, client, compiled, devices):
-        self.client, self.compiled, self.devices = client, compiled, devices
-        self.device = devices[0]
-        program = self.program = compiled.program
-        self.name = program.name
-        self.num_replicas, self.num_partitions = 1, len(devices)
-        self.num_outputs = len(program.outputs)
-        self.output_element_types = [h.element.pjrt for h in program.output_host_types]
-        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
-        self.output_memory_kinds = ["device"] * self.num_outputs
-        self.fingerprint = compiled.fingerprint
-        self.size_of_generated_code = len(program.ops)
-        self.addressable_devices = list(devices)
-        self.is_deleted = False
-        target = client.target
+        self._describe(client, compiled, devices)
+        program, target = self.program, client.target
         self.mesh_shape = compiled.mesh_shape
         self._runner = target.mesh_runner(program, [d.chip for d in devices], self.mesh_shape)
         self._constants = [self._runner.upload(c.data, c.value.type) for c in program.constants]
