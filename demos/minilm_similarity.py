@@ -11,18 +11,7 @@ import jax
 import numpy as np
 
 from models import minilm
-
-QUERIES = ["A man is eating food.", "Someone is playing an instrument."]
-CORPUS = [
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-    "A man is riding a horse.",
-    "A woman is playing violin.",
-    "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.",
-    "A monkey is playing drums.",
-    "A cheetah is running behind its prey.",
-]
+from models.sentences import CORPUS, QUERIES
 
 
 def main() -> None:

@@ -21,19 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # nothing is downloaded: the whee
 
 import torch  # noqa: E402
 
-CORPUS = [
-    "A man is eating food.",
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-    "A man is riding a horse.",
-    "A woman is playing violin.",
-    "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.",
-    "A monkey is playing drums.",
-    "A cheetah is running behind its prey.",
-]
-QUERIES = ["A man is eating pasta.", "Someone in a gorilla costume is playing a set of drums.",
-           "A cheetah chases prey on across a field."]
+from models.sentences import CORPUS, QUERIES  # noqa: E402
 
 
 def load():

@@ -15,17 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from conftest import pcc, run_both  # noqa: E402
 from models import gpt2, minilm, tiny_lm, vision  # noqa: E402
-
-SENTENCES = [
-    "A man is eating food.",
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-    "A man is riding a horse.",
-    "A woman is playing violin.",
-    "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.",
-    "A monkey is playing drums.",
-]
+from models.sentences import CORPUS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +45,13 @@ def minilm_model():
 
 def test_minilm_sentence_embeddings_and_ranking_match_cpu(tt, cpu, minilm_model):
     params, tokenizer, config = minilm_model
-    ids, mask = minilm.tokenize(tokenizer, SENTENCES)
+    ids, mask = minilm.tokenize(tokenizer, CORPUS)
     embed = lambda p, i, m: minilm.embed(p, i, m, config)  # noqa: E731
     (got,), (want,) = run_both(embed, params, ids, mask, tt_device=tt, cpu_device=cpu)
     cosine = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cosine.min() >= 0.99, cosine
     sim_tt, sim_cpu = got @ got.T, want @ want.T
-    for i in range(len(SENTENCES)):  # the same ranking of the other sentences for every query
+    for i in range(len(CORPUS)):  # the same ranking of the other sentences for every query
         np.testing.assert_array_equal(np.argsort(-sim_tt[i]), np.argsort(-sim_cpu[i]))
 
 
