@@ -15,7 +15,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from conftest import pcc, run_both  # noqa: E402
 from models import gpt2, minilm, tiny_lm, vision  # noqa: E402
-from models.sentences import CORPUS  # noqa: E402
+from models.sentences import CORPUS as DEMO_CORPUS  # noqa: E402
+
+# The demo corpus without its last sentence: with it, one query ("Two men pushed carts...")
+# has two sentences tied at cosine -0.0380 on CPU (equal to 4 decimals), whose order is
+# not meaningful and flips on TT.
+CORPUS = DEMO_CORPUS[:8]
 
 
 @pytest.fixture(scope="module")
