@@ -22,9 +22,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) tests/benchmarks/dispatch.py
-	$(PY) tests/benchmarks/compile_time.py
-	$(PY) tests/benchmarks/execute_overhead.py
+	for b in tests/benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 setup: $(STAMPS)/built
 
