@@ -1,11 +1,64 @@
 """JAX discovers the plugin through the `jax_plugins` entry point group."""
 from __future__ import annotations
 
+import contextvars
 import os
 import pwd
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parent / "libpjrt_tt.so"
+
+# Primitives emitted for the tt platform as a `stablehlo.composite` named "tt.<name>" whose
+# decomposition is jax's own lowering. jax lowers them to chlo ops, which serialising the
+# module (VHLO) expands into dozens of polynomial ops per element; a composite survives
+# serialisation, and the lowering turns it into the one ttnn op (pjrt_tt/lower/composite.py).
+COMPOSITE_PRIMITIVES = {"erf": "erf", "erfc": "erfc", "erf_inv": "erfinv"}
+_decomposing = contextvars.ContextVar("pjrt_tt_decomposing", default=False)
+
+
+def _as_composite(prim, name: str):
+    from jax import lax
+    from jax._src.interpreters import mlir
+    default = mlir._lowerings[prim].rule
+
+    def rule(ctx, *args, **params):
+        if _decomposing.get():   # the decomposition body: jax's own lowering
+            return default(ctx, *args, **params)
+        token = _decomposing.set(True)
+        try:
+            fn = lax.composite(lambda *xs: prim.bind(*xs, **params), name=f"tt.{name}")
+            return mlir.lower_fun(fn, multiple_results=False)(ctx, *args)
+        finally:
+            _decomposing.reset(token)
+    return rule
+
+
+def _register_composites() -> None:
+    from jax._src.interpreters import mlir
+    from jax._src.lax import special
+    for attr, name in COMPOSITE_PRIMITIVES.items():
+        prim = getattr(special, f"{attr}_p")
+        # not cacheable: jax's lowering cache would hand the decomposition's chlo lowering
+        # (same primitive, avals, params) to the next use outside it
+        mlir.register_lowering(prim, _as_composite(prim, name), platform="tt", cacheable=False)
+
+
+def _register_logistic() -> None:
+    """jax lowers logistic (jax.nn.sigmoid) to 1 / (1 + exp(-x)) on every platform (a TODO in
+    jax about XLA's LogisticOp numerics on its own backends); ttnn.sigmoid (Accurate mode by
+    default) is the op to use, so emit stablehlo.logistic, lowered to it (lower/elementwise.py)."""
+    import numpy as np
+    from jax._src import dtypes
+    from jax._src.interpreters import mlir
+    from jax._src.lax import lax as lax_internal
+    from jax._src.lib.mlir.dialects import hlo
+    default = mlir._lowerings[lax_internal.logistic_p].rule
+
+    def rule(ctx, x, accuracy=None):
+        if accuracy is not None or not dtypes.issubdtype(ctx.avals_in[0].dtype, np.floating):
+            return default(ctx, x, accuracy=accuracy)   # complex, or a requested accuracy
+        return lax_internal._nary_lower_hlo(hlo.logistic, ctx, x)
+    mlir.register_lowering(lax_internal.logistic_p, rule, platform="tt")
 
 
 def initialize() -> None:
@@ -18,3 +71,5 @@ def initialize() -> None:
     from jax._src.interpreters import mlir
     if "tt" not in mlir._platforms_with_donation:
         mlir._platforms_with_donation.append("tt")
+    _register_composites()
+    _register_logistic()

@@ -4,13 +4,16 @@ float32 results of matmul / linear are compared with PCC >= 0.999 (f32_pcc_only)
 matrix unit takes float32 operands as TF32 / BF16 (sim/fpu.py), about 1e-3 relative."""
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from conftest import assert_close, run_both
+from conftest import assert_close, pcc, run_both
+from pjrt_tt.program import Attr
 from pjrt_tt.runtime.client import CLIENTS
 
 flax = pytest.importorskip("flax.linen")
@@ -28,11 +31,17 @@ def _rand(*shape, dtype=np.float32, scale=1.0):
     return (scale * RNG.standard_normal(shape)).astype(dtype)
 
 
-def run_and_program(f, *args, tt, cpu):
-    """(tt results, cpu results, the ttnn program TT compiled for f)."""
+def run_and_program(f, *args, tt, cpu, options=None):
+    """(tt results, cpu results, the ttnn program TT compiled for f); `options`: TT's
+    compiler_options (XLA:CPU rejects tt_* ones)."""
     cache = CLIENTS[-1].compiler._cache if CLIENTS else {}
     before = set(cache)
-    got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
+    if options:
+        _, want = run_both(f, *args, tt_device=cpu, cpu_device=cpu)
+        got = [np.asarray(x) for x in jax.tree.leaves(
+            jax.jit(f, compiler_options=options)(*jax.tree.map(lambda a: jax.device_put(a, tt), args)))]
+    else:
+        got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
     cache = CLIENTS[-1].compiler._cache
     new = [cache[k] for k in cache if k not in before]
     assert len(new) == 1, "each test should compile exactly one new program (use unique shapes)"
@@ -56,8 +65,8 @@ class MLP(flax.Module):
         return flax.Dense(6)(self.act(flax.Dense(32)(x)))
 
 
-@pytest.mark.parametrize("act,fused", [(flax.gelu, "gelu"), (flax.relu, "relu"), (flax.silu, "silu"),
-                                       (jnp.tanh, "tanh")])
+@pytest.mark.parametrize("act,fused", [(partial(flax.gelu, approximate=False), "gelu"), (flax.relu, "relu"),
+                                       (flax.silu, "silu"), (jnp.tanh, "tanh"), (jax.nn.sigmoid, "sigmoid")])
 def test_dense_activation_is_linear(act, fused, tt, cpu):
     x = _rand(3, 5, 16 + len(fused))
     params = _init(MLP(act), x)
@@ -65,6 +74,19 @@ def test_dense_activation_is_linear(act, fused, tt, cpu):
     linears = [op for op in prog.ops if op.fn == "linear"]
     assert len(linears) == 2 and "matmul" not in fns(prog), prog.format()
     assert linears[0].kwargs.get("activation") == fused and "bias" in linears[0].kwargs
+    assert_close(got[0], want[0], f32_pcc_only=True)
+
+
+def test_tanh_gelu_is_not_linears_gelu(tt, cpu):
+    """linear's activation="gelu" is the erf gelu (ttnn's string_to_unary_with_param: GELU,
+    not approximate): the tanh gelu after a Dense stays gelu(variant=Tanh)."""
+    x = _rand(3, 5, 19)
+    params = _init(MLP(flax.gelu), x)
+    got, want, prog = run_and_program(lambda p, x: MLP(flax.gelu).apply(p, x), params, x, tt=tt, cpu=cpu)
+    gelus = [op for op in prog.ops if op.fn == "gelu"]
+    assert fns(prog).count("linear") == 2 and len(gelus) == 1, prog.format()
+    assert gelus[0].kwargs["variant"] == Attr("GeluVariant.Tanh")
+    assert not any("activation" in op.kwargs for op in prog.ops if op.fn == "linear")
     assert_close(got[0], want[0], f32_pcc_only=True)
 
 
@@ -167,6 +189,26 @@ def test_flax_multi_head_attention(tt, cpu):
     assert_close(got[0], want[0])
 
 
+@pytest.mark.parametrize("fidelity", [None, "HiFi2"])
+def test_bf16_compute_attention_gets_sdpa(fidelity, tt, cpu):
+    """A float32 attention block compiled with tt_compute_dtype=bfloat16 runs in bf16, so it
+    gets the bf16-only SDPA (data formats run before fusion), also when the matmuls were
+    given a compute kernel config."""
+    b, s, h, d = 1, 36, 2, 32
+
+    def attn(q, k, v, mask):
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(d).astype(np.float32)
+        return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(logits + mask, axis=-1), v)
+    s += 2 * bool(fidelity)   # a new program per case
+    q, k, v = (_rand(b, h, s, d) for _ in range(3))
+    mask = np.where(np.tril(np.ones((s, s), bool)), 0, -1e9).astype(np.float32)[None, None]
+    options = {"tt_compute_dtype": "bfloat16", **({"tt_math_fidelity": fidelity} if fidelity else {})}
+    got, want, prog = run_and_program(attn, q, k, v, mask, tt=tt, cpu=cpu, options=options)
+    assert "transformer.scaled_dot_product_attention" in fns(prog), prog.format()
+    assert not {"softmax", "matmul"} & set(fns(prog))
+    assert got[0].dtype == np.float32 and pcc(got[0], want[0]) >= 0.99   # bf16 math: bf16's threshold
+
+
 def test_f32_attention_keeps_softmax(tt, cpu):
     """ttnn's SDPA takes bf16 only (measured): f32 attention is matmul + softmax."""
     q = _rand(1, 2, 8, 32)
@@ -222,3 +264,23 @@ def test_unknown_composite_lowers_its_decomposition(tt, cpu):
     got, want, prog = run_and_program(c, _rand(3, 7), _rand(3, 7), tt=tt, cpu=cpu)
     assert "maximum" in fns(prog)
     assert_close(got[0], want[0])
+
+
+def _softmax_with_dead_op(x, dim):
+    """softmax, plus 0 * an op that has no TT lowering (stablehlo.reduce_precision)."""
+    return jax.nn.softmax(x, axis=dim) + 0 * lax.reduce_precision(x, exponent_bits=5, mantissa_bits=10)
+
+
+def test_fused_composite_body_is_not_scanned(tt, cpu):
+    """Only the bodies of composites that are decomposed must lower: a fused composite's body
+    may hold ops without a TT lowering."""
+    from pjrt_tt.ingest import parse
+    from pjrt_tt.lower import unsupported_ops
+    fused, other = (lax.composite(_softmax_with_dead_op, name=n) for n in ("acme.softmax", "acme.soft_max"))
+    x = _rand(3, 29)
+    got, want, prog = run_and_program(lambda x: fused(x, dim=-1), x, tt=tt, cpu=cpu)
+    assert fns(prog) == ["softmax"], prog.format()
+    assert_close(got[0], want[0])
+    text = jax.jit(lambda x: other(x, dim=-1)).lower(x).as_text()
+    assert "stablehlo.reduce_precision" in text
+    assert [op for op, _ in unsupported_ops(parse(text.encode(), "mlir").module)] == ["stablehlo.reduce_precision"]

@@ -91,17 +91,26 @@ COMPOSITES = {
     "gelu": _gelu,
     "gelu_tanh": _unary("gelu", variant=Attr("GeluVariant.Tanh")),
     "relu": _unary("relu"), "silu": _unary("silu"), "sigmoid": _unary("sigmoid"), "tanh": _unary("tanh"),
+    # pjrt_tt.jax_plugin emits jax's erf / erfc / erf_inv as "tt.*" composites (their chlo ops
+    # would be expanded into polynomials by serialisation)
+    "erf": _unary("erf"), "erfc": _unary("erfc"), "erfinv": _unary("erfinv"),
     "softmax": _softmax,
     "layer_norm": _norm("layer_norm"),
     "rms_norm": _norm("rms_norm"),
 }
 
 
+def fuses(op) -> bool:
+    """Whether the composite `op` has a fused op here (its decomposition is then lowered
+    only when the attributes or types do not fit the fused op)."""
+    return ir.StringAttr(op.attributes["name"]).value.rsplit(".", 1)[-1] in COMPOSITES
+
+
 @rule("stablehlo.composite")
 def _composite(lo: Lowering, op) -> list:
     name = ir.StringAttr(op.attributes["name"]).value
     lower = COMPOSITES.get(name.rsplit(".", 1)[-1])
-    if lower is not None:
+    if lower is not None:   # (see fuses)
         try:
             return [lower(lo, op, _attrs(op))]
         except _Decompose:

@@ -293,20 +293,38 @@ class Lowering:
         raise AssertionError("block without a terminator")
 
 
+def _nested(op):
+    """op and every op inside its regions, at any depth."""
+    yield op
+    for region in op.operation.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                yield from _nested(inner)
+
+
 def unsupported_ops(module: ir.Module) -> list[tuple[str, str]]:
-    """Every op in the module that has no lowering rule, with its source location."""
+    """Every op in the module that has no lowering rule, with its source location. A
+    composite's decomposition counts only where the composite is decomposed: one lowered to
+    its fused op (pjrt_tt.lower.composite) never runs its body."""
+    from pjrt_tt.lower.composite import fuses   # (composite.py imports this module)
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    sym = lambda op, attr: ir.FlatSymbolRefAttr(op.attributes[attr]).value  # noqa: E731
     found: list[tuple[str, str]] = []
-
-    def visit(op):
-        name = op.operation.name
-        if name not in RULES and name not in STRUCTURAL and name != "builtin.module":
-            found.append((name, describe_location(op.location)))
-        for region in op.operation.regions:
-            for block in region.blocks:
-                for inner in block.operations:
-                    visit(inner)
-
-    for op in module.body.operations:  # module-level ops other than functions (sdy.mesh) carry no compute
-        if op.operation.name == "func.func":
-            visit(op)
+    # module-level ops other than functions (sdy.mesh) carry no compute; decompositions are
+    # reached through the composites that use them
+    decompositions = {sym(o, "decomposition") for f in funcs.values() for o in _nested(f)
+                      if o.operation.name == "stablehlo.composite"}
+    todo = [name for name in funcs if name not in decompositions]
+    seen = set(todo)
+    while todo:
+        for op in _nested(funcs[todo.pop()]):
+            name = op.operation.name
+            if name not in RULES and name not in STRUCTURAL and name != "builtin.module":
+                found.append((name, describe_location(op.location)))
+            callee = (sym(op, "decomposition") if name == "stablehlo.composite" and not fuses(op)
+                      else sym(op, "callee") if name == "func.call" else None)
+            if callee in funcs and callee not in seen:   # a decomposed composite, a call
+                seen.add(callee)
+                todo.append(callee)
     return found

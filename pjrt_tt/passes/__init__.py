@@ -6,7 +6,9 @@ from pjrt_tt.passes.fusion import fuse
 from pjrt_tt.passes.liveness import eliminate_dead_ops, plan_frees
 from pjrt_tt.program import Program
 
-PIPELINE = [fuse, data_formats, eliminate_dead_ops, plan_frees]
+# data formats first: fusion then sees the dtypes the program runs in (bf16-only fused ops
+# such as SDPA for a float32 program compiled with tt_compute_dtype=bfloat16)
+PIPELINE = [data_formats, fuse, eliminate_dead_ops, plan_frees]
 
 
 def run_passes(program: Program) -> Program:

@@ -12,7 +12,8 @@ computes (statistics broadcast along the last dim, weights / biases along it).
 
 Rules, in order:
   gelu      x*0.5*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3)))  -> ttnn.gelu(x, variant=Tanh)
-            x*0.5*(1+erf(x/sqrt(2)))                     -> ttnn.gelu(x)
+            x*0.5*(1+erf(x/sqrt(2))), x*0.5*erfc(-x/sqrt(2)) -> ttnn.gelu(x)  (erf, erfc: jax's
+            composites, see pjrt_tt.jax_plugin)
   softmax   exp(x - max(x)) / sum(exp(x - max(x)))        -> ttnn.softmax(x, dim=-1)
   norms     (x-E[x]) * rsqrt(Var[x]+eps) [*g] [+b]        -> ttnn.layer_norm(x, epsilon=, weight=, bias=)
             x * rsqrt(E[x^2]+eps) [*g]                   -> ttnn.rms_norm(x, epsilon=, weight=)
@@ -260,6 +261,14 @@ def _gelu(m: Match) -> Op:
     need(len(fs) == 2 and _close(s, 0.5) and all(isinstance(f, Value) for f in fs))
     for x, t in (fs, fs[::-1]):
         try:
+            if m.fn(t) == "erfc":   # jax: 0.5 * x * erfc(-x * sqrt(1/2))
+                u = m.op(m.through(t), "erfc").args[0]
+                uf, us = _factors(m, u)
+                need(len(uf) == 1 and isinstance(uf[0], Value))
+                if m.fn(uf[0]) == "neg" and len(m.g.users[uf[0].id]) == 1:
+                    uf, us = [m.op(m.through(uf[0]), "neg").args[0]], -us
+                need(_close(us, -1 / math.sqrt(2)) and _same(m, uf[0], x) and x.type == root.result.type)
+                return Op("gelu", (x,), {}, root.result, root.origin)
             terms, c = _terms(m, t)
             need(len(terms) == 1 and _close(c, 1.0))
             inner = m.g.prod.get(terms[0].id)
@@ -269,7 +278,7 @@ def _gelu(m: Match) -> Op:
             need(len(uf) == 1)
             if inner.fn == "erf":
                 need(_close(us, 1 / math.sqrt(2)) and _same(m, uf[0], x))
-                kwargs = {}
+                kwargs = {}  # ttnn.gelu's default variant (Accurate) is the erf form
             else:
                 need(_close(us, math.sqrt(2 / math.pi)))
                 at, ac = _terms(m, uf[0])
@@ -489,7 +498,9 @@ def _activation(m: Match) -> list[Op]:
             raise NoMatch
         act = "silu"
     else:
-        need(len(root.args) == 1)
+        # only the plain op: linear's "gelu" is ttnn.gelu's Accurate (erf) variant, a
+        # gelu(variant=Tanh) stays a gelu
+        need(len(root.args) == 1 and not root.kwargs)
         y, act = root.args[0], ACTIVATIONS[root.fn]
     src = m.through_rows(y)
     p = m.op(src, "linear")
@@ -556,7 +567,8 @@ def _sdpa(m: Match) -> list[Op]:
     """out = softmax(scores) @ v, scores = (q @ k^T) * scale [+ mask], q/k/v [B,H,S,D]
     (also as flax writes it: q scaled first, and out^T = v^T @ softmax^T)."""
     root, new = m.root, []
-    need(not root.kwargs and len(root.args) == 2)
+    # (a compute_kernel_config data_formats gave the matmuls is theirs: SDPA keeps its default)
+    need(set(root.kwargs) <= {"compute_kernel_config"} and len(root.args) == 2)
     a, b = root.args
     transposed = m.fn(a) != "softmax"
     if transposed:  # out^T = v^T @ P^T
@@ -572,12 +584,12 @@ def _sdpa(m: Match) -> list[Op]:
     need(c == 0 and 1 <= len(terms) <= 2)
     mask = None
     if len(terms) == 2:
-        mask = next((t for t in terms if m.fn(t) not in ("multiply", "matmul")), None)
+        mask = next((t for t in terms if m.fn(t) not in ("multiply", "divide", "matmul")), None)
         need(mask is not None)
         terms = [t for t in terms if t is not mask]
     logits, scale = _scaled(m, terms[0])
     qk = m.op(m.through(logits), "matmul")
-    need(not qk.kwargs)
+    need(set(qk.kwargs) <= {"compute_kernel_config"})
     q, k = qk.args
     k = _untranspose(m, k, new, root.origin)
     if m.fn(q) == "permute" and len(m.g.users[q.id]) == 1:  # flax scales q before the einsum
