@@ -45,6 +45,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("p300", BLACKHOLE, (1, 2), "Blackhole p300 card (2 chips)"),
     System("t3k", WORMHOLE_B0, (2, 4), "TT-LoudBox / T3000 (8 Wormhole chips)"),
     System("galaxy", WORMHOLE_B0, (4, 8), "Wormhole Galaxy (32 chips)"),
+    System("p150x4", BLACKHOLE, (2, 2), "four Blackhole p150 cards as a 2x2 mesh"),
 ]}
 
 DEFAULT_SYSTEM = "n150"

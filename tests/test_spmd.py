@@ -1,4 +1,5 @@
 """Multi-chip SPMD: sharded jit and shard_map on simulated n300 (1x2) and t3k (2x4) systems,
+and a few on Blackhole p300 (1x2) and p150x4 (2x2), the mock descriptors of shared/ttnn-mock,
 compared with XLA:CPU on the same mesh shape (f32 allclose(rtol=1e-2, atol=1e-3), bf16
 PCC >= 0.99, result.sharding equal to CPU's). Every program also runs once on real ttnn
 in mock mode over a submesh of its shape (PJRT_TT_CHECK_WITH_MOCK=1): n300 checks the 1x2
@@ -26,6 +27,9 @@ N300 = ["dp_mlp", "tp_column", "tp_row", "megatron_mlp", "megatron_attention", "
 T3K = ["devices_memory", "dp_tp_2x2", "dp_tp_2x4", "dp_tp_train_2x2", "tp_1x4", "tp_1x8_column",
        "uneven_internal", "pmean", "pmax", "ppermute", "axis_index", "psum_2d_rows", "submeshes",
        "registry_unchanged"]   # last: after every other SPMD compile of the process
+# Blackhole meshes (checked by mock on their own cluster descriptors)
+BLACKHOLE = {"p300": ["megatron_mlp", "psum_scatter", "all_to_all"],
+             "p150x4": ["dp_tp_2x2", "dp_tp_train_2x2"]}
 
 
 def _spawn(system: str, cases: list[str], target: str = "sim") -> subprocess.Popen:
@@ -41,17 +45,23 @@ def results():
     if os.environ.get("PJRT_TT_CHECK_WITH_MOCK", "1") == "1":   # mock available
         procs["mock"] = _spawn("n300", ["mock_target", "mock_persist"], target="mock")
     out = {}
-    for system, p in procs.items():
-        stdout, stderr = p.communicate(timeout=300)
-        for line in stdout.splitlines():
-            if line.startswith("CASE "):
-                r = json.loads(line[5:])
-                out[(system, r["case"])] = r
-        out[(system, "__exit__")] = {"code": p.returncode, "stderr": stderr[-3000:]}
+
+    def collect(procs):
+        for system, p in procs.items():
+            stdout, stderr = p.communicate(timeout=300)
+            for line in stdout.splitlines():
+                if line.startswith("CASE "):
+                    r = json.loads(line[5:])
+                    out[(system, r["case"])] = r
+            out[(system, "__exit__")] = {"code": p.returncode, "stderr": stderr[-3000:]}
+
+    collect(procs)
+    collect({system: _spawn(system, cases) for system, cases in BLACKHOLE.items()})  # 2 cores: later
     return out
 
 
-@pytest.mark.parametrize("system,case", [("n300", c) for c in N300] + [("t3k", c) for c in T3K])
+@pytest.mark.parametrize("system,case", [("n300", c) for c in N300] + [("t3k", c) for c in T3K]
+                         + [(s, c) for s, cases in BLACKHOLE.items() for c in cases])
 def test_case_matches_cpu(results, system, case):
     r = results.get((system, case))
     assert r is not None, f"case did not report; subprocess: {results[(system, '__exit__')]}"
@@ -79,7 +89,7 @@ def test_spmd_results_stay_on_real_ttnn_mesh(results):
     assert r is not None and r["ok"], (r, results[("mock", "__exit__")])
 
 
-@pytest.mark.parametrize("system", ["n300", "t3k"])
+@pytest.mark.parametrize("system", ["n300", "t3k", *BLACKHOLE])
 def test_subprocess_exits_cleanly(results, system):
     r = results[(system, "__exit__")]
     assert r["code"] == 0, r["stderr"]
