@@ -58,6 +58,17 @@ def cpu():
     return jax.devices("cpu")[0]
 
 
+@pytest.fixture
+def dev():
+    """A freshly opened device of the sim module itself (for tests that call the sim's ttnn API)."""
+    from pjrt_tt.targets import sim
+    sim.sim_reset()
+    d = sim.open_device(device_id=0)
+    yield d
+    sim.close_device(d)
+    sim.sim_reset()
+
+
 def pcc(a, b) -> float:
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()

@@ -142,15 +142,6 @@ def test_invalid_options(tt, options, message):
 
 # --- the sim's matrix unit model --------------------------------------------------------------
 
-@pytest.fixture
-def dev():
-    ttnn.sim_reset()
-    d = ttnn.open_device(device_id=0)
-    yield d
-    ttnn.close_device(d)
-    ttnn.sim_reset()
-
-
 def cfg(fidelity: str, fp32_acc: bool):
     return ttnn.WormholeComputeKernelConfig(math_fidelity=getattr(ttnn.MathFidelity, fidelity),
                                             fp32_dest_acc_en=fp32_acc)

@@ -17,15 +17,6 @@ from pjrt_tt.targets import sim as ttnn
 RNG = np.random.default_rng(1234)
 
 
-@pytest.fixture
-def dev():
-    ttnn.sim_reset()
-    d = ttnn.open_device(device_id=0)
-    yield d
-    ttnn.close_device(d)
-    ttnn.sim_reset()
-
-
 def put(a, dtype=ttnn.bfloat16, d=None, layout=ttnn.TILE_LAYOUT):
     a = np.asarray(a)
     a = a.astype({"f": np.float32, "i": np.int32, "u": np.uint32, "b": np.uint8}[a.dtype.kind], copy=False)

@@ -125,15 +125,8 @@ def _ops(ops: list):
 
 def _defined(ops: list):
     """Every Value an op in `ops` (at any depth) defines."""
-    for op in ops:
-        if isinstance(op, STRUCTURED):
-            yield from op.results
-            if isinstance(op, While):
-                yield from op.params
-            for b in op.blocks():
-                yield from _defined(b.ops)
-        else:
-            yield op.result
+    yield from (op.result for op, _ in _ops(ops))
+    yield from _carried(ops)
 
 
 def _carried(ops: list):
