@@ -8,6 +8,7 @@ bfp8_b / bfp4_b). Elementwise ops are driven by the _UNARY and _BINARY tables be
 from __future__ import annotations
 
 import builtins as _bi
+import enum
 import math
 import numbers
 from typing import Sequence
@@ -103,6 +104,20 @@ def _erfinv(x: np.ndarray) -> np.ndarray:
         return np.where(np.abs(x) == 1, np.sign(x) * np.inf, y).astype(np.float32)
 
 
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """1 - erf(x) without the cancellation (the tail for x >> 0 keeps its relative precision)."""
+    try:
+        from scipy.special import erfc
+    except ImportError:  # scipy is optional
+        erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    return np.asarray(erfc(x)).astype(np.float32)
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    c = np.float32(math.sqrt(2 / math.pi))
+    return np.float32(0.5) * x * (np.float32(1) + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))
+
+
 def _round_even(x: np.ndarray) -> np.ndarray:
     return np.round(x)  # numpy rounds halves to even, as ttnn.round (decimals=0)
 
@@ -122,8 +137,10 @@ _UNARY = {
     "ceil": (np.ceil, None),
     "sign": (np.sign, None),
     "erf": (_erf, None),
+    "erfc": (_erfc, None),
     "relu": (lambda x: np.maximum(x, np.float32(0)), lambda x: np.maximum(x, 0).astype(x.dtype)),
     "gelu": (lambda x: np.float32(0.5) * x * (np.float32(1) + _erf(x * _SQRT1_2)), None),
+    "gelu_tanh": (_gelu_tanh, None),  # ttnn.gelu(variant=GeluVariant.Tanh); see gelu() below
     "square": (np.square, np.square),
     "silu": (lambda x: x / (np.float32(1) + np.exp(-x)), None),
     "sin": (np.sin, None),
@@ -184,6 +201,20 @@ def _make_unary(name):
 
 for _name in _UNARY:
     globals()[_name] = _make_unary(_name)
+del globals()["gelu_tanh"]  # not a ttnn function: a variant of ttnn.gelu
+
+
+class GeluVariant(enum.Enum):
+    Accurate = 0
+    FastLut = 1
+    Tanh = 2
+
+
+def gelu(input_tensor, *, variant=None, memory_config=None, **kwargs):
+    """ttnn.gelu: the erf form (Accurate, the default; FastLut is modelled as exact too), or
+    the tanh approximation with variant=GeluVariant.Tanh (jax's default gelu)."""
+    name = "gelu_tanh" if variant == GeluVariant.Tanh else "gelu"
+    return _unary(name, input_tensor, memory_config=memory_config, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -901,7 +932,7 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, layout=None, m
 
 
 
-__all__ = [*_UNARY, *_BINARY, *_ALIASES, "rsub", "where", "matmul", "linear", "sum", "mean", "max",
+__all__ = [*(n for n in _UNARY if n != "gelu_tanh"), "GeluVariant", *_BINARY, *_ALIASES, "rsub", "where", "matmul", "linear", "sum", "mean", "max",
            "min", "argmax", "expand", "reshape", "permute", "transpose", "slice", "concat", "repeat", "pad", "to_layout",
            "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "to_memory_config",
            "deallocate", "is_tensor_storage_on_device", "full", "zeros", "ones", "full_like",

@@ -6,7 +6,6 @@ Result metadata follows real ttnn 0.81.1 as measured in mock (docs/ttnn-facts.md
 """
 from __future__ import annotations
 
-import enum
 import math
 import types
 
@@ -16,44 +15,7 @@ from . import fpu, ops as _ops
 from .ops import _f32, _need_device, _need_tile, _out
 from .tensor import DRAM_MEMORY_CONFIG, FLOAT_DTYPES, DataType, Layout, Tensor, fatal
 
-__all__ = ["GeluVariant", "gelu", "erfc", "conv2d", "softmax", "layer_norm", "rms_norm", "transformer"]
-
-
-class GeluVariant(enum.Enum):
-    Accurate = 0
-    FastLut = 1
-    Tanh = 2
-
-
-def gelu(input_tensor: Tensor, *, variant=None, memory_config=None, **kwargs) -> Tensor:
-    """ttnn.gelu with ttnn 0.81's `variant=`: Tanh is the tanh approximation (jax's default
-    gelu); Accurate / FastLut (and fast_and_approximate_mode) are the erf form here."""
-    if variant != GeluVariant.Tanh:
-        return _ops.gelu(input_tensor, memory_config=memory_config, **kwargs)
-    _need_device("gelu", input_tensor)
-    if input_tensor.dtype not in FLOAT_DTYPES:
-        raise fatal("is_floating_point(dtype)", f"Unary: UnaryOpType::GELU does not support integer input dtype "
-                                                f"DataType::{input_tensor.dtype.name}")
-    x = _f32(input_tensor)
-    v = np.float32(0.5) * x * (np.float32(1) + np.tanh(np.float32(math.sqrt(2 / math.pi))
-                                                       * (x + np.float32(0.044715) * x * x * x)))
-    return _out(v, input_tensor.dtype, input_tensor.layout, input_tensor, memory_config)
-
-
-def erfc(input_tensor: Tensor, *, memory_config=None, **kwargs) -> Tensor:
-    """ttnn.erfc (floats only, as ttnn.erf): 1 - erf(x) in float32 without the cancellation
-    of computing it that way (the tail for x >> 0 keeps its relative precision)."""
-    _need_device("erfc", input_tensor)
-    if input_tensor.dtype not in FLOAT_DTYPES:
-        raise fatal("is_floating_point(dtype)", f"Unary: UnaryOpType::ERFC does not support integer input dtype "
-                                                f"DataType::{input_tensor.dtype.name}")
-    x = _f32(input_tensor)
-    try:
-        from scipy.special import erfc as f
-    except ImportError:  # scipy is optional
-        f = np.vectorize(math.erfc, otypes=[np.float64])
-    return _out(np.asarray(f(x)).astype(np.float32), input_tensor.dtype, input_tensor.layout, input_tensor,
-                memory_config)
+__all__ = ["conv2d", "softmax", "layer_norm", "rms_norm", "transformer"]
 
 
 def _pair(v, n=2):
