@@ -38,10 +38,12 @@ class Parsed:
         return self.module.operation.get_asm(enable_debug_info=True, large_elements_limit=16)
 
 
-def parse(code: bytes, fmt: str) -> Parsed:
+def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
+    """`from_hlo`: the StableHLO was converted from HLO (e.g. XLA's partitioner output),
+    so it gets the same clean-ups as an HLO program."""
     ctx = new_context()
-    from_hlo = fmt == "hlo"
-    if from_hlo:
+    from_hlo = from_hlo or fmt == "hlo"
+    if fmt == "hlo":
         from jax._src.lib import _jax
         code = _jax.mlir.hlo_to_stablehlo(code)
         fmt = "mlir"

@@ -26,7 +26,7 @@ def partition_module(code: bytes, fmt: str, options):
         raise Unimplemented(f"programs with {options.num_replicas} replicas (pmap-style) are not "
                             f"supported; use jax.jit with shardings (partitions) instead")
     part = partition(code, fmt, options)
-    parsed = parse(part.code, "mlir")
+    parsed = parse(part.code, "mlir", from_hlo=True)  # XLA's partitioner output is converted HLO
     # The framework reads shardings from the attributes of the module we hand back; the
     # per-device module carries them in a form jaxlib converts to HLO (the global one may
     # hold sdy.manual_computation, which its conversion drops, losing the shardings).
