@@ -14,6 +14,7 @@ from pjrt_tt.lower import control_flow  # noqa: F401
 from pjrt_tt.lower import composite, conv  # noqa: F401
 from pjrt_tt.lower import indexing, windows  # noqa: F401
 from pjrt_tt.lower import bitwise, random  # noqa: F401
+from pjrt_tt.lower import normalization  # noqa: F401
 from pjrt_tt.spmd import collectives  # noqa: F401  (SPMD rules: collectives, mesh slices)
 from pjrt_tt.lower.registry import RULES, Lowering, device_type, host_type, unsupported_ops
 from pjrt_tt.program import Program, Value, storage_roots

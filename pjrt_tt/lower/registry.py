@@ -53,6 +53,14 @@ class Broadcast:
 
 Entry = Union[Value, Splat, Broadcast]
 
+# ttnn 0.81 data-movement ops refusing small unsigned ints (measured with mock): reshape any
+# uint8/uint16 ("Can only work with bfloat16/float32 or int32/uint32 tensors"); slice, concat,
+# repeat, gather of uint8 TILE (they re-tilize: "Can only tilize ... int32/uint32/uint16");
+# arange of uint8 ("Unsupported dtype"). emit() runs these on uint32 between typecasts;
+# permute, full, where, pad (slice + concat) of uint16 are accepted as they are.
+NARROW_REFUSED = {"reshape": ("uint8", "uint16"), "slice": ("uint8",), "concat": ("uint8",),
+                  "repeat": ("uint8",), "gather": ("uint8",), "arange": ("uint8",)}
+
 
 def host_type(v: ir.Value | ir.Type) -> HostType:
     t = ir.RankedTensorType(v.type if isinstance(v, ir.Value) else v)
@@ -135,12 +143,25 @@ class Lowering:
 
     # --- emitting -------------------------------------------------------------------
     def emit(self, fn: str, *args, result: TensorType | ScalarType, **kwargs) -> Value:
+        if fn in NARROW_REFUSED and isinstance(result, TensorType) and result.dtype in NARROW_REFUSED[fn]:
+            return self._via_uint32(fn, args, result, kwargs)
         out = self.new_value(result)
         origin = f"{self.origin} {self.location}" if self.location else self.origin
         self.ops.append(Op(fn, tuple(args), kwargs, out, origin))
         if isinstance(result, TensorType) and all(d == 1 for d in result.shape):
             self._shadow_op(fn, args, kwargs, out)
         return out
+
+    def _via_uint32(self, fn: str, args: tuple, result: TensorType, kwargs: dict) -> Value:
+        """An op ttnn refuses for uint8 / uint16 (NARROW_REFUSED), run on uint32 (exact both ways)."""
+        def widen(a):
+            if isinstance(a, (list, tuple)):
+                return type(a)(widen(b) for b in a)
+            return self.typecast(a, "uint32") if isinstance(a, Value) and a.type.dtype == result.dtype else a
+        if "dtype" in kwargs:   # a creation op (arange)
+            kwargs = dict(kwargs, dtype=dtype_attr("uint32"))
+        out = self.emit(fn, *widen(args), result=dataclasses.replace(result, dtype="uint32"), **kwargs)
+        return self.typecast(out, result.dtype)
 
     def reshape(self, x: Value, shape: tuple[int, ...]) -> Value:
         shape = tuple(shape) or (1,)
