@@ -3,6 +3,8 @@ hand-written StableHLO modules through the plugin vs a numpy reference of the sp
 formulas, and eager torch BatchNorm2d / LayerNorm through torch_xla when it is importable."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -76,11 +78,9 @@ def test_batch_norm(kind, shape, f):
 
 
 def _has_torch_xla() -> bool:
-    try:
-        import torch_xla  # noqa: F401
-        return True
-    except Exception:
-        return False
+    # find_spec, not import: importing torch_xla here would fix PJRT_DEVICE to its default
+    # (CPU) for the whole test process before tests/test_torch.py can choose TT.
+    return importlib.util.find_spec("torch_xla") is not None
 
 
 TORCH_NORM = r"""
