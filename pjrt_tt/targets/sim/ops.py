@@ -679,8 +679,17 @@ def transpose(input_tensor: Tensor, dim1: int, dim2: int, *, memory_config=None,
     return _same(input_tensor, np.swapaxes(v, dim1, dim2), memory_config)
 
 
+def _refuse_uint8_tile(*tensors: Tensor) -> None:
+    """ttnn 0.81 refuses uint8 TILE tensors in slice / concat / repeat / gather (measured in
+    mock): those ops untilize and retilize, and uint8 cannot be tilized on device."""
+    if any(t.dtype == DataType.UINT8 and t.layout == Layout.TILE for t in tensors):
+        raise fatal("input dtype can be tilized",
+                    "Can only tilize bfloat16/float32 or int32/uint32/uint16 or fp8_e4m3 tensors")
+
+
 def slice(input_tensor: Tensor, slice_start, slice_end, slice_step=None, *, memory_config=None,
           **_ignored) -> Tensor:  # noqa: A001
+    _refuse_uint8_tile(input_tensor)
     v = input_tensor._live_value()
     starts, ends = list(slice_start), list(slice_end)
     steps = list(slice_step) if slice_step is not None else [1] * len(starts)
@@ -708,6 +717,7 @@ def concat(tensors: Sequence[Tensor], dim: int = 0, *, memory_config=None, **_ig
         raise fatal("!input_tensors.empty()", "ttnn.concat: need at least one tensor")
     first = tensors[0]
     _need_device("concat", *tensors)  # (real ttnn 0.81 aborts the process on host tensors)
+    _refuse_uint8_tile(*tensors)
     for t in tensors[1:]:
         if t.dtype != first.dtype:
             raise fatal("dtypes match", f"All Tensors should have same dtypes. ({first.dtype!r} vs {t.dtype!r})")
@@ -738,6 +748,7 @@ def expand(input_tensor: Tensor, output_shape, *, memory_config=None, **_ignored
 
 
 def repeat(input_tensor: Tensor, repetition_vector, *, memory_config=None, **_ignored) -> Tensor:
+    _refuse_uint8_tile(input_tensor)
     v = input_tensor._live_value()
     if input_tensor.device() is None:
         raise fatal("has_storage_type_of(tensor, StorageType::DEVICE)",

@@ -42,6 +42,8 @@ def embedding(input_tensor: Tensor, weight: Tensor, *, layout=None, dtype=None, 
 def gather(input_tensor: Tensor, dim: int, index: Tensor, *, memory_config=None, **_ignored) -> Tensor:
     """out[i][j] = x[index[i][j]][j] along `dim` (torch.gather); rank >= 2."""
     _need_device("gather", input_tensor, index)
+    if input_tensor.dtype == DataType.UINT8 and input_tensor.layout == Layout.TILE:
+        raise fatal("supported datatype", "Unsupported datatype")  # ttnn 0.81, measured in mock
     x = input_tensor._live_value()
     if x.ndim < 2:
         raise fatal("rank >= 2", "Can't convert shape rank")
