@@ -24,24 +24,19 @@ Facts used (docs/numerics.md has the sources and a measured table):
 """
 from __future__ import annotations
 
-import enum
 
 import numpy as np
 
-from .tensor import DataType, fatal, round_bf16
+from .tensor import DataType, TTEnum, fatal, round_bf16
 
 
-class MathFidelity(enum.Enum):
+class MathFidelity(TTEnum):
     LoFi = 0
     HiFi2 = 2
     HiFi3 = 3
     HiFi4 = 4
     Invalid = 255
 
-    def __repr__(self) -> str:
-        return f"MathFidelity.{self.name}"
-
-    __str__ = __repr__
 
 
 _PHASES = {MathFidelity.LoFi: 1, MathFidelity.HiFi2: 2, MathFidelity.HiFi3: 3, MathFidelity.HiFi4: 4}

@@ -25,7 +25,20 @@ def fatal(cond: str, msg: str) -> RuntimeError:
     return RuntimeError(f"TT_FATAL @ pjrt_tt/targets/sim: {cond}\ninfo:\n{msg}")
 
 
-class DataType(enum.Enum):
+class TTEnum(enum.Enum):
+    """An enum that prints like ttnn's own (DataType.BFLOAT16, BufferType::DRAM)."""
+
+    def __init_subclass__(cls, separator: str = ".", **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._separator = separator
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{type(self)._separator}{self.name}"
+
+    __str__ = __repr__
+
+
+class DataType(TTEnum):
     BFLOAT16 = 0
     FLOAT32 = 1
     UINT32 = 2
@@ -36,50 +49,25 @@ class DataType(enum.Enum):
     INT32 = 7
     INVALID = 10
 
-    def __repr__(self) -> str:
-        return f"DataType.{self.name}"
 
-    __str__ = __repr__
-
-
-class Layout(enum.Enum):
+class Layout(TTEnum):
     ROW_MAJOR = 0
     TILE = 1
     INVALID = 2
 
-    def __repr__(self) -> str:
-        return f"Layout.{self.name}"
 
-    __str__ = __repr__
-
-
-class StorageType(enum.Enum):
+class StorageType(TTEnum):
     HOST = 0
     DEVICE = 1
 
-    def __repr__(self) -> str:
-        return f"StorageType.{self.name}"
 
-    __str__ = __repr__
-
-
-class BufferType(enum.Enum):
+class BufferType(TTEnum, separator='::'):
     DRAM = 0
     L1 = 1
 
-    def __repr__(self) -> str:
-        return f"BufferType::{self.name}"
 
-    __str__ = __repr__
-
-
-class TensorMemoryLayout(enum.Enum):
+class TensorMemoryLayout(TTEnum, separator='::'):
     INTERLEAVED = 0
-
-    def __repr__(self) -> str:
-        return f"TensorMemoryLayout::{self.name}"
-
-    __str__ = __repr__
 
 
 bfloat16, float32, uint32, int32 = DataType.BFLOAT16, DataType.FLOAT32, DataType.UINT32, DataType.INT32
