@@ -51,11 +51,12 @@ def lower_module(parsed: Parsed) -> Program:
     lo.origin, lo.location = "func.return", ""
     outputs: list[Value] = []
     reserved = {v.id for v in inputs} | {c.value.id for c in lo.constants}
+    roots = storage_roots(lo.ops)  # ops materialize/clone add below are never views
     for entry in results:
         v = lo.materialize(entry)
-        if storage_roots(lo.ops).get(v.id, v.id) in reserved:
+        if roots.get(v.id, v.id) in reserved:
             v = lo.emit("clone", v, result=v.type)
-        reserved.add(storage_roots(lo.ops).get(v.id, v.id))
+        reserved.add(roots.get(v.id, v.id))
         outputs.append(v)
     return Program(name=name, inputs=inputs, input_host_types=in_hosts, constants=lo.constants,
                    ops=lo.ops, outputs=outputs, output_host_types=out_hosts,
