@@ -10,6 +10,7 @@ from conftest import pcc
 
 from pjrt_tt.program import Construct, Value
 from pjrt_tt.targets import sim as ttnn
+from pjrt_tt.ttnn_facts import default_matmul_config
 
 RNG = np.random.default_rng(7)
 
@@ -226,9 +227,9 @@ MEASURED = {
 @pytest.mark.parametrize("key", list(MEASURED))
 def test_defaults_are_ttnns(key):
     want = dict(zip(("math_fidelity", "fp32_dest_acc_en", "packer_l1_acc"), MEASURED[key]))
-    got = ttnn.fpu.default_matmul_config("wormhole_b0", *key)
+    got = default_matmul_config("wormhole_b0", *key)
     assert {k: got[k] for k in want} == want and got["math_approx_mode"] is False
-    bh = ttnn.fpu.default_matmul_config("blackhole", *key)["math_fidelity"]
+    bh = default_matmul_config("blackhole", *key)["math_fidelity"]
     assert bh == ("HiFi4" if key[:2] == ("float32", "float32") else want["math_fidelity"])
-    assert ttnn.fpu.default_matmul_config("wormhole_b0", *key, user_grid=True)["math_fidelity"] == \
+    assert default_matmul_config("wormhole_b0", *key, user_grid=True)["math_fidelity"] == \
         ("HiFi3" if key[:2] == ("float32", "float32") else "LoFi")

@@ -1,7 +1,7 @@
 """Data movement of uint8 / uint16 values computed on the chip, against XLA:CPU (exact).
 
 ttnn 0.81 refuses reshape of uint8/uint16 and slice / concat / repeat / gather of uint8
-TILE tensors; the lowering runs those on uint32 (registry.NARROW_REFUSED)."""
+TILE tensors; the lowering runs those on uint32 (ttnn_facts.NARROW_REFUSED)."""
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -17,6 +17,7 @@ from jaxlib.mlir import ir
 from pjrt_tt import dtypes
 from pjrt_tt.errors import UnsupportedOp
 from pjrt_tt.ingest import describe_location
+from pjrt_tt.ttnn_facts import NARROW_REFUSED
 from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, TILE, Attr, Constant, HostType, Op, Program, ScalarType,
                              ShapeArg, TensorType, Value, dtype_attr, layout_attr)
 
@@ -52,15 +53,6 @@ class Broadcast:
 
 
 Entry = Union[Value, Splat, Broadcast]
-
-# ttnn 0.81 data-movement ops refusing small unsigned ints (measured with mock): reshape any
-# uint8/uint16 ("Can only work with bfloat16/float32 or int32/uint32 tensors"); slice, concat,
-# repeat, gather of uint8 TILE (they re-tilize: "Can only tilize ... int32/uint32/uint16");
-# arange of uint8 ("Unsupported dtype"). emit() runs these on uint32 between typecasts;
-# permute, full, where, pad (slice + concat) of uint16 are accepted as they are.
-NARROW_REFUSED = {"reshape": ("uint8", "uint16"), "slice": ("uint8",), "concat": ("uint8",),
-                  "repeat": ("uint8",), "gather": ("uint8",), "arange": ("uint8",)}
-
 
 def host_type(v: ir.Value | ir.Type) -> HostType:
     t = ir.RankedTensorType(v.type if isinstance(v, ir.Value) else v)

@@ -31,6 +31,7 @@ import ml_dtypes
 import numpy as np
 
 from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.ttnn_facts import default_matmul_config
 from pjrt_tt.program import STRUCTURED, Attr, Constant, Construct, Op, Program, TensorType, Value, While
 
 _BOOL = ("true", "false")
@@ -289,7 +290,6 @@ class _Rewriter:
 
     # --- compute kernel configs -----------------------------------------------------------
     def configs(self, n: Numerics) -> None:
-        from pjrt_tt.targets.sim.fpu import default_matmul_config
         given = {_CONFIG_FIELDS[k]: v for k, v in n.options if k in _CONFIG_FIELDS}
         for op, _ in _ops(self.program.ops):
             if op.fn not in MATMULS:

@@ -10,9 +10,8 @@ from pjrt_tt.dtypes import ElementType
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.lower.registry import device_array, device_type
 from pjrt_tt.program import HostType
+from pjrt_tt.ttnn_facts import TILE_BYTES
 
-TILE_BYTES = {"float32": 4096, "int32": 4096, "uint32": 4096, "bfloat16": 2048, "uint16": 2048,
-              "uint8": 1024, "bfloat8_b": 1088, "bfloat4_b": 576}
 
 
 def device_bytes(t) -> int:

@@ -19,6 +19,7 @@ from pjrt_tt import systems
 from pjrt_tt.dtypes import DEVICE_NUMPY
 from pjrt_tt.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from pjrt_tt.program import TensorType
+from pjrt_tt.ttnn_facts import L1_SMALL_SIZE
 from pjrt_tt.targets.executor import BoundProgram, ttnn_message
 
 TARGET_NAMES = ("auto", "device", "sim", "mock")
@@ -247,7 +248,6 @@ def open_target(name: str, system: systems.System, sim_dram_mb: int = 0) -> Targ
                                      "(/dev/tenstorrent is empty); use PJRT_TT_TARGET=sim")
         import ttnn
 
-        from pjrt_tt.targets.mock import L1_SMALL_SIZE   # conv2d / pools need it, as in mock
         mesh = ttnn.open_mesh_device(ttnn.MeshShape(*system.mesh_shape), l1_small_size=L1_SMALL_SIZE)
     else:
         raise InvalidArgument(f"cannot open target {name!r}")

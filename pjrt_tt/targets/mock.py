@@ -52,6 +52,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pjrt_tt.ttnn_facts import L1_SMALL_SIZE
+
 __all__ = [
     "SYSTEMS",
     "MockUnavailable",
@@ -410,7 +412,6 @@ def _locked(path: Path):
 # Devices
 # ---------------------------------------------------------------------------
 
-L1_SMALL_SIZE = 32768  # conv2d / pooling need an L1_SMALL region
 
 
 @dataclass

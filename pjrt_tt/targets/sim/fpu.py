@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pjrt_tt.ttnn_facts import default_matmul_config
+
 from .tensor import DataType, TTEnum, fatal, round_bf16
 
 
@@ -71,16 +73,6 @@ def init_device_compute_kernel_config(arch, device_kernel_config=None, *, math_f
     return WormholeComputeKernelConfig(math_fidelity=math_fidelity, math_approx_mode=math_approx_mode,
                                        fp32_dest_acc_en=fp32_dest_acc_en, packer_l1_acc=packer_l1_acc,
                                        dst_full_sync_en=dst_full_sync_en, throttle_level=throttle_level)
-
-
-def default_matmul_config(arch_name: str, a: str, b: str, out: str, user_grid: bool = False) -> dict:
-    """ttnn 0.81.1's default config for matmul / linear of dtypes (by name: "bfloat16", ...)."""
-    block = ("bfloat8_b", "bfloat4_b")
-    fidelity = "LoFi" if user_grid or (a in block and b in block) else "HiFi2"
-    if a == b == "float32":
-        fidelity = "HiFi3" if arch_name.lower().startswith("wormhole") else "HiFi4"
-    f32 = out == "float32"
-    return {"math_fidelity": fidelity, "math_approx_mode": False, "fp32_dest_acc_en": f32, "packer_l1_acc": not f32}
 
 
 def matmul_config(arch_name: str, a: DataType, b: DataType, out: DataType, config=None,

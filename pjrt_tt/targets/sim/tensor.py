@@ -16,7 +16,8 @@ from typing import Iterable, Sequence
 import ml_dtypes
 import numpy as np
 
-TILE_SIZE = 32
+from pjrt_tt.ttnn_facts import TILE_BYTES, TILE_SIZE
+
 TILE_HEIGHT = TILE_WIDTH = TILE_SIZE
 
 
@@ -76,14 +77,14 @@ ROW_MAJOR_LAYOUT, TILE_LAYOUT = Layout.ROW_MAJOR, Layout.TILE
 
 # dtype -> (numpy storage type, bytes per element in ROW_MAJOR, bytes per 32x32 tile)
 _INFO = {
-    DataType.FLOAT32: (np.float32, 4, 4096),
-    DataType.BFLOAT16: (np.float32, 2, 2048),
-    DataType.BFLOAT8_B: (np.float32, None, 1088),
-    DataType.BFLOAT4_B: (np.float32, None, 576),
-    DataType.INT32: (np.int32, 4, 4096),
-    DataType.UINT32: (np.uint32, 4, 4096),
-    DataType.UINT16: (np.uint16, 2, 2048),
-    DataType.UINT8: (np.uint8, 1, 1024),
+    DataType.FLOAT32: (np.float32, 4, TILE_BYTES["float32"]),
+    DataType.BFLOAT16: (np.float32, 2, TILE_BYTES["bfloat16"]),
+    DataType.BFLOAT8_B: (np.float32, None, TILE_BYTES["bfloat8_b"]),
+    DataType.BFLOAT4_B: (np.float32, None, TILE_BYTES["bfloat4_b"]),
+    DataType.INT32: (np.int32, 4, TILE_BYTES["int32"]),
+    DataType.UINT32: (np.uint32, 4, TILE_BYTES["uint32"]),
+    DataType.UINT16: (np.uint16, 2, TILE_BYTES["uint16"]),
+    DataType.UINT8: (np.uint8, 1, TILE_BYTES["uint8"]),
 }
 FLOAT_DTYPES = frozenset({DataType.FLOAT32, DataType.BFLOAT16, DataType.BFLOAT8_B, DataType.BFLOAT4_B})
 BLOCK_DTYPES = frozenset({DataType.BFLOAT8_B, DataType.BFLOAT4_B})
