@@ -15,6 +15,7 @@ from pjrt_tt.ingest import parse
 from pjrt_tt.lower import lower_module
 from pjrt_tt.passes import run_passes
 from pjrt_tt.passes.data_formats import from_overrides, using
+from pjrt_tt.perf.profile import without_profile_option   # tt_profile is read by the runtime
 from pjrt_tt.program import Program
 from pjrt_tt.systems import get_system
 
@@ -46,7 +47,7 @@ class Compiler:
         the tt_* numerics options (passes/data_formats.py)."""
         spmd = options is not None and options.num_replicas * options.num_partitions > 1
         salt = f"spmd{options.num_replicas}x{options.num_partitions}".encode() if spmd else b""
-        numerics = from_overrides(options.env_option_overrides if options is not None else (),
+        numerics = from_overrides(without_profile_option(options.env_option_overrides if options is not None else ()),
                                   get_system(self.settings.system).arch.name)  # tt_* options (numerics.md)
         salt += numerics.key().encode()
         key = hashlib.sha256(fmt.encode() + salt + b"\0" + code).hexdigest()

@@ -18,12 +18,24 @@ class Arch:
     dram_banks: int      # interleaved DRAM banks per chip (ttnn spreads buffers over them)
     l1_bytes: int        # L1 SRAM per Tensix core
     compute_grid: tuple[int, int]  # (x, y) Tensix cores available to ops
+    # Performance figures (pjrt_tt/perf reads them; sources in docs/perf.md):
+    clock_hz: float = 1.0e9          # Tensix clock (tt-metal tech_reports/GEMM_FLOPS)
+    dram_bytes_per_s: float = 288e9  # card DRAM bandwidth (Tenstorrent product specs)
+    noc_bytes_per_cycle: int = 32    # one NoC link's width: a core's L1 read rate from another core
+    eth_bytes_per_s: float = 12.5e9  # one Ethernet link between chips (100 Gb/s WH, 400 Gb/s BH)
 
 
 WORMHOLE_B0 = Arch("wormhole_b0", dram_bytes=12 * GiB, dram_banks=12, l1_bytes=1464 * KiB,
                    compute_grid=(8, 8))
 BLACKHOLE = Arch("blackhole", dram_bytes=32 * GiB, dram_banks=8, l1_bytes=1536 * KiB,
-                 compute_grid=(13, 10))
+                 compute_grid=(13, 10), clock_hz=1.35e9, dram_bytes_per_s=512e9,
+                 noc_bytes_per_cycle=64, eth_bytes_per_s=50e9)
+
+# The matrix engine (FPU) does an 8x16 by 16x16 multiply-accumulate per cycle at LoFi
+# (4096 FLOPs/cycle/core); higher fidelities take more passes over the mantissa bits
+# (tt-metal tech_reports/GEMM_FLOPS and matrix_engine: 16, 32, 48, 64 cycles per 32x32x32 tile).
+FPU_FLOPS_PER_CYCLE = 4096
+FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
 
 
 @dataclasses.dataclass(frozen=True)

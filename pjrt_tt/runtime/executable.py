@@ -7,6 +7,7 @@ import numpy as np
 
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.lower.registry import device_type
+from pjrt_tt.perf.profile import requested_dir, run_profiled
 from pjrt_tt.runtime.buffer import Buffer
 
 
@@ -16,6 +17,8 @@ def parse_compile_options(blob: bytes):
 
 
 class LoadedExecutable:
+    profile_dir = ""   # where the first run's profile goes (pjrt_tt/perf/profile.py), if asked
+
     @classmethod
     def build(cls, client, code: bytes, fmt: str, compile_options: bytes) -> "LoadedExecutable":
         options = parse_compile_options(compile_options) if compile_options else None
@@ -28,7 +31,9 @@ class LoadedExecutable:
         if build_options is not None and build_options.device_assignment is not None:
             device_id = assignment_ids(build_options.device_assignment)[0][0]
         device = client.lookup_device(device_id)
-        return cls(client, client.compiler.compile(code, fmt, options), device)
+        exe = cls(client, client.compiler.compile(code, fmt, options), device)
+        exe.profile_dir = requested_dir(options)   # perf profile (PJRT_TT_PROFILE / tt_profile)
+        return exe
 
     def __init__(self, client, compiled, device):
         self._describe(client, compiled, [device])
@@ -79,7 +84,14 @@ class LoadedExecutable:
             if buf.host != want:
                 raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
             tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
-        outputs = self._bound.run(tensors, self._constants)
+        run = lambda: self._bound.run(tensors, self._constants)  # noqa: E731
+        if self.profile_dir:   # perf profile of the first run, then plain runs
+            inner = getattr(self._bound, "bound", self._bound)   # mock/device wrap the BoundProgram
+            outputs = run_profiled(self.profile_dir, program, inner, run, self.client.target.system.name,
+                                   self.client.target.name)
+            self.profile_dir = ""
+        else:
+            outputs = run()
         keep = set(non_donatable_input_indices or ())
         for i in program.donated_inputs:
             if i not in keep:
@@ -115,7 +127,9 @@ class MeshExecutable(LoadedExecutable):
         if build_options.device_assignment is not None:
             ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
         compiled = client.compiler.compile(code, fmt, options)
-        return cls(client, compiled, [client.lookup_device(i) for i in ids])
+        exe = cls(client, compiled, [client.lookup_device(i) for i in ids])
+        exe.profile_dir = requested_dir(options)   # perf profile (PJRT_TT_PROFILE / tt_profile)
+        return exe
 
     def __init__(self, client, compiled, devices):
         self._describe(client, compiled, devices)
@@ -158,7 +172,13 @@ class MeshExecutable(LoadedExecutable):
                 self.client.target.free(old)
                 buf.tensor = view
         try:
-            outputs = runner.run(tensors, self._constants)
+            if self.profile_dir:   # perf profile of the first run, then plain runs
+                outputs = run_profiled(self.profile_dir, program, runner.bound,
+                                       lambda: runner.run(tensors, self._constants),
+                                       self.client.target.system.name, self.client.target.name, n)
+                self.profile_dir = ""
+            else:
+                outputs = runner.run(tensors, self._constants)
         finally:
             for t in tensors:   # the mesh copies made of the arguments, if any
                 runner.release(t)

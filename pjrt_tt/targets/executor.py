@@ -7,6 +7,7 @@ keep the lowering honest.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -70,6 +71,7 @@ class BoundProgram:
         self.ttnn = ttnn
         self.device = device
         self.validate_only = validate_only
+        self.timer: Callable | None = None   # perf hook: timer(op, host ns) per op (pjrt_tt/perf)
         self._views = storage_roots(program.ops)
         self.steps = self._bind_block(program.ops, program.frees)
         self.input_ids = [v.id for v in program.inputs]
@@ -198,16 +200,20 @@ class BoundProgram:
 
     # --- running --------------------------------------------------------------------
     def _run_steps(self, steps: list[tuple], env: dict) -> None:
-        deallocate = self.ttnn.deallocate
+        deallocate, timer = self.ttnn.deallocate, self.timer
         for fn, build, op, expect, frees in steps:
             if build is None:  # While / Switch: runs its blocks against env
                 fn(env)
             else:
+                if timer is not None:   # perf: host cost of building the args and the ttnn call
+                    start = time.perf_counter_ns()
                 args, kwargs = build(env)
                 try:
                     out = fn(*args, **kwargs)
                 except Exception as e:
                     raise op_error(op, e) from e
+                if timer is not None:
+                    timer(op, time.perf_counter_ns() - start)
                 if expect is not None and (tuple(out.shape), out.dtype, out.layout) != expect:
                     raise TTError(
                         f"ttnn.{op.fn} for {op.origin} returned {list(out.shape)} {out.dtype} "
