@@ -161,3 +161,29 @@ def test_profile_from_the_environment(tt, tmp_path, monkeypatch):
 def test_unknown_fidelity_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown math fidelity 'HiFi9'"):
         Estimator("n150").matmul(32, 32, 32, fidelity="HiFi9")
+
+
+MESH_SCRIPT = """
+import sys, jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+devs = jax.devices('tt')
+mesh = Mesh(np.array(devs[:2]), ('x',))
+x = jax.device_put(np.arange(64 * 32, dtype=np.float32).reshape(64, 32), NamedSharding(mesh, P('x')))
+f = jax.jit(lambda x: (x * 2.0).sum(axis=0), compiler_options={'tt_profile': sys.argv[1]})
+got = np.asarray(f(x))
+np.testing.assert_allclose(got, (np.arange(64 * 32, dtype=np.float32).reshape(64, 32) * 2).sum(0), rtol=1e-2)
+print('ok')
+"""
+
+
+def test_profile_of_a_mesh_program_has_a_lane_per_chip(tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, PJRT_TT_SYSTEM="n300", PJRT_TT_TARGET="sim", PJRT_TT_CHECK_WITH_MOCK="0")
+    run = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+    traces = [p for p in os.listdir(tmp_path) if p.endswith(".trace.json")]
+    assert len(traces) == 1
+    spans = _check_trace(str(tmp_path / traces[0]), chips=2)
+    assert {s["pid"] for s in spans if s["name"] in ("all_reduce", "reduce_scatter", "all_gather")} >= {1, 2}

@@ -89,10 +89,14 @@ def partition(code: bytes, fmt: str, options) -> Partitioned:
         debug.xla_backend_optimization_level = 0      # the CPU code is thrown away: make it cheap
         debug.xla_llvm_disable_expensive_passes = True
         client = _cpu_client(n)
+        ours = options.env_option_overrides   # XLA:CPU refuses pjrt-tt's tt_* options ("No such compile option")
+        options.env_option_overrides = [(k, v) for k, v in ours if not k.startswith("tt_")]
         try:
             exe = client.compile_and_load(code, _jax.DeviceList(tuple(client.devices()[:n])), options)
         except Exception as e:
             raise InvalidArgument(f"XLA's SPMD partitioner rejected the program: {e}") from e
+        finally:
+            options.env_option_overrides = ours
         found = sorted(glob.glob(os.path.join(dump, "*after_spmd-partitioning*.hlo.pb")))
         if not found:
             raise InvalidArgument("XLA's SPMD partitioner left no partitioned module (is jaxlib "
