@@ -1,14 +1,15 @@
 """The profile: per program, an op table and a Chrome/Perfetto trace of one run.
 
 Asked for with PJRT_TT_PROFILE=<dir> or the compile option tt_profile=<dir>
-(jax.jit(f, compiler_options={"tt_profile": "/tmp/prof"})). The first run of each
-executable is timed op by op on the host (the executor's timer hook) and written as
+(jax.jit(f, compiler_options={"tt_profile": "/tmp/prof"})). The first two runs of each
+executable are timed op by op on the host (the executor's timer hook) and written as
 
     <dir>/<NNNN>.<program>.<system>.perf.txt    the op table and a summary
     <dir>/<NNNN>.<program>.<system>.trace.json  Chrome trace (open in ui.perfetto.dev)
 
 Device times are estimates (estimator.py); host times are what this run measured on its
-target (sim: numpy compute included; mock/device: real ttnn's host path). docs/perf.md
+target (sim: numpy compute included; mock/device: real ttnn's host path); the second
+run's files replace the first's (whose host times include ttnn building its programs). docs/perf.md
 says how to read both.
 """
 from __future__ import annotations
@@ -38,27 +39,52 @@ def without_profile_option(pairs) -> list:
     return [(k, v) for k, v in (pairs or ()) if k != OPTION]
 
 
-def run_profiled(directory: str, program: prog.Program, bound, run, system: str, target: str, chips: int = 1):
-    """Run `run()` once with per-op host timing on `bound` (a BoundProgram), then write the
-    profile of `program` into `directory`; returns run()'s result."""
-    times: dict[int, float] = {}
+class Profiler:
+    """The profile of one executable: its first run (ttnn's program cache cold: host times
+    include building the programs) and its second (steady state) are timed; the second
+    overwrites the first's files, which say which run they show."""
 
-    def record(op, ns):
-        times[id(op)] = times.get(id(op), 0.0) + ns   # a loop body's op: all its trips
+    RUNS = 2
 
-    bound.timer = record
-    try:
-        result = run()
-    finally:
-        bound.timer = None
-    estimate = estimate_program(program, system, mesh_chips=chips, measured_host_ns=times)
-    write(directory, estimate, target, chips)
-    return result
+    def __init__(self, directory: str, system: str, target: str, chips: int = 1):
+        self.directory, self.system, self.target, self.chips = directory, system, target, chips
+        self.runs = 0
+        self.index = next(_counter)
+
+    @property
+    def active(self) -> bool:
+        return self.runs < self.RUNS
+
+    def run(self, program: prog.Program, bound, run):
+        """run() once with per-op host timing on `bound` (a BoundProgram), then write the
+        profile of `program`; returns run()'s result."""
+        times: dict[int, float] = {}
+
+        def record(op, ns):
+            times[id(op)] = times.get(id(op), 0.0) + ns   # a loop body's op: all its trips
+
+        bound.timer = record
+        try:
+            result = run()
+        finally:
+            bound.timer = None
+        self.runs += 1
+        estimate = estimate_program(program, self.system, mesh_chips=self.chips, measured_host_ns=times)
+        which = "first run, ttnn program cache cold" if self.runs == 1 else f"run {self.runs}, steady state"
+        write(self.directory, estimate, f"{self.target} target, {which}", self.chips, self.index)
+        return result
 
 
-def write(directory: str, estimate: ProgramEstimate, target: str, chips: int = 1) -> tuple[str, str]:
+def profiler_for(options, system: str, target: str, chips: int = 1) -> Profiler | None:
+    directory = requested_dir(options)
+    return Profiler(directory, system, target, chips) if directory else None
+
+
+def write(directory: str, estimate: ProgramEstimate, target: str, chips: int = 1,
+          index: int | None = None) -> tuple[str, str]:
     os.makedirs(directory, exist_ok=True)
-    stem = os.path.join(directory, f"{next(_counter):04d}.{estimate.name}.{estimate.chip}")
+    index = next(_counter) if index is None else index
+    stem = os.path.join(directory, f"{index:04d}.{estimate.name}.{estimate.chip}")
     with open(stem + ".perf.txt", "w") as f:
         f.write(table(estimate, target))
     with open(stem + ".trace.json", "w") as f:
@@ -79,7 +105,7 @@ def _memory(op: prog.Op) -> str:
 def table(e: ProgramEstimate, target: str) -> str:
     """The op table: one row per program op, then the summary."""
     lines = [f"pjrt-tt profile of program @{e.name} on {e.chip}: device times are ESTIMATES "
-             f"(pjrt_tt/perf, calibration in docs/perf.md); host times measured on the {target} target",
+             f"(pjrt_tt/perf, calibration in docs/perf.md); host times measured ({target})",
              "",
              f"{'#':>4}  {'est dev us':>10}  {'host us':>8}  {'bound':<8}  {'GFLOP':>8}  {'MB moved':>8}  "
              f"{'ttnn op':<28}  {'format':<10}  {'memory':<16}  shapes  |  source"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.lower.registry import device_type
-from pjrt_tt.perf.profile import requested_dir, run_profiled
+from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime.buffer import Buffer
 
 
@@ -17,7 +17,7 @@ def parse_compile_options(blob: bytes):
 
 
 class LoadedExecutable:
-    profile_dir = ""   # where the first run's profile goes (pjrt_tt/perf/profile.py), if asked
+    profiler = None   # times the first runs when a profile is asked for (pjrt_tt/perf/profile.py)
 
     @classmethod
     def build(cls, client, code: bytes, fmt: str, compile_options: bytes) -> "LoadedExecutable":
@@ -32,7 +32,7 @@ class LoadedExecutable:
             device_id = assignment_ids(build_options.device_assignment)[0][0]
         device = client.lookup_device(device_id)
         exe = cls(client, client.compiler.compile(code, fmt, options), device)
-        exe.profile_dir = requested_dir(options)   # perf profile (PJRT_TT_PROFILE / tt_profile)
+        exe.profiler = profiler_for(options, client.target.system.name, client.target.name)  # perf profile
         return exe
 
     def __init__(self, client, compiled, device):
@@ -84,14 +84,11 @@ class LoadedExecutable:
             if buf.host != want:
                 raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
             tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
-        run = lambda: self._bound.run(tensors, self._constants)  # noqa: E731
-        if self.profile_dir:   # perf profile of the first run, then plain runs
-            inner = getattr(self._bound, "bound", self._bound)   # mock/device wrap the BoundProgram
-            outputs = run_profiled(self.profile_dir, program, inner, run, self.client.target.system.name,
-                                   self.client.target.name)
-            self.profile_dir = ""
+        if self.profiler is not None and self.profiler.active:   # perf profile (mock/device wrap the bound program)
+            outputs = self.profiler.run(program, getattr(self._bound, "bound", self._bound),
+                                        lambda: self._bound.run(tensors, self._constants))
         else:
-            outputs = run()
+            outputs = self._bound.run(tensors, self._constants)
         keep = set(non_donatable_input_indices or ())
         for i in program.donated_inputs:
             if i not in keep:
@@ -128,7 +125,7 @@ class MeshExecutable(LoadedExecutable):
             ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
         compiled = client.compiler.compile(code, fmt, options)
         exe = cls(client, compiled, [client.lookup_device(i) for i in ids])
-        exe.profile_dir = requested_dir(options)   # perf profile (PJRT_TT_PROFILE / tt_profile)
+        exe.profiler = profiler_for(options, client.target.system.name, client.target.name, n)  # perf profile
         return exe
 
     def __init__(self, client, compiled, devices):
@@ -172,11 +169,8 @@ class MeshExecutable(LoadedExecutable):
                 self.client.target.free(old)
                 buf.tensor = view
         try:
-            if self.profile_dir:   # perf profile of the first run, then plain runs
-                outputs = run_profiled(self.profile_dir, program, runner.bound,
-                                       lambda: runner.run(tensors, self._constants),
-                                       self.client.target.system.name, self.client.target.name, n)
-                self.profile_dir = ""
+            if self.profiler is not None and self.profiler.active:   # perf profile
+                outputs = self.profiler.run(program, runner.bound, lambda: runner.run(tensors, self._constants))
             else:
                 outputs = runner.run(tensors, self._constants)
         finally:
