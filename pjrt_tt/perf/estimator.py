@@ -21,7 +21,7 @@ import dataclasses
 import math
 
 from pjrt_tt import program as prog
-from pjrt_tt.systems import FIDELITY_PHASES, FPU_FLOPS_PER_CYCLE, Arch, get_system
+from pjrt_tt.systems import FIDELITY_PHASES, FPU_FLOPS_PER_CYCLE, get_system
 from pjrt_tt.ttnn_facts import TILE_BYTES, TILE_SIZE, default_matmul_config
 
 TILE_ELEMENTS = TILE_SIZE * TILE_SIZE
@@ -294,7 +294,3 @@ def _fidelity_of(op: prog.Op) -> str | None:
             if key == "math_fidelity":
                 return str(value).rsplit(".", 1)[-1]
     return None
-
-
-def arch_of(chip_name: str) -> Arch:
-    return get_system(chip_name).arch
