@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pjrt_tt.dtypes import ElementType
+from pjrt_tt.dtypes import DEVICE_NUMPY, ElementType
 
 TILE = "TILE"
 ROW_MAJOR = "ROW_MAJOR"
@@ -245,6 +245,17 @@ class HostType:
 
     def __str__(self) -> str:
         return f"tensor<{'x'.join(map(str, self.shape)) + 'x' if self.shape else ''}{self.element.mlir}>"
+
+
+def device_type(h: HostType) -> TensorType:
+    """How a framework tensor is held on the chip: rank-0 as shape (1,), TILE layout."""
+    return TensorType(h.shape or (1,), h.element.device, TILE)
+
+
+def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
+    """Host data in the form `device_type(h)` holds it (bool -> 0/1, rank-0 -> (1,))."""
+    t = device_type(h)
+    return np.asarray(data).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
 
 
 @dataclasses.dataclass

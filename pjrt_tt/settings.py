@@ -11,7 +11,8 @@ class Settings:
     system: str = "n150"            # PJRT_TT_SYSTEM: n150 | n300 | p150 | p300 | t3k | galaxy
     dump_dir: str = ""              # PJRT_TT_DUMP: write StableHLO + ttnn program per compile
     check_with_mock: bool = False   # PJRT_TT_CHECK_WITH_MOCK=1: real ttnn validates every program
-    coverage_log: str = ""          # PJRT_TT_COVERAGE_LOG: append each lowered program's op names
+    compile_hook: str = ""          # PJRT_TT_COMPILE_HOOK=module:function, called (parsed, program, ctx)
+                                    # after each new compile (the test suite's op coverage log)
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
 
     @classmethod
@@ -24,6 +25,6 @@ class Settings:
             dump_dir=str(opts.get("dump", env.get("PJRT_TT_DUMP", ""))),
             check_with_mock=str(opts.get("check_with_mock", env.get("PJRT_TT_CHECK_WITH_MOCK", "0")))
             .lower() in ("1", "true", "yes", "on"),
-            coverage_log=env.get("PJRT_TT_COVERAGE_LOG", ""),
+            compile_hook=env.get("PJRT_TT_COMPILE_HOOK", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
         )

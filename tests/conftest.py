@@ -17,9 +17,17 @@ MOCK_AVAILABLE = shutil.which("riscv64-unknown-elf-ld") is not None
 if os.environ.get("CI") == "true" and not MOCK_AVAILABLE:
     sys.exit("CI needs binutils-riscv64-unknown-elf for the mock target (make test installs it)")
 os.environ.setdefault("PJRT_TT_CHECK_WITH_MOCK", "1" if MOCK_AVAILABLE else "0")
-# Every program the suite lowers is logged for the op coverage report (python -m pjrt_tt.coverage).
-COVERAGE_LOG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".op-coverage.jsonl")
-os.environ.setdefault("PJRT_TT_COVERAGE_LOG", COVERAGE_LOG)
+# Every program the suite lowers is logged for the op coverage report (python -m tools.op_coverage)
+# by the compiler's hook. tools/ is not part of the package: the repository root goes on sys.path
+# here and on PYTHONPATH for the Python subprocesses tests start, which inherit the hook.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != REPO])
+COVERAGE_LOG = os.path.join(REPO, ".op-coverage.jsonl")
+os.environ.setdefault("OP_COVERAGE_LOG", COVERAGE_LOG)
+os.environ.setdefault("PJRT_TT_COMPILE_HOOK", "tools.op_coverage:log_program")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

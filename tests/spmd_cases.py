@@ -19,8 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 R = np.random.RandomState(0)
 
-from pjrt_tt.lower import RULES  # noqa: E402
-from pjrt_tt.lower.structure import CUSTOM_CALLS  # noqa: E402
+import pjrt_tt.spmd  # noqa: E402,F401  (registers the SPMD rules, as the compiler does)
+from pjrt_tt.lower import CUSTOM_CALLS, RULES  # noqa: E402
 REGISTRY_AT_START = (dict(RULES), dict(CUSTOM_CALLS))   # before any SPMD compile
 
 

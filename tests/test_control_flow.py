@@ -34,11 +34,13 @@ def check(tt, cpu, f, *args, f32_pcc_only=False):
 
 def lowered(f, *args):
     """The ttnn program pjrt-tt makes for jit(f)(*args) (lowering + passes, no run)."""
+    from pjrt_tt.compile_context import CompileContext
     from pjrt_tt.ingest import parse
     from pjrt_tt.lower import lower_module
     from pjrt_tt.passes import run_passes
     text = jax.jit(f).lower(*args).as_text(debug_info=True)
-    return run_passes(lower_module(parse(text.encode(), "mlir")))
+    ctx = CompileContext()
+    return run_passes(lower_module(parse(text.encode(), "mlir"), ctx), ctx)
 
 
 def test_fori_loop_carries_f32_and_i32(tt, cpu):

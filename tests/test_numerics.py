@@ -35,13 +35,13 @@ def run_both(f, *args, tt_device, cpu_device, compiler_options):
 
 def lowered(f, *args, **options):
     """The ttnn program pjrt-tt makes for jit(f)(*args) under compiler options (no run)."""
+    from pjrt_tt.compile_context import CompileContext, from_overrides
     from pjrt_tt.ingest import parse
     from pjrt_tt.lower import lower_module
     from pjrt_tt.passes import run_passes
-    from pjrt_tt.passes.data_formats import from_overrides, using
     text = jax.jit(f).lower(*args).as_text(debug_info=True)
-    with using(from_overrides(options.items())):
-        return run_passes(lower_module(parse(text.encode(), "mlir")))
+    ctx = CompileContext(numerics=from_overrides(options.items()))
+    return run_passes(lower_module(parse(text.encode(), "mlir"), ctx), ctx)
 
 
 def matmuls(program):

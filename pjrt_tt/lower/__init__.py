@@ -1,28 +1,41 @@
 """StableHLO module -> ttnn program.
 
-`lower_module` walks @main, dispatching each op to its rule in `registry.RULES`. The rule
-families live beside it, one module each; importing them fills the registry.
+`lower_module` walks @main, dispatching each op to its rule in `registry.RULES` (through
+`Lowering.lower_block`, builder.py), after `unsupported_ops` has checked that every op the
+walk can reach has a rule. The rule families live beside it, one module each; importing
+them fills the registry. The SPMD rules (collectives, mesh slices) are registered by
+pjrt_tt.spmd, which the compiler imports: lower/ never imports spmd/.
+
+    registry.py   the tables (RULES, CUSTOM_CALLS, FUSED_COMPOSITES) and their decorators
+    builder.py    Lowering, the builder rules emit into; Splat / Broadcast entries
+    helpers.py    emitting helpers the families share
+    <family>.py   the rules: elementwise, data_movement, reduce, indexing, conv, ...
 """
 from __future__ import annotations
 
 from jaxlib.mlir import ir
 
+from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.errors import UnsupportedOp
-from pjrt_tt.ingest import Parsed
+from pjrt_tt.ingest import Parsed, describe_location
 from pjrt_tt.lower import data_movement, elementwise, linalg, reduce, structure  # noqa: F401
 from pjrt_tt.lower import control_flow  # noqa: F401
 from pjrt_tt.lower import composite, conv  # noqa: F401
 from pjrt_tt.lower import indexing, windows  # noqa: F401
 from pjrt_tt.lower import bitwise, random  # noqa: F401
 from pjrt_tt.lower import normalization  # noqa: F401
-from pjrt_tt.spmd import collectives  # noqa: F401  (SPMD rules: collectives, mesh slices)
-from pjrt_tt.lower.registry import RULES, Lowering, device_type, host_type, unsupported_ops
-from pjrt_tt.program import Program, Value, storage_roots
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.registry import CUSTOM_CALLS, FUSED_COMPOSITES, RULES
+from pjrt_tt.program import Program, Value, device_type, storage_roots
 
-__all__ = ["lower_module", "RULES"]
+__all__ = ["lower_module", "unsupported_ops", "RULES", "CUSTOM_CALLS"]
+
+# Ops that only structure the module; the walker handles them itself.
+STRUCTURAL = {"func.return", "stablehlo.return", "func.func"}
 
 
-def lower_module(parsed: Parsed) -> Program:
+def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
     module = parsed.module
     name = ir.StringAttr(module.operation.attributes["sym_name"]).value \
         if "sym_name" in module.operation.attributes else "main"
@@ -42,7 +55,7 @@ def lower_module(parsed: Parsed) -> Program:
     for i, h in enumerate(out_hosts):
         h.element.check_supported(f"result {i} of {name}")
 
-    lo = Lowering(funcs, name)
+    lo = Lowering(funcs, name, ctx)
     inputs = [lo.new_value(device_type(h)) for h in in_hosts]
     results = lo.lower_block(main.regions[0].blocks[0], inputs)
 
@@ -72,3 +85,45 @@ def _donated_args(main) -> list[int]:
         if "tf.aliasing_output" in d or "jax.buffer_donor" in d:
             donated.append(i)
     return donated
+
+
+def _nested(op):
+    """op and every op inside its regions, at any depth."""
+    yield op
+    for region in op.operation.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                yield from _nested(inner)
+
+
+def unsupported_ops(module: ir.Module) -> list[tuple[str, str]]:
+    """Every op in the module that has no lowering rule, with its source location. A
+    composite's decomposition counts only where the composite is decomposed: one lowered to
+    its fused op (registry.FUSED_COMPOSITES) never runs its body."""
+    funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
+             for op in module.body.operations if op.operation.name == "func.func"}
+    sym = lambda op, attr: ir.FlatSymbolRefAttr(op.attributes[attr]).value  # noqa: E731
+    found: list[tuple[str, str]] = []
+    # module-level ops other than functions (sdy.mesh) carry no compute; decompositions are
+    # reached through the composites that use them
+    decompositions = {sym(o, "decomposition") for f in funcs.values() for o in _nested(f)
+                      if o.operation.name == "stablehlo.composite"}
+    todo = [name for name in funcs if name not in decompositions]
+    seen = set(todo)
+    while todo:
+        for op in _nested(funcs[todo.pop()]):
+            name = op.operation.name
+            if name not in RULES and name not in STRUCTURAL and name != "builtin.module":
+                found.append((name, describe_location(op.location)))
+            callee = (sym(op, "decomposition") if name == "stablehlo.composite" and not _fuses(op)
+                      else sym(op, "callee") if name == "func.call" else None)
+            if callee in funcs and callee not in seen:   # a decomposed composite, a call
+                seen.add(callee)
+                todo.append(callee)
+    return found
+
+
+def _fuses(composite) -> bool:
+    """Whether the composite has a fused lowering (its decomposition then runs only when
+    the attributes or types do not fit the fused op, which the pre-scan cannot know)."""
+    return ir.StringAttr(composite.attributes["name"]).value.rsplit(".", 1)[-1] in FUSED_COMPOSITES

@@ -8,10 +8,11 @@ amounts are guarded with a where.
 """
 from __future__ import annotations
 
-from pjrt_tt.lower.elementwise import (NARROW, WIDE, binary, dtype_attr, entries, like, narrow_back,
-                                       predicate, result_type, retype, tensor_operands, where)
-from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
-from pjrt_tt.program import TensorType, Value
+from pjrt_tt.lower.builder import Lowering, Splat
+from pjrt_tt.lower.helpers import (NARROW, WIDE, binary, entries, host_type, like, narrow_back, predicate,
+                                   result_type, retype, tensor_operands, where)
+from pjrt_tt.lower.registry import rule
+from pjrt_tt.program import TensorType, Value, dtype_attr
 
 LOGICAL = {"stablehlo.and": "logical_and", "stablehlo.or": "logical_or", "stablehlo.xor": "logical_xor"}
 BITWISE = {"stablehlo.and": "bitwise_and", "stablehlo.or": "bitwise_or", "stablehlo.xor": "bitwise_xor"}

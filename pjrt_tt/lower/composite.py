@@ -3,16 +3,17 @@
 Frameworks wrap layers in composites (`jax.lax.composite`, torch_xla's StableHLO
 composites) named like "tenstorrent.gelu_tanh", "tenstorrent.layer_norm"; the op's
 `decomposition` names a function of the module computing the same thing. A composite
-whose name (the part after the last '.') is in COMPOSITES and whose attributes fit the
-fused op is lowered to it; every other composite is lowered by lowering its
+whose name (the part after the last '.') is registered here with `@fused_composite` and whose
+attributes fit the fused op is lowered to it; every other composite is lowered by lowering its
 decomposition body, like a call.
 """
 from __future__ import annotations
 
 from jaxlib.mlir import ir
 
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Lowering, host_type, rule
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.helpers import host_type, result_type
+from pjrt_tt.lower.registry import FUSED_COMPOSITES, fused_composite, rule
 from pjrt_tt.program import Attr
 
 
@@ -55,6 +56,15 @@ def _unary(fn: str, **kwargs):
     return lower
 
 
+fused_composite("gelu_tanh")(_unary("gelu", variant=Attr("GeluVariant.Tanh")))
+for _name in ("relu", "silu", "sigmoid", "tanh",
+              # pjrt_tt.jax_plugin emits jax's erf / erfc / erf_inv as "tt.*" composites (their chlo
+              # ops would be expanded into polynomials by serialisation)
+              "erf", "erfc", "erfinv"):
+    fused_composite(_name)(_unary(_name))
+
+
+@fused_composite("gelu")
 def _gelu(lo: Lowering, op, attrs: dict):
     approximate = attrs.get("approximate", False)
     tanh = approximate is True or approximate == "tanh"
@@ -62,6 +72,7 @@ def _gelu(lo: Lowering, op, attrs: dict):
     return lo.emit("gelu", x, result=out, **({"variant": Attr("GeluVariant.Tanh")} if tanh else {}))
 
 
+@fused_composite("softmax")
 def _softmax(lo: Lowering, op, attrs: dict):
     x, out = _float_in(lo, op)
     dim = attrs.get("dim", attrs.get("axis", -1))
@@ -87,30 +98,15 @@ def _norm(fn: str):
     return lower
 
 
-COMPOSITES = {
-    "gelu": _gelu,
-    "gelu_tanh": _unary("gelu", variant=Attr("GeluVariant.Tanh")),
-    "relu": _unary("relu"), "silu": _unary("silu"), "sigmoid": _unary("sigmoid"), "tanh": _unary("tanh"),
-    # pjrt_tt.jax_plugin emits jax's erf / erfc / erf_inv as "tt.*" composites (their chlo ops
-    # would be expanded into polynomials by serialisation)
-    "erf": _unary("erf"), "erfc": _unary("erfc"), "erfinv": _unary("erfinv"),
-    "softmax": _softmax,
-    "layer_norm": _norm("layer_norm"),
-    "rms_norm": _norm("rms_norm"),
-}
-
-
-def fuses(op) -> bool:
-    """Whether the composite `op` has a fused op here (its decomposition is then lowered
-    only when the attributes or types do not fit the fused op)."""
-    return ir.StringAttr(op.attributes["name"]).value.rsplit(".", 1)[-1] in COMPOSITES
+for _name in ("layer_norm", "rms_norm"):
+    fused_composite(_name)(_norm(_name))
 
 
 @rule("stablehlo.composite")
 def _composite(lo: Lowering, op) -> list:
     name = ir.StringAttr(op.attributes["name"]).value
-    lower = COMPOSITES.get(name.rsplit(".", 1)[-1])
-    if lower is not None:   # (see fuses)
+    lower = FUSED_COMPOSITES.get(name.rsplit(".", 1)[-1])
+    if lower is not None:
         try:
             return [lower(lo, op, _attrs(op))]
         except _Decompose:

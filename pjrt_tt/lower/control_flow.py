@@ -13,9 +13,11 @@ import dataclasses
 
 from jaxlib.mlir import ir
 
-from pjrt_tt.lower.registry import Broadcast, Lowering, Splat, device_type, host_type, rule
+from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
+from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import (DEVICE, HOST_READ, ROW_MAJOR, TILE, Block, ScalarType, ShapeArg, Switch,
-                             TensorType, Value, While, dtype_attr, layout_attr, storage_roots)
+                             TensorType, Value, While, device_type, dtype_attr, layout_attr, storage_roots)
 
 
 def _conform(lo: Lowering, v: Value, t: TensorType) -> Value:

@@ -25,8 +25,9 @@ import dataclasses
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Lowering, rule
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.helpers import result_type
+from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import DEVICE, ROW_MAJOR, ShapeArg, TensorType, Value, dtype_attr, layout_attr
 
 MAX_REVERSE = 256  # a reverse is one slice per element along the dim; beyond this, refuse

@@ -6,9 +6,10 @@ import dataclasses
 from jaxlib.mlir import ir
 
 from pjrt_tt.ingest import constant_array, splat_value
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Broadcast, Lowering, Splat, device_type, host_type, rule
-from pjrt_tt.program import DEVICE, HostType, ShapeArg, dtype_attr, layout_attr
+from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
+from pjrt_tt.lower.helpers import host_type, pad, result_type
+from pjrt_tt.lower.registry import rule
+from pjrt_tt.program import DEVICE, device_type, dtype_attr, layout_attr
 
 
 def _dims(op, name: str) -> list[int]:
@@ -113,41 +114,3 @@ def _pad(lo: Lowering, op) -> list:
                                                   "interior_padding"))
     h = host_type(op.operands[0])
     return [pad(lo, lo.get(op.operands[0]), h, low, high, interior, value.value)]
-
-
-def pad(lo: Lowering, x, h: HostType, low, high, interior, fill):
-    """`x` (of host type `h`) padded with the constant `fill` (also used by windows.py)."""
-    element, shape = h.element, list(h.shape)
-
-    def block(dims: list[int], d: int, size: int):
-        dims = [size if i == d else s for i, s in enumerate(dims)]
-        return lo.materialize(Splat(fill, HostType(element, tuple(dims))))
-
-    def concat(parts, d: int, dims: list[int]):
-        return lo.emit("concat", parts, d, result=dataclasses.replace(x.type, shape=tuple(dims)))
-
-    if any(p < 0 for p in low + high):  # negative edge padding removes elements
-        starts = [max(-p, 0) for p in low]
-        ends = [s - max(-p, 0) for s, p in zip(shape, high)]
-        shape = [e - s for s, e in zip(starts, ends)]
-        x = lo.emit("slice", x, starts, ends, [1] * len(shape),
-                    result=dataclasses.replace(x.type, shape=tuple(shape)))
-    for d, p in enumerate(interior):
-        if p > 0 and shape[d] > 1:
-            # Interleave: [n, 1] ++ [n, p] fill along a new axis, merge, drop the tail.
-            n = shape[d]
-            split = shape[:d + 1] + [1] + shape[d + 1:]
-            joined = concat([lo.reshape(x, tuple(split)), block(split, d + 1, p)], d + 1,
-                            shape[:d + 1] + [p + 1] + shape[d + 1:])
-            flat = lo.reshape(joined, tuple(shape[:d] + [n * (p + 1)] + shape[d + 1:]))
-            shape[d] = n + (n - 1) * p
-            x = lo.emit("slice", flat, [0] * len(shape), list(shape), [1] * len(shape),
-                        result=dataclasses.replace(x.type, shape=tuple(shape)))
-    for d in range(len(shape)):
-        before, after = max(low[d], 0), max(high[d], 0)
-        if before or after:
-            parts = ([block(shape, d, before)] if before else []) + [x] + \
-                    ([block(shape, d, after)] if after else [])
-            shape[d] += before + after
-            x = concat(parts, d, shape)
-    return x

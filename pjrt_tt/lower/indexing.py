@@ -33,9 +33,9 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt import dtypes
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Broadcast, Lowering, Splat, host_type, rule
-from pjrt_tt.lower.structure import CUSTOM_CALLS
+from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
+from pjrt_tt.lower.helpers import host_type, result_type, slice_
+from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import HostType, TensorType, Value, dtype_attr, layout_attr
 
 I32, U32 = dtypes.BY_MLIR["i32"], dtypes.BY_MLIR["ui32"]
@@ -58,15 +58,6 @@ def _binary(lo: Lowering, fn: str, a, b) -> Value:
     """int32 elementwise op, numpy-broadcasting tensors (or a tensor and a Python int)."""
     shape = np.broadcast_shapes(*(v.type.shape for v in (a, b) if isinstance(v, Value)))
     return lo.emit(fn, a, b, result=TensorType(shape, "int32"))
-
-
-def slice_(lo: Lowering, x: Value, starts, ends, steps) -> Value:
-    """ttnn.slice, or x itself when the slice is all of x: real ttnn returns its input
-    tensor (same buffer) for a whole-tensor slice, so freeing one would free the other."""
-    shape = [len(range(s, e, st)) for s, e, st in zip(starts, ends, steps)]
-    if tuple(shape) == tuple(x.type.shape):
-        return x
-    return lo.emit("slice", x, list(starts), list(ends), list(steps), result=_typed(x, shape))
 
 
 def _component(lo: Lowering, idx: Value, ishape: tuple, ivd: int, k: int, embed: tuple) -> Value:
@@ -395,6 +386,7 @@ def _sort(lo: Lowering, op) -> list:
     return _gathered(lo, list(op.operands), dim, idx)
 
 
+@custom_call("mhlo.topk")
 def _topk(lo: Lowering, op) -> list:
     attrs = ir.DictAttr(op.attributes["mhlo.attributes"])
     k = ir.IntegerAttr(attrs["k"]).value
@@ -406,5 +398,3 @@ def _topk(lo: Lowering, op) -> list:
                   result=TensorType(shape, _index_dtype(key)))
     return [_take(lo, x, len(shape) - 1, idx), lo.typecast(idx, "int32")]
 
-
-CUSTOM_CALLS["mhlo.topk"] = _topk

@@ -10,8 +10,9 @@ import math
 
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Lowering, host_type, rule
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.helpers import host_type, result_type
+from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import TensorType, dtype_attr
 
 

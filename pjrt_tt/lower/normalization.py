@@ -8,7 +8,9 @@ import math
 
 from jaxlib.mlir import ir
 
-from pjrt_tt.lower.registry import Lowering, host_type, rule
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.registry import rule
 
 
 class _Norm:

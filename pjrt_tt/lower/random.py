@@ -17,7 +17,8 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from pjrt_tt.ingest import constant_array
-from pjrt_tt.lower.registry import Lowering, rule
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.registry import rule
 
 # ops whose uint64 results may be narrowed, given narrowed uint64 operands
 _SHAPE_OPS = {"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.lower.builder import Lowering, Splat
+from pjrt_tt.lower.helpers import REDUCERS, host_type, result_type
+from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import TensorType, layout_attr
-
-# body op -> (ttnn reduction, ttnn binary op to fold a non-identity init, identity test)
-REDUCERS = {
-    "stablehlo.add": ("sum", "add", lambda v: v == 0),
-    "stablehlo.maximum": ("max", "maximum", lambda v: v == -math.inf or v <= -3.0e38 or v == -(2**31)),
-    "stablehlo.minimum": ("min", "minimum", lambda v: v == math.inf or v >= 3.0e38 or v == 2**31 - 1),
-    "stablehlo.or": ("max", "logical_or", lambda v: not v),
-    "stablehlo.and": ("min", "logical_and", lambda v: bool(v)),
-    "stablehlo.multiply": ("prod", "multiply", lambda v: v == 1),
-}
 
 
 @rule("stablehlo.reduce")

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from jaxlib.mlir import ir
 
-from pjrt_tt.lower.registry import Lowering, rule
+from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.lower.registry import CUSTOM_CALLS, rule
 
 # custom_call targets that are the identity on a single device.
 IDENTITY_CUSTOM_CALLS = {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape",
                          "xla.sdy.FuncResultSharding", "LayoutConstraint"}
-# custom_call target -> rule, for targets that compute (filled by the op families, e.g. mhlo.topk).
-CUSTOM_CALLS: dict = {}
 
 
 @rule("func.call")

@@ -22,11 +22,9 @@ import math
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.lower.data_movement import pad
-from pjrt_tt.lower.elementwise import result_type
-from pjrt_tt.lower.indexing import slice_
-from pjrt_tt.lower.reduce import REDUCERS
-from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
+from pjrt_tt.lower.builder import Lowering, Splat
+from pjrt_tt.lower.helpers import REDUCERS, host_type, pad, result_type, slice_
+from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, Value
 
 MAX_WINDOW = 64

@@ -3,9 +3,10 @@
     jax.jit(f, compiler_options={"tt_compute_dtype": "bfloat16", "tt_weight_dtype": "bfloat8_b",
                                  "tt_math_fidelity": "HiFi2"})
 
-The options arrive in the CompileOptionsProto's env_option_overrides; `from_overrides` checks
-them and the compiler runs the passes `using(...)` them. With none given the program is left
-as lowered: float32 stays float32 and every matmul runs with ttnn's default config.
+The options arrive in the CompileOptionsProto's env_option_overrides; the compiler checks them
+(compile_context.from_overrides) and hands them to this pass as `ctx.numerics`. With none given
+the program is left as lowered: float32 stays float32 and every matmul runs with ttnn's default
+config.
 
 - tt_compute_dtype=bfloat16: every float32 tensor of the program becomes bfloat16. Inputs are
   typecast once at entry, float32 constants are uploaded as bfloat16, float32 outputs are
@@ -22,75 +23,18 @@ as lowered: float32 stays float32 and every matmul runs with ttnn's default conf
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import itertools
 
 import ml_dtypes
 import numpy as np
 
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.compile_context import CompileContext, Numerics
 from pjrt_tt.ttnn_facts import default_matmul_config
 from pjrt_tt.program import STRUCTURED, Attr, Constant, Construct, Op, Program, TensorType, Value, While
 
-_BOOL = ("true", "false")
-OPTIONS = {  # option -> accepted values (the first is the default)
-    "tt_compute_dtype": ("float32", "bfloat16"),
-    "tt_weight_dtype": ("default", "bfloat16", "bfloat8_b", "bfloat4_b"),
-    "tt_math_fidelity": ("default", "LoFi", "HiFi2", "HiFi3", "HiFi4"),
-    "tt_fp32_dest_acc_en": ("default",) + _BOOL,
-    "tt_packer_l1_acc": ("default",) + _BOOL,
-    "tt_math_approx_mode": ("default",) + _BOOL,
-}
 _CONFIG_FIELDS = {"tt_math_fidelity": "math_fidelity", "tt_fp32_dest_acc_en": "fp32_dest_acc_en",
                   "tt_packer_l1_acc": "packer_l1_acc", "tt_math_approx_mode": "math_approx_mode"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Numerics:
-    options: tuple[tuple[str, str], ...] = ()   # the non-default tt_* options, sorted
-    arch: str = "wormhole_b0"                   # for ttnn's per-arch default fidelity
-
-    def get(self, name: str) -> str:
-        return dict(self.options).get(name, OPTIONS[name][0])
-
-    def key(self) -> str:
-        """What the compile cache key needs (empty when nothing is changed)."""
-        return ";".join(f"{k}={v}" for k, v in self.options) + (f";arch={self.arch}" if self.options else "")
-
-
-def from_overrides(pairs, arch: str = "wormhole_b0") -> Numerics:
-    """env_option_overrides [(key, value)] -> Numerics; keys not starting with tt_ are not ours."""
-    chosen = {}
-    for key, value in pairs or ():
-        if not key.startswith("tt_"):
-            continue
-        if key not in OPTIONS:
-            valid = "; ".join(f"{k}: {'|'.join(v)}" for k, v in OPTIONS.items())
-            raise InvalidArgument(f"unknown pjrt-tt compiler option {key!r}; valid options: {valid}")
-        accepted = {v.lower(): v for v in OPTIONS[key]}
-        if OPTIONS[key][-1] == "false":
-            accepted.update({"1": "true", "0": "false"})
-        text = str(value).strip().lower()
-        if text not in accepted:
-            raise InvalidArgument(f"compiler option {key}={value!r} is not valid; valid values: "
-                                  f"{', '.join(OPTIONS[key])}")
-        if accepted[text] != OPTIONS[key][0]:
-            chosen[key] = accepted[text]
-    return Numerics(tuple(sorted(chosen.items())), arch)
-
-
-_current: contextvars.ContextVar[Numerics] = contextvars.ContextVar("pjrt_tt_numerics", default=Numerics())
-
-
-@contextlib.contextmanager
-def using(numerics: Numerics):
-    token = _current.set(numerics)
-    try:
-        yield
-    finally:
-        _current.reset(token)
 
 
 # --- the pass ------------------------------------------------------------------------------
@@ -100,8 +44,8 @@ _PINNED = ("bitcast",)                                       # ops whose float32
 _FLOATS = ("float32", "bfloat16", "bfloat8_b", "bfloat4_b")
 
 
-def data_formats(program: Program) -> Program:
-    n = _current.get()
+def data_formats(program: Program, ctx: CompileContext) -> Program:
+    n = ctx.numerics
     if not n.options:
         return program
     rw = _Rewriter(program)

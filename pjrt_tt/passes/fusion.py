@@ -32,6 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.program import STRUCTURED, Attr, Op, Program, ShapeArg, TensorType, Value, While
 
 FLOATS = ("float32", "bfloat16")
@@ -686,7 +687,7 @@ def _max_id(ops: list) -> int:
     return max(ids)
 
 
-def fuse(program: Program) -> Program:
+def fuse(program: Program, ctx: CompileContext) -> Program:
     counter = [max([_max_id(program.ops)] + [v.id for v in program.inputs]
                    + [c.value.id for c in program.constants])]
     ops = _fuse_ops(program.ops, {v.id for v in program.outputs}, counter)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.program import STRUCTURED, Program, Value, While, storage_roots
 
 
@@ -31,7 +32,7 @@ def _prune(ops: list, live: set[int]) -> list:
     return kept[::-1]
 
 
-def eliminate_dead_ops(program: Program) -> Program:
+def eliminate_dead_ops(program: Program, ctx: CompileContext) -> Program:
     live = {v.id for v in program.outputs}
     ops = _prune(program.ops, live)
     constants = [c for c in program.constants if c.value.id in live]
@@ -76,7 +77,7 @@ def _donate(op: While, dying: list, root) -> None:
     dying[:] = [v for v in dying if v.id not in gone]
 
 
-def plan_frees(program: Program) -> Program:
+def plan_frees(program: Program, ctx: CompileContext) -> Program:
     roots = storage_roots(program.ops)
     root = lambda vid: roots.get(vid, vid)  # noqa: E731
 

@@ -34,11 +34,6 @@ def requested_dir(options) -> str:
     return os.environ.get(ENV, "")
 
 
-def without_profile_option(pairs) -> list:
-    """env_option_overrides minus tt_profile (it changes no program, only what is written)."""
-    return [(k, v) for k, v in (pairs or ()) if k != OPTION]
-
-
 class Profiler:
     """The profile of one executable: its first run (ttnn's program cache cold: host times
     include building the programs) and its second (steady state) are timed; the second

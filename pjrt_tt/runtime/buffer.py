@@ -8,8 +8,7 @@ import numpy as np
 
 from pjrt_tt.dtypes import ElementType
 from pjrt_tt.errors import InvalidArgument
-from pjrt_tt.lower.registry import device_array, device_type
-from pjrt_tt.program import HostType
+from pjrt_tt.program import HostType, device_array, device_type
 from pjrt_tt.ttnn_facts import TILE_BYTES
 
 

@@ -6,7 +6,6 @@ import re
 import numpy as np
 
 from pjrt_tt.errors import InvalidArgument
-from pjrt_tt.lower.registry import device_type
 from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime.buffer import Buffer
 

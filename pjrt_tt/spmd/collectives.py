@@ -1,9 +1,10 @@
 """Lowering rules for the collectives of a partitioned program -> ttnn CCL ops on a mesh.
 
-The program runs on an R x C ttnn mesh (chosen by prepare.py; `MESH` holds it while a
-module is lowered). prepare.py has already rewritten the chip-dependent patterns into
-custom_calls (@tt.mesh_slice, @tt.per_device, @tt.not_on_mesh) whose rules live here, beside
-the collectives' rules: one rule per op, registered at import. Replica groups become
+The program runs on an R x C ttnn mesh (chosen by prepare.py; the rules read it as
+`lo.ctx.mesh_shape`; a single-chip program is the 1x1 mesh). prepare.py has already
+rewritten the chip-dependent patterns into custom_calls (@tt.mesh_slice, @tt.per_device,
+@tt.not_on_mesh) whose rules live here, beside the collectives' rules: one rule per op,
+registered at import (pjrt_tt.spmd imports this module). Replica groups become
 `cluster_axis` (0: down a column, 1: along a row). A group spanning both axes in order
 p = r*C + c is done axis by axis: gathers minor axis first, scatters/partitions major axis
 first, which keeps XLA's device order.
@@ -23,29 +24,16 @@ first, which keeps XLA's device order.
 """
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 
 import numpy as np
 from jaxlib.mlir import ir
 
-from pjrt_tt.lower.registry import Lowering, Splat, host_type, rule
-from pjrt_tt.lower.structure import CUSTOM_CALLS
+from pjrt_tt.lower.builder import Lowering, Splat
+from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import HostType
 from pjrt_tt.spmd.prepare import NotOnMesh, decode, group_axes, replica_groups
-
-# The mesh of the program being lowered: set by spmd.lower_on_mesh for the duration of one
-# SPMD compile (a single-chip program is a 1x1 mesh). The rules are ordinary registry
-# entries, registered once at import like every other family.
-MESH: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("pjrt_tt_mesh", default=(1, 1))
-
-
-def _custom_call(target: str):
-    def register(fn):
-        assert target not in CUSTOM_CALLS, f"two rules for custom_call @{target}"
-        CUSTOM_CALLS[target] = fn
-        return fn
-    return register
 
 
 def _info(op) -> str:
@@ -53,15 +41,15 @@ def _info(op) -> str:
 
 
 def _axes(lo: Lowering, groups) -> tuple[int, ...]:
-    R, C = MESH.get()
+    R, C = lo.ctx.mesh_shape
     try:
         return group_axes(groups, R, C)
     except NotOnMesh as e:
         raise lo.unsupported(str(e)) from None
 
 
-def _size(axis: int) -> int:
-    return MESH.get()[axis]
+def _size(lo: Lowering, axis: int) -> int:
+    return lo.ctx.mesh_shape[axis]
 
 
 def _with_dim(x, dim: int, size: int):
@@ -73,13 +61,13 @@ def _with_dim(x, dim: int, size: int):
 def gather(lo, x, dim, axes):
     for a in reversed(axes):
         x = lo.emit("all_gather", x, dim=dim, cluster_axis=a,
-                    result=_with_dim(x, dim, x.type.shape[dim] * _size(a)))
+                    result=_with_dim(x, dim, x.type.shape[dim] * _size(lo, a)))
     return x
 
 
 def partition(lo, x, dim, axes):
     for a in axes:
-        x = _mesh_partition(lo, x, dim, _size(a), a)
+        x = _mesh_partition(lo, x, dim, _size(lo, a), a)
     return x
 
 
@@ -108,7 +96,7 @@ def _mesh_partition(lo, x, dim, n, axis):
 def reduce_scatter(lo, x, dim, axes):
     for a in axes:
         x = lo.emit("reduce_scatter", x, dim=dim, cluster_axis=a,
-                    result=_with_dim(x, dim, x.type.shape[dim] // _size(a)))
+                    result=_with_dim(x, dim, x.type.shape[dim] // _size(lo, a)))
     return x
 
 
@@ -135,7 +123,7 @@ def _all_reduce(lo: Lowering, op) -> list:
     for v in op.operands:
         e = lo.entry(v)
         if isinstance(e, Splat):    # the same constant on every chip
-            n = int(np.prod([_size(a) for a in axes])) if kind == "add" else 1
+            n = int(np.prod([_size(lo, a) for a in axes])) if kind == "add" else 1
             out.append(Splat(e.value * n, e.host))
             continue
         x = lo.materialize(e)
@@ -178,7 +166,7 @@ def _all_to_all(lo: Lowering, op) -> list:
     for v in op.operands:
         x = lo.get(v)
         if split == concat:   # split and concat along one dim: blocks swap places (a transpose of blocks)
-            n = int(np.prod([_size(a) for a in axes]))
+            n = int(np.prod([_size(lo, a) for a in axes]))
             shape = x.type.shape
             blocks = lo.reshape(x, shape[:split] + (n, shape[split] // n) + shape[split + 1:])
             x = gather(lo, blocks, split + 1, axes)
@@ -191,18 +179,18 @@ def _all_to_all(lo: Lowering, op) -> list:
 
 @rule("stablehlo.collective_permute")
 def _collective_permute(lo: Lowering, op) -> list:
-    R, C = MESH.get()
+    R, C = lo.ctx.mesh_shape
     pairs = np.array(ir.DenseElementsAttr(op.attributes["source_target_pairs"])).reshape(-1, 2).tolist()
     coord = lambda p: (p // C, p % C)  # noqa: E731
     for axis in (1, 0):
         other = 1 - axis
-        if _size(axis) == 1 or any(coord(s)[other] != coord(t)[other] for s, t in pairs):
+        if _size(lo, axis) == 1 or any(coord(s)[other] != coord(t)[other] for s, t in pairs):
             continue
         # source index along the axis for each target index, identical in every group
         src_of: dict[int, set] = {}
         for s, t in pairs:
             src_of.setdefault(coord(t)[axis], set()).add(coord(s)[axis])
-        groups = R * C // _size(axis)
+        groups = R * C // _size(lo, axis)
         if any(len(s) != 1 for s in src_of.values()) or \
                 len(pairs) != groups * len(src_of):
             continue
@@ -210,7 +198,7 @@ def _collective_permute(lo: Lowering, op) -> list:
         d0 = x.type.shape[0]
         g = gather(lo, x, 0, (axis,))
         parts = []
-        for j in range(_size(axis)):
+        for j in range(_size(lo, axis)):
             if j in src_of:
                 (s,) = src_of[j]
                 parts.append(lo.emit("slice", g, [s * d0] + [0] * (len(x.type.shape) - 1),
@@ -224,13 +212,13 @@ def _collective_permute(lo: Lowering, op) -> list:
                          f"mesh axis of the {R}x{C} mesh")
 
 
-@_custom_call("tt.not_on_mesh")
+@custom_call("tt.not_on_mesh")
 def _not_on_mesh(lo: Lowering, op) -> list:
     lo.origin = "stablehlo.dynamic_slice"
     raise lo.unsupported(_info(op))
 
 
-@_custom_call("tt.mesh_slice")
+@custom_call("tt.mesh_slice")
 def _mesh_slice(lo: Lowering, op) -> list:
     """dynamic_slice(x, my shard's offsets) -> static slice + ttnn.mesh_partition, or with
     a `tt.fused` sum all_reduce as operand, ttnn.reduce_scatter."""
@@ -243,7 +231,7 @@ def _mesh_slice(lo: Lowering, op) -> list:
     # a static slice first: fixed offsets, and the part of each sharded dim that is shards
     starts, limits = [], []
     for (dim, start, axes), size in zip(plan, sizes):
-        n = int(np.prod([_size(a) for a in axes])) if axes else 1
+        n = int(np.prod([_size(lo, a) for a in axes])) if axes else 1
         starts.append(start)
         limits.append(start + size * n)
     if starts != [0] * len(shape) or limits != shape:
@@ -268,7 +256,7 @@ def per_device_value(lo, v, vals=None):
     evaluated on the host, as a table replicated on every chip from which
     ttnn.mesh_partition leaves each chip its own entry (the same ops on every chip)."""
     from pjrt_tt.spmd.prepare import _eval
-    R, C = MESH.get()
+    R, C = lo.ctx.mesh_shape
     h = host_type(v)
     if h.element.device is None:   # e.g. jax.random's uint64 counters of a sharded result
         raise lo.unsupported(f"a chip-dependent {h.element.mlir} value (partition_id arithmetic "
@@ -279,12 +267,12 @@ def per_device_value(lo, v, vals=None):
     shape = (1,) * max(0, 2 - len(h.shape)) + tuple(h.shape)
     x = lo.constant(vals.reshape((R, C) + shape), HostType(h.element, (R, C) + shape))
     for dim, axis in ((0, 0), (1, 1)):
-        if _size(axis) > 1:
-            x = _mesh_partition(lo, x, dim, _size(axis), axis)
+        if _size(lo, axis) > 1:
+            x = _mesh_partition(lo, x, dim, _size(lo, axis), axis)
     return lo.reshape(x, tuple(h.shape) or (1,))
 
 
-@_custom_call("tt.per_device")
+@custom_call("tt.per_device")
 def _per_device(lo: Lowering, op) -> list:
     import json
     vals = json.loads(_info(op))

@@ -1,0 +1,1 @@
+"""Developer tools that live outside the package (run from the repository root: python -m tools.X)."""
