@@ -42,6 +42,14 @@ def test_calibration_error_is_what_the_docs_report():
                 f"{t['within_25pct']} |") in docs, f"docs/perf.md calibration table is stale for {t['table']}"
 
 
+def test_stored_efficiencies_are_the_fit():
+    """The estimator reads data/fitted_efficiency.json; it must be what the fit gives today
+    (refresh with `python -m pjrt_tt.perf.calibration --write` after the data changes)."""
+    from pjrt_tt.perf.estimator import fitted
+    for arch in calibration.CHIP_OF_ARCH:
+        assert fitted(arch) == calibration.fitted_efficiency(arch), arch
+
+
 def test_more_work_never_estimates_faster():
     for chip in ("n150", "p150"):
         est = Estimator(chip)

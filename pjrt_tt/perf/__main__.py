@@ -93,7 +93,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chips", type=int, default=2)
     _common(p)
     p = sub.add_parser("calibration", help="the estimator's fitted factors and its error on the measured tables")
-    p = sub.add_parser("measure-host", help="re-measure host dispatch per op on mock (writes data/host_dispatch.json)")
     return ap
 
 
@@ -132,11 +131,6 @@ def main(argv=None) -> int:
     if args.command == "calibration":
         from pjrt_tt.perf import calibration
         calibration.main()
-        return 0
-    if args.command == "measure-host":
-        result = host.measure()
-        host.write(result)
-        print(f"host dispatch per op on mock (measured): mean {result['mean_us']} us, per op {result['per_op_us']}")
         return 0
     try:
         cost, fn = estimate(args)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import json
 import os
+import sys
 
 import numpy as np
 
-from pjrt_tt.perf.estimator import Efficiency, Estimator
+from pjrt_tt.perf.estimator import FITTED, Efficiency, Estimator, fitted
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "gemm_out_of_box.csv")
 DRAM_DATA = os.path.join(os.path.dirname(__file__), "data", "dram_bandwidth.csv")
@@ -123,7 +125,18 @@ def report() -> list[dict]:
     return tables
 
 
+def write_fitted() -> None:
+    """Refit and store the efficiencies the estimator reads (after the data files change)."""
+    table = {arch: dataclasses.asdict(fitted_efficiency(arch)) for arch in CHIP_OF_ARCH}
+    with open(FITTED, "w") as f:
+        json.dump(table, f, indent=1)
+        f.write("\n")
+    fitted.cache_clear()
+
+
 def main() -> None:
+    if "--write" in sys.argv[1:]:
+        write_fitted()
     for arch, chip in CHIP_OF_ARCH.items():
         e = fitted_efficiency(arch)
         print(f"{chip} ({arch}) fitted: compute efficiency {e.compute:.2f}, DRAM efficiency {e.dram:.2f}, "

@@ -18,7 +18,10 @@ Everything returned is an estimate and is labelled so wherever it is printed.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
+import os
 
 from pjrt_tt import program as prog
 from pjrt_tt.systems import FIDELITY_PHASES, FPU_FLOPS_PER_CYCLE, get_system
@@ -94,6 +97,20 @@ def tile_count(shape) -> int:
     return math.prod(shape[:-2]) * _tiles(h) * _tiles(w)
 
 
+FITTED = os.path.join(os.path.dirname(__file__), "data", "fitted_efficiency.json")
+
+
+@functools.lru_cache(maxsize=None)
+def fitted(arch_name: str) -> Efficiency:
+    """The efficiencies calibration.py fitted for `arch_name` (stored, so estimates need no
+    refit; tests/test_perf.py checks they are what the fit gives)."""
+    with open(FITTED) as f:
+        table = json.load(f)
+    if arch_name not in table:
+        raise ValueError(f"no calibration data for architecture {arch_name!r}")
+    return Efficiency(**table[arch_name])
+
+
 def _tiles(n: int) -> int:
     return max(1, -(-n // TILE_SIZE))
 
@@ -106,10 +123,7 @@ class Estimator:
         self.system, self.arch = system, system.arch
         self.grid = tuple(grid or self.arch.compute_grid)
         self.cores = self.grid[0] * self.grid[1]
-        if efficiency is None:
-            from pjrt_tt.perf.calibration import fitted_efficiency
-            efficiency = fitted_efficiency(self.arch.name)
-        self.eff = efficiency
+        self.eff = efficiency or fitted(self.arch.name)
 
     # --- rooflines ----------------------------------------------------------------------
     def _bandwidth(self, memory: str) -> float:
