@@ -58,13 +58,14 @@ constexpr size_t kMaxHostRank = 64;
 
 void CheckHostShape(const std::vector<int64_t>& dims, const int64_t* strides, size_t num_strides,
                     const void* data) {
-  int64_t elements = 1;
+  int64_t elements = 1, extent = 16;  // extent: the bytes of the nonzero dims at 16 B per element
   for (size_t i = 0; i < dims.size(); ++i) {
     if (dims[i] < 0)
       Fail(PJRT_Error_Code_INVALID_ARGUMENT, "dimension " + std::to_string(i) + " of the host buffer is " +
                                                  std::to_string(dims[i]) + "; dimensions must be >= 0");
-    if (__builtin_mul_overflow(elements, dims[i], &elements))
+    if (dims[i] != 0 && __builtin_mul_overflow(extent, dims[i], &extent))
       Fail(PJRT_Error_Code_INVALID_ARGUMENT, "the host buffer's dimensions overflow 64 bits");
+    elements *= dims[i];  // cannot overflow: |elements| <= extent
   }
   if (num_strides != 0 && num_strides != dims.size())
     Fail(PJRT_Error_Code_INVALID_ARGUMENT, "num_byte_strides is " + std::to_string(num_strides) +

@@ -72,9 +72,40 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
 def _hlo_to_stablehlo(code: bytes) -> bytes:
     from jax._src.lib import _jax
     try:
+        problem = _hlo_operand_problem(code)
+    except ValueError as e:   # not well-formed protobuf (at any depth the check reads)
+        problem = str(e)
+    if problem:
+        raise InvalidArgument(f"pjrt-tt could not read the HloModuleProto it was given: {problem}")
+    try:
         return _jax.mlir.hlo_to_stablehlo(code)
     except Exception as e:
         raise InvalidArgument(f"pjrt-tt could not read the HloModuleProto it was given: {e}") from None
+
+
+# HLO opcodes that may have no operands. XLA reads any other instruction without operands
+# from a proto (a variadic one like `reduce()` passes its arity check), and its StableHLO
+# conversion then writes a module whose reading crashes the process: refused before.
+_NULLARY_HLO = {b"parameter", b"constant", b"iota", b"partition-id", b"replica-id", b"after-all",
+                b"custom-call", b"rng-get-and-update-state", b"tuple", b"infeed", b"call",
+                b"fusion", b"get-dimension-size"}
+
+
+def _hlo_operand_problem(code: bytes) -> str:
+    """An instruction of the HloModuleProto `code` that must have operands and has none."""
+    for field, value in _proto_fields(code):
+        if field != 3 or not isinstance(value, bytes):   # HloModuleProto.computations
+            continue
+        for cfield, instruction in _proto_fields(value):
+            if cfield != 2 or not isinstance(instruction, bytes):   # HloComputationProto.instructions
+                continue
+            parts = list(_proto_fields(instruction))
+            opcode = next((v for f, v in parts if f == 2 and isinstance(v, bytes)), b"")
+            name = next((v for f, v in parts if f == 1 and isinstance(v, bytes)), b"")
+            if opcode not in _NULLARY_HLO and not any(f == 36 for f, _ in parts):  # operand_ids
+                return (f"instruction {name.decode('utf-8', 'replace')!r} ({opcode.decode('utf-8', 'replace')}) "
+                        "has no operands")
+    return ""
 
 
 @contextlib.contextmanager
@@ -328,7 +359,7 @@ def parse_compile_options(blob: bytes):
     if not blob:
         return None
     from jax._src.lib import _jax
-    problem = _protobuf_problem(blob)
+    problem = _protobuf_problem(blob) or _build_options_problem(blob)
     if problem:
         raise InvalidArgument(f"the compile options are not a serialized CompileOptionsProto: {problem}")
     options = _jax.CompileOptions.ParseFromString(blob)
@@ -350,6 +381,22 @@ def parse_compile_options(blob: bytes):
     return options
 
 
+def _build_options_problem(blob: bytes) -> str:
+    """jaxlib aborts the process (a CHECK) on a negative device_ordinal other than -1."""
+    for field, value in _proto_fields(blob):
+        if field == 3 and isinstance(value, bytes):   # executable_build_options
+            try:
+                inner = list(_proto_fields(value))
+            except ValueError as e:
+                return f"executable_build_options: {e}"
+            for f, v in inner:
+                if f == 1 and isinstance(v, int):   # device_ordinal (int64)
+                    ordinal = v - (1 << 64) if v >= 1 << 63 else v
+                    if ordinal < -1:
+                        return f"executable_build_options.device_ordinal is {ordinal}"
+    return ""
+
+
 def assignment_ids(assignment) -> list[list[int]]:
     """A jaxlib DeviceAssignment as [computation][replica] device ids (from its text form,
     the only accessor jaxlib 0.7.1 offers besides the serialized proto)."""
@@ -359,6 +406,17 @@ def assignment_ids(assignment) -> list[list[int]]:
 
 def _protobuf_problem(blob: bytes) -> str:
     """Why `blob` is not a well-formed protobuf message at its top level ('' if it is)."""
+    try:
+        for _ in _proto_fields(blob):
+            pass
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def _proto_fields(blob: bytes):
+    """(field number, value) of a serialized protobuf message: ints for varints, bytes for
+    the rest. ValueError when it is not well formed."""
     i, n = 0, len(blob)
 
     def varint(i: int) -> tuple[int, int]:
@@ -373,26 +431,22 @@ def _protobuf_problem(blob: bytes) -> str:
                 return value, i
         raise ValueError(f"a varint at byte {i} is longer than 10 bytes")
 
-    try:
-        while i < n:
-            start = i
-            tag, i = varint(i)
-            field, wire = tag >> 3, tag & 7
-            if field == 0:
-                return f"field number 0 at byte {start}"
-            if wire == 0:
-                _, i = varint(i)
-            elif wire == 1:
-                i += 8
-            elif wire == 5:
-                i += 4
-            elif wire == 2:
-                length, i = varint(i)
-                i += length
-            else:
-                return f"wire type {wire} (field {field}) at byte {start}"
-            if i > n:
-                return f"field {field} at byte {start} runs past the end ({n} bytes)"
-    except ValueError as e:
-        return str(e)
-    return ""
+    while i < n:
+        start = i
+        tag, i = varint(i)
+        field, wire = tag >> 3, tag & 7
+        if field == 0:
+            raise ValueError(f"field number 0 at byte {start}")
+        if wire == 0:
+            value, i = varint(i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = blob[i:i + size], i + size
+        elif wire == 2:
+            length, i = varint(i)
+            value, i = blob[i:i + length], i + length
+        else:
+            raise ValueError(f"wire type {wire} (field {field}) at byte {start}")
+        if i > n:
+            raise ValueError(f"field {field} at byte {start} runs past the end ({n} bytes)")
+        yield field, value
