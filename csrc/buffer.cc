@@ -52,6 +52,33 @@ bool IsDenseRowMajor(const PJRT_Buffer_MemoryLayout* layout, const std::vector<i
   return false;
 }
 
+// The caller's shape, checked where it enters: the runtime reads host memory through
+// it, so a negative, overflowing or inconsistent shape must never get that far.
+constexpr size_t kMaxHostRank = 64;
+
+void CheckHostShape(const std::vector<int64_t>& dims, const int64_t* strides, size_t num_strides,
+                    const void* data) {
+  int64_t elements = 1, extent = 16;  // extent: the bytes of the nonzero dims at 16 B per element
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] < 0)
+      Fail(PJRT_Error_Code_INVALID_ARGUMENT, "dimension " + std::to_string(i) + " of the host buffer is " +
+                                                 std::to_string(dims[i]) + "; dimensions must be >= 0");
+    if (dims[i] != 0 && __builtin_mul_overflow(extent, dims[i], &extent))
+      Fail(PJRT_Error_Code_INVALID_ARGUMENT, "the host buffer's dimensions overflow 64 bits");
+    elements *= dims[i];  // cannot overflow: |elements| <= extent
+  }
+  if (num_strides != 0 && num_strides != dims.size())
+    Fail(PJRT_Error_Code_INVALID_ARGUMENT, "num_byte_strides is " + std::to_string(num_strides) +
+                                               " for a host buffer of " + std::to_string(dims.size()) + " dims");
+  for (size_t i = 0; i < num_strides; ++i)
+    if (strides[i] < 0)
+      Fail(PJRT_Error_Code_UNIMPLEMENTED, "negative byte strides are not supported (byte_strides[" +
+                                              std::to_string(i) + "] is " + std::to_string(strides[i]) + ")");
+  if (elements > 0 && data == nullptr)
+    Fail(PJRT_Error_Code_INVALID_ARGUMENT, "data is null for a host buffer of " + std::to_string(elements) +
+                                               " elements");
+}
+
 PJRT_Error* BufferFromHostBuffer(PJRT_Client_BufferFromHostBuffer_Args* args) {
   return Guard("PJRT_Client_BufferFromHostBuffer", [&] {
     PJRT_TT_REQUIRE_OUT(args, buffer);
@@ -59,9 +86,15 @@ PJRT_Error* BufferFromHostBuffer(PJRT_Client_BufferFromHostBuffer_Args* args) {
     const void* data = PJRT_TT_IN(args, data, nullptr);
     int type = PJRT_TT_IN(args, type, PJRT_Buffer_Type_INVALID);
     const int64_t* dims_ptr = PJRT_TT_IN(args, dims, nullptr);
-    std::vector<int64_t> dims(dims_ptr, dims_ptr + (dims_ptr ? PJRT_TT_IN(args, num_dims, 0) : 0));
+    size_t num_dims = dims_ptr ? PJRT_TT_IN(args, num_dims, 0) : 0;
     const int64_t* strides = PJRT_TT_IN(args, byte_strides, nullptr);
     size_t num_strides = strides ? PJRT_TT_IN(args, num_byte_strides, 0) : 0;
+    if (num_dims > kMaxHostRank || num_strides > kMaxHostRank)  // before reading that many
+      Fail(PJRT_Error_Code_INVALID_ARGUMENT, "a host buffer of " + std::to_string(num_dims) + " dims and " +
+                                                 std::to_string(num_strides) + " byte strides (at most " +
+                                                 std::to_string(kMaxHostRank) + ")");
+    std::vector<int64_t> dims(dims_ptr, dims_ptr + num_dims);
+    CheckHostShape(dims, strides, num_strides, data);
     PJRT_Device* device = PJRT_TT_IN(args, device, nullptr);
     PJRT_Memory* memory = PJRT_TT_IN(args, memory, nullptr);
     const PJRT_Buffer_MemoryLayout* device_layout = PJRT_TT_IN(args, device_layout, nullptr);

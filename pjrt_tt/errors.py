@@ -36,5 +36,5 @@ class UnsupportedOp(Unimplemented):
         super().__init__(f"pjrt-tt cannot lower `{op_name}`{where}{detail}{more}")
 
 
-class UnsupportedDtype(InvalidArgument):
-    pass
+class UnsupportedDtype(Unimplemented):
+    """A valid element type the chip cannot hold (64-bit, complex, float16...)."""

@@ -5,6 +5,7 @@ an HloModuleProto (format "hlo") unless XLA_STABLEHLO_COMPILE=1.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -12,7 +13,8 @@ from jaxlib.mlir import ir
 from jaxlib.mlir._mlir_libs import _jax_mlir_ext
 from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt import dtypes
+from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 
 
 def new_context() -> ir.Context:
@@ -38,29 +40,196 @@ class Parsed:
         return self.module.operation.get_asm(enable_debug_info=True, large_elements_limit=16)
 
 
+MLIR_BYTECODE_MAGIC = b"ML\xefR"
+# numpy arrays (the host side of every ttnn tensor) have at most 32 dims; ttnn 0.81 takes
+# all of them (add, sum, reshape, permute, matmul... measured on mock at ranks 7-32).
+MAX_RANK = 32
+
+
 def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
-    """`from_hlo`: the StableHLO was converted from HLO (e.g. XLA's partitioner output),
-    so it gets the same clean-ups as an HLO program."""
+    """Program bytes -> a checked StableHLO module whose 64-bit integers are narrowed where
+    that is exact (narrow64.py). `from_hlo`: the StableHLO was converted from HLO (e.g.
+    XLA's partitioner output), so it gets the same clean-ups as an HLO program.
+
+    Malformed bytes are refused here, before any other layer reads the module: jaxlib's
+    bindings abort the process (not raise) when a diagnostic, a name or a location holds
+    bytes that are not UTF-8, and when the attribute of a complex constant is read."""
     ctx = new_context()
     from_hlo = from_hlo or fmt == "hlo"
     if fmt == "hlo":
-        from jax._src.lib import _jax
-        code = _jax.mlir.hlo_to_stablehlo(code)
-        fmt = "mlir"
-    if fmt != "mlir":
+        code = _hlo_to_stablehlo(code)
+    elif fmt != "mlir":
         raise InvalidArgument(f"pjrt-tt accepts programs in format 'mlir' or 'hlo', not {fmt!r}")
-    try:
-        module = stablehlo.deserialize_portable_artifact(ctx, code)
-    except Exception:  # not a portable artifact: plain StableHLO bytecode or text
-        try:
-            with ctx:
-                module = ir.Module.parse(code)
-        except Exception as e:
-            raise InvalidArgument(f"pjrt-tt could not parse the program it was given: {e}") from e
+    module = _read_module(ctx, bytes(code))
+    check_module(module)
     if from_hlo:
         _as_jax_emits(module)
-        _narrow_internal_int64(module)
+    from pjrt_tt.narrow64 import narrow_int64   # (it reads constants with this module's helpers)
+    narrow_int64(module)
     return Parsed(ctx, module)
+
+
+def _hlo_to_stablehlo(code: bytes) -> bytes:
+    from jax._src.lib import _jax
+    try:
+        problem = _hlo_operand_problem(code)
+    except ValueError as e:   # not well-formed protobuf (at any depth the check reads)
+        problem = str(e)
+    if problem:
+        raise InvalidArgument(f"pjrt-tt could not read the HloModuleProto it was given: {problem}")
+    try:
+        return _jax.mlir.hlo_to_stablehlo(code)
+    except Exception as e:
+        raise InvalidArgument(f"pjrt-tt could not read the HloModuleProto it was given: {e}") from None
+
+
+# HLO opcodes that may have no operands. XLA reads any other instruction without operands
+# from a proto (a variadic one like `reduce()` passes its arity check), and its StableHLO
+# conversion then writes a module whose reading crashes the process: refused before.
+_NULLARY_HLO = {b"parameter", b"constant", b"iota", b"partition-id", b"replica-id", b"after-all",
+                b"custom-call", b"rng-get-and-update-state", b"tuple", b"infeed", b"call",
+                b"fusion", b"get-dimension-size"}
+
+
+def _hlo_operand_problem(code: bytes) -> str:
+    """An instruction of the HloModuleProto `code` that must have operands and has none."""
+    for field, value in _proto_fields(code):
+        if field != 3 or not isinstance(value, bytes):   # HloModuleProto.computations
+            continue
+        for cfield, instruction in _proto_fields(value):
+            if cfield != 2 or not isinstance(instruction, bytes):   # HloComputationProto.instructions
+                continue
+            parts = list(_proto_fields(instruction))
+            opcode = next((v for f, v in parts if f == 2 and isinstance(v, bytes)), b"")
+            name = next((v for f, v in parts if f == 1 and isinstance(v, bytes)), b"")
+            if opcode not in _NULLARY_HLO and not any(f == 36 for f, _ in parts):  # operand_ids
+                return (f"instruction {name.decode('utf-8', 'replace')!r} ({opcode.decode('utf-8', 'replace')}) "
+                        "has no operands")
+    return ""
+
+
+@contextlib.contextmanager
+def _captured_diagnostics(ctx: ir.Context):
+    """Error diagnostics go to a handler of ours instead of the bindings' own capture, which
+    aborts the process on a message that is not UTF-8 (e.g. the note naming the producer
+    of malformed bytecode). Yields the list the messages are collected in."""
+    messages: list[str] = []
+
+    def collect(diagnostic) -> bool:
+        messages.append(_diagnostic_text(diagnostic))
+        return True
+
+    ctx.emit_error_diagnostics = True
+    handler = ctx.attach_diagnostic_handler(collect)
+    try:
+        yield messages
+    finally:
+        handler.detach()
+        ctx.emit_error_diagnostics = False
+
+
+def _diagnostic_text(diagnostic) -> str:
+    def safe(read) -> str:
+        try:
+            return str(read())
+        except Exception:  # the bindings cannot convert bytes that are not UTF-8
+            return "<bytes that are not UTF-8>"
+    parts = [safe(lambda: diagnostic.message)]
+    try:
+        parts += [safe(lambda n=n: n.message) for n in diagnostic.notes]
+    except Exception:
+        pass
+    return "; ".join(parts)
+
+
+def _read_module(ctx: ir.Context, code: bytes) -> ir.Module:
+    """Bytes -> a verified module whose every string is valid UTF-8 (later layers print
+    names and locations through the bindings, which abort on anything else)."""
+    with _captured_diagnostics(ctx) as diagnostics:
+        module = None
+        if code.startswith(MLIR_BYTECODE_MAGIC):
+            try:   # a StableHLO portable artifact (VHLO), as jax sends
+                module = stablehlo.deserialize_portable_artifact(ctx, code)
+            except Exception:
+                diagnostics.clear()  # or plain MLIR bytecode (hlo_to_stablehlo's output)
+        else:
+            try:
+                code = code.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidArgument(
+                    "pjrt-tt could not parse the program it was given: it is neither MLIR bytecode "
+                    f"(which starts with {MLIR_BYTECODE_MAGIC!r}) nor UTF-8 text ({e})") from None
+        try:
+            if module is None:
+                with ctx:
+                    module = ir.Module.parse(code)
+            module.operation.verify()
+        except Exception as e:
+            detail = "; ".join(diagnostics[:5]) or str(e)
+            raise InvalidArgument(f"pjrt-tt could not parse the program it was given: {detail}") from None
+    try:
+        module.operation.get_asm(binary=True, enable_debug_info=True,
+                                 large_elements_limit=16).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidArgument("the program holds a name, string or location that is not UTF-8 "
+                              f"text ({e})") from None
+    return module
+
+
+def check_module(module: ir.Module) -> None:
+    """What every later layer assumes, checked once with a clear error: an @main with a body;
+    static shapes of at most MAX_RANK dims; element types the chip holds (64-bit integers
+    are narrow64's to judge). Reads no attribute a complex constant could abort on."""
+    funcs = {}
+    for op in module.body.operations:
+        op = op.operation
+        if op.name == "func.func":
+            funcs[ir.StringAttr(op.attributes["sym_name"]).value] = op
+    main = funcs.get("main")
+    if main is None:
+        found = ", ".join(f"@{n}" for n in funcs) or "no function at all"
+        raise InvalidArgument(f"the program has no @main function, the entry point PJRT runs "
+                              f"(found {found})")
+    if not main.regions[0].blocks:
+        raise InvalidArgument("the program's @main is a declaration without a body")
+
+    def check(t: ir.Type, what: str, op) -> None:
+        if ir.UnrankedTensorType.isinstance(t):
+            raise Unimplemented(f"{what} of `{op.name}`{_at(op)} has the unranked type {t}: "
+                                "pjrt-tt needs static shapes")
+        if not ir.RankedTensorType.isinstance(t):
+            return   # tokens, tuples: structural
+        rt = ir.RankedTensorType(t)
+        if not rt.has_static_shape:
+            raise Unimplemented(f"{what} of `{op.name}`{_at(op)} has the dynamic shape {t}: "
+                                "pjrt-tt needs static shapes (jax.jit with concrete shapes, "
+                                "torch.compile(dynamic=False))")
+        if rt.rank > MAX_RANK:
+            raise Unimplemented(f"{what} of `{op.name}`{_at(op)} has rank {rt.rank}: TT tensors "
+                                f"have at most {MAX_RANK} dims")
+        etype = str(rt.element_type)
+        if etype in ("i64", "ui64"):
+            return   # narrow64 narrows them where that is exact and refuses the rest
+        element = dtypes.BY_MLIR.get(etype)
+        if element is None or element.device is None:
+            name, hint = (element.numpy.name, element.hint) if element else (etype, "it has no TT data format")
+            raise UnsupportedDtype(f"{name} ({etype}) is not supported on Tenstorrent devices "
+                                   f"({what} of `{op.name}`{_at(op)}): {hint}")
+
+    ops = []   # (an exception raised inside walk() reaches us as a RuntimeError: check after)
+    module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
+    for op in ops:
+        for i, r in enumerate(op.results):
+            check(r.type, f"result {i}", op)
+        for region in op.regions:
+            for block in region.blocks:
+                for i, arg in enumerate(block.arguments):
+                    check(arg.type, f"argument {i} of a block", op)
+
+
+def _at(op) -> str:
+    where = describe_location(op.location)
+    return f" at {where}" if where else ""
 
 
 # HLO ops that hlo_to_stablehlo leaves in the mhlo dialect (StableHLO has no such op),
@@ -84,72 +253,6 @@ def _as_jax_emits(module: ir.Module) -> None:
         for old, repl in zip(op.results, new.results):
             old.replace_all_uses_with(repl)
         op.erase()
-
-
-def _narrow_internal_int64(module: ir.Module) -> None:
-    """torch_xla computes indices in int64 (index_put, embedding backward, scatter...), which
-    the chip lacks. Inside a program whose arguments and results have no 64-bit integers,
-    they become int32 (constants clamped to its range: indices fit, and clamped sentinels
-    still compare the same way against them). Programs that take or return int64 are
-    left alone and refused clearly by the lowering."""
-    main = next((op.operation for op in module.body.operations if op.operation.name == "func.func"
-                 and ir.StringAttr(op.operation.attributes["sym_name"]).value == "main"), None)
-    if main is None:
-        return
-    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-    if any(_wide(t) for t in list(ftype.inputs) + list(ftype.results)):
-        return
-    found = []
-
-    def visit(op):
-        found.append(op)
-        return ir.WalkResult.ADVANCE
-
-    module.operation.walk(visit)
-    if not any(_wide(r.type) for op in found for r in op.results):
-        return
-    with module.context, ir.Location.unknown():
-        for op in found:
-            for region in op.regions:
-                for block in region.blocks:
-                    for arg in block.arguments:
-                        if _wide(arg.type):
-                            arg.set_type(_narrow_type(arg.type))
-            for r in op.results:
-                if _wide(r.type):
-                    r.set_type(_narrow_type(r.type))
-            if op.name == "stablehlo.constant" and _wide(op.attributes["value"].type):
-                op.attributes["value"] = _narrow_constant(op.attributes["value"])
-        for op in found:  # functions (reducers, callees) now take and return int32
-            if op.name == "func.func":
-                entry = op.regions[0].blocks[0]
-                ret = entry.operations[len(entry.operations) - 1]
-                op.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(
-                    [a.type for a in entry.arguments], [v.type for v in ret.operands]))
-
-
-_NARROW = {"i64": (32, True, np.int32), "ui64": (32, False, np.uint32)}
-
-
-def _wide(t: ir.Type) -> bool:
-    return ir.RankedTensorType.isinstance(t) and str(ir.RankedTensorType(t).element_type) in _NARROW
-
-
-def _narrow_type(t: ir.Type) -> ir.Type:
-    tt = ir.RankedTensorType(t)
-    bits, signed, _ = _NARROW[str(tt.element_type)]
-    element = ir.IntegerType.get_signless(bits) if signed else ir.IntegerType.get_unsigned(bits)
-    return ir.RankedTensorType.get(tt.shape, element)
-
-
-def _narrow_constant(attr: ir.Attribute) -> ir.Attribute:
-    dense = ir.DenseElementsAttr(attr)
-    etype = str(ir.RankedTensorType(dense.type).element_type)
-    np_type = _NARROW[etype][2]
-    info = np.iinfo(np_type)
-    wide = constant_array(dense, np.int64 if etype == "i64" else np.uint64)
-    data = np.clip(wide, info.min, info.max).astype(np_type)
-    return ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=_narrow_type(dense.type))
 
 
 # --- reading constants ------------------------------------------------------------
@@ -244,3 +347,106 @@ def describe_location(loc: ir.Location) -> str:
 
 def _is_internal(path: str) -> bool:
     return "/site-packages/jax/" in path or "/jax/_src/" in path
+
+
+# --- compile options ----------------------------------------------------------------
+
+def parse_compile_options(blob: bytes):
+    """A serialized CompileOptionsProto -> jaxlib's CompileOptions (None for no bytes),
+    checked: jaxlib's parser takes any bytes without complaint (garbage reads as 0
+    replicas and 0 partitions), so the wire format and the fields the runtime relies on
+    are checked here, each refusal naming its field."""
+    if not blob:
+        return None
+    from jax._src.lib import _jax
+    problem = _protobuf_problem(blob) or _build_options_problem(blob)
+    if problem:
+        raise InvalidArgument(f"the compile options are not a serialized CompileOptionsProto: {problem}")
+    options = _jax.CompileOptions.ParseFromString(blob)
+    build = options.executable_build_options
+    for field in ("num_replicas", "num_partitions"):
+        n = getattr(options, field)
+        if n < 1:
+            raise InvalidArgument(f"compile options: executable_build_options.{field} is {n}; it "
+                                  "must be at least 1")
+    if build.device_assignment is not None:
+        ids = assignment_ids(build.device_assignment)
+        shape = (len(ids), len(ids[0]) if ids else 0)
+        want = (options.num_partitions, options.num_replicas)
+        if shape != want or any(len(row) != want[1] for row in ids):
+            raise InvalidArgument(
+                f"compile options: executable_build_options.device_assignment has "
+                f"{shape[0]} computations x {shape[1]} replicas; num_partitions x num_replicas "
+                f"is {want[0]} x {want[1]}")
+    return options
+
+
+def _build_options_problem(blob: bytes) -> str:
+    """jaxlib aborts the process (a CHECK) on a negative device_ordinal other than -1."""
+    for field, value in _proto_fields(blob):
+        if field == 3 and isinstance(value, bytes):   # executable_build_options
+            try:
+                inner = list(_proto_fields(value))
+            except ValueError as e:
+                return f"executable_build_options: {e}"
+            for f, v in inner:
+                if f == 1 and isinstance(v, int):   # device_ordinal (int64)
+                    ordinal = v - (1 << 64) if v >= 1 << 63 else v
+                    if ordinal < -1:
+                        return f"executable_build_options.device_ordinal is {ordinal}"
+    return ""
+
+
+def assignment_ids(assignment) -> list[list[int]]:
+    """A jaxlib DeviceAssignment as [computation][replica] device ids (from its text form,
+    the only accessor jaxlib 0.7.1 offers besides the serialized proto)."""
+    return [[int(d) for d in ids.split()]
+            for ids in re.findall(r"Computation\d+\{([\d ]*)\}", str(assignment))]
+
+
+def _protobuf_problem(blob: bytes) -> str:
+    """Why `blob` is not a well-formed protobuf message at its top level ('' if it is)."""
+    try:
+        for _ in _proto_fields(blob):
+            pass
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def _proto_fields(blob: bytes):
+    """(field number, value) of a serialized protobuf message: ints for varints, bytes for
+    the rest. ValueError when it is not well formed."""
+    i, n = 0, len(blob)
+
+    def varint(i: int) -> tuple[int, int]:
+        value = 0
+        for shift in range(0, 70, 7):
+            if i >= n:
+                raise ValueError("it ends inside a varint")
+            b = blob[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                return value, i
+        raise ValueError(f"a varint at byte {i} is longer than 10 bytes")
+
+    while i < n:
+        start = i
+        tag, i = varint(i)
+        field, wire = tag >> 3, tag & 7
+        if field == 0:
+            raise ValueError(f"field number 0 at byte {start}")
+        if wire == 0:
+            value, i = varint(i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = blob[i:i + size], i + size
+        elif wire == 2:
+            length, i = varint(i)
+            value, i = blob[i:i + length], i + length
+        else:
+            raise ValueError(f"wire type {wire} (field {field}) at byte {start}")
+        if i > n:
+            raise ValueError(f"field {field} at byte {start} runs past the end ({n} bytes)")
+        yield field, value

@@ -21,6 +21,11 @@ TILE_BYTES = {"float32": 4096, "int32": 4096, "uint32": 4096, "bfloat16": 2048, 
 NARROW_REFUSED = {"reshape": ("uint8", "uint16"), "slice": ("uint8",), "concat": ("uint8",),
                   "repeat": ("uint8",), "gather": ("uint8",), "arange": ("uint8",)}
 
+# Binary / ternary ops broadcast like numpy within the last 6 dims only; dims before those
+# must match ("Broadcast is supported up to rank 6"). Tensors themselves take any rank up to
+# numpy's 32 (add, sum, reshape, permute, repeat, matmul measured at ranks 7-32).
+BROADCAST_MAX_RANK = 6
+
 # conv2d and the pools need an L1_SMALL region; open_mesh_device reserves this much.
 L1_SMALL_SIZE = 32768
 

@@ -21,7 +21,7 @@ LAYERS = {
     "spmd": ("pjrt_tt.spmd",),
     "lower": ("pjrt_tt.lower",),
     "passes": ("pjrt_tt.passes",),
-    "ingest": ("pjrt_tt.ingest",),
+    "ingest": ("pjrt_tt.ingest", "pjrt_tt.narrow64"),
     "targets": ("pjrt_tt.targets",),
     "perf": ("pjrt_tt.perf",),
     "base": ("pjrt_tt", "pjrt_tt.program", "pjrt_tt.compile_context", "pjrt_tt.dtypes",

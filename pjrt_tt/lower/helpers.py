@@ -16,6 +16,7 @@ from pjrt_tt import dtypes
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.program import (DEVICE, HostType, ShapeArg, TensorType, Value, device_type, dtype_attr,
                              layout_attr)
+from pjrt_tt.ttnn_facts import BROADCAST_MAX_RANK
 
 FLOATS = ("float32", "bfloat16")
 NARROW = {"uint8": 0xFF, "uint16": 0xFFFF}   # computed in WIDE, then masked back
@@ -78,7 +79,9 @@ def tensor_operands(lo: Lowering, entries: list, out_shape: tuple[int, ...]) -> 
     """Operands for a ttnn elementwise op: pending broadcasts are passed un-repeated, as
     ttnn broadcasts like numpy, unless together they would not reach the result shape."""
     sources = [e.source if isinstance(e, Broadcast) else lo.materialize(e) for e in entries]
-    if np.broadcast_shapes(*(v.type.shape for v in sources)) == tuple(out_shape):
+    if np.broadcast_shapes(*(v.type.shape for v in sources)) == tuple(out_shape) and all(
+            v.type.shape[:-BROADCAST_MAX_RANK] == tuple(out_shape)[:-BROADCAST_MAX_RANK]
+            for v in sources):   # ttnn broadcasts within the last 6 dims only
         return sources
     return [lo.materialize(e) for e in entries]
 

@@ -1,18 +1,12 @@
 """Loaded executables: a compiled ttnn program bound to the device(s) it runs on."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime.buffer import Buffer
-
-
-def parse_compile_options(blob: bytes):
-    from jax._src.lib import _jax
-    return _jax.CompileOptions.ParseFromString(blob)
 
 
 class LoadedExecutable:
@@ -20,7 +14,7 @@ class LoadedExecutable:
 
     @classmethod
     def build(cls, client, code: bytes, fmt: str, compile_options: bytes) -> "LoadedExecutable":
-        options = parse_compile_options(compile_options) if compile_options else None
+        options = parse_compile_options(compile_options)
         replicas = options.num_replicas if options else 1
         partitions = options.num_partitions if options else 1
         build_options = options.executable_build_options if options else None
@@ -190,10 +184,3 @@ class MeshExecutable(LoadedExecutable):
                 self._runner.free(t)
             self._constants = []
             self.is_deleted = True
-
-
-def assignment_ids(assignment) -> list[list[int]]:
-    """A jaxlib DeviceAssignment as [computation][replica] device ids (from its text form,
-    the only accessor jaxlib 0.7.1 offers besides the serialized proto)."""
-    return [[int(d) for d in ids.split()]
-            for ids in re.findall(r"Computation\d+\{([\d ]*)\}", str(assignment))]

@@ -400,7 +400,9 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
         return _scalar_array(x, DataType.FLOAT32 if is_float else comp)
 
     va, vb = val(a), val(b)
-    shape = _broadcast_shape(va.shape, vb.shape)
+    # a Python scalar is no tensor: ttnn takes it at any rank (rank 8 measured on mock)
+    shape = (_broadcast_shape(va.shape, vb.shape) if _is_tensor(a) and _is_tensor(b)
+             else np.broadcast_shapes(va.shape, vb.shape))
     with np.errstate(all="ignore"):
         if int_div:  # float64 holds every int32 quotient's integer part exactly
             q = np.divide(va, vb)

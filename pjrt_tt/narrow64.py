@@ -1,0 +1,425 @@
+"""64-bit integers -> 32 bits, only where that is exact.
+
+The chip has no 64-bit integers, yet programs whose arguments and results have none
+compute with them inside: torch_xla computes indices in int64 (index_put, embedding
+backward, argmax...), jax's PRNG numbers its values with uint64 counters. Such a program
+runs in 32 bits when interval arithmetic proves that every 64-bit value it computes fits
+in int32 (uint32 for ui64): then every op gives the same result in either width (no add or
+multiply wraps, a comparison or a conversion sees the same value). Otherwise it is refused,
+naming the op whose values may not fit: wrapping them would be a silent wrong answer.
+
+Intervals are tracked for every integer value (narrow ones too: an int32 iota times a
+stride is bounded by the iota's length, not by int32). Programs that take or return 64-bit
+integers are left alone; the lowering refuses those arguments and results.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.errors import Unimplemented
+from pjrt_tt.ingest import constant_array, describe_location
+
+Interval = tuple  # (lo, hi) of Python ints; None: no bound known
+
+_TYPE_RANGE = {"i1": (0, 1), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16": (-2**15, 2**15 - 1),
+               "ui16": (0, 2**16 - 1), "i32": (-2**31, 2**31 - 1), "ui32": (0, 2**32 - 1),
+               "i64": (-2**63, 2**63 - 1), "ui64": (0, 2**64 - 1)}
+# what a 64-bit element type becomes, and the values it can then hold
+_NARROW = {"i64": ("i32", np.int32), "ui64": ("ui32", np.uint32)}
+
+# ops whose result i holds values of operand i (or of operand 0 when there is one operand)
+_SAME_VALUES = {"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
+                "stablehlo.slice", "stablehlo.reverse", "stablehlo.dynamic_slice", "stablehlo.gather",
+                "mhlo.copy", "stablehlo.all_gather", "stablehlo.all_to_all",
+                "stablehlo.collective_permute", "stablehlo.optimization_barrier"}
+# ops whose result holds values of any of these operands
+_UNION = {"stablehlo.concatenate": None, "stablehlo.select": (1, 2), "stablehlo.pad": (0, 1),
+          "stablehlo.dynamic_update_slice": (0, 1)}
+_LOOP_ROUNDS = 8
+
+
+def narrow_int64(module: ir.Module) -> None:
+    """Rewrite the module's internal 64-bit integers to 32 bits, or raise Unimplemented."""
+    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
+             for op in module.body.operations if op.operation.name == "func.func"}
+    main = funcs["main"]   # ingest.check_module made sure it exists
+    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+    if any(_wide(t) for t in list(ftype.inputs) + list(ftype.results)):
+        return
+    ops = []
+    module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
+    wide = [(op, v) for op in ops for v in _defined(op) if _wide(v.type)]
+    if not wide:
+        return
+    analysis = _Ranges(funcs)
+    analysis.block(main.regions[0].blocks[0], [_type_range(a.type) for a in main.regions[0].blocks[0].arguments])
+    for name, func in funcs.items():   # functions main never reaches may be called by anything
+        if name != "main" and func not in analysis.reached and func.regions[0].blocks:
+            entry = func.regions[0].blocks[0]
+            analysis.block(entry, [_type_range(a.type) for a in entry.arguments])
+    failed = []
+    for op, v in wide:
+        lo, hi = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+        got = analysis.bounds.get(v)
+        if got is None or got[0] < lo or got[1] > hi:
+            failed.append((op, v, got))
+    if failed:
+        raise _refusal(*min(failed, key=_most_telling))
+    _rewrite(ops)
+
+
+# ops that only pass on what their bodies / callees compute: the op inside tells more
+_CARRIERS = {"func.call", "stablehlo.composite", "stablehlo.while", "stablehlo.case", "stablehlo.if",
+             "func.func", "stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.scatter",
+             "stablehlo.sort", "stablehlo.select_and_scatter"}
+
+
+def _most_telling(failure) -> int:
+    """Which refusal to report: an op that computes, then one that moves or holds values,
+    then one that carries its body's."""
+    name = failure[0].name
+    if name in _CARRIERS:
+        return 2
+    return 1 if name in _SAME_VALUES or name in _UNION or name == "stablehlo.constant" else 0
+
+
+def _refusal(op, v, got) -> Unimplemented:
+    etype = _etype(v.type)
+    narrow = _NARROW[etype][0]
+    what = "computes"
+    if op.name == "stablehlo.constant":   # name the op using it: constants carry no location
+        users = [u.owner for u in v.uses]
+        if users:
+            op, what = getattr(users[0], "operation", users[0]), "uses a constant of"
+    where = describe_location(op.location)
+    span = (f"values in [{got[0]}, {got[1]}], beyond {narrow}" if got is not None
+            else f"values pjrt-tt cannot bound within {narrow}")
+    return Unimplemented(
+        f"`{op.name}`{' at ' + where if where else ''} {what} 64-bit integers ({etype}) with {span}: "
+        f"the chip has no 64-bit integers, and pjrt-tt runs 64-bit integer arithmetic in 32 bits "
+        f"only where it can prove that every value fits. Compute in int32 (or float32), or keep "
+        f"the values within {narrow}.")
+
+
+class _Ranges:
+    """Interval arithmetic over the module, from main's arguments down (calls, loops,
+    branches and reducer bodies included)."""
+
+    def __init__(self, funcs: dict):
+        self.funcs = funcs
+        self.bounds: dict = {}      # ir.Value -> (lo, hi) or None
+        self.reached: set = set()   # func.func ops evaluated
+        self.calling: set = set()   # the call stack (a recursive call gives unknown results)
+
+    def get(self, v: ir.Value):
+        if v in self.bounds:
+            return self.bounds[v]
+        return _type_range(v.type)  # not evaluated (yet): anything its type holds
+
+    def set(self, v: ir.Value, iv) -> None:
+        if not _is_int(v.type):
+            return
+        iv = _clip(iv, v.type)
+        self.bounds[v] = _join(self.bounds[v], iv) if v in self.bounds else iv
+
+    def block(self, block, args: list) -> list:
+        """Evaluates `block` with argument intervals `args`; returns its terminator's."""
+        for a, iv in zip(block.arguments, args):
+            self.set(a, iv)
+        last = []
+        for op in block.operations:
+            op = op.operation
+            if op.name in ("func.return", "stablehlo.return"):
+                last = [self.get(v) for v in op.operands]
+            else:
+                self.op(op)
+        return last
+
+    def op(self, op) -> None:
+        name = op.name
+        if name == "stablehlo.while":
+            return self._while(op)
+        if name in ("stablehlo.case", "stablehlo.if"):
+            outs = [self.block(r.blocks[0], []) for r in op.regions]
+            for i, r in enumerate(op.results):
+                self.set(r, _join_all(o[i] if i < len(o) else None for o in outs))
+            return
+        if name in ("func.call", "stablehlo.composite"):
+            callee = ir.FlatSymbolRefAttr(op.attributes["callee" if name == "func.call" else "decomposition"]).value
+            func = self.funcs.get(callee)
+            outs = []
+            if func is not None and func.regions[0].blocks and func not in self.calling:
+                self.reached.add(func)
+                self.calling.add(func)
+                outs = self.block(func.regions[0].blocks[0], [self.get(v) for v in op.operands])
+                self.calling.discard(func)
+            for i, r in enumerate(op.results):
+                self.set(r, outs[i] if i < len(outs) else None)
+            return
+        if op.regions:   # reducers: reduce, reduce_window, scatter, sort, all_reduce...
+            return self._with_body(op)
+        ins = [self.get(v) for v in op.operands]
+        if len(op.results) == 1:
+            if _is_int(op.results[0].type):   # (floats are not tracked: never read their constants)
+                self.set(op.results[0], _transfer(op, ins))
+        else:
+            for i, r in enumerate(op.results):
+                self.set(r, ins[i] if name in _SAME_VALUES and i < len(ins) else None)
+
+    def _while(self, op) -> None:
+        cond, body = op.regions[0].blocks[0], op.regions[1].blocks[0]
+        carried = [self.get(v) for v in op.operands]
+        for round in itertools.count():
+            self.block(cond, carried)
+            new = [_join(c, o) for c, o in zip(carried, self.block(body, carried))]
+            if new == carried:
+                break
+            if round >= _LOOP_ROUNDS:   # still growing (a counter, an accumulator): unbounded
+                new = [c if c == m else None for c, m in zip(carried, new)]
+            carried = new
+        for r, c in zip(op.results, carried):
+            self.set(r, c)
+
+    def _with_body(self, op) -> None:
+        """Ops with a reducer / comparator region. The result keeps the values of inputs
+        and inits when the body only picks among its arguments (max, min, argmax-style
+        compare and select: checked by evaluating it); a sum of n elements grows n-fold."""
+        name, body = op.name, op.regions[-1].blocks[0]
+        ins = [self.get(v) for v in op.operands]
+        n = len(op.results)
+        if name == "stablehlo.sort":
+            self.block(body, [iv for iv in ins for _ in (0, 1)])
+            for r, iv in zip(op.results, ins):
+                self.set(r, iv)
+            return
+        if name in ("stablehlo.reduce", "stablehlo.reduce_window"):
+            values, inits = ins[:n], ins[n:2 * n]
+        elif name == "stablehlo.scatter":
+            values, inits = ins[:n], ins[len(ins) - n:]   # operands, updates
+        elif name in ("stablehlo.all_reduce", "stablehlo.reduce_scatter"):
+            values, inits = ins[:n], ins[:n]
+        else:
+            values = inits = [None] * n
+        acc = [_join(v, i) for v, i in zip(values, inits)]
+        out = self.block(body, acc + acc)
+        if not all(_within(o, a) for o, a in zip(out, acc)):
+            kinds = {o.operation.name for o in body.operations}
+            if kinds == {"stablehlo.add", "stablehlo.return"} and name in ("stablehlo.reduce",
+                                                                           "stablehlo.reduce_window"):
+                count = _summed_count(op)   # partial sums included: join with 0
+                acc = [_add(_scale(_join(v, (0, 0)), count), i) for v, i in zip(values, inits)]
+                self.block(body, acc + values)
+            else:
+                acc = [None] * n
+                self.block(body, acc + acc)
+        for r, a in zip(op.results, acc):
+            self.set(r, a)
+
+
+def _within(x, y) -> bool:
+    return x is not None and y is not None and y[0] <= x[0] and x[1] <= y[1]
+
+
+def _summed_count(op) -> int:
+    """How many elements each output of a reduce / reduce_window sums."""
+    if op.name == "stablehlo.reduce_window":
+        return math.prod(ir.DenseI64ArrayAttr(op.attributes["window_dimensions"]))
+    shape = ir.RankedTensorType(op.operands[0].type).shape
+    return math.prod(shape[d] for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"]))
+
+
+def _transfer(op, ins: list):
+    """The interval of the single integer result of `op`, given its operands' (None: unknown)."""
+    name = op.name
+    if name == "stablehlo.constant":
+        etype = _etype(op.results[0].type)
+        data = constant_array(op.attributes["value"], np.uint64 if etype.startswith("ui") else np.int64)
+        return (int(data.min()), int(data.max())) if data.size else (0, 0)
+    if name == "stablehlo.iota":
+        shape = ir.RankedTensorType(op.results[0].type).shape
+        return (0, max(shape[ir.IntegerAttr(op.attributes["iota_dimension"]).value] - 1, 0))
+    if name == "stablehlo.convert":
+        src = op.operands[0].type
+        return ins[0] if _is_int(src) else None   # from a float: any value
+    if name in _SAME_VALUES:
+        return ins[0]
+    if name in _UNION:
+        picks = _UNION[name] or range(len(ins))
+        return _join_all(ins[i] for i in picks)
+    if name == "stablehlo.clamp":
+        lo_b, x, hi_b = ins
+        if None in (lo_b, x, hi_b):
+            return None
+        return (min(max(x[0], lo_b[0]), hi_b[0]), min(max(x[1], lo_b[1]), hi_b[1]))
+    if any(iv is None for iv in ins):
+        return None
+    if name == "stablehlo.add":
+        return _add(*ins)
+    if name == "stablehlo.subtract":
+        (a, b), (c, d) = ins
+        return (a - d, b - c)
+    if name == "stablehlo.multiply":
+        return _mul(*ins)
+    if name == "stablehlo.negate":
+        return (-ins[0][1], -ins[0][0])
+    if name == "stablehlo.abs":
+        a, b = ins[0]
+        return (0 if a <= 0 <= b else min(abs(a), abs(b)), max(abs(a), abs(b)))
+    if name == "stablehlo.sign":
+        return (-1, 1)
+    if name in ("stablehlo.maximum", "stablehlo.minimum"):
+        pick = max if name == "stablehlo.maximum" else min
+        return (pick(ins[0][0], ins[1][0]), pick(ins[0][1], ins[1][1]))
+    if name == "stablehlo.divide":   # |a / b| <= |a|; x / 0 is -1 (all ones unsigned) in XLA
+        (a, b), (c, d) = ins
+        if a >= 0 and c > 0:
+            return (a // d, b // c)
+        m = max(abs(a), abs(b))
+        return (min(-m, -1), m)
+    if name == "stablehlo.remainder":   # sign of the dividend, |a % b| <= |a|, < |b|; x % 0 is x
+        (a, b), (c, d) = ins
+        lo, hi = min(a, 0), max(b, 0)
+        if c > 0 or d < 0:
+            limit = max(abs(c), abs(d)) - 1
+            lo, hi = max(lo, -limit), min(hi, limit)
+        return (lo, hi)
+    if name in ("stablehlo.and", "stablehlo.or", "stablehlo.xor", "stablehlo.not"):
+        return _bitwise(name, ins)
+    if name == "stablehlo.shift_left":
+        (a, b), (s0, s1) = ins
+        if s0 < 0 or s1 > 62:
+            return None
+        return _mul((a, b), (1 << s0, 1 << s1))   # a shift that stays in range is a multiply
+    if name == "stablehlo.shift_right_arithmetic":   # floors towards the sign fill, any shift
+        a, b = ins[0]
+        return (min(a, 0), max(b, 0))
+    if name == "stablehlo.shift_right_logical":   # a non-negative value only shrinks
+        a, b = ins[0]
+        return (0, b) if a >= 0 else None
+    if name == "stablehlo.popcnt":
+        return (0, 32) if ins[0][0] >= 0 and ins[0][1] < 2**32 else None
+    if name == "stablehlo.dot_general":
+        dims = stablehlo.DotDimensionNumbers(op.attributes["dot_dimension_numbers"])
+        shape = ir.RankedTensorType(op.operands[0].type).shape
+        n = math.prod(shape[d] for d in dims.lhs_contracting_dimensions)
+        return _scale(_join(_mul(*ins), (0, 0)), n)
+    return None   # count_leading_zeros, bitcast_convert, custom_call, rng...: width-dependent
+
+
+def _bitwise(name: str, ins: list):
+    """Bit ops on values that fit keep the sign extension, so they fit too; non-negative
+    operands give a result below the next power of two."""
+    if name == "stablehlo.not":
+        a, b = ins[0]
+        return (-b - 1, -a - 1)
+    (a, b), (c, d) = ins
+    if a >= 0 and c >= 0:
+        if name == "stablehlo.and":
+            return (0, min(b, d))
+        return (0, (1 << max(b, d).bit_length()) - 1)
+    m = max(abs(a), abs(b), abs(c), abs(d))
+    bound = 1 << m.bit_length()
+    return (-bound, bound - 1)
+
+
+def _add(x, y):
+    if x is None or y is None:
+        return None
+    return (x[0] + y[0], x[1] + y[1])
+
+
+def _mul(x, y):
+    if x is None or y is None:
+        return None
+    products = [p * q for p in x for q in y]
+    return (min(products), max(products))
+
+
+def _scale(x, n: int):
+    return None if x is None else (x[0] * n, x[1] * n)
+
+
+def _join(x, y):
+    if x is None or y is None:
+        return None
+    return (min(x[0], y[0]), max(x[1], y[1]))
+
+
+def _join_all(ivs):
+    out = ()
+    for iv in ivs:
+        if iv is None:
+            return None
+        out = iv if out == () else _join(out, iv)
+    return out if out != () else None
+
+
+def _clip(iv, t: ir.Type):
+    """A narrow integer type wraps: a range past it means any value of the type. A 64-bit
+    one keeps its true range, so the check sees it does not fit in 32 bits."""
+    etype = _etype(t)
+    if iv is None:
+        return None if etype in _NARROW else _TYPE_RANGE[etype]
+    lo, hi = _TYPE_RANGE[etype]
+    if etype not in _NARROW and (iv[0] < lo or iv[1] > hi):
+        return (lo, hi)
+    return iv
+
+
+def _defined(op) -> list:
+    """The values `op` defines: its results and its regions' block arguments."""
+    values = list(op.results)
+    for region in op.regions:
+        for block in region.blocks:
+            values.extend(block.arguments)
+    return values
+
+
+def _etype(t: ir.Type) -> str:
+    return str(ir.RankedTensorType(t).element_type) if ir.RankedTensorType.isinstance(t) else ""
+
+
+def _is_int(t: ir.Type) -> bool:
+    return _etype(t) in _TYPE_RANGE
+
+
+def _wide(t: ir.Type) -> bool:
+    return _etype(t) in _NARROW
+
+
+def _type_range(t: ir.Type):
+    etype = _etype(t)
+    if etype in _NARROW:
+        return None
+    return _TYPE_RANGE.get(etype)
+
+
+def _narrow_type(t: ir.Type) -> ir.Type:
+    rt = ir.RankedTensorType(t)
+    element = (ir.IntegerType.get_signless(32) if _etype(t) == "i64" else ir.IntegerType.get_unsigned(32))
+    return ir.RankedTensorType.get(rt.shape, element)
+
+
+def _rewrite(ops: list) -> None:
+    """Every 64-bit value, constant and function signature -> 32 bits (values proven to fit)."""
+    with ops[0].context, ir.Location.unknown():
+        for op in ops:
+            if op.name == "stablehlo.constant" and _wide(op.results[0].type):
+                etype = _etype(op.results[0].type)
+                wide = constant_array(op.attributes["value"], np.int64 if etype == "i64" else np.uint64)
+                data = np.ascontiguousarray(wide.astype(_NARROW[etype][1]))
+                op.attributes["value"] = ir.DenseElementsAttr.get(data, type=_narrow_type(op.results[0].type))
+            for v in _defined(op):
+                if _wide(v.type):
+                    v.set_type(_narrow_type(v.type))
+        for op in ops:   # functions (reducers, callees) now take and return 32 bits
+            if op.name == "func.func" and op.regions[0].blocks:
+                entry = op.regions[0].blocks[0]
+                ret = entry.operations[len(entry.operations) - 1]
+                op.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(
+                    [a.type for a in entry.arguments], [v.type for v in ret.operands]))
