@@ -21,7 +21,7 @@ LAYERS = {
     "spmd": ("pjrt_tt.spmd",),
     "lower": ("pjrt_tt.lower",),
     "passes": ("pjrt_tt.passes",),
-    "ingest": ("pjrt_tt.ingest", "pjrt_tt.narrow64"),
+    "ingest": ("pjrt_tt.ingest",),
     "targets": ("pjrt_tt.targets",),
     "perf": ("pjrt_tt.perf",),
     "base": ("pjrt_tt", "pjrt_tt.program", "pjrt_tt.compile_context", "pjrt_tt.dtypes",
@@ -32,7 +32,7 @@ LAYERS = {
 # runtime is the one place where the two sides meet.
 MAY_IMPORT = {
     "plugins": {"runtime", "base"},
-    "runtime": {"compiler", "targets", "perf", "base"},
+    "runtime": {"compiler", "ingest", "targets", "perf", "base"},   # ingest: compile options
     "compiler": {"spmd", "lower", "passes", "ingest", "base"},
     "spmd": {"lower", "ingest", "base"},
     "lower": {"ingest", "base"},

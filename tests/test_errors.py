@@ -66,9 +66,10 @@ def test_location_that_is_not_utf8_is_harmless(tt):
     out = in_child(f"""
         from pjrt_tt.ingest import parse
         from pjrt_tt.errors import InvalidArgument
+        from pjrt_tt.compile_context import CompileContext
         from pjrt_tt.lower import lower_module
         parsed = parse({bad!r}, "mlir")
-        print("TAKEN", len(parsed.text()), lower_module(parsed).format().count("ttnn.add"))
+        print("TAKEN", len(parsed.text()), lower_module(parsed, CompileContext()).format().count("ttnn.add"))
     """)
     assert "TAKEN" in out and out.strip().endswith(" 1"), out
 

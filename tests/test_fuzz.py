@@ -60,7 +60,7 @@ def test_fuzz_entry_points_never_die_and_fail_with_fitting_codes(tmp_path):
 @pytest.mark.xfail(strict=True, reason=(
     "jaxlib 0.7.1's MLIR bytecode reader (stablehlo.deserialize_portable_artifact) corrupts "
     "the heap or segfaults on some bit-flipped portable artifacts ('malloc(): invalid size'); "
-    "no check in the same process can make that impossible (pjrt_tt/ingest.py)"))
+    "no check in the same process can make that impossible (pjrt_tt/ingest/)"))
 def test_fuzz_bit_flipped_portable_artifacts(tmp_path):
     _fuzz(tmp_path, ["bytecode"], 1000)
 

@@ -22,7 +22,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest import constant_array, describe_location
+from pjrt_tt.ingest.attributes import constant_array, describe_location
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
