@@ -154,8 +154,10 @@ def assert_close(got, want, *, exact: bool = False, kind: str | None = None, pcc
                                  f"at {_where(i, got.shape)}: got {got.flat[i]!r} (0x{int(g.flat[i]):x}), "
                                  f"want {want.flat[i]!r} (0x{int(w.flat[i]):x})")
         return
-    if kind is None:
-        kind = "bfloat16" if want.dtype == ml_dtypes.bfloat16 else "matmul" if f32_pcc_only else "float32"
+    if want.dtype == ml_dtypes.bfloat16:   # whatever computed it, the result has bf16's 8 bits
+        kind = "bfloat16"
+    elif kind is None:
+        kind = "matmul" if f32_pcc_only else "float32"
     tol = dict(TOLERANCES[kind])
     for name, value in (("pcc", pcc), ("rtol", rtol), ("atol", atol), ("rel", rel)):
         if value is not None:
