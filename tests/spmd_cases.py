@@ -2,7 +2,9 @@
 
 Run by tests/test_spmd.py as `python tests/spmd_cases.py SYSTEM CASE...` with
 XLA_FLAGS=--xla_force_host_platform_device_count=8 set before jax is imported; prints one
-JSON line per case: {"case", "ok", "err", "tt_spec", "cpu_spec", "error"}.
+JSON line per case: {"case", "ok", "err", "mismatch", "tt_spec", "cpu_spec", "error",
+"mock_unchecked"} (the last: the plugin's lines for programs of the case the mock could not
+check, which the parent test counts; see conftest.MOCK_UNCHECKED_MARKER).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.shard_map import shard_map
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from conftest import MOCK_UNCHECKED_MARKER, assert_close
 
 R = np.random.RandomState(0)
 
@@ -49,7 +53,10 @@ def attention(x, wq, wk, wv, wo):   # heads along the last dim of wq/wk/wv: [d, 
 
 
 def loss_grad(x, w1, w2):
-    return jax.grad(lambda a, b: jnp.sum(mlp(x, a, b) ** 2), argnums=(0, 1))(w1, w2)
+    # tanh, not mlp's relu: with these inputs one relu pre-activation is 1.2e-4 (rms 2.0), which
+    # the card's TF32 operands flip to the other side of the kink, so a whole column of
+    # d/dw1 differs from CPU's: that would test the kink, not the partitioning.
+    return jax.grad(lambda a, b: jnp.sum((jnp.tanh(x @ a) @ b) ** 2), argnums=(0, 1))(w1, w2)
 
 
 def fsdp(x, w1, w2):   # weights stored sharded on their first dim, gathered per layer
@@ -197,7 +204,6 @@ def oversized_model(tt, cpu):
     a, weights = run(tt)
     held = [d.memory_stats()["bytes_in_use"] - b for d, b in zip(tt, before)]
     b, _ = run(cpu)
-    pcc = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
     total = sum(w.nbytes for w in weights)   # global sizes
     error = ""
     try:
@@ -207,15 +213,21 @@ def oversized_model(tt, cpu):
     after = tt[0].memory_stats()["bytes_in_use"] - before[0]   # the failed program freed all it made
     del weights
     again, _ = run(tt)   # the process carries on
-    ok = (total > limit and pcc >= 0.999 and all(total // 4 <= h < limit for h in held)
+    try:
+        assert_close(a, b, kind="matmul")
+        mismatch = ""
+    except AssertionError as e:
+        mismatch = str(e)
+    ok = (total > limit and not mismatch and all(total // 4 <= h < limit for h in held)
           and "RESOURCE_EXHAUSTED" in error and "Not enough space to allocate" in error
           and f"bank size is {limit // 12} B" in error and after == held[0]
           and np.array_equal(again, a))
-    return {"ok": ok, "err": float(np.abs(a - b).max()), "pcc": pcc, "weights_bytes": total,
+    return {"ok": ok, "err": float(np.abs(a - b).max()), "mismatch": mismatch, "weights_bytes": total,
             "chip_limit": limit, "held_per_chip": held, "oom": error[:600], "tt_spec": [], "cpu_spec": []}
 
 
-APPROX = set(JIT) | {"submeshes", "gspmd_form"}   # every jit case multiplies matrices; shard_map cases are exact
+APPROX = set(JIT) | {"submeshes", "gspmd_form"}   # every jit case multiplies matrices: the "matmul" bounds
+EXACT = {"all_gather", "all_to_all", "ppermute", "pmax"}   # shard_map cases that only move or select values
 
 
 def gspmd_form(devs):
@@ -272,29 +284,45 @@ def run_case(case, tt, cpu):
         runner = run_jit if case in JIT else run_sm
         a, sa = runner(tt, case)
         b, sb = runner(cpu, case)
-    def close(x, y):   # project thresholds: bf16 PCC >= 0.99, f32 allclose(1e-2, 1e-3)
-        if x.shape != y.shape:
-            return False
-        pcc = lambda: float(np.corrcoef(x.astype(np.float32).ravel(), y.astype(np.float32).ravel())[0, 1])  # noqa: E731
-        if x.dtype == jnp.bfloat16:
-            return pcc() >= 0.99
-        if case in APPROX and x.size > 1:   # matmul / softmax: the chip's f32 math is approximate (math fidelity)
-            return pcc() >= 0.999
-        return bool(np.allclose(x, y, rtol=1e-2, atol=1e-3))
+    mismatch = []
+    if len(a) != len(b):
+        mismatch.append(f"{len(a)} results, CPU has {len(b)}")
+    for k, (x, y) in enumerate(zip(a, b)):
+        try:
+            assert_close(x, y, exact=case in EXACT, kind="matmul" if case in APPROX else None, what=f"result {k}")
+        except AssertionError as e:
+            mismatch.append(str(e))
     err = max(float(np.max(np.abs(x.astype(np.float32) - y.astype(np.float32)))) for x, y in zip(a, b))
-    ok = all(close(x, y) for x, y in zip(a, b))
-    return {"ok": ok and sa == sb, "err": err, "tt_spec": sa, "cpu_spec": sb}
+    return {"ok": not mismatch and sa == sb, "err": err, "mismatch": mismatch, "tt_spec": sa, "cpu_spec": sb}
+
+
+class _MarkerTee:
+    """Keeps the plugin's "mock check skipped" lines written to sys.stderr during a case."""
+
+    def __init__(self, stream):
+        self.stream, self.lines = stream, []
+
+    def write(self, text):
+        self.lines += [line.strip() for line in text.splitlines() if MOCK_UNCHECKED_MARKER in line]
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def main():
     cases = sys.argv[1:]
     tt, cpu = jax.devices("tt"), jax.devices("cpu")
     for case in cases:
+        sys.stderr = tee = _MarkerTee(sys.__stderr__)
         try:
             res = run_case(case, tt, cpu)
         except Exception as e:  # noqa: BLE001
             res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:1500], "trace": traceback.format_exc()[-1500:]}
+        finally:
+            sys.stderr = sys.__stderr__
         res["case"] = case
+        res["mock_unchecked"] = tee.lines
         print("CASE " + json.dumps(res), flush=True)
 
 

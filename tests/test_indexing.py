@@ -27,18 +27,19 @@ def ids(shape, n):
     return RNG.integers(0, n, shape).astype(np.int32)
 
 
-def check(tt, cpu, f, *args):
+def check(tt, cpu, f, *args, exact=False):
+    """exact=True: the results only move or select input values, so their bits must match."""
     got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        assert_close(g, w)
+        assert_close(g, w, exact=exact)
 
 
 # --- gather -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16-embedding", "i32"])
 def test_embedding_lookup(tt, cpu, dtype):
-    check(tt, cpu, lambda t, i: t[i], rand((37, 9), dtype), ids((4, 7), 37))
+    check(tt, cpu, lambda t, i: t[i], rand((37, 9), dtype), ids((4, 7), 37), exact=True)
 
 
 GATHERS = {
@@ -54,13 +55,13 @@ GATHERS = {
 @pytest.mark.parametrize("name", GATHERS)
 def test_gather(tt, cpu, name):
     f, shape, make = GATHERS[name]
-    check(tt, cpu, f, rand(shape), make())
+    check(tt, cpu, f, rand(shape), make(), exact=True)
 
 
 def test_strided_slicing_and_flip(tt, cpu):
     x = rand((7, 10, 3))
-    check(tt, cpu, lambda x: x[::2, ::-1], x)
-    check(tt, cpu, lambda x: (jnp.flip(x, (0, 2)), jnp.flip(x[0, 0])), x)
+    check(tt, cpu, lambda x: x[::2, ::-1], x, exact=True)
+    check(tt, cpu, lambda x: (jnp.flip(x, (0, 2)), jnp.flip(x[0, 0])), x, exact=True)
 
 
 def test_grad_through_gather(tt, cpu):
@@ -85,14 +86,14 @@ def test_cross_entropy_and_grad(tt, cpu, dtype):
 def test_scatter(tt, cpu, mode, dtype):
     x, u = rand((10, 7), dtype), rand((3, 7), dtype)
     i = np.array([8, 1, 4] if mode in ("set", "add") else [8, 1, 8], np.int32)  # set: unique ids
-    check(tt, cpu, lambda x, i, u: getattr(x.at[i], mode)(u), x, i, u)
+    check(tt, cpu, lambda x, i, u: getattr(x.at[i], mode)(u), x, i, u, exact=mode != "add")  # add rounds
 
 
 def test_scatter_elements_and_out_of_bounds(tt, cpu):
     x = rand((6, 5))
     i = np.array([[0, 4], [5, 0], [7, 1], [2, -9]], np.int32)  # two rows out of bounds: dropped
     check(tt, cpu, lambda x, i: x.at[i[:, 0], i[:, 1]].add(3.0), x, i)
-    check(tt, cpu, lambda x, i: x.at[:, i[:, 1]].set(-1.0), x, i)
+    check(tt, cpu, lambda x, i: x.at[:, i[:, 1]].set(-1.0), x, i, exact=True)
 
 
 # --- sort -------------------------------------------------------------------------------
@@ -100,15 +101,15 @@ def test_scatter_elements_and_out_of_bounds(tt, cpu):
 @F32_BF16
 def test_sort_argsort_topk(tt, cpu, dtype):
     x = np.stack([RNG.permutation(40) for _ in range(5)]).astype(dtype) / 8  # no ties
-    check(tt, cpu, lambda x: (jnp.sort(x, axis=1), jnp.argsort(x, axis=1)), x)
-    check(tt, cpu, lambda x: (jnp.sort(x, axis=0), jnp.argsort(-x, axis=0)), x)
-    check(tt, cpu, lambda x: lax.top_k(x, 3), x)
+    check(tt, cpu, lambda x: (jnp.sort(x, axis=1), jnp.argsort(x, axis=1)), x, exact=True)
+    check(tt, cpu, lambda x: (jnp.sort(x, axis=0), jnp.argsort(-x, axis=0)), x, exact=True)
+    check(tt, cpu, lambda x: lax.top_k(x, 3), x, exact=True)
 
 
 def test_sort_int_and_payload(tt, cpu):
     k = np.stack([RNG.permutation(13) for _ in range(3)]).astype(np.int32) - 6
     v = rand((3, 13))
-    check(tt, cpu, lambda k, v: lax.sort((k, v), dimension=1, num_keys=1), k, v)
+    check(tt, cpu, lambda k, v: lax.sort((k, v), dimension=1, num_keys=1), k, v, exact=True)
     check(tt, cpu, lambda k: (jnp.sort(k[0]), lax.top_k(k, 2)), k)
 
 
@@ -118,7 +119,7 @@ def test_sort_int_and_payload(tt, cpu):
 def test_argmax_argmin(tt, cpu, dtype):
     x = np.stack([RNG.permutation(33) for _ in range(7)]).astype(dtype)  # no ties
     check(tt, cpu, lambda x: (jnp.argmax(x, 1), jnp.argmin(x, 0), jnp.argmax(x)), x)
-    check(tt, cpu, lambda x: (jnp.max(x, 1), jnp.argmax(x, 1)), x)
+    check(tt, cpu, lambda x: (jnp.max(x, 1), jnp.argmax(x, 1)), x, exact=True)
 
 
 @F32_BF16
@@ -145,12 +146,12 @@ def test_cumprod(tt, cpu, dtype):
 def test_pooling(tt, cpu, dtype):
     import flax.linen as nn
     x = rand((2, 9, 7, 3), dtype)
-    check(tt, cpu, lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), x)
-    check(tt, cpu, lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"), x)
+    check(tt, cpu, lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), x, exact=True)
+    check(tt, cpu, lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"), x, exact=True)
     check(tt, cpu, lambda x: nn.avg_pool(x, (2, 3), strides=(1, 2)), x)
     check(tt, cpu, lambda x: lax.reduce_window(x, jnp.inf, lax.min, (1, 2, 2, 1), (1, 1, 1, 1), "VALID",
-                                               window_dilation=(1, 2, 1, 1)), x)
-    check(tt, cpu, lambda x: lax.cummax(x, axis=1), x)
+                                               window_dilation=(1, 2, 1, 1)), x, exact=True)
+    check(tt, cpu, lambda x: lax.cummax(x, axis=1), x, exact=True)
 
 
 def test_max_pool_grad(tt, cpu):

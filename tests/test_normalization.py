@@ -84,39 +84,45 @@ def _has_torch_xla() -> bool:
 
 
 TORCH_NORM = r"""
-import numpy as np, torch, torch_xla.core.xla_model as xm
+import json, torch, torch_xla.core.xla_model as xm
 torch.manual_seed(0)
 dev = xm.xla_device()
-def pcc(a, b):
-    return float(np.corrcoef(a.detach().cpu().double().ravel(), b.detach().double().ravel())[0, 1])
+res = {}
+def pair(name, got, want):   # (tt, cpu) values, compared by the parent
+    res[name] = (got.detach().cpu().tolist(), want.detach().tolist())
 x = torch.randn(2, 4, 6, 5) * 2 + 0.5
 bn = torch.nn.BatchNorm2d(4)
 with torch.no_grad():
     bn.weight.uniform_(0.5, 2); bn.bias.uniform_(-1, 1)
 bn_tt = torch.nn.BatchNorm2d(4).to(dev); bn_tt.load_state_dict(bn.state_dict())
-res = {"train": pcc(bn_tt(x.to(dev)), bn(x))}
-res["running_mean"] = pcc(bn_tt.running_mean, bn.running_mean)
-res["running_var"] = pcc(bn_tt.running_var, bn.running_var)
+pair("train", bn_tt(x.to(dev)), bn(x))
+pair("running_mean", bn_tt.running_mean, bn.running_mean)
+# torch_xla 2.9 updates running_var with the biased batch variance (the same on its own CPU
+# device, measured), eager PyTorch with the unbiased one: 4.7e-3 apart here. The plugin runs
+# what torch_xla sends, so the reference is torch_xla's formula, and eval uses those stats.
+pair("running_var", bn_tt.running_var, 0.9 + 0.1 * x.var((0, 2, 3), unbiased=False))
 xg, xg_tt = x.clone().requires_grad_(), x.to(dev).requires_grad_()
 w = torch.randn(x.shape)
 (bn(xg) * w).sum().backward(); (bn_tt(xg_tt) * w.to(dev)).sum().backward()  # batch_norm_grad
-res["grad_x"] = pcc(xg_tt.grad, xg.grad)
-res["grad_weight"] = pcc(bn_tt.weight.grad, bn.weight.grad)
-res["grad_bias"] = pcc(bn_tt.bias.grad, bn.bias.grad)
+pair("grad_x", xg_tt.grad, xg.grad)
+pair("grad_weight", bn_tt.weight.grad, bn.weight.grad)
+pair("grad_bias", bn_tt.bias.grad, bn.bias.grad)
 bn.eval(); bn_tt.eval()
-res["eval"] = pcc(bn_tt(x.to(dev)), bn(x))
+with torch.no_grad():
+    bn.running_var.copy_(bn_tt.running_var.cpu())
+pair("eval", bn_tt(x.to(dev)), bn(x))
 ln = torch.nn.LayerNorm(5)
 with torch.no_grad():
     ln.weight.uniform_(0.5, 2); ln.bias.uniform_(-1, 1)
 ln_tt = torch.nn.LayerNorm(5).to(dev); ln_tt.load_state_dict(ln.state_dict())
-res["layernorm"] = pcc(ln_tt(x.to(dev)), ln(x))
-print("RESULT", res)
+pair("layernorm", ln_tt(x.to(dev)), ln(x))
+print("RESULT " + json.dumps(res))
 """
 
 
 @pytest.mark.skipif(not _has_torch_xla(), reason="torch_xla not importable")
 def test_torch_batchnorm_layernorm_eager():
-    import ast
+    import json
     import os
     import subprocess
     import sys
@@ -124,6 +130,7 @@ def test_torch_batchnorm_layernorm_eager():
     p = subprocess.run([sys.executable, "-c", TORCH_NORM], env=env, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     assert p.returncode == 0 and lines, p.stderr[-3000:]
-    res = ast.literal_eval(lines[-1][len("RESULT "):])
-    for name, value in res.items():
-        assert value >= 0.999, f"{name}: PCC {value:.6f} < 0.999"
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert len(res) == 8, sorted(res)
+    for name, (got, want) in res.items():   # no matmul: the float32 standard
+        assert_close(np.array(got, np.float32), np.array(want, np.float32), what=name)

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+from conftest import forward_mock_unchecked
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -22,6 +24,7 @@ def test_weights_over_one_chips_dram_run_sharded_and_fail_unsharded():
     p = subprocess.run([sys.executable, os.path.join(HERE, "spmd_cases.py"), "oversized_model"], env=env,
                        capture_output=True, text=True, timeout=300)
     lines = [json.loads(x[5:]) for x in p.stdout.splitlines() if x.startswith("CASE ")]
+    forward_mock_unchecked(p.stderr)
     assert p.returncode == 0 and lines, p.stderr[-3000:]
     r = lines[0]
     assert r["ok"], json.dumps(r, indent=1)

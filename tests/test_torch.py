@@ -1,8 +1,9 @@
 """PyTorch through torch_xla on PJRT_DEVICE=TT, and `torch.compile(backend="tt")`.
 
 Every result is compared with eager PyTorch on the CPU (the independent reference) with
-the project thresholds. Float32 results use PCC >= 0.999 where noted: the simulated
-chip's float32 matmul runs at ttnn's default (approximate) math fidelity.
+the project thresholds (conftest.assert_close). Float32 results use the "matmul" bounds
+where noted: the simulated chip's float32 matmul runs at ttnn's default (approximate) math
+fidelity.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_lazy_ops_match_cpu(dev):
     xa, xb = a.to(dev), b.to(dev)
     got = torch.softmax(torch.tanh(xa @ xb) * 2.0 + 1.0, dim=-1).sum(0)
     torch_xla.sync()
-    assert_close(np_(got), np_(want), f32_pcc_only=True)
+    assert_close(np_(got), np_(want), kind="matmul")
     # an integer program: exact
     i = torch.arange(24, dtype=torch.int32).reshape(4, 6)
     assert torch.equal(((i.to(dev) * 3 + 1) % 7).cpu(), (i * 3 + 1) % 7)
@@ -97,7 +98,7 @@ def test_compile_mlp_no_recompile(dev):
             x = torch.randn(8, 16)
             got = cm(x)
             assert got.device.type == "cpu"
-            assert_close(np_(got), np_(m(x)), f32_pcc_only=True)
+            assert_close(np_(got), np_(m(x)), kind="matmul")
     after = compile_counts()
     # one graph, one XLA program, one lowering for five steps with new inputs
     assert after["dynamo_graphs"] - before["dynamo_graphs"] == 1
@@ -112,7 +113,7 @@ def test_compile_on_xla_tensors(dev):
     xm_ = _mlp(1).to(dev)
     got = torch.compile(xm_, backend="tt")(x.to(dev))
     assert got.device.type == "xla"
-    assert_close(np_(got), np_(want), f32_pcc_only=True)
+    assert_close(np_(got), np_(want), kind="matmul")
 
 
 def _cnn():
@@ -133,12 +134,12 @@ def test_compile_cnn(dev):
     for fn in (compiled, models[1]):
         fn(x).square().mean().backward()
     for p, q in zip(models[0].parameters(), models[1].parameters()):
-        assert_close(np_(p.grad), np_(q.grad), f32_pcc_only=True)
+        assert_close(np_(p.grad), np_(q.grad), kind="matmul")
     assert_close(np_(models[0][1].running_var), np_(models[1][1].running_var))
     for m in models:
         m.eval()
     with torch.no_grad():
-        assert_close(np_(compiled(x)), np_(models[1](x)), f32_pcc_only=True)
+        assert_close(np_(compiled(x)), np_(models[1](x)), kind="matmul")
 
 
 def test_compile_training_step(dev):
@@ -158,7 +159,7 @@ def test_compile_training_step(dev):
             losses[k].append(loss.item())
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-2, atol=1e-3)
     for p, q in zip(models[0].parameters(), models[1].parameters()):
-        assert_close(np_(p), np_(q), f32_pcc_only=True)
+        assert_close(np_(p), np_(q), kind="matmul")
     assert losses[0][-1] < losses[0][0]
 
 
@@ -178,8 +179,10 @@ def test_compile_int64_index_math(dev):
         loss, put = fn(wp, ids, w.clone())
         loss.backward()
         results.append((loss.detach(), put, wp.grad))
-    for got, want in zip(*results):
-        assert_close(np_(got), np_(want), f32_pcc_only=True)
+    (loss, put, grad), (want_loss, want_put, want_grad) = results
+    assert_close(np_(loss), np_(want_loss))            # a sum of squares: no matmul
+    assert_close(np_(put), np_(want_put), exact=True)  # index_put moves x[ids[1]] * 2 (exact)
+    assert_close(np_(grad), np_(want_grad), exact=True)   # 2 * w summed over repeats: exact
 
 
 # ---------------------------------------------------------------------- models
@@ -217,6 +220,12 @@ class GPT2(torch.nn.Module):
         return self.ln_f(x) @ self.wte.weight.T
 
 
+# 13 float32 matmuls in a row (6 per block, then the head), each up to 2**-9 relative from
+# its TF32 operands (conftest.TOLERANCES "matmul" assumes at most 4); the wide init makes
+# attention sharp, which passes score errors on. Measured: 1.8e-2 relative at step 0.
+CHAIN = 13 * 2 ** -9
+
+
 def test_gpt2_greedy_decode(dev):
     """32 greedy steps at a fixed shape (the token buffer has its full length from the
     start; causal attention ignores the unfilled tail), one compile for all of them."""
@@ -228,19 +237,23 @@ def test_gpt2_greedy_decode(dev):
     bufs = {"tt": buf.clone(), "cpu": buf.clone()}
     fns = {"tt": torch.compile(m, backend="tt"), "cpu": m}
     before = compile_counts()
-    worst, err, gap = 1.0, 0.0, float("inf")
+    worst, err, gap, rel = 1.0, 0.0, float("inf"), 0.0
     with torch.no_grad():
         for i in range(steps):
             cur = prompt + i
             logits = {k: fns[k](bufs[k])[0, cur - 1] for k in fns}
+            want = np_(logits["cpu"])
+            assert_close(np_(logits["tt"]), want, kind="matmul", rel=CHAIN, rtol=CHAIN,
+                         atol=CHAIN * np.abs(want).max(), what=f"step {i} logits")
             worst = min(worst, pcc(np_(logits["tt"]), np_(logits["cpu"])))
             err = max(err, ((logits["tt"] - logits["cpu"]).abs().max() / logits["cpu"].std()).item())
+            rel = max(rel, ((logits["tt"] - logits["cpu"]).norm() / logits["cpu"].norm()).item())
             top = logits["cpu"].topk(2).values
             gap = min(gap, ((top[0] - top[1]) / logits["cpu"].std()).item())
             for k in fns:
                 bufs[k][0, cur] = logits[k].argmax()
-    print(f"logits PCC >= {worst:.5f}; max error {err:.4f} std; min top-2 gap {gap:.4f} std")
-    assert worst >= 0.99, f"logits PCC {worst:.5f} < 0.99"
+    print(f"logits PCC >= {worst:.5f}; relative error <= {rel:.2e}; max error {err:.4f} std; "
+          f"min top-2 gap {gap:.4f} std")
     assert torch.equal(bufs["tt"], bufs["cpu"]), "greedy tokens differ"
     after = compile_counts()
     assert after["xla_compiles"] - before["xla_compiles"] == 1
@@ -263,4 +276,4 @@ def test_minilm_real_weights(dev):
     with torch.no_grad():
         want = model(**batch).last_hidden_state
         got = torch.compile(model, backend="tt")(**batch).last_hidden_state
-    assert_close(np_(got), np_(want), f32_pcc_only=True)
+    assert_close(np_(got), np_(want), kind="matmul")

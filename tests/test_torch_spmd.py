@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
 
+from conftest import assert_close, forward_mock_unchecked  # noqa: E402
 from test_torch_stress import run  # noqa: E402
 
 BODY = """
@@ -30,22 +32,23 @@ xs.mark_sharding(x1, mesh, (None, "model"))       # column-parallel
 xs.mark_sharding(x2, mesh, ("model", None))       # row-parallel: an all-reduce
 got = torch.tanh(torch.relu(xa @ x1) @ x2)
 want = torch.tanh(torch.relu(a @ w1) @ w2)
-pcc = np.corrcoef(got.cpu().numpy().ravel(), want.numpy().ravel())[0, 1]
-assert pcc >= 0.999, pcc
+np.save({out!r}, np.stack([got.cpu().numpy(), want.numpy()]))
 print("spmd ok", n, torch_xla._XLAC._get_xla_sharding_spec(got) or "replicated")
 """
 
 
 @pytest.mark.parametrize("system,n", [("n300", 2), ("t3k", 8)])
-def test_spmd_mark_sharding(system, n):
-    out = run(BODY.format(n=n), PJRT_TT_SYSTEM=system)
+def test_spmd_mark_sharding(system, n, tmp_path):
+    out = run(BODY.format(n=n, out=str(tmp_path / "r.npy")), PJRT_TT_SYSTEM=system)
     assert f"spmd ok {n}" in out, out
+    got, want = np.load(tmp_path / "r.npy")
+    assert_close(got, want, kind="matmul")
 
 
 # SPMD mode set before the device is first used, as torch_xla asks (with the device
 # initialised first, as in test_torch_stress.PRELUDE, this block segfaults inside _XLAC).
 BLOCK = """
-import os
+import os, sys
 os.environ["PJRT_DEVICE"] = "TT"
 import numpy as np
 import torch, torch_xla
@@ -77,16 +80,18 @@ for w in ("wo", "w2"):
     xs.mark_sharding(xp[w], mesh, ("model", None))    # row-parallel: an all-reduce each
 got = block(x.to(dev), xp).cpu()
 want = block(x, p)
-pcc = np.corrcoef(got.numpy().ravel(), want.numpy().ravel())[0, 1]
-assert pcc >= 0.999, pcc
-print("block ok", n, pcc)
+np.save(sys.argv[1], np.stack([got.numpy(), want.numpy()]))
+print("block ok", n)
 """
 
 
 @pytest.mark.parametrize("system,n", [("n300", 2), ("t3k", 8)])
-def test_spmd_megatron_transformer_block(system, n):
+def test_spmd_megatron_transformer_block(system, n, tmp_path):
     """A transformer block (attention + MLP) with Megatron sharding via xs.mark_sharding."""
     env = dict(os.environ, PJRT_DEVICE="TT", PJRT_TT_SYSTEM=system)
-    proc = subprocess.run([sys.executable, "-c", BLOCK], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", BLOCK, str(tmp_path / "r.npy")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    forward_mock_unchecked(proc.stderr)
     assert proc.returncode == 0 and f"block ok {n}" in proc.stdout, proc.stderr[-3000:]
+    got, want = np.load(tmp_path / "r.npy")
+    assert_close(got, want, kind="matmul")

@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+from conftest import forward_mock_unchecked
+
 pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
 
 PRELUDE = """
@@ -32,6 +34,7 @@ def run(body: str, timeout: float = 240, **env_vars: str) -> str:
     env = dict(os.environ, PJRT_DEVICE="TT", **env_vars)
     proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env,
                           capture_output=True, text=True, timeout=timeout)
+    forward_mock_unchecked(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

@@ -38,6 +38,11 @@ FLOAT_UNARY = {
 def _unary(lo: Lowering, op, name: str | None = None) -> list:
     name, out = name or op.operation.name, result_type(op)
     x = lo.get(op.operands[0])
+    if out.dtype in FLOATS and name == "stablehlo.sign":
+        # ttnn.sign gives +0.0 for -0.0 (its SFPU kernel writes the constant 0 for any zero);
+        # StableHLO's sign of a zero is that zero, sign bit included.
+        zero = predicate(lo, "eq", x, Splat(0.0, None), out.shape)
+        return [where(lo, zero, x, lo.emit("sign", x, result=out), out)]
     if out.dtype in FLOATS:
         return [lo.emit(FLOAT_UNARY[name], x, result=out)]
     rule_ = INT_UNARY.get(name)
