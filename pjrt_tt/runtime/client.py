@@ -1,14 +1,13 @@
 """Client, devices and memories: the system as PJRT presents it."""
 from __future__ import annotations
 
-import atexit
-
 import numpy as np
 
 from pjrt_tt import dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.settings import Settings
+from pjrt_tt.targets.conformance import ConformanceCheck
 
 PLATFORM_NAME = "tt"
 PLATFORM_VERSION = "pjrt-tt 0.1.0"
@@ -70,8 +69,10 @@ class Client:
         self.devices = [Device(self, i, chip) for i, chip in enumerate(self.target.chips)]
         self.addressable_devices = self.devices
         self.memories = [d.memory for d in self.devices]
-        validator = _mock_validator(system) if self.settings.check_with_mock else None
-        self.compiler = Compiler(self.settings, validator)
+        # Every new program also runs once on real ttnn (mock): a program the sim accepts is
+        # one real ttnn accepts.
+        check = ConformanceCheck(system) if self.settings.check_with_mock else None
+        self.compiler = Compiler(self.settings, check)
         CLIENTS.append(self)
 
     def lookup_device(self, device_id: int) -> Device:
@@ -100,27 +101,3 @@ class Client:
         from pjrt_tt.runtime.executable import LoadedExecutable
         return LoadedExecutable.build(self, code, fmt, compile_options)
 
-
-def _mock_validator(system):
-    """Every new program also runs once on real ttnn in mock mode (zeros in, metadata
-    checked by the executor), so a program the sim accepts is one real ttnn accepts."""
-    from pjrt_tt.targets.executor import BoundProgram
-    state: dict = {}
-    # Drop the mock target before ttnn's bindings are torn down at exit (nanobind
-    # otherwise reports the MeshDevice as leaked).
-    atexit.register(state.clear)
-
-    def validate(program) -> None:
-        if "target" not in state:
-            state["target"] = targets.open_target("mock", system)
-        target = state["target"]
-        chip = target.chips[0]
-        inputs = [target.upload(np.zeros(v.type.shape, dtypes.DEVICE_NUMPY[v.type.dtype]), v.type, chip)
-                  for v in program.inputs]
-        consts = [target.upload(c.data, c.value.type, chip) for c in program.constants]
-        # Reads are zeros on mock: run each loop body / case branch once, whatever they say.
-        outputs = BoundProgram(program, target.ttnn, chip, validate_only=True).run(inputs, consts)
-        for t in inputs + consts + outputs:
-            target.free(t)
-
-    return validate

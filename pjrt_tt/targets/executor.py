@@ -35,22 +35,32 @@ def ttnn_message(e: Exception) -> str:
     return text.split("backtrace:", 1)[0].strip()
 
 
-def op_error(op, e: Exception) -> TTError:
+def out_of_memory(e: Exception, where: str) -> ResourceExhausted | None:
+    """ttnn's out-of-memory failure as our ResourceExhausted (its message names the sizes);
+    None for any other failure."""
     message = ttnn_message(e)
     if "Out of Memory" in message:
-        return ResourceExhausted(f"out of TT device memory in ttnn.{op.fn} for {op.origin}: {message}")
-    return TTError(f"ttnn.{op.fn} failed for {op.origin}: {message}")
+        return ResourceExhausted(f"out of TT device memory {where}: {message}")
+    return None
+
+
+def op_error(op, e: Exception) -> TTError:
+    return (out_of_memory(e, f"in ttnn.{op.fn} for {op.origin}")
+            or TTError(f"ttnn.{op.fn} failed for {op.origin}: {ttnn_message(e)}"))
+
+
+def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
+    """A device tensor of `dtype` (by name) read back to a host numpy array. A host sync."""
+    host = ttnn.from_device(tensor)
+    if dtype == "bfloat16":  # ttnn's to_numpy() of bfloat16 is an unusable object array
+        host = ttnn.to_dtype(host, ttnn.float32)
+    return np.asarray(host.to_numpy())   # (bfloat8_b / bfloat4_b come back as float32)
 
 
 def _read(ttnn, t: TensorType, kind: str) -> Callable:
     """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync."""
-    to_f32 = t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b")
-
     def read(x):
-        h = ttnn.from_device(x)
-        if to_f32:  # ttnn's to_numpy() of bfloat16 is an unusable object array
-            h = ttnn.to_dtype(h, ttnn.float32)
-        v = np.asarray(h.to_numpy()).reshape(-1)[0].item()
+        v = host_array(ttnn, x, t.dtype).reshape(-1)[0].item()
         return bool(v) if kind == "bool" else int(v)
     return read
 
