@@ -124,7 +124,7 @@ class MeshRunner:
         self.target, self.chips, self.shape = target, chips, shape
         self.ids = [c.get_device_ids()[0] for c in chips]
         module, self.mesh = target._mesh_open(chips, shape)
-        self.bound = BoundProgram(program, module, self.mesh)
+        self.bound = BoundProgram(program, module, self.mesh, on_mesh=len(chips) > 1)
 
     def upload(self, data: np.ndarray, t: TensorType):
         """The same data on every chip of the mesh."""

@@ -80,7 +80,8 @@ class ConformanceCheck:
         consts = [target.upload(c.data, c.value.type, device) for c in program.constants]
         outputs = []
         try:
-            outputs = BoundProgram(program, target.ttnn, device, validate_only=True).run(inputs, consts)
+            outputs = BoundProgram(program, target.ttnn, device, validate_only=True,
+                                   on_mesh=R * C > 1).run(inputs, consts)
         finally:
             for t in inputs + consts + outputs:
                 target.free(t)

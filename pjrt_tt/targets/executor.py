@@ -57,10 +57,23 @@ def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
     return np.asarray(host.to_numpy())   # (bfloat8_b / bfloat4_b come back as float32)
 
 
-def _read(ttnn, t: TensorType, kind: str) -> Callable:
-    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync."""
+def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
+    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync.
+    On a mesh every chip's copy is read (ttnn refuses to read a mesh tensor whole without a
+    mesh composer): the host drives all chips with one value, so they must agree."""
+    def scalar(x):
+        return host_array(ttnn, x, t.dtype).reshape(-1)[0].item()
+
     def read(x):
-        v = host_array(ttnn, x, t.dtype).reshape(-1)[0].item()
+        if on_mesh:
+            values = [scalar(s) for s in ttnn.get_device_tensors(x)]
+            if any(v != values[0] for v in values):
+                raise RuntimeError(f"the value differs across the mesh's chips ({values}), but the host "
+                                   f"drives every chip with one value (a loop count, a branch, an "
+                                   f"offset); this partitioned program is not supported on a mesh")
+            v = values[0]
+        else:
+            v = scalar(x)
         return bool(v) if kind == "bool" else int(v)
     return read
 
@@ -70,16 +83,19 @@ class BoundProgram:
     loop conditions and bodies, case branches) is bound once into a list of steps, so
     each loop iteration is the same tight loop of pre-resolved calls.
 
+    on_mesh: `device` is a mesh of several chips (an SPMD per-device program).
+
     validate_only: run each nested block exactly once (a loop's cond and body once, every
     branch of a switch), whatever the host reads say: for the mock target, whose reads
     are zeros, so every op is still checked without trusting loop counts.
     """
 
-    def __init__(self, program: Program, ttnn, device, validate_only: bool = False):
+    def __init__(self, program: Program, ttnn, device, validate_only: bool = False, on_mesh: bool = False):
         self.program = program
         self.ttnn = ttnn
         self.device = device
         self.validate_only = validate_only
+        self.on_mesh = on_mesh   # `device` is a mesh of several chips (see _read)
         self._views = storage_roots(program.ops)
         self.steps = self._bind_block(program.ops, program.frees)
         self.input_ids = [v.id for v in program.inputs]
@@ -97,7 +113,7 @@ class BoundProgram:
                 steps.append((self._bind_switch(op), None, op, None, drop))
             else:
                 if op.fn == HOST_READ:
-                    fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype), None
+                    fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype, self.on_mesh), None
                 elif op.fn in HOST_OPS:
                     fn, expect = HOST_OPS[op.fn], None
                 else:

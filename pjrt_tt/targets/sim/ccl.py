@@ -197,13 +197,26 @@ class MeshModule:
     def _wrap(self, name):
         if name in COLLECTIVES:
             return COLLECTIVES[name]
+        if name == "get_device_tensors":   # takes the mesh tensor whole
+            return get_device_tensors
         obj = getattr(self._sim, name)
         if not isinstance(obj, types.FunctionType):
             return obj
         handle = self.device
         n = len(handle.devices)
 
+        def on_mesh(a) -> bool:
+            if isinstance(a, MeshTensor) or a is handle:
+                return True
+            if isinstance(a, (list, tuple)):
+                return any(on_mesh(x) for x in a)
+            if isinstance(a, dict):
+                return any(on_mesh(v) for v in a.values())
+            return False
+
         def per_chip(*args, **kwargs):
+            if not (on_mesh(args) or on_mesh(kwargs)):   # e.g. one chip's shard (a host read)
+                return obj(*args, **kwargs)
             results = []
             for i in range(n):
                 def pick(a):
