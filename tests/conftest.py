@@ -39,6 +39,15 @@ def pytest_report_header(config):
             f"mock check={'on' if os.environ['PJRT_TT_CHECK_WITH_MOCK'] == '1' else 'OFF'}")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Programs of this process the mock check could not run (targets/conformance.py)."""
+    from pjrt_tt.targets.conformance import UNCHECKED
+    if UNCHECKED:
+        terminalreporter.write_sep("-", f"pjrt-tt: {len(UNCHECKED)} program(s) not checked on mock")
+        for skipped in UNCHECKED:
+            terminalreporter.write_line(str(skipped))
+
+
 def pytest_collection_modifyitems(config, items):
     if card_present():
         return

@@ -205,31 +205,26 @@ class MeshModule:
         handle = self.device
         n = len(handle.devices)
 
-        def on_mesh(a) -> bool:
-            if isinstance(a, MeshTensor) or a is handle:
-                return True
-            if isinstance(a, (list, tuple)):
-                return any(on_mesh(x) for x in a)
-            if isinstance(a, dict):
-                return any(on_mesh(v) for v in a.values())
-            return False
-
         def per_chip(*args, **kwargs):
-            if not (on_mesh(args) or on_mesh(kwargs)):   # e.g. one chip's shard (a host read)
+            on_mesh = []   # set when an argument is a mesh tensor or the mesh device
+
+            def pick(a, i):
+                if isinstance(a, MeshTensor):
+                    on_mesh.append(True)
+                    return a.shards[i]
+                if a is handle:
+                    on_mesh.append(True)
+                    return handle.devices[i]
+                if isinstance(a, (list, tuple)):
+                    return type(a)(pick(x, i) for x in a)
+                if isinstance(a, dict):
+                    return {k: pick(v, i) for k, v in a.items()}
+                return a
+            first = (pick(list(args), 0), pick(kwargs, 0))
+            if not on_mesh:   # nothing on the mesh (e.g. one chip's shard, for a host read): one call
                 return obj(*args, **kwargs)
-            results = []
-            for i in range(n):
-                def pick(a):
-                    if isinstance(a, MeshTensor):
-                        return a.shards[i]
-                    if a is handle:
-                        return handle.devices[i]
-                    if isinstance(a, (list, tuple)):
-                        return type(a)(pick(x) for x in a)
-                    if isinstance(a, dict):
-                        return {k: pick(v) for k, v in a.items()}
-                    return a
-                results.append(obj(*pick(list(args)), **pick(kwargs)))
+            results = [obj(*first[0], **first[1])]
+            results += [obj(*pick(list(args), i), **pick(kwargs, i)) for i in range(1, n)]
             if isinstance(results[0], Tensor):
                 return MeshTensor(results, handle.shape)
             return results[0]
