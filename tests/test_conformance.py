@@ -1,7 +1,7 @@
 """The conformance check (pjrt_tt/targets/conformance.py) and the ownership of device tensors
 (pjrt_tt/targets/tensors.py).
 
-The mesh case runs in a subprocess (a 1x2 n300 system, XLA:CPU with 8 devices): SPMD
+The mesh case runs in a subprocess (1x2 meshes of a t3k system, XLA:CPU with 8 devices): SPMD
 programs with host-driven control flow (a fori_loop with a cond inside, a data-dependent
 while, a scan) run on the sim and are compared with XLA:CPU on the same mesh (allclose
 rtol=1e-2, atol=1e-3: float32 throughout); one whose host reads differ per chip is refused
@@ -89,11 +89,12 @@ print("RESULT " + json.dumps({"close": close, "refused": refused, "trips": trips
 
 @pytest.mark.skipif(not MOCK, reason="needs the mock target (binutils-riscv64-unknown-elf)")
 def test_mesh_programs_with_control_flow_pass_the_check():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PJRT_TT_SYSTEM="n300",
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PJRT_TT_SYSTEM="t3k",
                PJRT_TT_TARGET="sim", PJRT_TT_CHECK_WITH_MOCK="0", PYTHONPATH=REPO)
     p = subprocess.run([sys.executable, "-c", MESH_PROGRAMS], env=env, cwd=REPO, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "leaked" not in p.stderr, p.stderr[-3000:]   # the check's mock target went down in order
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, p.stderr[-3000:]
     r = json.loads(line[0][7:])

@@ -5,22 +5,7 @@ Two implementations (targets/__init__.py chooses one through a table):
     TtnnTarget  (ttnn_target.py)  the real ttnn package: `TtnnTarget.mock` (mock cluster)
                                   or `TtnnTarget.device` (real chips); they differ only there
 
-The runtime uses exactly this (nothing else of a target, nothing of ttnn):
-
-    target.name, target.system          "sim" | "mock" | "device", and the pjrt_tt.systems.System
-    target.chips                        one device handle per chip, row-major (PJRT devices)
-    target.upload(data, t, device)      host numpy (already t.dtype's numpy form) -> device tensor
-    target.download(tensor, t)          device tensor -> host numpy of t.dtype's numpy form
-    target.free(tensor)                 give a tensor back (a view frees its mesh tensor with
-                                        the last view; targets/tensors.py)
-    target.bind(program, chip)          a single-chip program, ready: .run(inputs, constants)
-    target.mesh_runner(program, chips, mesh_shape)
-                                        an SPMD per-device program on an R x C mesh (MeshRunner)
-    target.memory_stats(chip_index)     PJRT Device_MemoryStats keys (bytes_in_use, bytes_limit...)
-    target.close()                      release the devices
-
-Failures: an upload that does not fit raises errors.ResourceExhausted naming the tensor;
-a failing op raises the executor's TTError / ResourceExhausted naming the op's source line.
+The runtime uses only what the Target and MeshRunner docstrings list.
 """
 from __future__ import annotations
 
@@ -37,6 +22,23 @@ from pjrt_tt.targets.tensors import DeviceTensors
 
 class Target(abc.ABC):
     """An opened system: a ttnn-shaped module, its mesh device and one device handle per chip.
+
+    The runtime uses exactly this (nothing else of a target, nothing of ttnn):
+
+        target.name, target.system          "sim" | "mock" | "device", and the pjrt_tt.systems.System
+        target.chips                        one device handle per chip, row-major (PJRT devices)
+        target.upload(data, t, device)      host numpy (already t.dtype's numpy form) -> device tensor
+        target.download(tensor, t)          device tensor -> host numpy of t.dtype's numpy form
+        target.free(tensor)                 give a tensor back (a view frees its mesh tensor with
+                                            the last view; targets/tensors.py)
+        target.bind(program, chip)          a single-chip program, ready: .run(inputs, constants)
+        target.mesh_runner(program, chips, mesh_shape)
+                                            an SPMD per-device program on an R x C mesh (MeshRunner)
+        target.memory_stats(chip_index)     PJRT Device_MemoryStats keys (bytes_in_use, bytes_limit...)
+        target.close()                      release the devices
+
+    Failures: an upload that does not fit raises errors.ResourceExhausted naming the tensor;
+    a failing op raises the executor's TTError / ResourceExhausted naming the op's source line.
 
     Subclasses open the system (their constructors) and say how a program meets the chips
     (`bind` and the `_mesh_*` hooks MeshRunner calls); host transfers and ownership are shared.
