@@ -218,9 +218,9 @@ def run_both(f, *args, tt_device, cpu_device, **jit_kwargs):
 # programs the mock could not check: counted, reported at the end, and a failure unless allowed
 # ---------------------------------------------------------------------------------------------
 
-# The line the plugin prints (to sys.stderr) when the mock check cannot run a program: today
-# pjrt_tt/spmd/__init__.py validate_on_mock. The one place to re-point when that check moves.
-MOCK_UNCHECKED_MARKER = "pjrt-tt: mock check skipped:"
+# The line the plugin prints (to sys.stderr) when the mock check cannot run a program
+# (pjrt_tt/targets/conformance.py, which also records it in conformance.UNCHECKED).
+MOCK_UNCHECKED_MARKER = "pjrt-tt: mock check skipped"
 
 # Tests whose programs the mock may leave unchecked (pytest node id suffix: why). Keep it
 # short; issue 13 item 5 (every mesh mapped onto a ttnn submesh or ring) empties it.

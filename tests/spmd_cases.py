@@ -247,22 +247,22 @@ def run_case(case, tt, cpu):
         return {"ok": a[0].shape == b[0].shape and sa == sb and not a[0].any(), "err": 0.0,
                 "tt_spec": sa, "cpu_spec": sb}
     if case == "mock_persist":   # PJRT_TT_TARGET=mock: results stay on the device between runs
-        from pjrt_tt.targets import MeshRunner
+        from pjrt_tt.targets.tensors import DeviceTensors
         mesh = Mesh(np.array(tt[:2]).reshape(1, 2), ("x", "y"))
         ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
         made = jax.jit(lambda: (jnp.ones((16, 64)), jnp.ones((64, 128)), jnp.ones((128, 64))),
                        out_shardings=(ns(P()), ns(P(None, "y")), ns(P("y", None))))()
         f = jax.jit(mlp, out_shardings=ns(P()))
-        before = MeshRunner.HOST_COPIES
+        before = DeviceTensors.host_copies
         y = f(*made)
         z = f(y, made[1], made[2])      # an output of the previous run as an argument
-        trips = MeshRunner.HOST_COPIES - before
+        trips = DeviceTensors.host_copies - before
         local = np.asarray(jax.jit(lambda a: a + 1)(y.addressable_shards[1].data))   # one chip's view, alone
         put = jax.device_put(W1, ns(P(None, "y")))   # per-chip buffers: one host copy, then views of it
-        before = MeshRunner.HOST_COPIES
+        before = DeviceTensors.host_copies
         for _ in range(3):
             f(made[0], put, made[2])
-        put_trips = MeshRunner.HOST_COPIES - before
+        put_trips = DeviceTensors.host_copies - before
         return {"ok": bool(trips == 0 and put_trips == 1 and z.shape == (16, 64) and not np.asarray(z).any()
                            and local.shape == (16, 64) and np.asarray(put).shape == (64, 128)),
                 "err": 0.0, "host_copies": [trips, put_trips], "tt_spec": [], "cpu_spec": []}

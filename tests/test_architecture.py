@@ -46,9 +46,6 @@ MAY_IMPORT = {
 # methods of ttnn.Tensor such as to_layout / reshape are ttnn ops, which make Tensors).
 # Without it the graph has no cycle.
 ALLOWED_BACK_EDGES = {("pjrt_tt.targets.sim.tensor", "pjrt_tt.targets.sim.ops")}
-# fixed by the targets half of issue 8 (the lead removes these lists at merge)
-KNOWN_BACK_EDGES = {("pjrt_tt.targets.sim.tensor", "pjrt_tt.targets.sim.device")}
-KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -143,7 +140,7 @@ def test_every_module_has_a_layer_and_the_table_is_layered():
 
 def test_no_import_cycles():
     graph = import_graph()
-    for a, b in ALLOWED_BACK_EDGES | KNOWN_BACK_EDGES:
+    for a, b in ALLOWED_BACK_EDGES:
         graph[a].discard(b)
     found = cycles(graph)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)

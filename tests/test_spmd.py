@@ -85,7 +85,7 @@ def test_spmd_runs_on_real_ttnn_mock_target(results):
 def test_spmd_results_stay_on_real_ttnn_mesh(results):
     """PJRT_TT_TARGET=mock: a program's sharded/replicated results are per-chip views of its
     output mesh tensor; fed to the next program on the same chips they are that mesh tensor
-    again (no host copy: MeshRunner.HOST_COPIES stays 0); a device_put sharded array is
+    again (no host copy: DeviceTensors.host_copies stays 0); a device_put sharded array is
     copied through the host once, then its buffers are views of that copy (1 copy in 3 runs);
     one chip's view alone runs in a single-chip program (copied onto the chip)."""
     if ("mock", "__exit__") not in results:

@@ -35,6 +35,8 @@ def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides
 
 
 class Buffer:
+    """A PJRT buffer: holds one device tensor handle; freeing it is the target's business."""
+
     def __init__(self, device, host: HostType, tensor):
         self.device = device
         self.memory = device.memory
@@ -50,6 +52,13 @@ class Buffer:
         t = device_type(host)
         tensor = client.target.upload(device_array(data, host), t, device.chip)
         return cls(device, host, tensor)
+
+    def hold(self, tensor) -> None:
+        """Hold `tensor` (the same values, e.g. a view of a mesh copy) instead of the current
+        one, which goes back to the target (the target's DeviceTensors decides what that frees)."""
+        old, self.tensor = self.tensor, tensor
+        if old is not None:
+            self.device.client.target.free(old)
 
     @property
     def is_deleted(self) -> bool:

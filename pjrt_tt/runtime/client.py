@@ -1,15 +1,13 @@
 """Client, devices and memories: the system as PJRT presents it."""
 from __future__ import annotations
 
-import atexit
-import sys
-
 import numpy as np
 
 from pjrt_tt import dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.settings import Settings
+from pjrt_tt.targets.conformance import ConformanceCheck
 
 PLATFORM_NAME = "tt"
 PLATFORM_VERSION = "pjrt-tt 0.1.0"
@@ -71,7 +69,9 @@ class Client:
         self.devices = [Device(self, i, chip) for i, chip in enumerate(self.target.chips)]
         self.addressable_devices = self.devices
         self.memories = [d.memory for d in self.devices]
-        check = _conformance_adapter(self.settings, system) if self.settings.check_with_mock else None
+        # Every new program also runs once on real ttnn (mock): a program the sim accepts is
+        # one real ttnn accepts.
+        check = ConformanceCheck(system) if self.settings.check_with_mock else None
         self.compiler = Compiler(self.settings, check)
         CLIENTS.append(self)
 
@@ -101,86 +101,3 @@ class Client:
         from pjrt_tt.runtime.executable import LoadedExecutable
         return LoadedExecutable.build(self, code, fmt, compile_options)
 
-
-def _mock_validator(system):
-    """Every new program also runs once on real ttnn in mock mode (zeros in, metadata
-    checked by the executor), so a program the sim accepts is one real ttnn accepts."""
-    from pjrt_tt.targets.executor import BoundProgram
-    state: dict = {}
-    # Drop the mock target before ttnn's bindings are torn down at exit (nanobind
-    # otherwise reports the MeshDevice as leaked).
-    atexit.register(state.clear)
-
-    def validate(program) -> None:
-        if "target" not in state:
-            state["target"] = targets.open_target("mock", system)
-        target = state["target"]
-        chip = target.chips[0]
-        inputs = [target.upload(np.zeros(v.type.shape, dtypes.DEVICE_NUMPY[v.type.dtype]), v.type, chip)
-                  for v in program.inputs]
-        consts = [target.upload(c.data, c.value.type, chip) for c in program.constants]
-        # Reads are zeros on mock: run each loop body / case branch once, whatever they say.
-        outputs = BoundProgram(program, target.ttnn, chip, validate_only=True).run(inputs, consts)
-        for t in inputs + consts + outputs:
-            target.free(t)
-
-    return validate
-
-
-# replaced by targets' conformance check at merge
-def _conformance_adapter(settings, system):
-    """The compiler's check(program, mesh_shape): one chip through _mock_validator, a mesh
-    through _validate_mesh_on_mock (moved as is from pjrt_tt.spmd)."""
-    single = _mock_validator(system)
-
-    def check(program, mesh_shape) -> None:
-        if tuple(mesh_shape) == (1, 1):
-            single(program)
-        else:
-            _validate_mesh_on_mock(settings, program, mesh_shape)
-
-    return check
-
-
-# replaced by targets' conformance check at merge
-_mock: dict = {}
-
-
-def _drop_mock() -> None:
-    """Submeshes first, then the target: before mock.py closes the device at exit."""
-    for key in [k for k in _mock if k != "target"]:
-        del _mock[key]
-    _mock.clear()
-
-
-def _validate_mesh_on_mock(settings, program, mesh_shape) -> None:
-    """Run the per-device program once on real ttnn (mock) over a submesh of `mesh_shape`
-    (zeros in): real ttnn must accept every op, the collectives included, and return the
-    shapes / dtypes / layouts the program expects."""
-    if not settings.check_with_mock or (settings.target or "").strip().lower() == "mock":
-        return   # (on the mock target the program runs on real ttnn anyway)
-    from pjrt_tt.targets.executor import BoundProgram
-    _, system = targets.choose(settings.target or "sim", settings.system)
-    if "target" not in _mock:
-        _mock["target"] = targets.open_target("mock", system)
-        atexit.register(_drop_mock)   # runs before mock.py's own exit hook (registered earlier)
-    target = _mock["target"]
-    ttnn = target.ttnn
-    R, C = mesh_shape
-    rows, cols = system.mesh_shape
-    if rows % R == 0 and cols % C == 0:   # a submesh even for the full shape: ttnn aborts at
-        # exit when programs ran on a parent mesh that also has submeshes
-        key = ("sub", R, C)
-        if key not in _mock:
-            _mock[key] = target.mesh.create_submeshes(ttnn.MeshShape(R, C))[0]
-        mesh = _mock[key]
-    else:
-        print(f"pjrt-tt: mock check skipped: a {R}x{C} mesh is not a submesh of the "
-              f"{system.name} mesh {rows}x{cols}", file=sys.stderr)
-        return
-    inputs = [target.upload(np.zeros(v.type.shape, dtypes.DEVICE_NUMPY[v.type.dtype]), v.type, mesh)
-              for v in program.inputs]
-    consts = [target.upload(c.data, c.value.type, mesh) for c in program.constants]
-    outputs = BoundProgram(program, ttnn, mesh).run(inputs, consts)
-    for t in inputs + consts + outputs:
-        target.free(t)

@@ -158,9 +158,8 @@ class MeshExecutable(LoadedExecutable):
                 bufs.append(buf)
             tensors.append(runner.combine(shards))
             views = runner.adopt(tensors[-1])   # a mesh copy made through the host: from now on
-            for buf, old, view in zip(bufs, shards, views):   # the buffers are views of it
-                self.client.target.free(old)
-                buf.tensor = view
+            for buf, view in zip(bufs, views):   # the buffers are views of it
+                buf.hold(view)
         try:
             if self.profiler is not None and self.profiler.active:   # perf profile
                 outputs = self.profiler.run(program, runner.bound, lambda: runner.run(tensors, self._constants))

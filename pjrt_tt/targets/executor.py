@@ -36,22 +36,45 @@ def ttnn_message(e: Exception) -> str:
     return text.split("backtrace:", 1)[0].strip()
 
 
-def op_error(op, e: Exception) -> TTError:
+def out_of_memory(e: Exception, where: str) -> ResourceExhausted | None:
+    """ttnn's out-of-memory failure as our ResourceExhausted (its message names the sizes);
+    None for any other failure."""
     message = ttnn_message(e)
     if "Out of Memory" in message:
-        return ResourceExhausted(f"out of TT device memory in ttnn.{op.fn} for {op.origin}: {message}")
-    return TTError(f"ttnn.{op.fn} failed for {op.origin}: {message}")
+        return ResourceExhausted(f"out of TT device memory {where}: {message}")
+    return None
 
 
-def _read(ttnn, t: TensorType, kind: str) -> Callable:
-    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync."""
-    to_f32 = t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b")
+def op_error(op, e: Exception) -> TTError:
+    return (out_of_memory(e, f"in ttnn.{op.fn} for {op.origin}")
+            or TTError(f"ttnn.{op.fn} failed for {op.origin}: {ttnn_message(e)}"))
+
+
+def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
+    """A device tensor of `dtype` (by name) read back to a host numpy array. A host sync."""
+    host = ttnn.from_device(tensor)
+    if dtype == "bfloat16":  # ttnn's to_numpy() of bfloat16 is an unusable object array
+        host = ttnn.to_dtype(host, ttnn.float32)
+    return np.asarray(host.to_numpy())   # (bfloat8_b / bfloat4_b come back as float32)
+
+
+def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
+    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync.
+    On a mesh every chip's copy is read (ttnn refuses to read a mesh tensor whole without a
+    mesh composer): the host drives all chips with one value, so they must agree."""
+    def scalar(x):
+        return host_array(ttnn, x, t.dtype).reshape(-1)[0].item()
 
     def read(x):
-        h = ttnn.from_device(x)
-        if to_f32:  # ttnn's to_numpy() of bfloat16 is an unusable object array
-            h = ttnn.to_dtype(h, ttnn.float32)
-        v = np.asarray(h.to_numpy()).reshape(-1)[0].item()
+        if on_mesh:
+            values = [scalar(s) for s in ttnn.get_device_tensors(x)]
+            if any(v != values[0] for v in values):
+                raise RuntimeError(f"the value differs across the mesh's chips ({values}), but the host "
+                                   f"drives every chip with one value (a loop count, a branch, an "
+                                   f"offset); this partitioned program is not supported on a mesh")
+            v = values[0]
+        else:
+            v = scalar(x)
         return bool(v) if kind == "bool" else int(v)
     return read
 
@@ -61,16 +84,19 @@ class BoundProgram:
     loop conditions and bodies, case branches) is bound once into a list of steps, so
     each loop iteration is the same tight loop of pre-resolved calls.
 
+    on_mesh: `device` is a mesh of several chips (an SPMD per-device program).
+
     validate_only: run each nested block exactly once (a loop's cond and body once, every
     branch of a switch), whatever the host reads say: for the mock target, whose reads
     are zeros, so every op is still checked without trusting loop counts.
     """
 
-    def __init__(self, program: Program, ttnn, device, validate_only: bool = False):
+    def __init__(self, program: Program, ttnn, device, validate_only: bool = False, on_mesh: bool = False):
         self.program = program
         self.ttnn = ttnn
         self.device = device
         self.validate_only = validate_only
+        self.on_mesh = on_mesh   # `device` is a mesh of several chips (see _read)
         self.timer: Callable | None = None   # perf hook: timer(op, host ns) per op (pjrt_tt/perf)
         self._views = storage_roots(program.ops)
         self.steps = self._bind_block(program.ops, program.frees)
@@ -89,7 +115,7 @@ class BoundProgram:
                 steps.append((self._bind_switch(op), None, op, None, drop))
             else:
                 if op.fn == HOST_READ:
-                    fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype), None
+                    fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype, self.on_mesh), None
                 elif op.fn in HOST_OPS:
                     fn, expect = HOST_OPS[op.fn], None
                 else:

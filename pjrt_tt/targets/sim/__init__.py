@@ -10,7 +10,12 @@ geometry measured with ttnn), so a program that does not fit the card fails here
 out-of-memory error.
 
 Files: tensor.py (DataType, Layout, Shape, MemoryConfig, Tensor, host conversions),
-device.py (chips, MeshDevice, allocators), ops.py (the ops, table-driven).
+device.py (chips, MeshDevice, allocators), ops.py (the ops, table-driven), fpu.py (matmul
+numerics), ops_indexing.py, ops_nn.py, ccl.py (mesh tensors, collectives). Imports run one
+way: tensor.py imports no other sim module (a tensor asks the device it is placed on to
+allocate and measure its buffers); the rest import tensor.py. The one circle: the methods
+ttnn's Tensor has (reshape, to(layout), + - * / @) call ops.py, which makes Tensors; tensor.py
+reaches ops.py only when such a method runs (tensor._op).
 
 Sim-only names: `configure`, `current_system`, `sim_memory_stats(mesh, chip_index)`,
 `MeshDevice.sim_memory_stats(chip_index)`, `Tensor.sim_on_device_size()`, `sim_reset()`.

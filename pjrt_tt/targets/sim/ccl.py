@@ -197,6 +197,8 @@ class MeshModule:
     def _wrap(self, name):
         if name in COLLECTIVES:
             return COLLECTIVES[name]
+        if name == "get_device_tensors":   # takes the mesh tensor whole
+            return get_device_tensors
         obj = getattr(self._sim, name)
         if not isinstance(obj, types.FunctionType):
             return obj
@@ -204,19 +206,25 @@ class MeshModule:
         n = len(handle.devices)
 
         def per_chip(*args, **kwargs):
-            results = []
-            for i in range(n):
-                def pick(a):
-                    if isinstance(a, MeshTensor):
-                        return a.shards[i]
-                    if a is handle:
-                        return handle.devices[i]
-                    if isinstance(a, (list, tuple)):
-                        return type(a)(pick(x) for x in a)
-                    if isinstance(a, dict):
-                        return {k: pick(v) for k, v in a.items()}
-                    return a
-                results.append(obj(*pick(list(args)), **pick(kwargs)))
+            on_mesh = []   # set when an argument is a mesh tensor or the mesh device
+
+            def pick(a, i):
+                if isinstance(a, MeshTensor):
+                    on_mesh.append(True)
+                    return a.shards[i]
+                if a is handle:
+                    on_mesh.append(True)
+                    return handle.devices[i]
+                if isinstance(a, (list, tuple)):
+                    return type(a)(pick(x, i) for x in a)
+                if isinstance(a, dict):
+                    return {k: pick(v, i) for k, v in a.items()}
+                return a
+            first = (pick(list(args), 0), pick(kwargs, 0))
+            if not on_mesh:   # nothing on the mesh (e.g. one chip's shard, for a host read): one call
+                return obj(*args, **kwargs)
+            results = [obj(*first[0], **first[1])]
+            results += [obj(*pick(list(args), i), **pick(kwargs, i)) for i in range(1, n)]
             if isinstance(results[0], Tensor):
                 return MeshTensor(results, handle.shape)
             return results[0]

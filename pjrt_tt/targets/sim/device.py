@@ -14,7 +14,7 @@ import dataclasses
 import os
 
 from ... import systems
-from .tensor import (BufferType, Layout, MemoryConfig, DRAM_MEMORY_CONFIG, Tensor, element_size,
+from .tensor import (BufferType, Layout, MemoryConfig, Tensor, element_size,
                      fatal, tile_bytes, TILE_SIZE)
 
 _configured: str | None = None
@@ -177,57 +177,6 @@ class Chip:
         }
 
 
-def buffer_geometry(t: Tensor, device=None, buffer_type=None):
-    """(num_pages, page_size, aligned_page_size, per_bank_bytes, total_bytes_reserved) of the
-    interleaved buffer that holds `t` on one chip of `device` (or an n150-like chip if None)."""
-    arch = device.chips[0].system.arch if device is not None else current_system().arch
-    bt = buffer_type or (t._mem.buffer_type if t._mem is not None else BufferType.DRAM)
-    padded = t.padded_shape
-    if t.layout == Layout.TILE:
-        page = tile_bytes(t.dtype)
-        pages = padded.volume() // (TILE_SIZE * TILE_SIZE)
-    else:
-        page = padded[-1] * element_size(t.dtype)
-        pages = padded.volume() // padded[-1] if padded[-1] else 0
-    granule = _arch_params(arch)[2]
-    if bt == BufferType.DRAM:
-        align, banks = granule, arch.dram_banks
-    else:
-        align, banks = _L1_ALIGN, arch.compute_grid[0] * arch.compute_grid[1]
-    aligned = -(-page // align) * align
-    per_bank = -(-(-(-pages // banks) * aligned) // granule) * granule
-    return pages, page, aligned, per_bank, per_bank * banks
-
-
-def allocate_tensor(t: Tensor, device, memory_config: MemoryConfig):
-    if not isinstance(device, MeshDevice):
-        raise TypeError(f"sim: expected a device from ttnn.open_device / open_mesh_device, got {device!r}")
-    if not device.is_open:
-        raise fatal("device is open", "sim: the device was closed")
-    pages, page, _, per_bank, _ = buffer_geometry(t, device, memory_config.buffer_type)
-    allocs = []
-    try:
-        for chip in device.chips:
-            alloc = chip.allocators[memory_config.buffer_type]
-            allocs.append((alloc, alloc.allocate(pages * page, per_bank)))
-    except RuntimeError:
-        for alloc, addr in allocs:
-            alloc.free(addr)
-        raise
-    return allocs
-
-
-def free_tensor(t: Tensor) -> None:
-    if t._device is None or t._deallocated:
-        t._deallocated = t._device is not None or t._deallocated
-        return
-    for alloc, addr in t._allocs:
-        if addr in alloc.live:
-            alloc.free(addr)
-    t._allocs = []
-    t._deallocated = True
-
-
 # ---------------------------------------------------------------------------------------------
 # Devices
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +306,44 @@ class MeshDevice:
         return self.create_submeshes(MeshShape(1, 1))
 
     # sim-only
+    def buffer_geometry(self, t: Tensor, buffer_type=None) -> tuple[int, int, int, int, int]:
+        """(num_pages, page_size, aligned_page_size, per_bank_bytes, total_bytes_reserved) of the
+        interleaved buffer that holds `t` on one chip of this mesh."""
+        arch = self.chips[0].system.arch
+        bt = buffer_type or (t._mem.buffer_type if t._mem is not None else BufferType.DRAM)
+        padded = t.padded_shape
+        if t.layout == Layout.TILE:
+            page = tile_bytes(t.dtype)
+            pages = padded.volume() // (TILE_SIZE * TILE_SIZE)
+        else:
+            page = padded[-1] * element_size(t.dtype)
+            pages = padded.volume() // padded[-1] if padded[-1] else 0
+        granule = _arch_params(arch)[2]
+        if bt == BufferType.DRAM:
+            align, banks = granule, arch.dram_banks
+        else:
+            align, banks = _L1_ALIGN, arch.compute_grid[0] * arch.compute_grid[1]
+        aligned = -(-page // align) * align
+        per_bank = -(-(-(-pages // banks) * aligned) // granule) * granule
+        return pages, page, aligned, per_bank, per_bank * banks
+
+    def allocate_buffers(self, t: Tensor, memory_config: MemoryConfig) -> list:
+        """Reserve `t`'s buffer on every chip of this mesh: [(allocator, address)] (ttnn's
+        out-of-memory error when a chip has no room; nothing stays reserved then)."""
+        if not self.is_open:
+            raise fatal("device is open", "sim: the device was closed")
+        pages, page, _, per_bank, _ = self.buffer_geometry(t, memory_config.buffer_type)
+        allocs = []
+        try:
+            for chip in self.chips:
+                alloc = chip.allocators[memory_config.buffer_type]
+                allocs.append((alloc, alloc.allocate(pages * page, per_bank)))
+        except RuntimeError:
+            for alloc, addr in allocs:
+                alloc.free(addr)
+            raise
+        return allocs
+
     def sim_memory_stats(self, chip_index: int = 0) -> dict[str, int]:
         """sim-only: DRAM (and L1) bytes in use / peak / limit on one chip of this mesh."""
         return self.chips[chip_index].memory_stats()

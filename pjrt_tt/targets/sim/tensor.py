@@ -400,10 +400,12 @@ class Tensor:
         self._deallocated = False
 
     def _place(self, device, memory_config):
-        from . import device as _dev  # late import: device.py imports this module
+        # The device allocates (device.py owns chips and allocators; this module never imports it).
+        if not hasattr(device, "allocate_buffers"):
+            raise TypeError(f"sim: expected a device from ttnn.open_device / open_mesh_device, got {device!r}")
         self._device = device
         self._mem = memory_config or DRAM_MEMORY_CONFIG
-        self._allocs = _dev.allocate_tensor(self, device, self._mem)
+        self._allocs = device.allocate_buffers(self, self._mem)
 
     # --- metadata ------------------------------------------------------------------------------
     @property
@@ -452,22 +454,23 @@ class Tensor:
     def is_sharded(self) -> bool:
         return False
 
+    def _geometry(self) -> tuple[int, int, int, int, int]:
+        if self._device is None:   # as ttnn: a host tensor has no buffer
+            raise fatal("device_storage != nullptr", "Expected Tensor with DeviceStorage, got StorageType::HOST")
+        return self._device.buffer_geometry(self)
+
     def buffer_num_pages(self) -> int:
-        from . import device as _dev
-        return _dev.buffer_geometry(self, self._device)[0]
+        return self._geometry()[0]
 
     def buffer_page_size(self) -> int:
-        from . import device as _dev
-        return _dev.buffer_geometry(self, self._device)[1]
+        return self._geometry()[1]
 
     def buffer_aligned_page_size(self) -> int:
-        from . import device as _dev
-        return _dev.buffer_geometry(self, self._device)[2]
+        return self._geometry()[2]
 
     def sim_on_device_size(self) -> int:
         """sim-only: bytes this tensor occupies on each chip holding it (all banks)."""
-        from . import device as _dev
-        return _dev.buffer_geometry(self, self._device)[4]
+        return self._geometry()[4]
 
     def _live_value(self) -> np.ndarray:
         if self._deallocated:
@@ -502,27 +505,31 @@ class Tensor:
 
     def to(self, target, memory_config=None, cq_id=None):
         if isinstance(target, Layout):
-            from .ops import to_layout
-            return to_layout(self, target)
+            return _op("to_layout")(self, target)
         return Tensor._make(self._live_value(), self._dtype, self._layout, target,
                             memory_config or DRAM_MEMORY_CONFIG)
 
     def deallocate(self, force: bool = True) -> None:
-        from . import device as _dev
-        _dev.free_tensor(self)
+        if self._device is None or self._deallocated:
+            self._deallocated = self._device is not None or self._deallocated
+            return
+        self._free_buffers()
+        self._deallocated = True
+
+    def _free_buffers(self) -> None:
+        for alloc, addr in self._allocs:
+            if addr in alloc.live:
+                alloc.free(addr)
+        self._allocs = []
 
     def __del__(self):  # like ttnn: a device tensor frees its buffers when garbage-collected
         try:
-            for alloc, addr in self._allocs:
-                if addr in alloc.live:
-                    alloc.free(addr)
-            self._allocs = []
+            self._free_buffers()
         except Exception:  # interpreter shutdown or a half-built tensor
             pass
 
     def reshape(self, *shape):
-        from .ops import reshape
-        return reshape(self, shape[0] if len(shape) == 1 else shape)
+        return _op("reshape")(self, shape[0] if len(shape) == 1 else shape)
 
     def __repr__(self) -> str:
         where = "host" if self._device is None else f"device {self._device!r}"
@@ -530,12 +537,20 @@ class Tensor:
                 f"layout={self._layout!r}, {where})")
 
     # arithmetic sugar as real ttnn tensors have it
-    def __add__(self, o): from .ops import add; return add(self, o)
-    def __radd__(self, o): from .ops import add; return add(o, self)
-    def __sub__(self, o): from .ops import subtract; return subtract(self, o)
-    def __rsub__(self, o): from .ops import subtract; return subtract(o, self)
-    def __mul__(self, o): from .ops import multiply; return multiply(self, o)
-    def __rmul__(self, o): from .ops import multiply; return multiply(o, self)
-    def __truediv__(self, o): from .ops import divide; return divide(self, o)
-    def __matmul__(self, o): from .ops import matmul; return matmul(self, o)
-    def __neg__(self): from .ops import neg; return neg(self)
+    def __add__(self, o): return _op("add")(self, o)
+    def __radd__(self, o): return _op("add")(o, self)
+    def __sub__(self, o): return _op("subtract")(self, o)
+    def __rsub__(self, o): return _op("subtract")(o, self)
+    def __mul__(self, o): return _op("multiply")(self, o)
+    def __rmul__(self, o): return _op("multiply")(o, self)
+    def __truediv__(self, o): return _op("divide")(self, o)
+    def __matmul__(self, o): return _op("matmul")(self, o)
+    def __neg__(self): return _op("neg")(self)
+
+
+def _op(name: str):
+    """The op `name` of ops.py, for the methods ttnn's Tensor has (reshape, to, operators).
+    The one import circle left in the sim: ttnn's Tensor calls its ops and the ops make
+    Tensors, so tensor.py reaches ops.py here, when a method runs (never at import)."""
+    from . import ops
+    return getattr(ops, name)

@@ -1,0 +1,53 @@
+"""The `sim` target: programs run on pjrt_tt.targets.sim, the simulator.
+
+A sim mesh tensor is just its per-chip tensors (sim.MeshTensor), so per-chip PJRT buffers
+and mesh tensors convert into each other without copies, and a mesh program runs chip by
+chip through sim.MeshModule.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pjrt_tt import systems
+from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.program import Program, TensorType
+from pjrt_tt.targets.base import MeshRunner, Target
+from pjrt_tt.targets.executor import BoundProgram
+
+
+class SimTarget(Target):
+    @classmethod
+    def open(cls, system: systems.System, dram_mb: int = 0) -> "SimTarget":
+        """`dram_mb`: simulated DRAM per chip (PJRT_TT_SIM_DRAM_MB; 0 = the chip's own)."""
+        from pjrt_tt.targets import sim
+        try:
+            sim.configure(system.name, dram_mb)
+        except ValueError as e:   # PJRT_TT_SIM_DRAM_MB too small
+            raise InvalidArgument(str(e)) from None
+        return cls("sim", system, sim, sim.open_mesh_device(sim.MeshShape(*system.mesh_shape)))
+
+    def bind(self, program: Program, chip) -> BoundProgram:
+        return BoundProgram(program, self.ttnn, chip)
+
+    def memory_stats(self, chip_index: int) -> dict[str, int]:
+        return dict(self.ttnn.sim_memory_stats(self.mesh, chip_index))
+
+    def close(self) -> None:
+        self.ttnn.close_mesh_device(self.mesh)
+
+    def _mesh_open(self, chips: list, shape: tuple[int, int]):
+        module = self.ttnn.MeshModule(self.ttnn, chips, shape)
+        return module, module.device
+
+    def _mesh_upload(self, runner: MeshRunner, data: np.ndarray, t: TensorType):
+        return self._mesh_combine(runner, [self.upload(data, t, c) for c in runner.chips])
+
+    def _mesh_combine(self, runner: MeshRunner, tensors: list):
+        return self.ttnn.combine_device_tensors(tensors, runner.shape)
+
+    def _mesh_split(self, runner: MeshRunner, tensor) -> list:
+        return list(self.ttnn.get_device_tensors(tensor))
+
+    def _mesh_free(self, tensor) -> None:
+        for t in self.ttnn.get_device_tensors(tensor):
+            self.free(t)
