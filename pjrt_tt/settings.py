@@ -13,6 +13,7 @@ class Settings:
     check_with_mock: bool = False   # PJRT_TT_CHECK_WITH_MOCK=1: real ttnn validates every program
     coverage_log: str = ""          # PJRT_TT_COVERAGE_LOG: append each lowered program's op names
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
+    framework: str = ""             # option only: "jax" | "torch", set by the plugin entry that made the client
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -26,4 +27,5 @@ class Settings:
             .lower() in ("1", "true", "yes", "on"),
             coverage_log=env.get("PJRT_TT_COVERAGE_LOG", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
+            framework=str(opts.get("framework", "")),
         )
