@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import threading
 
 import numpy as np
 
@@ -107,11 +108,16 @@ def _mock_validator(system):
     checked by the executor), so a program the sim accepts is one real ttnn accepts."""
     from pjrt_tt.targets.executor import BoundProgram
     state: dict = {}
+    lock = threading.Lock()  # frameworks compile from several threads; one mock device serves them
     # Drop the mock target before ttnn's bindings are torn down at exit (nanobind
     # otherwise reports the MeshDevice as leaked).
     atexit.register(state.clear)
 
     def validate(program) -> None:
+        with lock:
+            _validate(program)
+
+    def _validate(program) -> None:
         if "target" not in state:
             state["target"] = targets.open_target("mock", system)
         target = state["target"]
