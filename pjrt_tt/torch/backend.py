@@ -139,6 +139,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
 
     device = _xla_device()
     on_cpu = any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in example_inputs)
+    want = _output_dtypes(gm)  # before torch_xla rewrites the graph
     if on_cpu:
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
@@ -146,7 +147,6 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
     compiled = _extract(gm, example_inputs, device)
     if not on_cpu:
         return make_boxed_func(compiled)
-    want = _output_dtypes(gm)
     # aot's forward takes dynamo's graph inputs in order (parameters included); names
     # from the user's code where they line up, positions otherwise
     names = (input_names if len(input_names) == len(example_inputs)
