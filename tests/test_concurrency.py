@@ -11,6 +11,8 @@ their CPU device and plain CPU torch, with no plugin involved:
 - lazy tensors built and synced from several threads at once fail inside torch_xla
   ("Check failed: tensor_data"), so the lazy case takes a lock around graph building and
   `torch_xla.sync()`; the executions, transfers and reads still overlap.
+- torch resolves an entry-point backend name ("tt") on first use without a lock; two
+  threads at once fail with "duplicate name: tt".
 - a thread entering any compiled function while another thread's aot_autograd traces
   fails with "Detected that you are using FX to symbolically trace a dynamo-optimized
   function" (a process-global flag in torch.fx; plain CPU torch with an aot_autograd
@@ -139,6 +141,9 @@ def test_torch_first_compile_from_threads(target):
     program inside dynamo's compile (under dynamo's lock), not on a graph's first run, where
     its torch.fx passes raced other threads' compiles ("replace_with already has .meta keys")."""
     run("""
+        # torch resolves an entry-point backend name on first use without a lock (two threads
+        # at once: "duplicate name: tt"), so it is resolved once here
+        torch._dynamo.lookup_backend("tt")
         barrier = threading.Barrier(THREADS)
         def work(k):
             try:
@@ -160,6 +165,11 @@ def test_torch_first_compile_from_threads(target):
     """, target)
 
 
+@pytest.mark.xfail(run=False, reason=(
+    "known deadlock: torch_xla's eager mode executes inline on the calling thread under its "
+    "device lock, and the plugin runs the program there in Python; when that thread hands the "
+    "GIL over, another thread takes it and blocks on the device lock while holding it "
+    "(gdb, sim and mock; queueing executions made with the GIL held fixed mock but deadlocked sim)"))
 @pytest.mark.parametrize("target", TARGETS)
 def test_torch_eager_mode(target):
     """torch_xla's eager mode (every op runs at once) from 8 threads."""
