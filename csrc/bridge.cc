@@ -1,7 +1,10 @@
 #include "bridge.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 namespace pjrt_tt {
 
@@ -17,8 +20,124 @@ void PyRef::Reset() noexcept {
   PyObject* object = std::exchange(ptr_, nullptr);
   // Touching Python during shutdown can crash the host; leaking is harmless then.
   if (object == nullptr || !Py_IsInitialized() || PythonFinalizing()) return;
+  if (!IsPythonThread()) {
+    try {
+      Enqueue([object] { Py_DECREF(object); });
+    } catch (...) {  // out of memory: leaking is the safe failure
+    }
+    return;
+  }
   py::gil_scoped_acquire gil;
   Py_DECREF(object);
+}
+
+// ------------------------------ The Python runner ------------------------------
+
+namespace {
+
+struct Task {
+  std::function<void()> python;
+  std::function<void()> after;
+};
+
+struct RunnerQueue {
+  std::mutex mu;
+  std::condition_variable has_work;
+  std::condition_variable progress;
+  std::deque<Task> tasks;
+  uint64_t queued = 0;    // tasks ever queued
+  uint64_t finished = 0;  // tasks ever finished, in queue order
+  bool started = false;
+};
+
+// Never destroyed: the runner thread may outlive static destruction at exit.
+RunnerQueue& Queue() {
+  static RunnerQueue* queue = new RunnerQueue;
+  return *queue;
+}
+
+thread_local bool on_runner = false;
+
+void RunnerLoop() {
+  on_runner = true;
+  RunnerQueue& q = Queue();
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock<std::mutex> lock(q.mu);
+      q.has_work.wait(lock, [&] { return !q.tasks.empty(); });
+      task = std::move(q.tasks.front());
+      q.tasks.pop_front();
+    }
+    if (Py_IsInitialized() && !PythonFinalizing()) {
+      PyGILState_STATE state = PyGILState_Ensure();
+      task.python();
+      task.python = nullptr;  // what it captured may own Python objects
+      if (PyErr_Occurred()) PyErr_Clear();
+      PyGILState_Release(state);
+    }
+    if (task.after) task.after();
+    task.after = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(q.mu);
+      ++q.finished;
+    }
+    q.progress.notify_all();
+  }
+}
+
+}  // namespace
+
+bool IsPythonThread() { return on_runner || PyGILState_GetThisThreadState() != nullptr; }
+
+bool RunnerBusy() {
+  RunnerQueue& q = Queue();
+  std::lock_guard<std::mutex> lock(q.mu);
+  return q.finished != q.queued;
+}
+
+void Enqueue(std::function<void()> python, std::function<void()> after) {
+  RunnerQueue& q = Queue();
+  {
+    std::lock_guard<std::mutex> lock(q.mu);
+    if (!q.started) {
+      std::thread(RunnerLoop).detach();
+      q.started = true;
+    }
+    q.tasks.push_back(Task{std::move(python), std::move(after)});
+    ++q.queued;
+  }
+  q.has_work.notify_one();
+}
+
+void DrainQueue() {
+  if (on_runner) return;
+  RunnerQueue& q = Queue();
+  uint64_t ticket;
+  {
+    std::lock_guard<std::mutex> lock(q.mu);
+    ticket = q.queued;
+    if (q.finished >= ticket) return;
+  }
+  WithoutGil([&] {
+    std::unique_lock<std::mutex> lock(q.mu);
+    q.progress.wait(lock, [&] { return q.finished >= ticket; });
+  });
+}
+
+void WithoutGil(const std::function<void()>& wait) {
+  if (!Py_IsInitialized() || !PyGILState_Check()) {
+    wait();
+    return;
+  }
+  PyThreadState* saved = PyEval_SaveThread();
+  try {
+    wait();
+  } catch (...) {
+    PyEval_RestoreThread(saved);
+    throw;
+  }
+  PyEval_RestoreThread(saved);
 }
 
 namespace {

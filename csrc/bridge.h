@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,16 +30,45 @@ bool PythonFinalizing();
 // INTERNAL; the message is str(e), or the type name when that is empty.
 Status StatusFromPython(const py::error_already_set& e);
 
+// ------------------------------ The Python runner ------------------------------
+// A framework thread that is not a Python thread must never wait for the GIL: the
+// thread holding it may be waiting for that very thread. torch_xla does this: its
+// `_run_cached_graph` holds the GIL while it waits for the device lock, which its
+// worker thread keeps until our Execute returns (DESIGN.md section 5). Python work
+// such a thread asks for (an execution, dropping a reference) is queued to one
+// runner thread instead, which runs it in order as soon as it gets the GIL; work
+// done anywhere else first waits for what was queued before it, so nothing queued
+// is ever overtaken.
+
+// True on a thread that has a Python thread state (it may wait for the GIL).
+bool IsPythonThread();
+
+// True while the runner has tasks queued or running.
+bool RunnerBusy();
+
+// Queues `python` (run holding the GIL) and then `after` (run without it, e.g. to
+// complete events, whose callbacks are the framework's). `python` must not throw.
+void Enqueue(std::function<void()> python, std::function<void()> after = nullptr);
+
+// Blocks until every task queued before this call has run (letting go of the GIL
+// meanwhile when this thread holds it). A no-op on the runner itself.
+void DrainQueue();
+
+// Runs `wait` (which must not touch Python) with the GIL released if this thread
+// holds it, so whatever is being waited for can take it.
+void WithoutGil(const std::function<void()>& wait);
+
 // Runs `body` holding the GIL and returns its result, which must be a plain C++
 // value (Python temporaries die inside). Any framework thread may call this, with
-// or without the GIL already held (PyGILState_Ensure is reentrant). Python
-// exceptions leave as Status.
+// or without the GIL already held (PyGILState_Ensure is reentrant); queued runner
+// work is finished first. Python exceptions leave as Status.
 template <typename Body>
 auto WithPython(Body&& body) -> decltype(body()) {
   if (!Py_IsInitialized())
     Fail(PJRT_Error_Code_FAILED_PRECONDITION, "pjrt_tt must be loaded into a Python process");
   if (PythonFinalizing())
     Fail(PJRT_Error_Code_UNAVAILABLE, "the Python interpreter is shutting down");
+  DrainQueue();
   py::gil_scoped_acquire gil;
   try {
     return body();
@@ -80,15 +110,18 @@ class PyRef {
   PyObject* ptr_ = nullptr;
 };
 
-// Deletes a C++ handle that owns PyRefs, taking the GIL once for all of them.
+// Deletes a C++ handle that owns PyRefs, taking the GIL once for all of them. Off a
+// Python thread, or while queued work may still use the handle, the runner deletes it.
 template <typename T>
 void DeleteHandle(T* handle) {
   if (handle == nullptr) return;
-  if (Py_IsInitialized() && !PythonFinalizing()) {
+  if (!Py_IsInitialized() || PythonFinalizing()) {
+    delete handle;  // PyRef leaks its objects in this state
+  } else if (!IsPythonThread() || RunnerBusy()) {
+    Enqueue([handle] { delete handle; });
+  } else {
     py::gil_scoped_acquire gil;
     delete handle;
-  } else {
-    delete handle;  // PyRef leaks its objects in this state
   }
 }
 

@@ -20,6 +20,12 @@ std::unique_ptr<PJRT_Buffer> WrapBuffer(PJRT_Client* client, py::object py_buffe
   return buffer;
 }
 
+py::handle PyOf(const PJRT_Buffer* buffer) {
+  if (buffer->ready && buffer->ready->IsDone() && buffer->ready->error()) throw *buffer->ready->error();
+  if (!buffer->py.get()) Fail(PJRT_Error_Code_INTERNAL, "the buffer's contents were never computed");
+  return buffer->py.get();
+}
+
 namespace {
 
 // Whether `layout` is dense row-major for `dims`, the only layout the runtime
@@ -181,7 +187,7 @@ PJRT_Error* BufferGetMemoryLayout(PJRT_Buffer_GetMemoryLayout_Args* args) {
 PJRT_Error* BufferOnDeviceSizeInBytes(PJRT_Buffer_OnDeviceSizeInBytes_Args* args) {
   return Guard("PJRT_Buffer_OnDeviceSizeInBytes", [&] {
     PJRT_Buffer* buffer = PJRT_TT_ARG(args, buffer);
-    size_t size = WithPython([&] { return py::cast<size_t>(buffer->py.get().attr("on_device_size")); });
+    size_t size = WithPython([&] { return py::cast<size_t>(PyOf(buffer).attr("on_device_size")); });
     PJRT_TT_OUT(args, on_device_size_in_bytes, size);
   });
 }
@@ -197,13 +203,12 @@ PJRT_Error* BufferMemory(PJRT_Buffer_Memory_Args* args) {
 PJRT_Error* BufferDelete(PJRT_Buffer_Delete_Args* args) {
   return Guard("PJRT_Buffer_Delete", [&] {
     PJRT_Buffer* buffer = PJRT_TT_ARG(args, buffer);
-    WithPython([&] { buffer->py.get().attr("delete")(); });
+    WithPython([&] { PyOf(buffer).attr("delete")(); });
+    buffer->deleted = true;
   });
 }
 
-bool IsDeleted(PJRT_Buffer* buffer) {
-  return WithPython([&] { return py::cast<bool>(buffer->py.get().attr("is_deleted")); });
-}
+bool IsDeleted(PJRT_Buffer* buffer) { return buffer->deleted; }
 
 PJRT_Error* BufferIsDeleted(PJRT_Buffer_IsDeleted_Args* args) {
   return Guard("PJRT_Buffer_IsDeleted", [&] {
@@ -217,7 +222,7 @@ PJRT_Error* BufferCopyToDevice(PJRT_Buffer_CopyToDevice_Args* args) {
     PJRT_Buffer* buffer = PJRT_TT_ARG(args, buffer);
     PJRT_Device* device = PJRT_TT_ARG(args, dst_device);
     args->dst_buffer = WithPython([&] {
-      return WrapBuffer(buffer->client, buffer->py.get().attr("copy_to_device")(device->py.get()));
+      return WrapBuffer(buffer->client, PyOf(buffer).attr("copy_to_device")(device->py.get()));
     }).release();
   });
 }
@@ -228,7 +233,7 @@ PJRT_Error* BufferCopyToMemory(PJRT_Buffer_CopyToMemory_Args* args) {
     PJRT_Buffer* buffer = PJRT_TT_ARG(args, buffer);
     PJRT_Memory* memory = PJRT_TT_ARG(args, dst_memory);
     args->dst_buffer = WithPython([&] {
-      return WrapBuffer(buffer->client, buffer->py.get().attr("copy_to_memory")(memory->py.get()));
+      return WrapBuffer(buffer->client, PyOf(buffer).attr("copy_to_memory")(memory->py.get()));
     }).release();
   });
 }
@@ -239,7 +244,7 @@ PJRT_Error* BufferToHostBuffer(PJRT_Buffer_ToHostBuffer_Args* args) {
     PJRT_Buffer* buffer = PJRT_TT_ARG(args, src);
     const PJRT_Buffer_MemoryLayout* host_layout = PJRT_TT_IN(args, host_layout, nullptr);
     void* dst = PJRT_TT_IN(args, dst, nullptr);
-    int64_t needed = WithPython([&] { return py::cast<int64_t>(buffer->py.get().attr("host_size")()); });
+    int64_t needed = WithPython([&] { return py::cast<int64_t>(PyOf(buffer).attr("host_size")()); });
     if (host_layout && !IsDenseRowMajor(host_layout, buffer->dims, needed))
       Fail(PJRT_Error_Code_UNIMPLEMENTED, "only dense row-major host layouts are supported");
     if (dst == nullptr) {
@@ -252,7 +257,7 @@ PJRT_Error* BufferToHostBuffer(PJRT_Buffer_ToHostBuffer_Args* args) {
                                                  std::to_string(needed) + " bytes needed");
     }
     WithPython([&] {
-      buffer->py.get().attr("to_host")(py::int_(reinterpret_cast<uintptr_t>(dst)), needed);
+      PyOf(buffer).attr("to_host")(py::int_(reinterpret_cast<uintptr_t>(dst)), needed);
     });
     PJRT_TT_OUT(args, event, ReadyEvent());  // the copy is already complete
   });
@@ -265,12 +270,17 @@ PJRT_Error* BufferIsOnCpu(PJRT_Buffer_IsOnCpu_Args* args) {
   });
 }
 
-// Data is ready as soon as a buffer exists; a deleted or donated buffer gets an
+// Data is ready as soon as a buffer exists, or when the execution queued to make it
+// has run; a deleted or donated buffer gets an
 // error event, as the header asks.
 PJRT_Error* BufferReadyEvent(PJRT_Buffer_ReadyEvent_Args* args) {
   return Guard("PJRT_Buffer_ReadyEvent", [&] {
     PJRT_TT_REQUIRE_OUT(args, event);
     PJRT_Buffer* buffer = PJRT_TT_ARG(args, buffer);
+    if (buffer->ready && !buffer->ready->IsDone()) {  // a queued execution's output
+      args->event = EventOf(buffer->ready);
+      return;
+    }
     args->event = IsDeleted(buffer) ? FailedEvent(Status(PJRT_Error_Code_FAILED_PRECONDITION,
                                                          "the buffer has been deleted or donated"))
                                     : ReadyEvent();

@@ -1,6 +1,7 @@
 #include "executable.h"
 
 #include <cstring>
+#include <optional>
 
 #include "buffer.h"
 #include "client.h"
@@ -87,10 +88,18 @@ PJRT_Error* ClientCompile(PJRT_Client_Compile_Args* args) {
     size_t options_size = options ? PJRT_TT_IN(args, compile_options_size, 0) : 0;
     auto state = std::make_shared<ExecutableState>();
     state->client = client;
-    state->py = WithPython([&] {
-      return PyRef(client->py.get().attr("compile")(py::bytes(code, code_size), py::str(format, format_size),
-                                                    py::bytes(options ? options : "", options_size)));
+    WithPython([&] {
+      py::object py = client->py.get().attr("compile")(py::bytes(code, code_size), py::str(format, format_size),
+                                                       py::bytes(options ? options : "", options_size));
+      state->num_outputs = py::cast<size_t>(py.attr("num_outputs"));
+      state->num_replicas = py::cast<size_t>(py.attr("num_replicas"));
+      state->num_partitions = py::cast<size_t>(py.attr("num_partitions"));
+      state->py = PyRef(std::move(py));
     });
+    OutputTypes(*state);
+    OutputDims(*state);
+    OutputKinds(*state);
+    AddressableDevices(*state);
     args->executable = new PJRT_LoadedExecutable{std::move(state)};
   });
 }
@@ -112,21 +121,21 @@ PJRT_Error* ExecutableName(PJRT_Executable_Name_Args* args) {
 
 PJRT_Error* ExecutableNumReplicas(PJRT_Executable_NumReplicas_Args* args) {
   return Guard("PJRT_Executable_NumReplicas", [&] {
-    size_t n = IntAttr(*PJRT_TT_ARG(args, executable)->state, "num_replicas");
+    size_t n = PJRT_TT_ARG(args, executable)->state->num_replicas;
     PJRT_TT_OUT(args, num_replicas, n);
   });
 }
 
 PJRT_Error* ExecutableNumPartitions(PJRT_Executable_NumPartitions_Args* args) {
   return Guard("PJRT_Executable_NumPartitions", [&] {
-    size_t n = IntAttr(*PJRT_TT_ARG(args, executable)->state, "num_partitions");
+    size_t n = PJRT_TT_ARG(args, executable)->state->num_partitions;
     PJRT_TT_OUT(args, num_partitions, n);
   });
 }
 
 PJRT_Error* ExecutableNumOutputs(PJRT_Executable_NumOutputs_Args* args) {
   return Guard("PJRT_Executable_NumOutputs", [&] {
-    size_t n = IntAttr(*PJRT_TT_ARG(args, executable)->state, "num_outputs");
+    size_t n = PJRT_TT_ARG(args, executable)->state->num_outputs;
     PJRT_TT_OUT(args, num_outputs, n);
   });
 }
@@ -270,6 +279,118 @@ PJRT_Error* LoadedGetDeviceAssignment(PJRT_LoadedExecutable_GetDeviceAssignment_
   });
 }
 
+// Runs the Python execute on `inputs` ([num_devices][num_args]) and checks that it
+// returned [num_devices][num_outputs] Buffers (GIL held).
+py::object RunExecute(ExecutableState& s, const std::vector<std::vector<PJRT_Buffer*>>& inputs,
+                      const std::vector<int64_t>& non_donatable) {
+  py::list py_args;
+  for (const auto& device_inputs : inputs) {
+    py::list per_device;
+    for (PJRT_Buffer* input : device_inputs) per_device.append(PyOf(input));
+    py_args.append(per_device);
+  }
+  py::list py_non_donatable;
+  for (int64_t i : non_donatable) py_non_donatable.append(i);
+  py::object result = s.py.get().attr("execute")(py_args, py_non_donatable);
+  for (const auto& device_inputs : inputs)  // donated inputs are deleted now
+    for (PJRT_Buffer* input : device_inputs)
+      if (py::cast<bool>(input->py.get().attr("is_deleted"))) input->deleted = true;
+
+  auto require_list = [](py::handle value, const char* what) {
+    if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value)) {
+      Fail(PJRT_Error_Code_INTERNAL, std::string("execute() must return ") + what + ", got " +
+                                         py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>());
+    }
+  };
+  require_list(result, "a list with one list of Buffers per device");
+  if (py::len(result) != inputs.size())
+    Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(result)) +
+                                       " output lists for " + std::to_string(inputs.size()) + " devices");
+  for (py::handle per_device : result) {
+    require_list(per_device, "one list of Buffers per device");
+    if (py::len(per_device) != s.num_outputs)
+      Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(per_device)) +
+                                         " outputs, the executable declares " + std::to_string(s.num_outputs));
+  }
+  return result;
+}
+
+// The memory of `device` whose kind is `kind` (its default memory if none is).
+PJRT_Memory* MemoryOfKind(PJRT_Device* device, const std::string& kind) {
+  for (PJRT_Memory* memory : device->memories)
+    if (memory->kind == kind) return memory;
+  return device->default_memory;
+}
+
+// Execute called on a thread that is not a Python thread: the outputs are handed out
+// now, shaped from the compile-time metadata, and the runner fills them in queue
+// order. Inputs and outputs stay valid until then: their handles are deleted
+// through the same queue (DeleteHandle).
+void ExecuteLater(std::shared_ptr<ExecutableState> state, std::vector<std::vector<PJRT_Buffer*>> inputs,
+                  std::vector<int64_t> non_donatable, PJRT_Buffer** const* output_lists,
+                  PJRT_Event** complete_events) {
+  ExecutableState& s = *state;
+  const std::vector<PJRT_Buffer_Type>& types = OutputTypes(s);
+  const ExecutableState::OutputDims& dims = OutputDims(s);
+  const ExecutableState::OutputKinds& kinds = OutputKinds(s);
+  const std::vector<PJRT_Device*>& devices = AddressableDevices(s);
+  if (inputs.size() > devices.size())
+    Fail(PJRT_Error_Code_INVALID_ARGUMENT, "executing on " + std::to_string(inputs.size()) +
+                                               " devices, the executable has " + std::to_string(devices.size()));
+  auto completion = std::make_shared<Completion>();
+  std::vector<std::unique_ptr<PJRT_Buffer>> outputs;
+  for (size_t d = 0; d < inputs.size(); ++d) {
+    size_t offset = 0;
+    for (size_t o = 0; o < s.num_outputs; ++o) {
+      auto out = std::make_unique<PJRT_Buffer>();
+      out->client = s.client;
+      out->element_type = types.at(o);
+      out->dims.assign(dims.flat.begin() + offset, dims.flat.begin() + offset + dims.sizes.at(o));
+      offset += dims.sizes[o];
+      for (int64_t i = static_cast<int64_t>(out->dims.size()) - 1; i >= 0; --i) out->minor_to_major.push_back(i);
+      out->device = devices[d];
+      out->memory = MemoryOfKind(devices[d], kinds.kinds.at(o));
+      out->ready = completion;
+      outputs.push_back(std::move(out));
+    }
+  }
+  const size_t num_devices = inputs.size();
+  std::vector<PJRT_Buffer*> raw_outputs;
+  for (auto& out : outputs) raw_outputs.push_back(out.get());
+  auto error = std::make_shared<std::optional<Status>>(
+      Status(PJRT_Error_Code_UNAVAILABLE, "the Python interpreter shut down before the execution ran"));
+  Enqueue(
+      [state, inputs = std::move(inputs), non_donatable = std::move(non_donatable), raw_outputs, error] {
+        try {
+          py::object result = RunExecute(*state, inputs, non_donatable);
+          size_t i = 0;
+          for (py::handle per_device : result) {
+            for (py::handle out : per_device) {
+              PJRT_Buffer* pending = raw_outputs[i++];
+              std::unique_ptr<PJRT_Buffer> made = WrapBuffer(state->client, py::reinterpret_borrow<py::object>(out));
+              if (made->dims != pending->dims || made->element_type != pending->element_type)
+                Fail(PJRT_Error_Code_INTERNAL, "execute() returned an output whose shape or type differs from "
+                                               "the executable's declared output " + std::to_string(i - 1));
+              pending->py = std::move(made->py);
+            }
+          }
+          error->reset();
+        } catch (const py::error_already_set& e) {
+          *error = StatusFromPython(e);
+        } catch (const Status& status) {
+          *error = status;
+        } catch (const std::exception& e) {
+          *error = Status(PJRT_Error_Code_INTERNAL, std::string("PJRT_LoadedExecutable_Execute: ") + e.what());
+        }
+      },
+      [completion, error] { completion->Finish(*error); });
+  // Nothing below can fail: hand everything over.
+  for (size_t d = 0; d < num_devices; ++d) {
+    for (size_t o = 0; o < s.num_outputs; ++o) output_lists[d][o] = outputs[d * s.num_outputs + o].release();
+    if (complete_events) complete_events[d] = EventOf(completion);
+  }
+}
+
 // argument_lists is [num_devices][num_args]; Python gets the same shape as lists of
 // Buffers and returns [num_devices][num_outputs] new Buffers.
 PJRT_Error* LoadedExecute(PJRT_LoadedExecutable_Execute_Args* args) {
@@ -299,38 +420,22 @@ PJRT_Error* LoadedExecute(PJRT_LoadedExecutable_Execute_Args* args) {
       }
     }
 
-    size_t num_outputs = IntAttr(s, "num_outputs");
-    std::vector<std::unique_ptr<PJRT_Buffer>> outputs = WithPython([&] {
-      py::list py_args;
-      for (size_t d = 0; d < num_devices; ++d) {
-        py::list per_device;
-        for (size_t a = 0; a < num_args; ++a)
-          per_device.append(Required(argument_lists[d][a], "argument buffer")->py.get());
-        py_args.append(per_device);
-      }
-      py::list py_non_donatable;
-      for (int64_t i : non_donatable) py_non_donatable.append(i);
-      py::object result = s.py.get().attr("execute")(py_args, py_non_donatable);
+    size_t num_outputs = s.num_outputs;
+    std::vector<std::vector<PJRT_Buffer*>> inputs(num_devices);
+    for (size_t d = 0; d < num_devices; ++d)
+      for (size_t a = 0; a < num_args; ++a) inputs[d].push_back(Required(argument_lists[d][a], "argument buffer"));
 
+    if (!IsPythonThread()) {  // a framework worker: never wait for the GIL here
+      ExecuteLater(PJRT_TT_ARG(args, executable)->state, std::move(inputs), std::move(non_donatable), output_lists,
+                   complete_events);
+      return;
+    }
+    std::vector<std::unique_ptr<PJRT_Buffer>> outputs = WithPython([&] {
+      py::object result = RunExecute(s, inputs, non_donatable);
       std::vector<std::unique_ptr<PJRT_Buffer>> wrapped;
-      auto require_list = [](py::handle value, const char* what) {
-        if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value)) {
-          Fail(PJRT_Error_Code_INTERNAL, std::string("execute() must return ") + what + ", got " +
-                                             py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>());
-        }
-      };
-      require_list(result, "a list with one list of Buffers per device");
-      if (py::len(result) != num_devices)
-        Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(result)) +
-                                           " output lists for " + std::to_string(num_devices) + " devices");
-      for (py::handle per_device : result) {
-        require_list(per_device, "one list of Buffers per device");
-        if (py::len(per_device) != num_outputs)
-          Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(per_device)) +
-                                             " outputs, the executable declares " + std::to_string(num_outputs));
+      for (py::handle per_device : result)
         for (py::handle out : per_device)
           wrapped.push_back(WrapBuffer(s.client, py::reinterpret_borrow<py::object>(out)));
-      }
       return wrapped;
     });
     // Nothing below can fail: hand everything over.

@@ -29,7 +29,13 @@ struct ExecutableState {
 
   PJRT_Client* client = nullptr;
   PyRef py;
-  // Metadata is asked of Python on first use, then cached (see Once in common.h).
+  // Read at compile time: framework worker threads ask for them while executing,
+  // where waiting for the GIL could deadlock (see the runner in bridge.h).
+  size_t num_outputs = 0;
+  size_t num_replicas = 0;
+  size_t num_partitions = 0;
+  // Metadata is asked of Python on first use, then cached (see Once in common.h);
+  // what an execution needs is filled at compile time.
   Once<std::string> name;
   Once<std::string> fingerprint;
   Once<std::vector<PJRT_Buffer_Type>> output_types;

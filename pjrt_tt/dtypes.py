@@ -29,15 +29,24 @@ class ElementType:
     def is_bool(self) -> bool:
         return self.mlir == "i1"
 
-    def check_supported(self, where: str) -> "ElementType":
+    def check_supported(self, where: str, framework: str = "") -> "ElementType":
+        """`framework` is the client's caller ("jax", "torch"; see Settings.framework):
+        the advice for 64-bit types is given in its terms."""
         if self.device is None:
+            hint = _X64_HINTS.get(framework, self.hint) if self.hint == _X64_HINT else self.hint
             raise UnsupportedDtype(
                 f"{self.numpy.name} ({self.mlir}) is not supported on Tenstorrent devices "
-                f"({where}): {self.hint}")
+                f"({where}): {hint}")
         return self
 
 
-_X64_HINT = "the chip has no 64-bit types; run with jax_enable_x64 off or cast to a 32-bit type"
+_X64_HINT = "the chip has no 64-bit types; cast to a 32-bit type"
+_X64_HINTS = {
+    "jax": "the chip has no 64-bit types; run with jax_enable_x64 off or cast to a 32-bit type",
+    "torch": "the chip has no 64-bit types; move int64/float64 tensors as torch.int32/torch.float32 "
+             "(t.to(torch.int32).to(device)), or call the model through torch.compile(backend=\"tt\") "
+             "with CPU tensors, which converts int64 inputs to int32 after checking their range",
+}
 
 ELEMENT_TYPES = [
     ElementType("f32", 11, np.dtype(np.float32), "float32"),

@@ -14,6 +14,7 @@ class Settings:
     compile_hook: str = ""          # PJRT_TT_COMPILE_HOOK=module:function, called (parsed, program, ctx)
                                     # after each new compile (the test suite's op coverage log)
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
+    framework: str = ""             # option only: "jax" | "torch", set by the plugin entry that made the client
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -27,4 +28,5 @@ class Settings:
             .lower() in ("1", "true", "yes", "on"),
             compile_hook=env.get("PJRT_TT_COMPILE_HOOK", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
+            framework=str(opts.get("framework", "")),
         )

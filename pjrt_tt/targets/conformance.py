@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import sys
+import threading
 
 import numpy as np
 
@@ -42,7 +43,8 @@ class NotASubmesh(Exception):
 
 UNCHECKED: list[NotASubmesh] = []   # every program the check could not run, in this process
 
-_mock: dict[str, TtnnTarget] = {}   # the process's mock target, by system name
+_mock: dict[str, TtnnTarget] = {}
+_LOCK = threading.Lock()   # opening the mock device and running on it: one thread at a time   # the process's mock target, by system name
 
 
 def _drop_mock() -> None:
@@ -77,15 +79,16 @@ class ConformanceCheck:
             UNCHECKED.append(skipped)
             print(f"pjrt-tt: {skipped}", file=sys.stderr)   # the test suite counts these lines
             return
-        target = mock_target(self.system)
-        device = target.submeshes((R, C))[0]
-        inputs = [target.upload(np.zeros(v.type.shape, DEVICE_NUMPY[v.type.dtype]), v.type, device)
-                  for v in program.inputs]
-        consts = [target.upload(c.data, c.value.type, device) for c in program.constants]
-        outputs = []
-        try:
-            outputs = BoundProgram(program, target.ttnn, device, validate_only=True,
-                                   on_mesh=R * C > 1).run(inputs, consts)
-        finally:
-            for t in inputs + consts + outputs:
-                target.free(t)
+        with _LOCK:   # frameworks compile from several threads; one mock device serves them all
+            target = mock_target(self.system)
+            device = target.submeshes((R, C))[0]
+            inputs = [target.upload(np.zeros(v.type.shape, DEVICE_NUMPY[v.type.dtype]), v.type, device)
+                      for v in program.inputs]
+            consts = [target.upload(c.data, c.value.type, device) for c in program.constants]
+            outputs = []
+            try:
+                outputs = BoundProgram(program, target.ttnn, device, validate_only=True,
+                                       on_mesh=R * C > 1).run(inputs, consts)
+            finally:
+                for t in inputs + consts + outputs:
+                    target.free(t)

@@ -34,45 +34,80 @@ def _xla_device():
 
 
 class _Uploads:
-    """Device copies of CPU tensors, reused while the tensor lives and is not modified
-    (its `_version` is unchanged), so a compiled model does not re-send its weights."""
+    """Device copies of CPU tensors, reused while the tensor still holds what was sent, so a
+    compiled model does not re-send its weights on every call.
+
+    What can change a tensor's contents, and what torch updates for it (torch 2.9):
+    in-place ops (also under no_grad), `copy_`, `load_state_dict` bump `_version`;
+    `t.data = other` swaps the storage (new StorageImpl and data_ptr, same `_version`);
+    writes through `t.data` (`p.data.add_(...)`, a manual SGD step) go through a tensor
+    with its own version counter, so nothing about `t` changes. The cheap identity
+    (storage, data_ptr, layout, `_version`) catches the first two; the last needs the
+    contents, compared bit for bit with a host copy of what was sent."""
 
     def __init__(self):
-        self._cache: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+        self._cache: dict[int, tuple] = {}
+        self._lock = threading.Lock()
         self.uploads = 0
 
-    def get(self, t: torch.Tensor, device) -> torch.Tensor:
+    @staticmethod
+    def _identity(t: torch.Tensor) -> tuple:
+        # the cache entry keeps the storage alive, so no other storage can take its address
+        return (t.untyped_storage()._cdata, t.data_ptr(), t._version, t.dtype, t.shape, t.stride())
+
+    @staticmethod
+    def _same_contents(t: torch.Tensor, sent: torch.Tensor) -> bool:
+        if t.dtype.is_floating_point:  # bit patterns: -0.0 vs 0.0 and NaNs count as changes
+            bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
+            return torch.equal(t.view(bits), sent.view(bits))
+        return torch.equal(t, sent)
+
+    def get(self, t: torch.Tensor, device, name: str) -> torch.Tensor:
         key = id(t)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0]() is t and hit[1] == t._version:
-            return hit[2]
-        x = _narrow(t.detach()).to(device)
-        self.uploads += 1
-        try:
-            ref = weakref.ref(t, lambda _, k=key, c=self._cache: c.pop(k, None))
-        except TypeError:  # not weak-referenceable: no caching
-            return x
-        self._cache[key] = (ref, t._version, x)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[0]() is t and hit[1] == self._identity(t) and self._same_contents(t, hit[3]):
+            return hit[4]
+        sent = t.detach().clone()
+        x = _narrow(sent, name).to(device)
+        with self._lock:
+            self.uploads += 1
+            try:
+                ref = weakref.ref(t, lambda _, k=key, c=self._cache: c.pop(k, None))
+            except TypeError:  # not weak-referenceable: no caching
+                return x
+            self._cache[key] = (ref, self._identity(t), t.untyped_storage(), sent, x)
         return x
 
 
 _UPLOADS = _Uploads()
 # One thread at a time runs a graph, from upload to results on the CPU. torch_xla 2.9 is
-# not thread-safe here: its `_run_cached_graph` blocks holding the GIL while an execution
-# started by another thread waits on torch_xla's worker thread for the GIL to call the
-# plugin (a deadlock; torch_xla's CPU plugin never takes the GIL, so it does not show
-# there), and concurrent syncs fail its "tensor_data" checks.
+# not thread-safe here: concurrent syncs fail its "tensor_data" checks (on its CPU device
+# too).
 _RUN_LOCK = threading.RLock()
 
 
 # The chip has no 64-bit integers and torch_xla's XLA_USE_32BIT_LONG mode fails on every
 # cast from or to int64 (torch_xla 2.9, on its CPU device too), so the backend runs
-# torch's int64 (token ids, positions, masks) as int32 and restores int64 on the way out.
+# torch's int64 (token ids, positions, masks) as int32 and restores int64 on the way out,
+# after checking that every value fits.
 _NARROW = {torch.int64: torch.int32}
 
 
-def _narrow(t: torch.Tensor) -> torch.Tensor:
-    return t.to(_NARROW[t.dtype]) if t.dtype in _NARROW else t
+def _narrow(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.dtype not in _NARROW:
+        return t
+    to = _NARROW[t.dtype]
+    if t.numel():
+        low, high = torch.aminmax(t)
+        info = torch.iinfo(to)
+        if low < info.min or high > info.max:
+            bad = int(high) if high > info.max else int(low)
+            raise OverflowError(
+                f"torch.compile(backend='tt'): {name} is {t.dtype} and holds {bad}, outside the "
+                f"{to} range [{info.min}, {info.max}]; the chip has no 64-bit integers, so int64 "
+                f"inputs run as {to}. Keep the values in that range, or compute this part on the CPU")
+    return t.to(to)
 
 
 def _retarget(gm: torch.fx.GraphModule, device) -> None:
@@ -89,7 +124,7 @@ def _retarget(gm: torch.fx.GraphModule, device) -> None:
             mod = gm.get_submodule(owner) if owner else gm
             value = getattr(mod, name)
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                moved = _narrow(value).to(device)
+                moved = _narrow(value, f"the graph constant {node.target!r}").to(device)
                 if isinstance(value, torch.nn.Parameter):
                     moved = torch.nn.Parameter(moved, requires_grad=value.requires_grad)
                 setattr(mod, name, moved)
@@ -99,35 +134,54 @@ def _retarget(gm: torch.fx.GraphModule, device) -> None:
     gm.recompile()
 
 
-def _compile_graph(gm: torch.fx.GraphModule, example_inputs):
+def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str]):
     from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.torchxla import openxla_eval_boxed
 
     device = _xla_device()
     on_cpu = any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in example_inputs)
+    want = _output_dtypes(gm)  # before torch_xla rewrites the graph
+    if on_cpu:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
+            _retarget(gm, device)
+    compiled = _extract(gm, example_inputs, device)
     if not on_cpu:
-        return openxla_eval_boxed(gm, example_inputs)
-    want = _output_dtypes(gm)
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-    with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
-        _retarget(gm, device)
-    compiled = None
+        return make_boxed_func(compiled)
+    # aot's forward takes dynamo's graph inputs in order (parameters included); names
+    # from the user's code where they line up, positions otherwise
+    names = (input_names if len(input_names) == len(example_inputs)
+             else [f"graph input {i}" for i in range(len(example_inputs))])
 
     def run(*args):
-        nonlocal compiled
         with _RUN_LOCK:
-            xargs = [(_UPLOADS.get(a, device) if a.device.type == "cpu" else a)
-                     if isinstance(a, torch.Tensor) else a for a in args]
-            if compiled is None:
-                from torch_xla._dynamo import dynamo_bridge
-                compiled = dynamo_bridge.extract_compiled_graph(gm, xargs)
-            out = _to_cpu(compiled(*xargs))
+            out = _to_cpu(compiled(*_upload(args, names, device)))
         if isinstance(out, (list, tuple)) and want is not None:
             out = type(out)(o.to(w) if isinstance(o, torch.Tensor) and w is not None and o.dtype != w else o
                             for o, w in zip(out, want))
         return out
 
     return make_boxed_func(run)
+
+
+def _extract(gm: torch.fx.GraphModule, example_inputs, device):
+    """torch_xla's program for `gm`, built now, inside dynamo's compile (under its compile
+    lock), from device tensors shaped like the example inputs. torch_xla's own backend
+    builds it on the graph's first run instead, where its torch.fx passes run beside other
+    threads' dynamo compiles and share torch.fx's process-global tracing state with them
+    (measured: "replace_with already has .meta keys", "assert current_level > 0")."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch_xla._dynamo import dynamo_bridge
+    with unset_fake_temporarily():
+        # made on the host and sent: device data, as real inputs are (zeros made on the
+        # device would be one more XLA program)
+        args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=_NARROW.get(t.dtype, t.dtype)).to(device)
+                if isinstance(t, torch.Tensor) else t for t in example_inputs]
+        return dynamo_bridge.extract_compiled_graph(gm, args)
+
+
+def _upload(args, names, device) -> list:
+    return [(_UPLOADS.get(a, device, name) if a.device.type == "cpu" else a)
+            if isinstance(a, torch.Tensor) else a for a, name in zip(args, names)]
 
 
 def _output_dtypes(gm: torch.fx.GraphModule):
@@ -156,9 +210,24 @@ def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
     """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs)."""
     from torch._decomp import get_decompositions
     from torch._dynamo.backends.common import aot_autograd
+    import functools
     _xla_device()
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
-    return aot_autograd(fw_compiler=_compile_graph, decompositions=decompositions)(gm, example_inputs, **kwargs)
+    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm))
+    bw_compiler = functools.partial(_compile_graph, input_names=[])  # inputs named by position
+    return aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler,
+                        decompositions=decompositions)(gm, example_inputs, **kwargs)
+
+
+def _input_names(gm: torch.fx.GraphModule) -> list[str]:
+    """What each graph input is in the user's code (`L['x']`, `L['self']...weight`)."""
+    names = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            arg = node.meta.get("grapharg")
+            source = getattr(arg, "source", None)
+            names.append(f"input {source.name()}" if source is not None else f"input {node.name}")
+    return names
 
 
 # aten ops broken into simpler ones before torch_xla sees them, because torch_xla's own

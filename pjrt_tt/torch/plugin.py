@@ -10,6 +10,18 @@ from torch_xla.experimental import plugins
 from pjrt_tt.jax_plugin import LIBRARY
 
 
+def _opaque_to_dynamo() -> None:
+    """The runtime's Python runs inside torch calls: a transfer for `.item()` or `print()`
+    reaches Buffer.to_host through the shim on the calling thread. Between the graphs of a
+    compiled function dynamo's frame hook is live on that thread and would trace the
+    runtime's own frames; in dynamo's skip list they run as plain Python."""
+    from torch._dynamo import trace_rules
+    trace_rules.add("pjrt_tt")
+
+
+_opaque_to_dynamo()
+
+
 class TTPlugin(plugins.DevicePlugin):
     def library_path(self) -> str:
         if "HOME" not in os.environ:  # ttnn segfaults on import when HOME is unset
@@ -20,7 +32,7 @@ class TTPlugin(plugins.DevicePlugin):
         return 1   # one process drives every chip of the system (no multi-process PJRT)
 
     def client_create_options(self) -> dict:
-        return {}
+        return {"framework": "torch"}  # errors advise in torch's terms (Settings.framework)
 
     def requires_xla_coordinator(self) -> bool:
         return False
