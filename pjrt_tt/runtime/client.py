@@ -92,7 +92,8 @@ class Client:
 
     def buffer_from_host(self, address: int, element_type: int, dims, byte_strides, device, memory):
         from pjrt_tt.runtime.buffer import Buffer, host_view
-        element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device")
+        element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device",
+                                                               self.settings.framework)
         device = memory.devices[0] if memory is not None else device
         data = np.array(host_view(address, element.numpy, tuple(dims), byte_strides), copy=True)
         return Buffer.from_host(self, device, element, data)
