@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from pjrt_tt.errors import InvalidArgument
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -14,6 +16,7 @@ class Settings:
     compile_hook: str = ""          # PJRT_TT_COMPILE_HOOK=module:function, called (parsed, program, ctx)
                                     # after each new compile (the test suite's op coverage log)
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
+    program_cache_size: int = 256   # PJRT_TT_PROGRAM_CACHE_SIZE: compiled programs kept (LRU; 0: none)
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -27,4 +30,16 @@ class Settings:
             .lower() in ("1", "true", "yes", "on"),
             compile_hook=env.get("PJRT_TT_COMPILE_HOOK", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
+            program_cache_size=_count("program_cache_size", opts.get(
+                "program_cache_size", env.get("PJRT_TT_PROGRAM_CACHE_SIZE", cls.program_cache_size))),
         )
+
+
+def _count(name: str, value) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise InvalidArgument(f"{name} (PJRT_TT_{name.upper()}) must be a whole number >= 0, not {value!r}")
+    return n
