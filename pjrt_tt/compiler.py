@@ -3,6 +3,9 @@
     ingest (one chip) or partition (SPMD)  ->  CompileContext  ->  lower  ->  passes
         ->  compile hook  ->  conformance check
 
+Bytes the compiler has not seen are first read in a helper process (ingest/isolated.py):
+jaxlib's readers crash on some malformed bytes, which must cost a failed compile only.
+
 A single-chip program is the 1x1 case of the mesh path. The CompileContext (mesh shape,
 numerics options, system) is built here once per compile and passed explicitly to the
 lowering and to every pass. Results are cached, keyed by the program bytes, their format
@@ -32,6 +35,7 @@ from typing import Callable
 from pjrt_tt.compile_context import CompileContext, from_overrides
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.ingest import parse
+from pjrt_tt.ingest.isolated import IsolatedReader
 from pjrt_tt.lower import lower_module
 from pjrt_tt.passes import run_passes
 from pjrt_tt.program import Program
@@ -110,6 +114,7 @@ class Compiler:
         self._cache = ProgramCache(settings.program_cache_size)
         self._lock = threading.Lock()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None   # see the module doc
+        self.reader = IsolatedReader()   # new bytes are read in a helper process first
         self.compilations = 0        # programs lowered (cache misses), for tests and stats
 
     def compile(self, code: bytes, fmt: str, options=None) -> Compiled:
@@ -141,6 +146,7 @@ class Compiler:
     def _lower(self, code: bytes, fmt: str, options, spmd: bool, numerics, index: int):
         """Bytes -> (StableHLO text, ttnn program, mesh shape, optimized program): the part
         of a compile that holds MLIR objects (run on the compile thread)."""
+        self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
         if spmd:
             parsed, mesh_shape, optimized = partition_module(code, fmt, options)
         else:
