@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import os
 import pwd
+import sys
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parent / "libpjrt_tt.so"
@@ -61,6 +62,35 @@ def _register_logistic() -> None:
     mlir.register_lowering(lax_internal.logistic_p, rule, platform="tt")
 
 
+class ProgramCaches:
+    """pjrt-tt's program caches (one per client) as jax's cache management sees them, so
+    `jax.clear_caches()` empties them too. jax holds registered caches weakly: the module
+    keeps the one instance alive."""
+
+    @staticmethod
+    def _compilers() -> list:
+        if "pjrt_tt.runtime.client" not in sys.modules:
+            return []   # no client was made: no cache to clear (and nothing imported for it)
+        from pjrt_tt.runtime.client import CLIENTS
+        return [c.compiler for c in CLIENTS]
+
+    def cache_clear(self) -> None:
+        for compiler in self._compilers():
+            compiler.clear_cache()
+
+    def cache_info(self) -> dict:
+        caches = [c._cache for c in self._compilers()]
+        return {"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches),
+                "evictions": sum(c.evictions for c in caches), "currsize": sum(len(c) for c in caches),
+                "maxsize": sum(c.capacity for c in caches)}
+
+    def cache_keys(self) -> list[str]:
+        return [key for c in self._compilers() for key in c._cache]
+
+
+PROGRAM_CACHES = ProgramCaches()
+
+
 def initialize() -> None:
     from jax._src import xla_bridge
     if "HOME" not in os.environ:  # ttnn segfaults on import when HOME is unset
@@ -74,3 +104,5 @@ def initialize() -> None:
         mlir._platforms_with_donation.append("tt")
     _register_composites()
     _register_logistic()
+    from jax._src import util
+    util.register_cache(PROGRAM_CACHES, "pjrt-tt program cache (pjrt_tt.compiler.ProgramCache)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from pjrt_tt.errors import InvalidArgument
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -15,6 +17,7 @@ class Settings:
                                     # after each new compile (the test suite's op coverage log)
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
     framework: str = ""             # option only: "jax" | "torch", set by the plugin entry that made the client
+    program_cache_size: int = 256   # PJRT_TT_PROGRAM_CACHE_SIZE: compiled programs kept (LRU; 0: none)
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -29,4 +32,16 @@ class Settings:
             compile_hook=env.get("PJRT_TT_COMPILE_HOOK", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
             framework=str(opts.get("framework", "")),
+            program_cache_size=_count("program_cache_size", opts.get(
+                "program_cache_size", env.get("PJRT_TT_PROGRAM_CACHE_SIZE", cls.program_cache_size))),
         )
+
+
+def _count(name: str, value) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise InvalidArgument(f"{name} (PJRT_TT_{name.upper()}) must be a whole number >= 0, not {value!r}")
+    return n

@@ -57,12 +57,12 @@ def test_fuzz_entry_points_never_die_and_fail_with_fitting_codes(tmp_path):
     assert summary["counts"].get("OK", 0) > 0   # some mutations stay valid programs and run
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jaxlib 0.7.1's MLIR bytecode reader (stablehlo.deserialize_portable_artifact) corrupts "
-    "the heap or segfaults on some bit-flipped portable artifacts ('malloc(): invalid size'); "
-    "no check in the same process can make that impossible (pjrt_tt/ingest/)"))
 def test_fuzz_bit_flipped_portable_artifacts(tmp_path):
-    _fuzz(tmp_path, ["bytecode"], 1000)
+    """jaxlib 0.7.1's bytecode reader corrupts the heap or segfaults on about 1 in 300 of
+    these; the compiler reads new bytes in a helper process first (pjrt_tt/ingest/isolated.py),
+    so such a program fails with INVALID_ARGUMENT and this process lives."""
+    summary = _fuzz(tmp_path, ["bytecode"], 1500)
+    print("isolated reader restarts (helper deaths + 1):", summary.get("reader_restarts"))
 
 
 # --- the child ----------------------------------------------------------------------
@@ -226,10 +226,13 @@ def child(seed: int, cases: int, outdir: Path, legs: list[str]) -> None:
             case = {"what": f"buffer struct_size {size}"}
             attempt(case, lambda: (api.buffer_from_host(client, device, host, 11, [2, 2], struct_size=size),
                                    "PJRT_Buffer_Destroy"))
+    from pjrt_tt.runtime.client import CLIENTS
+    restarts = sum(c.compiler.reader.restarts for c in CLIENTS)
     api.destroy("PJRT_Client_Destroy", client)
     current.unlink(missing_ok=True)
     (outdir / "summary.json").write_text(json.dumps(
-        {"cases": cases, "counts": counts, "unfit": unfit, "seconds": round(time.time() - start, 1)}))
+        {"cases": cases, "counts": counts, "unfit": unfit, "seconds": round(time.time() - start, 1),
+         "reader_restarts": restarts}))
 
 
 if __name__ == "__main__":

@@ -63,10 +63,18 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
     elif fmt != "mlir":
         raise InvalidArgument(f"pjrt-tt accepts programs in format 'mlir' or 'hlo', not {fmt!r}")
     module = _read_module(ctx, bytes(code))
-    check_module(module)
-    if from_hlo:
-        _as_jax_emits(module)
-    narrow_int64(module)
+    try:
+        check_module(module)
+        if from_hlo:
+            _as_jax_emits(module)
+        narrow_int64(module)
+    except RuntimeError as e:
+        if "conversion error" not in str(e):
+            raise
+        # a string attribute (e.g. a function's sym_name) holding bytes that are not UTF-8:
+        # the printer escapes them, but reading the attribute raises in the bindings
+        raise InvalidArgument("the program holds a symbol name or string attribute that is not "
+                              "UTF-8 text") from None
     return Parsed(ctx, module)
 
 
@@ -220,6 +228,11 @@ def check_module(module: ir.Module) -> None:
     ops = []   # (an exception raised inside walk() reaches us as a RuntimeError: check after)
     module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
     for op in ops:
+        # every string a later layer may read is UTF-8 (parse()); a constant's value (which
+        # the bindings abort on for complex types) is no string
+        for named in () if op.name.endswith(".constant") else op.attributes:
+            if ir.StringAttr.isinstance(named.attr):
+                ir.StringAttr(named.attr).value
         for i, r in enumerate(op.results):
             check(r.type, f"result {i}", op)
         for region in op.regions:

@@ -135,8 +135,15 @@ def _squeeze(shape) -> tuple:
     return tuple(d for d in shape if d != 1)
 
 
-def _factors(m: Match, v, top=True) -> tuple[list, float]:
+# How deep _factors / _terms look into a product or sum: the patterns need 3 levels (gelu's
+# cube); the bound keeps a long chain of adds from costing a walk per op down the whole
+# chain (quadratic) or recursing as deep as the chain (Python's recursion limit).
+MAX_EXPRESSION_DEPTH = 8
+
+
+def _factors(m: Match, v, top=True, depth=0) -> tuple[list, float]:
     """v as a product: (factors, scalar). A factor is a Value or ("inv", Value) for a divisor."""
+    need(depth < MAX_EXPRESSION_DEPTH)
     p = m.g.prod.get(v.id) if isinstance(v, Value) else None
     if p is None or p.fn not in ("multiply", "divide") or p.kwargs or len(p.args) != 2:
         need(not top)
@@ -145,18 +152,19 @@ def _factors(m: Match, v, top=True) -> tuple[list, float]:
         return [v], 1.0  # a shared value is a leaf
     m.op(v, p.fn)
     a, b = p.args
-    fa, sa = _factors(m, a, False) if isinstance(a, Value) else ([], float(a))
+    fa, sa = _factors(m, a, False, depth + 1) if isinstance(a, Value) else ([], float(a))
     if p.fn == "divide":
         if _num(b):
             need(b != 0)
             return fa, sa / b
         return fa + [("inv", b)], sa
-    fb, sb = _factors(m, b, False) if isinstance(b, Value) else ([], float(b))
+    fb, sb = _factors(m, b, False, depth + 1) if isinstance(b, Value) else ([], float(b))
     return fa + fb, sa * sb
 
 
-def _terms(m: Match, v, top=True) -> tuple[list, float]:
+def _terms(m: Match, v, top=True, depth=0) -> tuple[list, float]:
     """v as a sum: (terms, scalar)."""
+    need(depth < MAX_EXPRESSION_DEPTH)
     p = m.g.prod.get(v.id) if isinstance(v, Value) else None
     if p is None or p.fn != "add" or p.kwargs or len(p.args) != 2 or \
             (not top and (p.result.id in m.g.outputs or len(m.g.users[v.id]) != 1)):
@@ -168,7 +176,7 @@ def _terms(m: Match, v, top=True) -> tuple[list, float]:
         if _num(a):
             s += float(a)
         else:
-            t, sa = _terms(m, a, False)
+            t, sa = _terms(m, a, False, depth + 1)
             out, s = out + t, s + sa
     return out, s
 
@@ -516,23 +524,30 @@ def _activation(m: Match) -> list[Op]:
 
 def _const(m: Match, v) -> float:
     """The value of a scalar computed on device from a constant (jax computes 1/sqrt(d)
-    that way): full -> sqrt / rsqrt / reciprocal / typecast / reshape chains."""
-    if _num(v):
-        return float(v)
-    p = m.g.prod.get(v.id) if isinstance(v, Value) else None
-    need(p is not None and math.prod(v.type.shape) == 1)
-    m.op(v, p.fn)
-    if p.fn == "full":
-        need(_num(p.args[1]))
-        return float(p.args[1])
-    x = _const(m, p.args[0])
-    if p.fn == "typecast" and p.result.type.dtype == "bfloat16":
-        import ml_dtypes
-        return float(np.float32(x).astype(ml_dtypes.bfloat16))
+    that way): full -> sqrt / rsqrt / reciprocal / typecast / reshape chains (walked
+    without recursion: the chain may be as long as the program)."""
     ops = {"reshape": lambda a: a, "typecast": lambda a: a, "sqrt": math.sqrt,
            "rsqrt": lambda a: 1 / math.sqrt(a), "reciprocal": lambda a: 1 / a}
-    need(p.fn in ops)
-    return ops[p.fn](x)
+    chain = []   # the ops from v down to the constant
+    while not _num(v):
+        p = m.g.prod.get(v.id) if isinstance(v, Value) else None
+        need(p is not None and math.prod(v.type.shape) == 1)
+        m.op(v, p.fn)
+        if p.fn == "full":
+            need(_num(p.args[1]))
+            v = p.args[1]
+            break
+        chain.append(p)
+        v = p.args[0]
+    x = float(v)
+    for p in reversed(chain):   # from the constant up to v
+        if p.fn == "typecast" and p.result.type.dtype == "bfloat16":
+            import ml_dtypes
+            x = float(np.float32(x).astype(ml_dtypes.bfloat16))
+            continue
+        need(p.fn in ops)
+        x = ops[p.fn](x)
+    return x
 
 
 def _scaled(m: Match, v) -> tuple[Value, float]:
