@@ -94,8 +94,9 @@ class Client:
         from pjrt_tt.runtime.buffer import Buffer, host_view
         element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device")
         device = memory.devices[0] if memory is not None else device
-        data = np.array(host_view(address, element.numpy, tuple(dims), byte_strides), copy=True)
-        return Buffer.from_host(self, device, element, data)
+        # A view, not a copy: the target makes the one copy the device needs (or refuses the
+        # transfer first when it does not fit), all before this returns.
+        return Buffer.from_host(self, device, element, host_view(address, element.numpy, tuple(dims), byte_strides))
 
     def compile(self, code: bytes, fmt: str, compile_options: bytes):
         from pjrt_tt.runtime.executable import LoadedExecutable
