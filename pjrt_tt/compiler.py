@@ -70,7 +70,7 @@ class Compiler:
         if hit is not None:
             return hit
         if spmd:
-            parsed, mesh_shape, optimized = partition_module(code, fmt, options)
+            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape)
         else:
             parsed, mesh_shape, optimized = parse(code, fmt), (1, 1), None
         ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system)
