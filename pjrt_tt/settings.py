@@ -14,6 +14,10 @@ class Settings:
     compile_hook: str = ""          # PJRT_TT_COMPILE_HOOK=module:function, called (parsed, program, ctx)
                                     # after each new compile (the test suite's op coverage log)
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
+    execute_timeout_s: float | None = None   # PJRT_TT_EXECUTE_TIMEOUT_S: longest a device call may
+                                             # take before it fails and the device counts as wedged;
+                                             # 0: no limit; unset: the target's default
+                                             # (runtime/deadline.py, docs/reliability.md)
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -27,4 +31,20 @@ class Settings:
             .lower() in ("1", "true", "yes", "on"),
             compile_hook=env.get("PJRT_TT_COMPILE_HOOK", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
+            execute_timeout_s=_seconds("execute_timeout_s", opts.get(
+                "execute_timeout_s", env.get("PJRT_TT_EXECUTE_TIMEOUT_S"))),
         )
+
+
+def _seconds(name: str, value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:   # (NaN too)
+        from pjrt_tt.errors import InvalidArgument
+        raise InvalidArgument(f"{name} (PJRT_TT_{name.upper()}) must be a number of seconds >= 0 "
+                              f"(0: no limit), got {value!r}")
+    return seconds

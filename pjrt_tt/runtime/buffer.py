@@ -43,7 +43,8 @@ class Buffer:
         host = HostType(element, tuple(data.shape))
         t = device_type(host)
         client.target.check_fits(t, device.chip)
-        tensor = client.target.upload(device_array(data, host), t, device.chip)
+        tensor = client.deadline.call(f"a transfer of {host} to the TT device", client.target.upload,
+                                      device_array(data, host), t, device.chip)
         return cls(device, host, tensor)
 
     def hold(self, tensor) -> None:
@@ -59,7 +60,9 @@ class Buffer:
 
     def delete(self) -> None:
         if self.tensor is not None:
-            self.device.client.target.free(self.tensor)
+            client = self.device.client
+            if client.deadline.wedged is None:   # a wedged device would not answer a free either
+                client.target.free(self.tensor)
             self.tensor = None
 
     def __del__(self):  # the framework dropped its last handle: free the chip memory
@@ -75,7 +78,9 @@ class Buffer:
 
     def numpy(self) -> np.ndarray:
         t = device_type(self.host)
-        data = self.device.client.target.download(self.live_tensor("reading a buffer"), t)
+        client = self.device.client
+        data = client.deadline.call(f"a read of a {self.host} buffer", client.target.download,
+                                    self.live_tensor("reading a buffer"), t)
         if self.host.element.is_bool:
             data = data != 0
         return data.reshape(self.dims).astype(self.host.element.numpy)
