@@ -223,6 +223,20 @@ def padded_shape(shape: Sequence[int], layout: Layout) -> Shape:
 _BF16_NAN = np.uint32(0x7FC00000).view(np.float32)
 
 
+def flush_denormals(x: np.ndarray) -> np.ndarray:
+    """float32 values as Tensix arithmetic sees and makes them: its FPU and SFPU read a float32 /
+    bfloat16 denormal as a zero of the same sign and never produce one (docs/numerics.md,
+    "Denormals"). `x` itself (as float32) when it holds no denormal."""
+    x = np.asarray(x, np.float32)
+    bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
+    denormal = ((bits & 0x7F800000) == 0) & ((bits & 0x007FFFFF) != 0)
+    if not denormal.any():
+        return x
+    out = np.array(x)
+    out[denormal.reshape(out.shape)] *= np.float32(0)   # keeps the sign
+    return out
+
+
 def round_bf16(x: np.ndarray) -> np.ndarray:
     """float32 -> nearest bfloat16 (ties to even), returned as float32. Like ttnn, every NaN
     becomes the canonical positive quiet NaN 0x7FC0."""
