@@ -154,3 +154,17 @@ def test_mesh_shapes_that_are_submeshes_of_the_system_come_first():
     assert mesh_candidates(2, (1, 2)) == [(1, 2), (2, 1)]
     assert mesh_candidates(32, (4, 8))[0] == (4, 8)
     assert mesh_candidates(8, (4, 8))[0] == (1, 8)
+
+
+def test_permute_pairs_choose_the_mesh_too():
+    """A ring shift over all 8 chips is no shift along an axis of the 2x4 mesh, so the compiler
+    must not choose 2x4 for it (the rule would refuse it); a swap within rows is one."""
+    from pjrt_tt.spmd.prepare import NotOnMesh, permute_plan
+    ring = [[i, (i + 1) % 8] for i in range(8)]
+    assert permute_plan(ring, 1, 8) == (1, {(i + 1) % 8: i for i in range(8)})
+    with pytest.raises(NotOnMesh, match="not one shift along a mesh axis of the 2x4 mesh"):
+        permute_plan(ring, 2, 4)
+    swap = [[i, i ^ 1] for i in range(8)]
+    assert permute_plan(swap, 2, 4) == (1, {0: 1, 1: 0, 2: 3, 3: 2})
+    down = [[i, (i + 4) % 8] for i in range(8)]
+    assert permute_plan(down, 2, 4) == (0, {1: 0, 0: 1})

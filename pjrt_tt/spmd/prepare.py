@@ -74,6 +74,30 @@ def group_axes(groups: list[list[int]], R: int, C: int) -> tuple[int, ...]:
     raise NotOnMesh(f"replica groups {groups} are not rows/columns of a {R}x{C} mesh")
 
 
+def permute_plan(pairs: list[list[int]], R: int, C: int) -> tuple[int, dict[int, int]]:
+    """A collective_permute's (source, target) pairs as one shift along a mesh axis of an R x C
+    mesh: (axis, {target index along it: source index}), the same in every group; else
+    NotOnMesh."""
+    coord = lambda p: (p // C, p % C)  # noqa: E731
+    for axis in (1, 0):
+        other = 1 - axis
+        size = (R, C)[axis]
+        if size == 1 or any(coord(s)[other] != coord(t)[other] for s, t in pairs):
+            continue
+        src_of: dict[int, set] = {}
+        for s, t in pairs:
+            src_of.setdefault(coord(t)[axis], set()).add(coord(s)[axis])
+        if any(len(s) != 1 for s in src_of.values()) or len(pairs) != R * C // size * len(src_of):
+            continue
+        return axis, {t: next(iter(s)) for t, s in src_of.items()}
+    raise NotOnMesh(f"collective_permute pairs {pairs} are not one shift along a mesh axis of the "
+                    f"{R}x{C} mesh")
+
+
+def source_target_pairs(op) -> list[list[int]]:
+    return np.array(ir.DenseElementsAttr(op.attributes["source_target_pairs"])).reshape(-1, 2).tolist()
+
+
 def replica_groups(op) -> list[list[int]]:
     attr = op.attributes["replica_groups"]
     return np.array(ir.DenseElementsAttr(attr)).tolist() if ir.DenseElementsAttr(attr).type.shape[0] else []
@@ -185,8 +209,10 @@ def choose_mesh(func, n: int, system_mesh: tuple[int, int]) -> tuple[int, int]:
     for R, C in shapes:
         try:
             for op in _ops(func):
-                if op.name in COLLECTIVES and op.name != "stablehlo.collective_permute":
-                    group_axes(replica_groups(op), R, C)   # (permute pairs: checked by its rule)
+                if op.name == "stablehlo.collective_permute":
+                    permute_plan(source_target_pairs(op), R, C)
+                elif op.name in COLLECTIVES:
+                    group_axes(replica_groups(op), R, C)
                 elif op.name == "stablehlo.dynamic_slice":
                     slice_plan(op, R, C)
             return R, C
