@@ -148,7 +148,7 @@ class Compiler:
         of a compile that holds MLIR objects (run on the compile thread)."""
         self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
         if spmd:
-            parsed, mesh_shape, optimized = partition_module(code, fmt, options)
+            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape)
         else:
             parsed, mesh_shape, optimized = parse(code, fmt), (1, 1), None
         ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system)

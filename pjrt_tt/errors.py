@@ -10,6 +10,10 @@ class InvalidArgument(TTError):
     pjrt_code = 3
 
 
+class DeadlineExceeded(TTError):
+    pjrt_code = 4
+
+
 class ResourceExhausted(TTError):
     pjrt_code = 8
 

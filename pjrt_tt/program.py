@@ -253,9 +253,10 @@ def device_type(h: HostType) -> TensorType:
 
 
 def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
-    """Host data in the form `device_type(h)` holds it (bool -> 0/1, rank-0 -> (1,))."""
+    """Host data in the form `device_type(h)` holds it (bool -> 0/1, rank-0 -> (1,)); `data`
+    itself (or a view of it) when it is in that form already: no copy."""
     t = device_type(h)
-    return np.asarray(data).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
+    return np.asarray(data).astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
 
 
 @dataclasses.dataclass

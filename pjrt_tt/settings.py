@@ -18,6 +18,10 @@ class Settings:
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
     framework: str = ""             # option only: "jax" | "torch", set by the plugin entry that made the client
     program_cache_size: int = 256   # PJRT_TT_PROGRAM_CACHE_SIZE: compiled programs kept (LRU; 0: none)
+    execute_timeout_s: float | None = None   # PJRT_TT_EXECUTE_TIMEOUT_S: longest a device call may
+                                             # take before it fails and the device counts as wedged;
+                                             # 0: no limit; unset: the target's default
+                                             # (runtime/deadline.py, docs/reliability.md)
 
     @classmethod
     def load(cls, options: dict | None = None) -> "Settings":
@@ -34,6 +38,8 @@ class Settings:
             framework=str(opts.get("framework", "")),
             program_cache_size=_count("program_cache_size", opts.get(
                 "program_cache_size", env.get("PJRT_TT_PROGRAM_CACHE_SIZE", cls.program_cache_size))),
+            execute_timeout_s=_seconds("execute_timeout_s", opts.get(
+                "execute_timeout_s", env.get("PJRT_TT_EXECUTE_TIMEOUT_S"))),
         )
 
 
@@ -45,3 +51,17 @@ def _count(name: str, value) -> int:
     if n < 0:
         raise InvalidArgument(f"{name} (PJRT_TT_{name.upper()}) must be a whole number >= 0, not {value!r}")
     return n
+
+
+def _seconds(name: str, value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:   # (NaN too)
+        from pjrt_tt.errors import InvalidArgument
+        raise InvalidArgument(f"{name} (PJRT_TT_{name.upper()}) must be a number of seconds >= 0 "
+                              f"(0: no limit), got {value!r}")
+    return seconds

@@ -69,6 +69,9 @@ def test_sim_erfc_numerics(dtype):
         got = np.asarray(sim.from_device(out).to_numpy(), np.float32)
         xin = x if dtype == "float32" else x.astype(ml_dtypes.bfloat16).astype(np.float32)
         want = np.array([math.erfc(v) for v in xin.astype(np.float64)], np.float32)
+        # erfc(9.5) = 3.8e-41 is a float32 denormal, which Tensix arithmetic never outputs
+        # (docs/numerics.md, "Denormals"): the card gives 0 there
+        want[np.abs(want) < np.float32(2.0 ** -126)] = 0
         if dtype == "bfloat16":
             want = want.astype(ml_dtypes.bfloat16).astype(np.float32)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)

@@ -4,8 +4,8 @@ compared with XLA:CPU on the same mesh shape (conftest.assert_close: the "matmul
 for jit cases, bit-exact for shard_map cases that only move values, result.sharding equal
 to CPU's). Every program also runs once on real ttnn in mock mode over a submesh of its
 shape (PJRT_TT_CHECK_WITH_MOCK=1): n300 checks the 1x2 programs, t3k the 2x2, 1x4 and 2x4
-ones; a program the mock could not check fails its case unless conftest allows it (1x8
-is not a submesh of the 2x4 t3k mock).
+ones (a 1-D mesh over all 8 chips runs as the 2x4 mesh: spmd/prepare.py); a program the
+mock could not check fails its case unless conftest allows it.
 
 The cases live in tests/spmd_cases.py and run in two subprocesses (one per system: ttnn
 mocks one system per process, and XLA:CPU needs
@@ -143,3 +143,28 @@ def test_sim_collectives_follow_ttnn_semantics(sim_mesh):
         sim.mesh_partition(t, dim=0, cluster_axis=0)                  # 16-row parts: not tile aligned
     mp = sim.mesh_partition(_mesh_tensor(sim, chips, [np.tile(v, (2, 1)) for v in vals]), dim=0, cluster_axis=0)
     np.testing.assert_array_equal(_values(mp)[2], vals[2])            # row 1 of the mesh keeps part 1
+
+
+def test_mesh_shapes_that_are_submeshes_of_the_system_come_first():
+    """Real ttnn runs a program only on a submesh (a 1x8 mesh is none of the 2x4 t3k: it refuses
+    it), so the compiler tries those shapes first; 1 x N stays first where it is a submesh."""
+    from pjrt_tt.spmd.prepare import mesh_candidates
+    assert mesh_candidates(8, (2, 4)) == [(2, 4), (1, 8), (4, 2), (8, 1)]
+    assert mesh_candidates(4, (2, 4)) == [(1, 4), (2, 2), (4, 1)]
+    assert mesh_candidates(2, (1, 2)) == [(1, 2), (2, 1)]
+    assert mesh_candidates(32, (4, 8))[0] == (4, 8)
+    assert mesh_candidates(8, (4, 8))[0] == (1, 8)
+
+
+def test_permute_pairs_choose_the_mesh_too():
+    """A ring shift over all 8 chips is no shift along an axis of the 2x4 mesh, so the compiler
+    must not choose 2x4 for it (the rule would refuse it); a swap within rows is one."""
+    from pjrt_tt.spmd.prepare import NotOnMesh, permute_plan
+    ring = [[i, (i + 1) % 8] for i in range(8)]
+    assert permute_plan(ring, 1, 8) == (1, {(i + 1) % 8: i for i in range(8)})
+    with pytest.raises(NotOnMesh, match="not one shift along a mesh axis of the 2x4 mesh"):
+        permute_plan(ring, 2, 4)
+    swap = [[i, i ^ 1] for i in range(8)]
+    assert permute_plan(swap, 2, 4) == (1, {0: 1, 1: 0, 2: 3, 3: 2})
+    down = [[i, (i + 4) % 8] for i in range(8)]
+    assert permute_plan(down, 2, 4) == (0, {1: 0, 0: 1})

@@ -9,17 +9,7 @@ import numpy as np
 from pjrt_tt.dtypes import ElementType
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.program import HostType, device_array, device_type
-from pjrt_tt.ttnn_facts import TILE_BYTES
-
-
-
-def device_bytes(t) -> int:
-    """Bytes a ttnn tensor of type `t` takes in DRAM (TILE pads the last two dims to 32)."""
-    shape = [1, 1] + list(t.shape)
-    if t.layout != "TILE":
-        return math.prod(shape) * TILE_BYTES[t.dtype] // 1024
-    tiles = math.prod(shape[:-2]) * math.ceil(shape[-2] / 32) * math.ceil(shape[-1] / 32)
-    return tiles * TILE_BYTES[t.dtype]
+from pjrt_tt.targets.base import device_bytes
 
 
 def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides) -> np.ndarray:
@@ -48,9 +38,13 @@ class Buffer:
 
     @classmethod
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
+        """`data` may be a view of the framework's memory (any strides, stride 0 included):
+        the device's room is checked before anything is converted or copied."""
         host = HostType(element, tuple(data.shape))
         t = device_type(host)
-        tensor = client.target.upload(device_array(data, host), t, device.chip)
+        client.target.check_fits(t, device.chip)
+        tensor = client.deadline.call(f"a transfer of {host} to the TT device", client.target.upload,
+                                      device_array(data, host), t, device.chip)
         return cls(device, host, tensor)
 
     def hold(self, tensor) -> None:
@@ -66,7 +60,9 @@ class Buffer:
 
     def delete(self) -> None:
         if self.tensor is not None:
-            self.device.client.target.free(self.tensor)
+            client = self.device.client
+            if client.deadline.wedged is None:   # a wedged device would not answer a free either
+                client.target.free(self.tensor)
             self.tensor = None
 
     def __del__(self):  # the framework dropped its last handle: free the chip memory
@@ -82,7 +78,9 @@ class Buffer:
 
     def numpy(self) -> np.ndarray:
         t = device_type(self.host)
-        data = self.device.client.target.download(self.live_tensor("reading a buffer"), t)
+        client = self.device.client
+        data = client.deadline.call(f"a read of a {self.host} buffer", client.target.download,
+                                    self.live_tensor("reading a buffer"), t)
         if self.host.element.is_bool:
             data = data != 0
         return data.reshape(self.dims).astype(self.host.element.numpy)

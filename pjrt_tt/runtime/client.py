@@ -6,6 +6,7 @@ import numpy as np
 from pjrt_tt import dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.runtime.deadline import DEFAULT_SECONDS, Deadline
 from pjrt_tt.settings import Settings
 from pjrt_tt.targets.conformance import ConformanceCheck
 
@@ -63,6 +64,8 @@ class Client:
         self.settings = Settings.load(options)
         name, system = targets.choose(self.settings.target, self.settings.system)
         self.target = targets.open_target(name, system, self.settings.sim_dram_mb)
+        timeout = self.settings.execute_timeout_s
+        self.deadline = Deadline(DEFAULT_SECONDS[name] if timeout is None else timeout)   # device calls
         self.platform_name = PLATFORM_NAME
         self.platform_version = f"{PLATFORM_VERSION} ({name}, {system.name})"
         self.process_index = 0
@@ -95,8 +98,9 @@ class Client:
         element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device",
                                                                self.settings.framework)
         device = memory.devices[0] if memory is not None else device
-        data = np.array(host_view(address, element.numpy, tuple(dims), byte_strides), copy=True)
-        return Buffer.from_host(self, device, element, data)
+        # A view, not a copy: the target makes the one copy the device needs (or refuses the
+        # transfer first when it does not fit), all before this returns.
+        return Buffer.from_host(self, device, element, host_view(address, element.numpy, tuple(dims), byte_strides))
 
     def compile(self, code: bytes, fmt: str, compile_options: bytes):
         from pjrt_tt.runtime.executable import LoadedExecutable

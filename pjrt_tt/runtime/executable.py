@@ -77,11 +77,13 @@ class LoadedExecutable:
             if buf.host != want:
                 raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
             tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
+        deadline = self.client.deadline
         if self.profiler is not None and self.profiler.active:   # perf profile (mock/device wrap the bound program)
-            outputs = self.profiler.run(program, getattr(self._bound, "bound", self._bound),
-                                        lambda: self._bound.run(tensors, self._constants))
+            outputs = deadline.call(f"program {self.name}", self.profiler.run, program,
+                                    getattr(self._bound, "bound", self._bound),
+                                    lambda: self._bound.run(tensors, self._constants))
         else:
-            outputs = self._bound.run(tensors, self._constants)
+            outputs = deadline.call(f"program {self.name}", self._bound.run, tensors, self._constants)
         keep = set(non_donatable_input_indices or ())
         for i in program.donated_inputs:
             if i not in keep:
@@ -90,7 +92,7 @@ class LoadedExecutable:
 
     def delete(self) -> None:
         if not self.is_deleted:
-            for t in self._constants:
+            for t in self._constants if self.client.deadline.wedged is None else ():   # (see Buffer.delete)
                 self.client.target.free(t)
             self._constants = []
             self.is_deleted = True
@@ -160,11 +162,13 @@ class MeshExecutable(LoadedExecutable):
             views = runner.adopt(tensors[-1])   # a mesh copy made through the host: from now on
             for buf, view in zip(bufs, views):   # the buffers are views of it
                 buf.hold(view)
+        deadline = self.client.deadline
         try:
             if self.profiler is not None and self.profiler.active:   # perf profile
-                outputs = self.profiler.run(program, runner.bound, lambda: runner.run(tensors, self._constants))
+                outputs = deadline.call(f"program {self.name}", self.profiler.run, program, runner.bound,
+                                        lambda: runner.run(tensors, self._constants))
             else:
-                outputs = runner.run(tensors, self._constants)
+                outputs = deadline.call(f"program {self.name}", runner.run, tensors, self._constants)
         finally:
             for t in tensors:   # the mesh copies made of the arguments, if any
                 runner.release(t)
@@ -179,7 +183,7 @@ class MeshExecutable(LoadedExecutable):
 
     def delete(self) -> None:
         if not self.is_deleted:
-            for t in self._constants:
+            for t in self._constants if self.client.deadline.wedged is None else ():   # (see Buffer.delete)
                 self._runner.free(t)
             self._constants = []
             self.is_deleted = True

@@ -16,8 +16,10 @@ from pjrt_tt.ingest import parse
 from pjrt_tt.spmd import collectives  # noqa: F401  (registers the SPMD lowering rules)
 
 
-def partition_module(code: bytes, fmt: str, options):
-    """(per-device Parsed module, mesh shape, optimized program for the framework)."""
+def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int]):
+    """(per-device Parsed module, mesh shape, optimized program for the framework);
+    `system_mesh`: the mesh of the system it will run on (the mesh chosen is a submesh of it
+    when the program allows)."""
     from pjrt_tt.spmd.partition import annotate, partition
     from pjrt_tt.spmd.prepare import prepare
     if options.num_replicas != 1:
@@ -30,5 +32,5 @@ def partition_module(code: bytes, fmt: str, options):
     # hold sdy.manual_computation, which its conversion drops, losing the shardings).
     shown = parse(part.code, "mlir")
     annotate(shown.module, part)
-    mesh_shape = prepare(parsed.module, part.num_partitions)
+    mesh_shape = prepare(parsed.module, part.num_partitions, system_mesh)
     return parsed, mesh_shape, (str(shown.module).encode(), "mlir")

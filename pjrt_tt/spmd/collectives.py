@@ -33,7 +33,8 @@ from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import host_type
 from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import HostType
-from pjrt_tt.spmd.prepare import NotOnMesh, decode, group_axes, replica_groups
+from pjrt_tt.spmd.prepare import (NotOnMesh, decode, group_axes, permute_plan, replica_groups,
+                                  source_target_pairs)
 
 
 def _info(op) -> str:
@@ -180,36 +181,24 @@ def _all_to_all(lo: Lowering, op) -> list:
 @rule("stablehlo.collective_permute")
 def _collective_permute(lo: Lowering, op) -> list:
     R, C = lo.ctx.mesh_shape
-    pairs = np.array(ir.DenseElementsAttr(op.attributes["source_target_pairs"])).reshape(-1, 2).tolist()
-    coord = lambda p: (p // C, p % C)  # noqa: E731
-    for axis in (1, 0):
-        other = 1 - axis
-        if _size(lo, axis) == 1 or any(coord(s)[other] != coord(t)[other] for s, t in pairs):
-            continue
-        # source index along the axis for each target index, identical in every group
-        src_of: dict[int, set] = {}
-        for s, t in pairs:
-            src_of.setdefault(coord(t)[axis], set()).add(coord(s)[axis])
-        groups = R * C // _size(lo, axis)
-        if any(len(s) != 1 for s in src_of.values()) or \
-                len(pairs) != groups * len(src_of):
-            continue
-        x = lo.get(op.operands[0])
-        d0 = x.type.shape[0]
-        g = gather(lo, x, 0, (axis,))
-        parts = []
-        for j in range(_size(lo, axis)):
-            if j in src_of:
-                (s,) = src_of[j]
-                parts.append(lo.emit("slice", g, [s * d0] + [0] * (len(x.type.shape) - 1),
-                                     [(s + 1) * d0] + list(x.type.shape[1:]), [1] * len(x.type.shape),
-                                     result=x.type))
-            else:
-                parts.append(lo.materialize(Splat(0, host_type(op.results[0]))))
-        reordered = lo.emit("concat", parts, 0, result=g.type) if len(parts) > 1 else parts[0]
-        return [partition(lo, reordered, 0, (axis,))]
-    raise lo.unsupported(f"collective_permute pairs {pairs} are not one shift along a "
-                         f"mesh axis of the {R}x{C} mesh")
+    try:
+        axis, src_of = permute_plan(source_target_pairs(op), R, C)
+    except NotOnMesh as e:
+        raise lo.unsupported(str(e)) from None
+    x = lo.get(op.operands[0])
+    d0 = x.type.shape[0]
+    g = gather(lo, x, 0, (axis,))
+    parts = []
+    for j in range(_size(lo, axis)):
+        if j in src_of:
+            s = src_of[j]
+            parts.append(lo.emit("slice", g, [s * d0] + [0] * (len(x.type.shape) - 1),
+                                 [(s + 1) * d0] + list(x.type.shape[1:]), [1] * len(x.type.shape),
+                                 result=x.type))
+        else:
+            parts.append(lo.materialize(Splat(0, host_type(op.results[0]))))
+    reordered = lo.emit("concat", parts, 0, result=g.type) if len(parts) > 1 else parts[0]
+    return [partition(lo, reordered, 0, (axis,))]
 
 
 @custom_call("tt.not_on_mesh")

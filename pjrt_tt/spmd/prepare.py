@@ -15,9 +15,13 @@ ordinary lowering rules (collectives.py), so the registry never changes:
 The offset arithmetic is then dead and erased.
 
 The execution mesh: partition p sits at (p // C, p % C) of an R x C mesh; R x C is the
-first factorisation of N (1 x N first) for which every collective's replica groups are
-the rows, the columns, or all chips of the mesh, and every partition-dependent slice
-follows a mesh axis.
+first factorisation of N for which every collective's replica groups are the rows, the
+columns, or all chips of the mesh, and every partition-dependent slice follows a mesh axis.
+Shapes that are submeshes of the system's mesh are tried first (1 x N first among them):
+real ttnn runs a program only on a submesh (a 1x8 mesh is none of a 2x4 t3k: ttnn
+refuses it, docs/ttnn-facts.md), and the framework's logical mesh does not matter, since
+replica groups and slice offsets name devices, not mesh coordinates: a 1-D shard_map over
+the 8 chips of a t3k runs on its 2x4 mesh, its all-chip collectives over both axes.
 """
 from __future__ import annotations
 
@@ -68,6 +72,30 @@ def group_axes(groups: list[list[int]], R: int, C: int) -> tuple[int, ...]:
         if sorted(tuple(g) for g in mine.values()) == want:
             return axes
     raise NotOnMesh(f"replica groups {groups} are not rows/columns of a {R}x{C} mesh")
+
+
+def permute_plan(pairs: list[list[int]], R: int, C: int) -> tuple[int, dict[int, int]]:
+    """A collective_permute's (source, target) pairs as one shift along a mesh axis of an R x C
+    mesh: (axis, {target index along it: source index}), the same in every group; else
+    NotOnMesh."""
+    coord = lambda p: (p // C, p % C)  # noqa: E731
+    for axis in (1, 0):
+        other = 1 - axis
+        size = (R, C)[axis]
+        if size == 1 or any(coord(s)[other] != coord(t)[other] for s, t in pairs):
+            continue
+        src_of: dict[int, set] = {}
+        for s, t in pairs:
+            src_of.setdefault(coord(t)[axis], set()).add(coord(s)[axis])
+        if any(len(s) != 1 for s in src_of.values()) or len(pairs) != R * C // size * len(src_of):
+            continue
+        return axis, {t: next(iter(s)) for t, s in src_of.items()}
+    raise NotOnMesh(f"collective_permute pairs {pairs} are not one shift along a mesh axis of the "
+                    f"{R}x{C} mesh")
+
+
+def source_target_pairs(op) -> list[list[int]]:
+    return np.array(ir.DenseElementsAttr(op.attributes["source_target_pairs"])).reshape(-1, 2).tolist()
 
 
 def replica_groups(op) -> list[list[int]]:
@@ -169,19 +197,28 @@ def slice_plan(op, R: int, C: int) -> list[tuple[int, int, tuple[int, ...]]] | N
     return plan
 
 
-def choose_mesh(func, n: int) -> tuple[int, int]:
+def mesh_candidates(n: int, system_mesh: tuple[int, int]) -> list[tuple[int, int]]:
+    """Every R x C with R * C == n, submeshes of `system_mesh` first, 1 x N first within each."""
     shapes = [(1, n)] + [(r, n // r) for r in range(2, n) if n % r == 0] + ([(n, 1)] if n > 1 else [])
+    rows, cols = system_mesh
+    return sorted(shapes, key=lambda rc: bool(rows % rc[0] or cols % rc[1]))
+
+
+def choose_mesh(func, n: int, system_mesh: tuple[int, int]) -> tuple[int, int]:
+    shapes = mesh_candidates(n, system_mesh)
     for R, C in shapes:
         try:
             for op in _ops(func):
-                if op.name in COLLECTIVES and op.name != "stablehlo.collective_permute":
-                    group_axes(replica_groups(op), R, C)   # (permute pairs: checked by its rule)
+                if op.name == "stablehlo.collective_permute":
+                    permute_plan(source_target_pairs(op), R, C)
+                elif op.name in COLLECTIVES:
+                    group_axes(replica_groups(op), R, C)
                 elif op.name == "stablehlo.dynamic_slice":
                     slice_plan(op, R, C)
             return R, C
         except NotOnMesh:
             continue
-    return 1, n  # nothing fits: the lowering rules name the op that does not
+    return shapes[0]  # nothing fits: the lowering rules name the op that does not
 
 
 def _ops(func):
@@ -202,8 +239,9 @@ def decode(text: str) -> list[tuple[int, int, tuple[int, ...]]]:
     return out
 
 
-def prepare(module: ir.Module, n: int) -> tuple[int, int]:
-    """Rewrite the per-device module in place for an R x C mesh; returns (R, C)."""
+def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[int, int]:
+    """Rewrite the per-device module in place for an R x C mesh (chosen for a system whose
+    mesh is `system_mesh`); returns (R, C)."""
     _DEPENDS.clear()
     funcs = {ir.StringAttr(op.attributes["sym_name"]).value: op
              for op in module.body.operations if op.operation.name == "func.func"}
@@ -217,7 +255,7 @@ def prepare(module: ir.Module, n: int) -> tuple[int, int]:
             if op.name == "mhlo.copy":
                 op.results[0].replace_all_uses_with(op.operands[0])
                 op.erase()
-        R, C = choose_mesh(main, n)
+        R, C = choose_mesh(main, n, system_mesh)
         plans = []      # decided on the untouched module, then applied
         for op in _ops(main):
             src = op.operands[0].owner if op.name == "stablehlo.dynamic_slice" else None

@@ -10,14 +10,26 @@ The runtime uses only what the Target and MeshRunner docstrings list.
 from __future__ import annotations
 
 import abc
+import math
 
 import numpy as np
 
 from pjrt_tt import systems
 from pjrt_tt.dtypes import DEVICE_NUMPY
+from pjrt_tt.errors import ResourceExhausted
 from pjrt_tt.program import Program, TensorType
 from pjrt_tt.targets.executor import BoundProgram, host_array, out_of_memory
 from pjrt_tt.targets.tensors import DeviceTensors
+from pjrt_tt.ttnn_facts import TILE_BYTES
+
+
+def device_bytes(t: TensorType) -> int:
+    """Bytes a ttnn tensor of type `t` takes in DRAM (TILE pads the last two dims to 32)."""
+    shape = [1, 1] + list(t.shape)
+    if t.layout != "TILE":
+        return math.prod(shape) * TILE_BYTES[t.dtype] // 1024
+    tiles = math.prod(shape[:-2]) * math.ceil(shape[-2] / 32) * math.ceil(shape[-1] / 32)
+    return tiles * TILE_BYTES[t.dtype]
 
 
 class Target(abc.ABC):
@@ -37,7 +49,10 @@ class Target(abc.ABC):
         target.memory_stats(chip_index)     PJRT Device_MemoryStats keys (bytes_in_use, bytes_limit...)
         target.close()                      release the devices
 
-    Failures: an upload that does not fit raises errors.ResourceExhausted naming the tensor;
+        target.check_fits(t, device)        refuses a tensor the chip's DRAM has no room for, before
+                                            any host copy is made for it
+
+    Failures: an upload that does not fit raises errors.ResourceExhausted naming the sizes;
     a failing op raises the executor's TTError / ResourceExhausted naming the op's source line.
 
     Subclasses open the system (their constructors) and say how a program meets the chips
@@ -52,19 +67,39 @@ class Target(abc.ABC):
 
     # --- host <-> device --------------------------------------------------------------
     def upload(self, data: np.ndarray, t: TensorType, device):
-        """`data` (already in the numpy form of t.dtype) as a ttnn tensor on `device` (a chip,
-        or a mesh: then the same data on every chip of it)."""
-        host = np.ascontiguousarray(data)
-        if t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
-            host = host.astype(np.float32)  # ttnn converts (rounding) from float32
+        """`data` (already in the numpy form of t.dtype; any strides, the caller's memory
+        read only during the call) as a ttnn tensor on `device` (a chip, or a mesh: then the
+        same data on every chip of it). Host memory: at most the one copy the target needs
+        (issue 13 item 4); `check_fits` first when `data` is not materialised yet."""
         try:
-            return self.ttnn.Tensor(host, data_type=getattr(self.ttnn, t.dtype),
+            return self.ttnn.Tensor(self._host_form(data, t), data_type=getattr(self.ttnn, t.dtype),
                                     layout=self._layouts[t.layout], device=device)
         except RuntimeError as e:
             oom = out_of_memory(e, f"for a {t.dtype}{list(t.shape)} tensor")
             if oom is None:
                 raise
             raise oom from None
+
+    def check_fits(self, t: TensorType, device) -> None:
+        """Refuse (ResourceExhausted, naming the sizes) a tensor of type `t` that cannot fit in
+        the DRAM `device` has free. A lower bound of the allocator's need (its page and bank
+        rounding left out), so nothing that fits is refused; the allocator decides the rest."""
+        view = self.ttnn.get_memory_view(device, self.ttnn.BufferType.DRAM)
+        need = device_bytes(t)
+        if -(-need // view.num_banks) > view.largest_contiguous_bytes_free_per_bank:
+            raise ResourceExhausted(
+                f"out of TT device memory for a {t.dtype}{list(t.shape)} tensor: Out of Memory: it needs "
+                f"{need} B of DRAM ({-(-need // view.num_banks)} B in each of {view.num_banks} banks) and "
+                f"the chip's largest free block is {view.largest_contiguous_bytes_free_per_bank} B per bank "
+                f"(of {view.total_bytes_per_bank} B); refused before any host copy")
+
+    def _host_form(self, data: np.ndarray, t: TensorType) -> np.ndarray:
+        """The host array this target's ttnn.Tensor takes: real ttnn refuses non-contiguous
+        arrays (stride-0 broadcasts too; measured, mock) and converts bfloat16 and block
+        floats from float32, so those cost one copy here; anything else is passed as it is."""
+        if t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
+            return np.ascontiguousarray(data, dtype=np.float32)
+        return np.ascontiguousarray(data)
 
     def download(self, tensor, t: TensorType) -> np.ndarray:
         return host_array(self.ttnn, tensor, t.dtype).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)

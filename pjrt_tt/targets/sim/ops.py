@@ -4,6 +4,9 @@ Every op reads its inputs' stored values (bf16 / bfp8_b values as stored), compu
 (integers in their own type, wrapping like the device), and writes its output through
 `tensor.quantize`, i.e. rounds the way the packer does (RNE for bf16, block-float packing for
 bfp8_b / bfp4_b). Elementwise ops are driven by the _UNARY and _BINARY tables below.
+Ops that compute read denormal inputs as zeros and flush denormal results (`_f32`, `_out(...,
+arithmetic=True)`), as Tensix arithmetic does; ops that move values keep their bits
+(docs/numerics.md, "Denormals").
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import numpy as np
 from . import fpu
 from .device import MeshDevice
 from .tensor import (BLOCK_DTYPES, DRAM_MEMORY_CONFIG, FLOAT_DTYPES, INT_DTYPES, DataType, Layout,
-                     MemoryConfig, Shape, Tensor, _int_from_float, fatal, padded_shape, quantize, round_bf16,
-                     storage_numpy_dtype)
+                     MemoryConfig, Shape, Tensor, _int_from_float, fatal, flush_denormals, padded_shape,
+                     quantize, round_bf16, storage_numpy_dtype)
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -47,18 +50,29 @@ def _need_tile(op: str, *tensors) -> None:
 
 
 def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
-         memory_config: MemoryConfig | None = None) -> Tensor:
-    """Result tensor: `value` rounded to `dtype`, placed where `like` lives."""
+         memory_config: MemoryConfig | None = None, arithmetic: bool = False) -> Tensor:
+    """Result tensor: `value` rounded to `dtype`, placed where `like` lives. `arithmetic`: the
+    value was computed by the FPU / SFPU, which never produce a denormal (flushed to zero
+    before the packer rounds); values an op only moves or selects keep their bits."""
     if dtype in BLOCK_DTYPES and layout != Layout.TILE:
         raise fatal("layout == Layout::TILE", "Layout must be Layout::TILE for bfloat8_b or bfloat4_b!")
     dev = like.device() if like is not None else None
     mem = memory_config or (like.memory_config() if like is not None else None) or DRAM_MEMORY_CONFIG
     with np.errstate(all="ignore"):
-        v = quantize(np.asarray(value), dtype)
+        value = np.asarray(value)
+        if arithmetic and dtype in FLOAT_DTYPES:
+            value = flush_denormals(value)
+        v = quantize(value, dtype)
     return Tensor._make(v, dtype, layout, dev, mem if dev is not None else None)
 
 
 def _f32(t: Tensor) -> np.ndarray:
+    """A float tensor as an arithmetic op reads it: float32, denormals as zeros (Tensix)."""
+    return flush_denormals(t._live_value())
+
+
+def _f32_bits(t: Tensor) -> np.ndarray:
+    """A float tensor as an op that only moves or selects values reads it: bits unchanged."""
     return t._live_value().astype(np.float32, copy=False)
 
 
@@ -168,6 +182,8 @@ _UNARY_INT_REJECTED = {("neg", DataType.UINT32), ("neg", DataType.UINT16), ("neg
 
 
 _UNARY_OP_TYPE = {"logical_not": "LOGICAL_NOT_UNARY", "bitwise_not": "BITWISE_NOT"}
+# ops that only change a float's sign bit: a denormal keeps its bits (XLA:CPU's neg / abs too)
+_SIGN_BIT_OPS = frozenset({"neg", "abs"})
 
 
 def _unary(name: str, x: Tensor, *, memory_config=None, output_tensor=None, **_ignored) -> Tensor:
@@ -186,9 +202,11 @@ def _unary(name: str, x: Tensor, *, memory_config=None, output_tensor=None, **_i
         elif ffn is None:
             raise fatal("is_integer_dtype(input_dtype)", f"sim: ttnn.{name} on DataType::{x.dtype.name} "
                                                           f"is not modelled (the lowering never emits it)")
+        elif name in _SIGN_BIT_OPS:
+            return _out(ffn(_f32_bits(x)), x.dtype, x.layout, x, memory_config)
         else:
             v = ffn(_f32(x))
-    return _out(v, x.dtype, x.layout, x, memory_config)
+    return _out(v, x.dtype, x.layout, x, memory_config, arithmetic=True)
 
 
 def _make_unary(name):
@@ -400,6 +418,8 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
         return _scalar_array(x, DataType.FLOAT32 if is_float else comp)
 
     va, vb = val(a), val(b)
+    if is_float and not wide:   # the FPU / SFPU read denormal operands as zeros
+        va, vb = flush_denormals(va), flush_denormals(vb)
     # a Python scalar is no tensor: ttnn takes it at any rank (rank 8 measured on mock)
     shape = (_broadcast_shape(va.shape, vb.shape) if _is_tensor(a) and _is_tensor(b)
              else np.broadcast_shapes(va.shape, vb.shape))
@@ -422,7 +442,7 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
     layout = lead.layout
     if out_dtype in BLOCK_DTYPES:
         layout = Layout.TILE
-    return _out(v, out_dtype, layout, lead, memory_config)
+    return _out(v, out_dtype, layout, lead, memory_config, arithmetic=True)
 
 
 def _make_binary(name):
@@ -472,7 +492,7 @@ def where(predicate: Tensor, true_value, false_value, *, memory_config=None, out
 
     def val(x):
         if _is_tensor(x):
-            return _f32(x) if is_float else x._live_value()
+            return _f32_bits(x) if is_float else x._live_value()   # selected, not computed
         return _scalar_array(x, DataType.FLOAT32 if is_float else out_dtype)
 
     c = predicate._live_value() != 0
@@ -538,7 +558,7 @@ def matmul(input_tensor_a: Tensor, input_tensor_b: Tensor, *, transpose_a: bool 
                       compute_kernel_config, core_grid is not None or program_config is not None)
     v = _activate(v, activation)
     return _out(v, dtype or input_tensor_a.dtype, Layout.TILE, input_tensor_a,
-                memory_config or DRAM_MEMORY_CONFIG)
+                memory_config or DRAM_MEMORY_CONFIG, arithmetic=True)
 
 
 def linear(input_tensor_a: Tensor, input_tensor_b: Tensor, *, bias: Tensor | None = None,
@@ -553,7 +573,7 @@ def linear(input_tensor_a: Tensor, input_tensor_b: Tensor, *, bias: Tensor | Non
         v = v + _f32(bias)
     v = _activate(v, activation)
     return _out(v, dtype or input_tensor_a.dtype, Layout.TILE, input_tensor_a,
-                memory_config or DRAM_MEMORY_CONFIG)
+                memory_config or DRAM_MEMORY_CONFIG, arithmetic=True)
 
 
 def _activate(v: np.ndarray, activation) -> np.ndarray:
@@ -583,7 +603,7 @@ def _reduce(name: str, x: Tensor, dim=None, keepdim: bool = False, *, memory_con
     axes = _dims(dim, v.ndim) if v.ndim else ()
     with np.errstate(all="ignore"):
         if x.dtype in FLOAT_DTYPES:
-            v = v.astype(np.float32, copy=False)
+            v = _f32(x)
         if name == "sum":
             r = np.sum(v, axis=axes, keepdims=keepdim, dtype=v.dtype)
         elif name == "mean":
@@ -597,7 +617,7 @@ def _reduce(name: str, x: Tensor, dim=None, keepdim: bool = False, *, memory_con
             r = r * np.float32(scalar)
     # ttnn 0.81 keeps ROW_MAJOR for sum / mean of ROW_MAJOR inputs (any rank / dim); max / min tile
     layout = x.layout if name in ("sum", "mean") and x.dtype in FLOAT_DTYPES else Layout.TILE
-    return _out(np.asarray(r), x.dtype, layout, x, memory_config)
+    return _out(np.asarray(r), x.dtype, layout, x, memory_config, arithmetic=True)
 
 
 def sum(input_tensor, dim=None, keepdim=False, **kwargs):  # noqa: A001 (ttnn name)

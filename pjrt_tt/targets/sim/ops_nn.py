@@ -61,7 +61,7 @@ def conv2d(*, input_tensor: Tensor, weight_tensor: Tensor, device, in_channels: 
     if bias_tensor is not None:
         y = y + _f32(bias_tensor).reshape(-1)
     out = _out(y.reshape(1, 1, n * oh * ow, o), out_dtype, Layout.TILE, input_tensor,
-               memory_config or DRAM_MEMORY_CONFIG)
+               memory_config or DRAM_MEMORY_CONFIG, arithmetic=True)
     if return_output_dim or return_weights_and_bias:
         result = [out]
         if return_output_dim:
@@ -80,7 +80,7 @@ def softmax(input_tensor: Tensor, dim: int = -1, *, memory_config=None, compute_
     with np.errstate(all="ignore"):
         e = np.exp(x - x.max(axis=dim, keepdims=True))
         v = e / e.sum(axis=dim, keepdims=True)
-    return _out(v, input_tensor.dtype, Layout.TILE, input_tensor, memory_config)
+    return _out(v, input_tensor.dtype, Layout.TILE, input_tensor, memory_config, arithmetic=True)
 
 
 def _affine(name: str, x: Tensor, v: np.ndarray, weight, bias, memory_config) -> Tensor:
@@ -98,7 +98,7 @@ def _affine(name: str, x: Tensor, v: np.ndarray, weight, bias, memory_config) ->
         v = v * _f32(weight).reshape(-1)
     if bias is not None:
         v = v + _f32(bias).reshape(-1)
-    return _out(v, x.dtype, Layout.TILE, x, memory_config)
+    return _out(v, x.dtype, Layout.TILE, x, memory_config, arithmetic=True)
 
 
 def layer_norm(input_tensor: Tensor, *, epsilon: float = 1e-12, weight=None, bias=None,
@@ -159,7 +159,7 @@ def _sdpa(input_tensor_q: Tensor, input_tensor_k: Tensor, input_tensor_v: Tensor
     with np.errstate(all="ignore"):
         e = np.exp(logits - logits.max(axis=-1, keepdims=True))
         p = e / e.sum(axis=-1, keepdims=True)
-    return _out(np.matmul(p, vv), q.dtype, Layout.TILE, q, memory_config)
+    return _out(np.matmul(p, vv), q.dtype, Layout.TILE, q, memory_config, arithmetic=True)
 
 
 _sdpa.__name__ = "scaled_dot_product_attention"

@@ -223,13 +223,30 @@ def padded_shape(shape: Sequence[int], layout: Layout) -> Shape:
 _BF16_NAN = np.uint32(0x7FC00000).view(np.float32)
 
 
+def flush_denormals(x: np.ndarray) -> np.ndarray:
+    """float32 values as Tensix arithmetic sees and makes them: its FPU and SFPU read a float32 /
+    bfloat16 denormal as a zero of the same sign and never produce one (docs/numerics.md,
+    "Denormals"). `x` itself (as float32) when it holds no denormal."""
+    x = np.asarray(x, np.float32)
+    bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
+    denormal = ((bits & 0x7F800000) == 0) & ((bits & 0x007FFFFF) != 0)
+    if not denormal.any():
+        return x
+    out = np.array(x)
+    out[denormal.reshape(out.shape)] *= np.float32(0)   # keeps the sign
+    return out
+
+
 def round_bf16(x: np.ndarray) -> np.ndarray:
     """float32 -> nearest bfloat16 (ties to even), returned as float32. Like ttnn, every NaN
     becomes the canonical positive quiet NaN 0x7FC0."""
-    x = np.asarray(x, np.float32)
-    with np.errstate(invalid="ignore"):
-        r = x.astype(ml_dtypes.bfloat16).astype(np.float32)
-    return np.where(np.isnan(r), _BF16_NAN, r)
+    x = np.asarray(x)
+    out = np.array(x, np.float32, order="C")   # the one full-size copy (uploads: issue 13 item 4)
+    if x.dtype != ml_dtypes.bfloat16:
+        with np.errstate(invalid="ignore"):
+            out[...] = out.astype(ml_dtypes.bfloat16)
+    out[np.isnan(out)] = _BF16_NAN
+    return out
 
 
 _BFP_MANT_BITS = {DataType.BFLOAT8_B: 7, DataType.BFLOAT4_B: 3}
@@ -321,12 +338,11 @@ def quantize(x: np.ndarray, dtype: DataType) -> np.ndarray:
     npdt = storage_numpy_dtype(dtype)
     x = np.asarray(x)
     if dtype in FLOAT_DTYPES:
-        x = x.astype(np.float32)
         if dtype == DataType.BFLOAT16:
             return round_bf16(x)
         if dtype in BLOCK_DTYPES:
-            return quantize_bfp(x, dtype)
-        return np.array(x, order="C")
+            return quantize_bfp(x.astype(np.float32, copy=False), dtype)
+        return np.array(x, np.float32, order="C")   # one copy, whatever x's strides (stride 0 too)
     if x.dtype.kind == "f":
         return _int_from_float(x, npdt)
     return x.astype(np.int64).astype(npdt) if x.dtype != npdt else np.array(x, order="C")
