@@ -15,6 +15,7 @@ from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 
 from pjrt_tt import dtypes
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
+from pjrt_tt.ingest.mlir_compat import named_attributes
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value  # noqa: F401 (ingest's API)
 from pjrt_tt.ingest.narrow64 import narrow_int64
 
@@ -203,10 +204,10 @@ def check_module(module: ir.Module) -> None:
         raise InvalidArgument("the program's @main is a declaration without a body")
 
     def check(t: ir.Type, what: str, op) -> None:
-        if ir.UnrankedTensorType.isinstance(t):
+        if isinstance(t, ir.UnrankedTensorType):
             raise Unimplemented(f"{what} of `{op.name}`{_at(op)} has the unranked type {t}: "
                                 "pjrt-tt needs static shapes")
-        if not ir.RankedTensorType.isinstance(t):
+        if not isinstance(t, ir.RankedTensorType):
             return   # tokens, tuples: structural
         rt = ir.RankedTensorType(t)
         if not rt.has_static_shape:
@@ -230,9 +231,9 @@ def check_module(module: ir.Module) -> None:
     for op in ops:
         # every string a later layer may read is UTF-8 (parse()); a constant's value (which
         # the bindings abort on for complex types) is no string
-        for named in () if op.name.endswith(".constant") else op.attributes:
-            if ir.StringAttr.isinstance(named.attr):
-                ir.StringAttr(named.attr).value
+        for _, attr in () if op.name.endswith(".constant") else named_attributes(op):
+            if isinstance(attr, ir.StringAttr):
+                attr.value
         for i, r in enumerate(op.results):
             check(r.type, f"result {i}", op)
         for region in op.regions:

@@ -23,6 +23,7 @@ from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import constant_array, describe_location
+from pjrt_tt.ingest.mlir_compat import users
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
@@ -93,9 +94,9 @@ def _refusal(op, v, got) -> Unimplemented:
     narrow = _NARROW[etype][0]
     what = "computes"
     if op.name == "stablehlo.constant":   # name the op using it: constants carry no location
-        users = [u.owner for u in v.uses]
-        if users:
-            op, what = getattr(users[0], "operation", users[0]), "uses a constant of"
+        used_by = users(v)
+        if used_by:
+            op, what = used_by[0], "uses a constant of"
     where = describe_location(op.location)
     span = (f"values in [{got[0]}, {got[1]}], beyond {narrow}" if got is not None
             else f"values pjrt-tt cannot bound within {narrow}")
@@ -381,7 +382,7 @@ def _defined(op) -> list:
 
 
 def _etype(t: ir.Type) -> str:
-    return str(ir.RankedTensorType(t).element_type) if ir.RankedTensorType.isinstance(t) else ""
+    return str(ir.RankedTensorType(t).element_type) if isinstance(t, ir.RankedTensorType) else ""
 
 
 def _is_int(t: ir.Type) -> bool:

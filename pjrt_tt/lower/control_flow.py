@@ -50,7 +50,7 @@ def _terminator(block: ir.Block):
 
 def _check_tensors(lo: Lowering, op) -> None:
     for v in list(op.operands) + list(op.results):
-        if not ir.RankedTensorType.isinstance(v.type):
+        if not isinstance(v.type, ir.RankedTensorType):
             raise lo.unsupported(f"operands and results of type {v.type} (only tensors; tokens come "
                                  f"from ordered effects such as callbacks, which TT does not run)")
 

@@ -37,7 +37,7 @@ def _ints(op, name: str, n: int, default: int) -> list[int]:
     if name not in op.attributes:
         return [default] * n
     a = op.attributes[name]
-    if ir.DenseI64ArrayAttr.isinstance(a):
+    if isinstance(a, ir.DenseI64ArrayAttr):
         return [int(x) for x in ir.DenseI64ArrayAttr(a)]
     return [int(x) for x in ir.DenseIntElementsAttr(a)]
 
@@ -46,7 +46,7 @@ def _bools(op, name: str, n: int) -> list[bool]:
     if name not in op.attributes:
         return [False] * n
     a = op.attributes[name]
-    if ir.DenseBoolArrayAttr.isinstance(a):
+    if isinstance(a, ir.DenseBoolArrayAttr):
         return [bool(x) for x in ir.DenseBoolArrayAttr(a)]
     return [bool(x) for x in ir.DenseElementsAttr(a)]
 

@@ -33,6 +33,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt import dtypes
+from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, result_type, slice_
 from pjrt_tt.lower.registry import custom_call, rule
@@ -319,13 +320,14 @@ def _sources(v: ir.Value, args: list) -> set[int]:
     for i, a in enumerate(args):
         if v == a:
             return {i}
-    return set().union(set(), *(_sources(o, args) for o in v.owner.operands))
+    op = defining_op(v)
+    return set().union(set(), *(_sources(o, args) for o in (op.operands if op else ())))
 
 
 def _op_name(v: ir.Value) -> str:
     """Name of the op defining v ('' for a block argument)."""
-    owner = v.owner
-    return owner.operation.name if isinstance(owner, (ir.OpView, ir.Operation)) else ""
+    op = defining_op(v)
+    return op.name if op is not None else ""
 
 
 def _sort_order(lo: Lowering, region) -> bool:
@@ -333,7 +335,7 @@ def _sort_order(lo: Lowering, region) -> bool:
     block = region.blocks[0]
     args = list(block.arguments)
     ret = list(block.operations)[-1].operands[0]
-    cmp = ret.owner
+    cmp = defining_op(ret)
     if _op_name(ret) != "stablehlo.compare" or _sources(ret, args) - {0, 1}:
         raise lo.unsupported("sorts whose comparator is not a single < or > on the first operand "
                              "(lexicographic multi-key sorts are not lowered)")
@@ -361,7 +363,7 @@ def _index_dtype(key: Value) -> str:
 
 
 def _is_iota(v: ir.Value, dim: int) -> bool:
-    return _op_name(v) == "stablehlo.iota" and ir.IntegerAttr(v.owner.attributes["iota_dimension"]).value == dim
+    return _op_name(v) == "stablehlo.iota" and ir.IntegerAttr(defining_op(v).attributes["iota_dimension"]).value == dim
 
 
 def _gathered(lo: Lowering, operands: list, dim: int, idx: Value) -> list:

@@ -17,6 +17,7 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from pjrt_tt.ingest import constant_array
+from pjrt_tt.ingest.mlir_compat import users
 from pjrt_tt.lower.builder import Lowering
 from pjrt_tt.lower.registry import rule
 
@@ -30,7 +31,7 @@ _LIMIT = 2**32
 
 
 def _is_u64(t: ir.Type) -> bool:
-    return ir.RankedTensorType.isinstance(t) and str(ir.RankedTensorType(t).element_type) == "ui64"
+    return isinstance(t, ir.RankedTensorType) and str(ir.RankedTensorType(t).element_type) == "ui64"
 
 
 def _u32(t: ir.Type) -> ir.Type:
@@ -97,8 +98,7 @@ def _narrow(module: ir.Module) -> int:
             v = p.results[0]
             if v not in narrowed:
                 continue
-            for use in v.uses:
-                user = getattr(use.owner, "operation", use.owner)
+            for user in users(v):
                 ok = user.name == "stablehlo.convert" or (
                     len(user.results) == 1 and user.results[0] in narrowed)
                 if not ok:

@@ -7,6 +7,7 @@ import dataclasses
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
+from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import REDUCERS, host_type, result_type
 from pjrt_tt.lower.registry import rule
@@ -57,9 +58,9 @@ def _arg_reduce(lo: Lowering, op) -> list:
     values, index = op.operands[:2]
     body = list(op.regions[0].blocks[0].operations)
     first = body[0]
-    iota = index.owner
+    iota = defining_op(index)
     if (len(op.results) != 2 or len(dims) != 1 or first.operation.name != "stablehlo.compare"
-            or getattr(getattr(iota, "operation", None), "name", "") != "stablehlo.iota"
+            or iota is None or iota.name != "stablehlo.iota"
             or ir.IntegerAttr(iota.attributes["iota_dimension"]).value != dims[0]):
         raise lo.unsupported("variadic reductions other than argmax / argmin over one dim")
     direction = stablehlo.ComparisonDirectionAttr(first.attributes["comparison_direction"]).value

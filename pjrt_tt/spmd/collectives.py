@@ -29,6 +29,7 @@ import dataclasses
 import numpy as np
 from jaxlib.mlir import ir
 
+from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import host_type
 from pjrt_tt.lower.registry import custom_call, rule
@@ -213,8 +214,8 @@ def _mesh_slice(lo: Lowering, op) -> list:
     a `tt.fused` sum all_reduce as operand, ttnn.reduce_scatter."""
     plan = decode(_info(op))
     sizes = list(ir.DenseI64ArrayAttr(op.attributes["slice_sizes"]))
-    src = op.operands[0].owner
-    fused = isinstance(src, ir.Operation) and "tt.fused" in src.attributes
+    src = defining_op(op.operands[0])
+    fused = src is not None and "tt.fused" in src.attributes
     x = lo.get(op.operands[0])
     shape = list(x.type.shape)
     # a static slice first: fixed offsets, and the part of each sharded dim that is shards

@@ -30,6 +30,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.ingest import constant_array
+from pjrt_tt.ingest.mlir_compat import defining_op
 
 COLLECTIVES = ("stablehlo.all_reduce", "stablehlo.all_gather", "stablehlo.reduce_scatter",
                "stablehlo.all_to_all", "stablehlo.collective_permute")
@@ -107,8 +108,8 @@ def _eval(v: ir.Value, p: int, memo: dict):
     """The value of a small integer computation of partition_id, on device p."""
     if v in memo:
         return memo[v]
-    op = v.owner
-    if not isinstance(op, ir.Operation):
+    op = defining_op(v)
+    if op is None:
         raise NotOnMesh("depends on a block argument")
     name = op.name
     args = [_eval(a, p, memo) for a in op.operands] if name != "stablehlo.constant" else []
@@ -154,8 +155,8 @@ def _depends_on_partition(v: ir.Value, memo: dict | None = None) -> bool:
         x = stack.pop()
         if x in memo:
             continue
-        op = x.owner
-        if not isinstance(op, ir.Operation):
+        op = defining_op(x)
+        if op is None:
             memo[x] = False
             continue
         pending = [a for a in op.operands if a not in memo]
@@ -258,8 +259,10 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
         R, C = choose_mesh(main, n, system_mesh)
         plans = []      # decided on the untouched module, then applied
         for op in _ops(main):
-            src = op.operands[0].owner if op.name == "stablehlo.dynamic_slice" else None
-            if src is None or (isinstance(src, ir.Operation) and src.name == "stablehlo.constant"):
+            if op.name != "stablehlo.dynamic_slice":
+                continue
+            src = defining_op(op.operands[0])
+            if src is not None and src.name == "stablehlo.constant":
                 continue    # an offset table lookup: part of the offset arithmetic
             try:
                 plan = slice_plan(op, R, C)
@@ -271,8 +274,8 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
                 plans.append((op, plan))
         for op, plan in plans:
             if isinstance(plan, list):
-                src = op.operands[0].owner
-                if (isinstance(src, ir.Operation) and src.name == "stablehlo.all_reduce" and _is_sum(src)
+                src = defining_op(op.operands[0])
+                if (src is not None and src.name == "stablehlo.all_reduce" and _is_sum(src)
                         and len(src.results) == 1 and len(list(src.results[0].uses)) == 1):
                     src.attributes["tt.fused"] = ir.UnitAttr.get()
             # the offsets are known (or refused): the partition_id arithmetic goes dead
@@ -307,7 +310,7 @@ def _fold_partition_values(func, n: int) -> None:
     into a table that ttnn.mesh_partition splits over the chips)."""
     import json
     def foldable(v):   # a broadcast is kept: its (smaller) operand is folded instead
-        if not _depends_on_partition(v) or getattr(v.owner, "name", "") == "stablehlo.broadcast_in_dim":
+        if not _depends_on_partition(v) or getattr(defining_op(v), "name", "") == "stablehlo.broadcast_in_dim":
             return False
         try:
             _eval(v, 0, {})

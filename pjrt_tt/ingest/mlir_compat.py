@@ -1,0 +1,42 @@
+"""The places where jaxlib's MLIR Python bindings differ between the JAX releases pjrt-tt
+supports (docs/versions.md), behind one small interface. Every other module reads the
+IR through these helpers or through forms both bindings share; none checks a version.
+
+Measured differences (jaxlib 0.7.1 vs 0.12.0.1):
+- `ir.RankedTensorType.isinstance(t)` and the other `Type/Attribute.isinstance` static
+  methods are gone in 0.12. Both bindings return downcast types and attributes (a tensor
+  type reads as `ir.RankedTensorType`, a string attribute as `ir.StringAttr`), so plain
+  `isinstance(t, ir.RankedTensorType)` is the form that works in both: use it.
+- `value.owner` and `use.owner` are an `ir.Operation` in 0.7.1 but the op's `OpView`
+  (e.g. `stablehlo.ConstantOp`, which is no `ir.Operation`) in 0.12: `defining_op` and
+  `users` give the `ir.Operation` in both.
+- Iterating `op.attributes` yields `NamedAttribute`s in 0.7.1 and names (str) in 0.12:
+  `named_attributes` gives (name, attribute) pairs in both.
+"""
+from __future__ import annotations
+
+from jaxlib.mlir import ir
+
+
+def as_operation(op) -> ir.Operation:
+    """The `ir.Operation` behind an op or its OpView."""
+    return op if isinstance(op, ir.Operation) else op.operation
+
+
+def defining_op(value: ir.Value) -> ir.Operation | None:
+    """The op that defines `value`, or None for a block argument."""
+    owner = value.owner
+    if isinstance(owner, ir.Block):
+        return None
+    return as_operation(owner)
+
+
+def users(value: ir.Value) -> list[ir.Operation]:
+    """The ops that use `value`, once per use, in use-list order."""
+    return [as_operation(use.owner) for use in value.uses]
+
+
+def named_attributes(op) -> list[tuple[str, ir.Attribute]]:
+    """An op's attributes as (name, attribute) pairs."""
+    attrs = as_operation(op).attributes
+    return [(attrs[i].name, attrs[i].attr) for i in range(len(attrs))]
