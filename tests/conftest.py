@@ -53,7 +53,8 @@ def pytest_sessionstart(session):
 
 
 def pytest_report_header(config):
-    return (f"pjrt-tt: target={os.environ['PJRT_TT_TARGET']} "
+    return (f"pjrt-tt: jax={jax.__version__} numpy={np.__version__} "
+            f"target={os.environ['PJRT_TT_TARGET']} "
             f"system={os.environ.get('PJRT_TT_SYSTEM', 'n150')} "
             f"mock check={'on' if os.environ['PJRT_TT_CHECK_WITH_MOCK'] == '1' else 'OFF'}")
 
