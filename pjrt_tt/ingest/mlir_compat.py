@@ -40,3 +40,22 @@ def named_attributes(op) -> list[tuple[str, ir.Attribute]]:
     """An op's attributes as (name, attribute) pairs."""
     attrs = as_operation(op).attributes
     return [(attrs[i].name, attrs[i].attr) for i in range(len(attrs))]
+
+
+def mesh_axes_replica_groups(attr: ir.Attribute) -> tuple[str, list[tuple[str, str | None]]] | None:
+    """A collective's `replica_groups` given as mesh axes (XLA's partitioner in jaxlib 0.12
+    emits `#stablehlo.replica_group_mesh_axes<mesh = @m, axes = [...]>`; 0.7.1 only dense
+    groups): (the sdy mesh's name, [(axis name, sub-axis text or None)]). None for the
+    dense form."""
+    from jaxlib.mlir.dialects import stablehlo
+    cls = getattr(stablehlo, "ReplicaGroupMeshAxesAttr", None)   # absent from 0.7.1's bindings
+    if cls is None or not cls.isinstance(attr):
+        return None
+    attr = cls(attr)
+    axes = []
+    for ref in attr.axes:
+        ref = stablehlo.AxisRefAttr(ref)
+        sub = ref.sub_axis_info
+        axes.append((ref.name, None if sub is None else str(sub)))
+    mesh = attr.mesh
+    return (mesh.value if hasattr(mesh, "value") else str(mesh).lstrip("@")), axes

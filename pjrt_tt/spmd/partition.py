@@ -8,7 +8,9 @@ all_to_all / collective_permute with global device ids, partition_id-driven
 dynamic_slice). It is converted back to StableHLO with `_jax.mlir.hlo_to_stablehlo`.
 The CPU code generation that follows is wasted work (0.04 s for an MLP, ~1.7 s for 24
 transformer blocks). Facts in ../../docs/spmd.md and DESIGN.md §4. This relies on the
-dump's file names (jaxlib is pinned to 0.7.1; tests/test_spmd.py guards it).
+dump's file names, the same in jaxlib 0.7.1 and 0.12 (both tested; tests/test_spmd.py guards it).
+In 0.12 the collectives come back with replica groups as axes of an sdy mesh
+(prepare.replica_groups reads both forms).
 """
 from __future__ import annotations
 
@@ -99,8 +101,8 @@ def partition(code: bytes, fmt: str, options) -> Partitioned:
             options.env_option_overrides = ours
         found = sorted(glob.glob(os.path.join(dump, "*after_spmd-partitioning*.hlo.pb")))
         if not found:
-            raise InvalidArgument("XLA's SPMD partitioner left no partitioned module (is jaxlib "
-                                  "0.7.1 installed? pjrt-tt reads its spmd-partitioning dump)")
+            raise InvalidArgument("XLA's SPMD partitioner left no partitioned module (pjrt-tt reads "
+                                  "its spmd-partitioning dump; is jaxlib 0.7.1 or 0.12 installed?)")
         with open(found[-1], "rb") as f:
             module_proto = _proto_field(f.read(), 1)  # HloProto.hlo_module
         per_device = _jax.mlir.hlo_to_stablehlo(module_proto)

@@ -30,7 +30,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.ingest import constant_array
-from pjrt_tt.ingest.mlir_compat import defining_op
+from pjrt_tt.ingest.mlir_compat import defining_op, mesh_axes_replica_groups
 
 COLLECTIVES = ("stablehlo.all_reduce", "stablehlo.all_gather", "stablehlo.reduce_scatter",
                "stablehlo.all_to_all", "stablehlo.collective_permute")
@@ -100,8 +100,39 @@ def source_target_pairs(op) -> list[list[int]]:
 
 
 def replica_groups(op) -> list[list[int]]:
+    """A collective's device groups: dense (jaxlib 0.7.1, and torch_xla's GSPMD programs) or
+    as axes of an sdy mesh (what XLA's partitioner emits for jax programs in jaxlib 0.12)."""
     attr = op.attributes["replica_groups"]
+    mesh_axes = mesh_axes_replica_groups(attr)
+    if mesh_axes is not None:
+        return _mesh_axes_groups(op, *mesh_axes)
     return np.array(ir.DenseElementsAttr(attr)).tolist() if ir.DenseElementsAttr(attr).type.shape[0] else []
+
+
+def _mesh_axes_groups(op, mesh_name: str, axes: list[tuple[str, str | None]]) -> list[list[int]]:
+    """Groups of the devices that differ only along `axes` (members ordered by those axes,
+    in the order given) of the module's `sdy.mesh @mesh_name`."""
+    from jaxlib.mlir.dialects import sdy
+    module = op
+    while module.name != "builtin.module":
+        module = module.parent
+    mesh = None
+    for o in module.regions[0].blocks[0].operations:
+        o = o.operation
+        if o.name == "sdy.mesh" and ir.StringAttr(o.attributes["sym_name"]).value == mesh_name:
+            mesh = sdy.MeshAttr(o.attributes["mesh"])
+    if mesh is None:
+        raise NotOnMesh(f"replica groups name the mesh @{mesh_name}, which the module does not define")
+    sub = [name for name, info in axes if info is not None]
+    if sub:
+        raise NotOnMesh(f"replica groups over sub-axes of mesh axes {sub} are not supported")
+    mesh_axes = [sdy.MeshAxisAttr(a) for a in mesh.axes]
+    names, sizes = [a.name for a in mesh_axes], [a.size for a in mesh_axes]
+    ids = np.array(list(mesh.device_ids) or range(int(np.prod(sizes))), dtype=np.int64).reshape(sizes)
+    group = [names.index(name) for name, _ in axes]
+    rest = [d for d in range(len(names)) if d not in group]
+    size = int(np.prod([sizes[d] for d in group]))
+    return ids.transpose(rest + group).reshape(-1, size).tolist()
 
 
 def _eval(v: ir.Value, p: int, memo: dict):
