@@ -236,11 +236,13 @@ def mesh_candidates(n: int, system_mesh: tuple[int, int]) -> list[tuple[int, int
     return sorted(shapes, key=lambda rc: bool(rows % rc[0] or cols % rc[1]))
 
 
-def choose_mesh(func, n: int, system_mesh: tuple[int, int]) -> tuple[int, int]:
+def choose_mesh(funcs: list, n: int, system_mesh: tuple[int, int]) -> tuple[int, int]:
+    """The first mesh shape every collective of `funcs` fits (jaxlib 0.12 outlines shard_map
+    bodies into private functions, so their collectives are not in @main)."""
     shapes = mesh_candidates(n, system_mesh)
     for R, C in shapes:
         try:
-            for op in _ops(func):
+            for op in (op for func in funcs for op in _ops(func)):
                 if op.name == "stablehlo.collective_permute":
                     permute_plan(source_target_pairs(op), R, C)
                 elif op.name in COLLECTIVES:
@@ -279,15 +281,18 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
              for op in module.body.operations if op.operation.name == "func.func"}
     main = funcs["main"]
     text = str(module)
+    live = [main]
     for name, f in funcs.items():   # reducer clones and other dead private functions
         if name != "main" and text.count(f"@{name}") == 1:
             f.operation.erase()
+        elif name != "main":
+            live.append(f)
     with module.context, ir.Location.unknown():
         for op in list(_ops(main)):
             if op.name == "mhlo.copy":
                 op.results[0].replace_all_uses_with(op.operands[0])
                 op.erase()
-        R, C = choose_mesh(main, n, system_mesh)
+        R, C = choose_mesh(live, n, system_mesh)
         plans = []      # decided on the untouched module, then applied
         for op in _ops(main):
             if op.name != "stablehlo.dynamic_slice":
