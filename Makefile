@@ -34,14 +34,15 @@ test: setup setup-jax07
 	echo "== default environment ($(VENV)): the whole suite"; \
 	$(PY) -m pytest $(PYTEST_ARGS) || status=1; \
 	echo "== jax 0.7.1 environment ($(VENV_JAX07)): the JAX tests"; \
-	$(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS) || status=1; \
+	OP_COVERAGE_LOG=$(CURDIR)/.op-coverage-jax07.jsonl \
+	  $(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-default: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-jax07: setup-jax07
-	$(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS)
+	OP_COVERAGE_LOG=$(CURDIR)/.op-coverage-jax07.jsonl $(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS)
 
 bench: setup
 	for b in tests/benchmarks/*.py; do $(PY) $$b || exit 1; done

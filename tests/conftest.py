@@ -35,8 +35,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != REPO])
-COVERAGE_LOG = os.path.join(REPO, ".op-coverage.jsonl")
-os.environ.setdefault("OP_COVERAGE_LOG", COVERAGE_LOG)
+# make test's second environment logs to its own file, so its run does not erase the first's.
+COVERAGE_LOG = os.environ.setdefault("OP_COVERAGE_LOG", os.path.join(REPO, ".op-coverage.jsonl"))
 os.environ.setdefault("PJRT_TT_COMPILE_HOOK", "tools.op_coverage:log_program")
 
 import jax  # noqa: E402
