@@ -27,8 +27,8 @@ def _attr(a):
                       (ir.DenseIntElementsAttr, lambda x: [int(v) for v in x]),
                       (ir.DenseI64ArrayAttr, lambda x: [int(v) for v in x]),
                       (ir.ArrayAttr, lambda x: [_attr(v) for v in x])):
-        if kind.isinstance(a):
-            return get(kind(a))
+        if isinstance(a, kind):   # both jaxlibs hand back downcast attributes (ingest/mlir_compat.py)
+            return get(a)
     return str(a)
 
 
