@@ -205,6 +205,15 @@ def assert_close(got, want, *, exact: bool = False, kind: str | None = None, pcc
 _pearson = pcc   # assert_close's `pcc` argument shadows the function
 
 
+def enable_x64():
+    """JAX's 64-bit mode for a `with` block: `jax.enable_x64(True)` in jax 0.12,
+    `jax.experimental.enable_x64()` in 0.7.1 (gone from 0.12)."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as x64_0_7
+    return x64_0_7()
+
+
 def run_both(f, *args, tt_device, cpu_device, **jit_kwargs):
     """Run jit(f) on TT and on XLA:CPU with the same host inputs; returns (tt, cpu) leaves."""
     outs = []

@@ -152,7 +152,7 @@ def test_int64_that_provably_fits_is_narrowed_exactly():
 
 
 def test_jax_x64_int64_arithmetic(tt, cpu):
-    from jax.experimental import enable_x64
+    from conftest import enable_x64
     x = np.array([1, 2, 7, 123456], np.int32)
     with enable_x64():
         def fits(x):   # |x % 1000| < 1000: every intermediate fits in int32
@@ -161,7 +161,7 @@ def test_jax_x64_int64_arithmetic(tt, cpu):
         def wraps(x):
             return ((x.astype(jnp.int64) * 3_000_000_000) % 1000).astype(jnp.int32)
 
-        want = np.asarray(jax.jit(fits, device=cpu)(x))
+        want = np.asarray(jax.jit(fits)(jax.device_put(x, cpu)))
         np.testing.assert_array_equal(np.asarray(jax.jit(fits)(jax.device_put(x, tt))), want)
         with pytest.raises(Exception, match="UNIMPLEMENTED: .* computes 64-bit integers"):
             jax.jit(wraps)(jax.device_put(x, tt))
@@ -232,4 +232,4 @@ def test_rank7_broadcast_runs(tt, cpu):
         def f(a):
             return jnp.broadcast_to(a, (2,) * (rank - 2) + (2, 3)) * 2 + a
         got = np.asarray(jax.jit(f)(jax.device_put(x, tt)))
-        np.testing.assert_array_equal(got, np.asarray(jax.jit(f, device=cpu)(x)))
+        np.testing.assert_array_equal(got, np.asarray(jax.jit(f)(jax.device_put(x, cpu))))
