@@ -15,7 +15,7 @@ from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 
 from pjrt_tt import dtypes
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
-from pjrt_tt.ingest.mlir_compat import named_attributes
+from pjrt_tt.ingest.mlir_compat import attribute_values
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value  # noqa: F401 (ingest's API)
 from pjrt_tt.ingest.narrow64 import narrow_int64
 
@@ -231,7 +231,7 @@ def check_module(module: ir.Module) -> None:
     for op in ops:
         # every string a later layer may read is UTF-8 (parse()); a constant's value (which
         # the bindings abort on for complex types) is no string
-        for _, attr in () if op.name.endswith(".constant") else named_attributes(op):
+        for attr in () if op.name.endswith(".constant") else attribute_values(op):
             if isinstance(attr, ir.StringAttr):
                 attr.value
         for i, r in enumerate(op.results):
@@ -283,7 +283,11 @@ def parse_compile_options(blob: bytes):
     problem = _protobuf_problem(blob) or _build_options_problem(blob)
     if problem:
         raise InvalidArgument(f"the compile options are not a serialized CompileOptionsProto: {problem}")
-    options = _jax.CompileOptions.ParseFromString(blob)
+    try:
+        options = _jax.CompileOptions.ParseFromString(blob)
+    except Exception as e:   # jaxlib's own checks (e.g. an env_option_overrides entry without a value)
+        detail = re.sub(r"^[A-Z_]+: ", "", str(e))   # jaxlib's status code is not the error's
+        raise InvalidArgument(f"the compile options are not a valid CompileOptionsProto: {detail}") from None
     build = options.executable_build_options
     for field in ("num_replicas", "num_partitions"):
         n = getattr(options, field)

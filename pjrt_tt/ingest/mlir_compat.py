@@ -11,7 +11,7 @@ Measured differences (jaxlib 0.7.1 vs 0.12.0.1):
   (e.g. `stablehlo.ConstantOp`, which is no `ir.Operation`) in 0.12: `defining_op` and
   `users` give the `ir.Operation` in both.
 - Iterating `op.attributes` yields `NamedAttribute`s in 0.7.1 and names (str) in 0.12:
-  `named_attributes` gives (name, attribute) pairs in both.
+  `attribute_values` gives the attributes in both, reading no name.
 """
 from __future__ import annotations
 
@@ -36,10 +36,12 @@ def users(value: ir.Value) -> list[ir.Operation]:
     return [as_operation(use.owner) for use in value.uses]
 
 
-def named_attributes(op) -> list[tuple[str, ir.Attribute]]:
-    """An op's attributes as (name, attribute) pairs."""
+def attribute_values(op) -> list[ir.Attribute]:
+    """An op's attribute values, without their names: reading a name that is not UTF-8
+    (a corrupt program's) aborts the process in both bindings, and iterating
+    `op.attributes` in 0.12 reads every name."""
     attrs = as_operation(op).attributes
-    return [(attrs[i].name, attrs[i].attr) for i in range(len(attrs))]
+    return [attrs[i].attr for i in range(len(attrs))]
 
 
 def mesh_axes_replica_groups(attr: ir.Attribute) -> tuple[str, list[tuple[str, str | None]]] | None:
