@@ -80,12 +80,22 @@ _FILE_LOC = re.compile(r'"([^"]+)":(\d+):(\d+)')
 _NAME_LOC = re.compile(r'loc\("([^"]*)"')
 
 
-def describe_location(loc: ir.Location) -> str:
+def source_site(loc: ir.Location, caller: ir.Location | None) -> ir.Location | None:
+    """The location that holds an op's source frames: its own, else (an op of a function
+    jax 0.12 outlined, e.g. `jit(cholesky)`, which it names without a source) the site of
+    the call that reached the function."""
+    return loc if _FILE_LOC.search(str(loc)) else caller
+
+
+def describe_location(loc: ir.Location, caller: ir.Location | None = None) -> str:
     """'model.py:12:5 (jit(f)/tanh)' from an MLIR location: the innermost frame of the
-    user's own code, then the library frame it went through (flax, optax...), if any."""
+    user's own code, then the library frame it went through (flax, optax...), if any.
+    `caller`: the source site of the call that reached the op's function (source_site)."""
     text = str(loc)
     name = _NAME_LOC.search(text)
-    frames = [m for m in _FILE_LOC.finditer(text) if not _is_internal(m.group(1))]
+    site = source_site(loc, caller)
+    frames = [m for m in _FILE_LOC.finditer(str(site) if site is not None else "")
+              if not _is_internal(m.group(1))]
     user = next((m for m in frames if "/site-packages/" not in m.group(1)), None)
     parts = []
     if user:

@@ -17,7 +17,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.errors import UnsupportedOp
-from pjrt_tt.ingest import Parsed, describe_location
+from pjrt_tt.ingest import Parsed, describe_location, source_site
 from pjrt_tt.lower import data_movement, elementwise, linalg, reduce, structure  # noqa: F401
 from pjrt_tt.lower import control_flow  # noqa: F401
 from pjrt_tt.lower import composite, conv  # noqa: F401
@@ -108,13 +108,30 @@ def unsupported_ops(module: ir.Module) -> list[tuple[str, str]]:
     # reached through the composites that use them
     decompositions = {sym(o, "decomposition") for f in funcs.values() for o in _nested(f)
                       if o.operation.name == "stablehlo.composite"}
+    # function -> (location of its first call or composite, the function holding that op)
+    calls: dict[str, tuple[ir.Location, str]] = {}
+    for fname, f in funcs.items():
+        for o in _nested(f):
+            n = o.operation.name
+            c = (sym(o, "decomposition") if n == "stablehlo.composite"
+                 else sym(o, "callee") if n == "func.call" else None)
+            if c in funcs and c != fname:
+                calls.setdefault(c, (o.location, fname))
+
+    def caller_site(fname: str, depth: int = 0):   # where a function's ops came from in the source
+        if fname not in calls or depth > len(funcs):
+            return None
+        loc, parent = calls[fname]
+        return source_site(loc, caller_site(parent, depth + 1))
+
     todo = [name for name in funcs if name not in decompositions]
     seen = set(todo)
     while todo:
-        for op in _nested(funcs[todo.pop()]):
+        func = todo.pop()
+        for op in _nested(funcs[func]):
             name = op.operation.name
             if name not in RULES and name not in STRUCTURAL and name != "builtin.module":
-                found.append((name, describe_location(op.location)))
+                found.append((name, describe_location(op.location, caller_site(func))))
             callee = (sym(op, "decomposition") if name == "stablehlo.composite" and not _fuses(op)
                       else sym(op, "callee") if name == "func.call" else None)
             if callee in funcs and callee not in seen:   # a decomposed composite, a call

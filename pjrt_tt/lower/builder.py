@@ -17,7 +17,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.errors import UnsupportedOp
-from pjrt_tt.ingest import describe_location
+from pjrt_tt.ingest import describe_location, source_site
 from pjrt_tt.lower.registry import RULES
 from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Constant, HostType, Op, ScalarType, ShapeArg,
                              TensorType, Value, device_array, device_type, dtype_attr, layout_attr)
@@ -74,6 +74,7 @@ class Lowering:
         self._reshaped_from: dict[int, Value] = {}
         self.origin = ""           # the StableHLO op being lowered, for dumps and errors
         self.location = ""
+        self.site = None           # where the op being lowered came from (ingest.source_site)
         self._reads = Scoped()     # host reads and host ops already made, by operands
         self.shadows = Scoped()    # device value id -> its value on the host (see shadow())
 
@@ -267,11 +268,13 @@ class Lowering:
     def lower_block(self, block: ir.Block, args: list[Entry]) -> list[Entry]:
         for arg, entry in zip(block.arguments, args):
             self.env[arg] = entry
+        caller = self.site   # the op whose region or callee this block is
         for op in block.operations:
             name = op.operation.name
             if name in ("func.return", "stablehlo.return"):
                 return [self.env[v] for v in op.operands]
-            self.origin, self.location = name, describe_location(op.location)
+            self.origin, self.location = name, describe_location(op.location, caller)
+            self.site = source_site(op.location, caller)
             results = RULES[name](self, op)
             assert len(results) == len(op.results), f"rule for {name} gave {len(results)} results"
             for r, e in zip(op.results, results):
