@@ -16,8 +16,8 @@ from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 from pjrt_tt import dtypes
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.mlir_compat import attribute_values
-from pjrt_tt.ingest.attributes import (constant_array, describe_location, source_site,  # noqa: F401 (ingest's API)
-                                       splat_value)
+from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
+    constant_array, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import narrow_int64
 
 
