@@ -21,7 +21,7 @@ def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int
     `system_mesh`: the mesh of the system it will run on (the mesh chosen is a submesh of it
     when the program allows)."""
     from pjrt_tt.spmd.partition import annotate, partition
-    from pjrt_tt.spmd.prepare import prepare
+    from pjrt_tt.spmd.prepare import dense_replica_groups, prepare
     if options.num_replicas != 1:
         raise Unimplemented(f"programs with {options.num_replicas} replicas (pmap-style) are not "
                             f"supported; use jax.jit with shardings (partitions) instead")
@@ -32,5 +32,6 @@ def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int
     # hold sdy.manual_computation, which its conversion drops, losing the shardings).
     shown = parse(part.code, "mlir")
     annotate(shown.module, part)
+    dense_replica_groups(shown.module)   # a form older frameworks (torch_xla 2.9) can read
     mesh_shape = prepare(parsed.module, part.num_partitions, system_mesh)
     return parsed, mesh_shape, (str(shown.module).encode(), "mlir")

@@ -109,6 +109,24 @@ def replica_groups(op) -> list[list[int]]:
     return np.array(ir.DenseElementsAttr(attr)).tolist() if ir.DenseElementsAttr(attr).type.shape[0] else []
 
 
+def dense_replica_groups(module: ir.Module) -> None:
+    """Rewrite replica groups given as sdy mesh axes (jaxlib 0.12's partitioner) to the dense
+    table, in the program handed back to the framework: torch_xla 2.9's StableHLO (1.13)
+    cannot parse the mesh-axes attribute."""
+    found = []
+    module.operation.walk(lambda op: (found.append(op.operation) if "replica_groups" in op.attributes
+                                      else None) or ir.WalkResult.ADVANCE)
+    for op in found:
+        if mesh_axes_replica_groups(op.attributes["replica_groups"]) is None:
+            continue
+        groups = replica_groups(op)
+        rows = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
+        width = len(groups[0]) if groups else 0
+        with op.context:
+            op.attributes["replica_groups"] = ir.Attribute.parse(
+                f"dense<[{rows}]> : tensor<{len(groups)}x{width}xi64>")
+
+
 def _mesh_axes_groups(op, mesh_name: str, axes: list[tuple[str, str | None]]) -> list[list[int]]:
     """Groups of the devices that differ only along `axes` (members ordered by those axes,
     in the order given) of the module's `sdy.mesh @mesh_name`."""
