@@ -259,6 +259,17 @@ def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
     return np.asarray(data).astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
 
 
+@dataclasses.dataclass(eq=False)
+class Prepare:
+    """Const-eval (passes/const_eval.py): ops that only convert one program input or constant
+    (layout, data format, permutation of a weight). They run once per argument buffer and
+    their results are kept with the buffer (runtime/buffer.py) until it is deleted; the main
+    ops read `results` as they read inputs."""
+    source: Value            # a program input or constant
+    ops: list                # Ops reading only `source` and each other
+    results: list            # the Values the main ops use
+
+
 @dataclasses.dataclass
 class Program:
     name: str
@@ -272,6 +283,7 @@ class Program:
     # Filled by passes.liveness: values dead after op i (never inputs, constants or
     # outputs). The executor deallocates those that own their storage and forgets views.
     frees: dict[int, list[Value]] = dataclasses.field(default_factory=dict)
+    prepare: list[Prepare] = dataclasses.field(default_factory=list)   # const-eval blocks
 
     def format(self) -> str:
         lines = [f"ttnn program @{self.name}"]
@@ -280,6 +292,10 @@ class Program:
             lines.append(f"  input  {v}: {v.type}  <- {h}{donated}")
         for c in self.constants:
             lines.append(f"  const  {c.value}: {c.value.type} = {_summary(c.data)}")
+        for p in self.prepare:
+            lines.append(f"  prepare from {p.source} (once per buffer, kept with it):")
+            _format_ops(lines, p.ops, {}, {}, "    ")
+            lines.append(f"    keep {_fmt(p.results)}")
         _format_ops(lines, self.ops, self.frees, storage_roots(self.ops), "  ")
         outs = ", ".join(f"{v}: {v.type} -> {h}" for v, h in zip(self.outputs, self.output_host_types))
         lines.append(f"  return {outs}")

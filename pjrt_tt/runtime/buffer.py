@@ -35,6 +35,9 @@ class Buffer:
         self.element_type = host.element.pjrt
         self.dims = tuple(host.shape)
         self.on_device_size = device_bytes(device_type(host))
+        # const-eval results made from this buffer (passes/const_eval.py), by (program, block):
+        # (results, tensors to free); they live as long as the buffer holds this tensor
+        self._prepared: dict = {}
 
     @classmethod
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
@@ -47,9 +50,32 @@ class Buffer:
                                       device_array(data, host), t, device.chip)
         return cls(device, host, tensor)
 
+    def prepared(self, key, make) -> list:
+        """The const-eval results `key` names, made by `make(tensor) -> (results, owners)` the
+        first time (and kept until this buffer is deleted or holds another tensor)."""
+        hit = self._prepared.get(key)
+        if hit is None:
+            made = make(self.live_tensor("preparing an argument"))
+            hit = self._prepared.setdefault(key, made)
+            if hit is not made:   # another thread made it first
+                self._free_owned([made])
+        return hit[0]
+
+    def _free_owned(self, entries) -> None:
+        target = self.device.client.target
+        for _, owners in entries:
+            for t in owners:
+                target.free(t)
+
+    def _drop_prepared(self) -> None:
+        entries, self._prepared = list(self._prepared.values()), {}
+        if self.device.client.deadline.wedged is None:
+            self._free_owned(entries)
+
     def hold(self, tensor) -> None:
         """Hold `tensor` (the same values, e.g. a view of a mesh copy) instead of the current
         one, which goes back to the target (the target's DeviceTensors decides what that frees)."""
+        self._drop_prepared()
         old, self.tensor = self.tensor, tensor
         if old is not None:
             self.device.client.target.free(old)
@@ -60,6 +86,7 @@ class Buffer:
 
     def delete(self) -> None:
         if self.tensor is not None:
+            self._drop_prepared()
             client = self.device.client
             if client.deadline.wedged is None:   # a wedged device would not answer a free either
                 client.target.free(self.tensor)

@@ -111,13 +111,23 @@ class _OnChip:
     def __init__(self, target: TtnnTarget, bound: BoundProgram, chip):
         self.target, self.bound, self.chip = target, bound, chip
 
-    def run(self, inputs: list, constants: list) -> list:
+    def run(self, inputs: list, constants: list, prepared: list | None = None) -> list:
         target = self.target   # (a host copy of a view keeps its mesh coordinate: rebuild it)
         copies = [target.upload(target.download(t, v.type), v.type, self.chip) if target.tensors.is_view(t) else None
                   for t, v in zip(inputs, self.bound.program.inputs)]
         try:
-            return self.bound.run([c if c is not None else t for c, t in zip(copies, inputs)], constants)
+            return self.bound.run([c if c is not None else t for c, t in zip(copies, inputs)], constants, prepared)
         finally:
             for c in copies:
                 if c is not None:
                     target.free(c)
+
+    def prepare(self, k: int, source) -> tuple[list, list]:
+        """Const-eval block k (its results never share the source's storage: const_eval.py)."""
+        target, t = self.target, self.bound.program.prepare[k].source.type
+        copy = target.upload(target.download(source, t), t, self.chip) if target.tensors.is_view(source) else None
+        try:
+            return self.bound.prepare(k, copy if copy is not None else source)
+        finally:
+            if copy is not None:
+                target.free(copy)
