@@ -112,12 +112,12 @@ def _text(value) -> str:
     return {"1": "true", "0": "false", "yes": "true", "no": "false", "on": "true", "off": "false"}.get(text, text)
 
 
-def _check(key: str, value, accepted) -> str:
+def _check(key: str, value, accepted, shown=None) -> str:
     raw = str(value).strip().lower()
     text = raw if raw in accepted else _text(value)
     if text not in accepted:
         raise InvalidArgument(f"compiler option {key}={value!r} is not valid; valid values: "
-                              f"{', '.join(a for a in accepted if a)}")
+                              f"{', '.join(a for a in (shown or accepted) if a)}")
     return text
 
 
@@ -153,7 +153,7 @@ def parse_options(pairs, arch: str = "wormhole_b0") -> tuple[Numerics, Optimizer
         if key not in OPTIONS:
             raise InvalidArgument(f"unknown pjrt-tt compiler option {key!r}; valid options: {_known()}")
         accepted = {v.lower(): v for v in OPTIONS[key]}
-        text = _check(key, value, tuple(accepted))
+        text = _check(key, value, tuple(accepted), OPTIONS[key])
         chosen[key] = accepted[text]
     chosen = {k: v for k, v in chosen.items() if v != OPTIONS[k][0]}
     optimizer = Optimizer(int(opt.get("optimization_level", DEFAULT_LEVEL)), opt.get("enable_trace") == "true")

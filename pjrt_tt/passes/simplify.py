@@ -10,7 +10,8 @@ point; loop bodies and branches are left as lowered.
     scalar      a binary op with a uniform operand of x's broadcast -> the op with a scalar
     chains      reshape(reshape(x)) -> reshape(x); permute(permute(x)) -> one permute or x
     transpose   matmul(permute(a, swap last two), ...) -> matmul(a, ..., transpose_a=True)
-                (and transpose_b): the permute goes when nothing else reads it
+                (and transpose_b): the permute goes when nothing else reads it. A pass of its
+                own (fold_transposes), run after fusion, whose patterns read those permutes
     cse         the same op on the same operands twice -> the first result
 
 Never renamed: a program output (outputs are fresh tensors the framework owns, so an output
@@ -169,8 +170,9 @@ RULES = [
     (set(_NEUTRAL) | {"typecast", "reshape"}, identity),
     ({"add", "subtract", "multiply", "divide", "maximum", "minimum"}, scalar),
     ({"reshape", "permute"}, chains),
-    ({"matmul", "linear"}, transpose),
 ]
+# after fusion (its attention pattern reads the permute of k), with cse to drop the permutes
+TRANSPOSE_RULES = [({"matmul", "linear"}, transpose)]
 
 
 def _key(op: Op):
@@ -212,7 +214,7 @@ def _rename_nested(ops: list, mapping: dict) -> None:
                 b.results = _subst(b.results, mapping)
 
 
-def _pass(ops: list, outputs: set[int]) -> tuple[list, bool]:
+def _pass(ops: list, outputs: set[int], rules: list) -> tuple[list, bool]:
     g = _Graph(ops, outputs)
     mapping: dict[int, Value] = {}
     seen: dict = {}
@@ -225,7 +227,7 @@ def _pass(ops: list, outputs: set[int]) -> tuple[list, bool]:
             op.args, op.kwargs = _subst(op.args, mapping), _subst(op.kwargs, mapping)
         new = None
         if not op.fn.startswith("host.") or op.fn == "host.read":
-            for names, rule in RULES:
+            for names, rule in rules:
                 if op.fn in names:
                     new = rule(op, g)
                     if new is not None:
@@ -260,14 +262,19 @@ def _prune(ops: list, live: set[int]) -> list:
     return kept[::-1]
 
 
-def simplify(program: Program, ctx: CompileContext) -> Program:
+def simplify(program: Program, ctx: CompileContext, rules: list = RULES) -> Program:
     if ctx.optimization_level < 1:
         return program
     outputs = {v.id for v in program.outputs}
     ops = list(program.ops)
     for _ in range(8):   # to a fixed point (each round is linear; a few suffice)
-        ops, changed = _pass(ops, outputs)
+        ops, changed = _pass(ops, outputs, rules)
         ops = _prune(ops, set(outputs))
         if not changed:
             break
     return dataclasses.replace(program, ops=ops)
+
+
+def fold_transposes(program: Program, ctx: CompileContext) -> Program:
+    """The transpose rule alone, run after fusion."""
+    return simplify(program, ctx, TRANSPOSE_RULES)
