@@ -42,7 +42,8 @@ class TensorType:
 class ScalarType:
     """A host scalar: a device scalar read back to the host (a sync), or computed from
     such reads by host ops; op arguments use it as a plain Python int / bool."""
-    dtype: str               # "int" or "bool"
+    dtype: str               # "int" or "bool", or "float" (an epsilon or scale a fused op
+                             # takes as a number, read from a program argument: fusion.py)
 
     def __str__(self) -> str:
         return f"host {self.dtype}"

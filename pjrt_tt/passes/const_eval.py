@@ -14,7 +14,8 @@ given no prepared values (the conformance check) run the blocks inline, so the s
 meet real ttnn.
 
 Not hoisted: chains of views only (a reshape costs nothing), values the program returns
-(the framework owns outputs), donated inputs (they change every call), programs on a
+(the framework owns outputs), host reads of ints / bools (loop counts, offsets: they are
+per call by nature), donated inputs (they change every call), programs on a
 mesh (their arguments are combined per call: later).
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pjrt_tt.program import Op, Prepare, Program, Value, VIEW_OPS
 
 # ops that only convert their one tensor operand (layout, data format, order, padding)
 PREPARE_OPS = frozenset({"typecast", "permute", "transpose", "reshape", "to_layout", "tilize",
-                         "untilize", "tilize_with_zero_padding", "pad"})
+                         "untilize", "tilize_with_zero_padding", "pad",
+                         "host.read"})   # a scalar argument a fused op takes as a number (fusion.py)
 
 
 def const_eval(program: Program, ctx: CompileContext) -> Program:
@@ -41,8 +43,8 @@ def const_eval(program: Program, ctx: CompileContext) -> Program:
         if not isinstance(op, Op) or op.fn not in PREPARE_OPS:
             continue
         ins = op.operands()
-        if len(ins) != 1 or ins[0].on_host:
-            continue
+        if len(ins) != 1 or ins[0].on_host or (op.fn == "host.read" and op.result.type.dtype != "float"):
+            continue   # (int / bool reads drive control flow and dynamic offsets: per call)
         src = ins[0].id
         root = src if src in sources else source_of.get(src)
         if root is None:

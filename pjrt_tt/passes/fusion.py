@@ -33,7 +33,7 @@ from collections import defaultdict
 import numpy as np
 
 from pjrt_tt.compile_context import CompileContext
-from pjrt_tt.program import STRUCTURED, Attr, Op, Program, ShapeArg, TensorType, Value, While
+from pjrt_tt.program import HOST_READ, STRUCTURED, Attr, Op, Program, ScalarType, ShapeArg, TensorType, Value, While
 
 FLOATS = ("float32", "bfloat16")
 
@@ -59,7 +59,8 @@ class Graph:
     """Producers and users of the values of one op list (a program's, or a block's:
     a nested block's outer values count as operands of the While / Switch holding it)."""
 
-    def __init__(self, ops: list, outputs: set[int], counter: list[int]):
+    def __init__(self, ops: list, outputs: set[int], counter: list[int], level: int = 0):
+        self.level = level   # the optimization level: the torch forms are level 1's
         self.prod: dict[int, Op] = {op.result.id: op for op in ops if isinstance(op, Op)}
         self.users: dict[int, list] = defaultdict(list)
         for op in ops:
@@ -363,7 +364,15 @@ def _norm(m: Match) -> Op:
         need(_stat_shape(centred, inv[0]))
         arg = m.op(m.through(inv[0]), "rsqrt").args[0]
     terms, eps = _terms(m, m.through(arg))
-    need(len(terms) == 1 and eps > 0)
+    new = []
+    if len(terms) == 2 and eps == 0:   # torch: eps is a rank-0 argument, not a constant
+        arg_eps = [t for t in terms if _argument_scalar(m, t) is not None]
+        need(len(arg_eps) == 1)
+        eps = m.g.new_value(ScalarType("float"))
+        new.append(Op(HOST_READ, (_argument_scalar(m, arg_eps[0]),), {}, eps, root.origin))
+        terms = [t for t in terms if t is not arg_eps[0]]
+    else:
+        need(len(terms) == 1 and eps > 0)
     var = m.through(terms[0])
     # centred = x - mean (layer norm) or x (- 0.0) (rms norm)
     x, mean = centred, None
@@ -395,12 +404,30 @@ def _norm(m: Match) -> Op:
                 a, b = m.binary(c, "subtract")
                 need(a.id == x.id and m.through(b).id == mean.id)
         fused = "layer_norm"
-    kwargs = {"epsilon": float(eps)}
+    kwargs = {"epsilon": eps if new else float(eps)}
     if gammas:
         kwargs["weight"] = gammas[0]
     if beta is not None:
         kwargs["bias"] = beta
-    return Op(fused, (x,), kwargs, root.result, root.origin)
+    return new + [Op(fused, (x,), kwargs, root.result, root.origin)]
+
+
+def _argument_scalar(m: Match, v) -> Value | None:
+    """v = a one-element float program argument (through reshapes), at level 1: what torch
+    passes for a Python float such as an epsilon (torch_xla lifts scalars other than 0 and
+    1 to arguments). The fused op takes it as a number read on the host: a host.read that
+    const-eval runs once per argument buffer (const_eval.py)."""
+    if m.g.level < 1 or not isinstance(v, Value):
+        return None
+    while True:
+        p = m.g.prod.get(v.id)
+        if p is None:
+            break
+        if p.fn != "reshape":
+            return None
+        v = p.args[0]
+    t = v.type
+    return v if isinstance(t, TensorType) and t.dtype in FLOATS and math.prod(t.shape) == 1 else None
 
 
 LINEAR_KWARGS = {"dtype", "compute_kernel_config", "memory_config"}  # matmul's, which linear takes too
@@ -512,8 +539,9 @@ def _activation(m: Match) -> list[Op]:
         need(len(root.args) == 1 and not root.kwargs)
         y, act = root.args[0], ACTIVATIONS[root.fn]
     src = m.through_rows(y)
-    p = m.op(src, "linear")
-    need("activation" not in p.kwargs)
+    p = m.op(src, "linear", "matmul") if m.g.level >= 1 else m.op(src, "linear")
+    need("activation" not in p.kwargs and len(p.args) == 2 and not set(p.kwargs) - LINEAR_KWARGS - {"bias"})
+    need(p.fn == "linear" or len(p.args[1].type.shape) == 2)   # (linear's weight is a matrix)
     kwargs = {**p.kwargs, "activation": act}
     if src.type == root.result.type:
         return [Op("linear", p.args, kwargs, root.result, root.origin)]
@@ -636,6 +664,11 @@ def _sdpa(m: Match) -> list[Op]:
                   Op("permute", (out, [0, 1, 3, 2]), {}, root.result, root.origin)]
 
 
+def _norm_rule(m):
+    r = _norm(m)
+    return r if isinstance(r, list) else [r]
+
+
 def _one(rule):
     def wrapped(m):
         r = rule(m)
@@ -647,7 +680,7 @@ def _one(rule):
 RULES = [
     ({"multiply"}, _one(_gelu)),
     ({"divide"}, _one(_softmax)),
-    ({"add", "multiply", "divide"}, _one(_norm)),
+    ({"add", "multiply", "divide"}, _norm_rule),
     ({"add"}, _linear),
     ({"add"}, _conv_bias),
     (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
@@ -655,13 +688,13 @@ RULES = [
 ]
 
 
-def _fuse_ops(ops: list, outputs: set[int], counter: list[int]) -> list:
+def _fuse_ops(ops: list, outputs: set[int], counter: list[int], level: int) -> list:
     for op in ops:  # loop bodies and case branches first, each on its own
         if isinstance(op, STRUCTURED):
             for b in op.blocks():
-                b.ops = _fuse_ops(b.ops, {v.id for v in b.results if isinstance(v, Value)}, counter)
+                b.ops = _fuse_ops(b.ops, {v.id for v in b.results if isinstance(v, Value)}, counter, level)
     for roots, rule in RULES:
-        g = Graph(ops, outputs, counter)
+        g = Graph(ops, outputs, counter, level)
         out: list[list] = []
         absorbed: set[int] = set()
         # Last op first, so the largest pattern wins (a layer norm with its bias add
@@ -705,5 +738,5 @@ def _max_id(ops: list) -> int:
 def fuse(program: Program, ctx: CompileContext) -> Program:
     counter = [max([_max_id(program.ops)] + [v.id for v in program.inputs]
                    + [c.value.id for c in program.constants])]
-    ops = _fuse_ops(program.ops, {v.id for v in program.outputs}, counter)
+    ops = _fuse_ops(program.ops, {v.id for v in program.outputs}, counter, ctx.optimization_level)
     return dataclasses.replace(program, ops=ops)

@@ -54,12 +54,19 @@ class _Graph:
         self.outputs = outputs
 
     def uniform(self, a):
-        """The one value `a` holds everywhere (a scalar literal or a ttnn.full), else None."""
+        """The one value `a` holds everywhere (a scalar literal or a ttnn.full, seen through
+        reshapes and typecasts, rounded to `a`'s dtype), else None."""
         if _num(a):
             return a
-        p = self.prod.get(a.id) if isinstance(a, Value) else None
+        v = a
+        p = self.prod.get(v.id) if isinstance(v, Value) else None
+        while p is not None and p.fn in ("reshape", "typecast") and isinstance(p.args[0], Value):
+            v = p.args[0]
+            p = self.prod.get(v.id)
         if p is not None and p.fn == "full" and len(p.args) >= 2 and _num(p.args[1]):
-            return p.args[1]
+            if v is a or a.type.dtype not in _NP:
+                return p.args[1]
+            return _in(a.type.dtype, _in(v.type.dtype, p.args[1])).item()
         return None
 
 

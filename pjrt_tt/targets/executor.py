@@ -59,7 +59,7 @@ def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
 
 
 def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
-    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync.
+    """host.read: a rank-0/(1,) device tensor -> Python int, bool or float. A host sync.
     On a mesh every chip's copy is read (ttnn refuses to read a mesh tensor whole without a
     mesh composer): the host drives all chips with one value, so they must agree."""
     def scalar(x):
@@ -75,7 +75,7 @@ def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
             v = values[0]
         else:
             v = scalar(x)
-        return bool(v) if kind == "bool" else int(v)
+        return bool(v) if kind == "bool" else float(v) if kind == "float" else int(v)
     return read
 
 
@@ -134,7 +134,7 @@ class BoundProgram:
         intermediates owning storage no result lives in), ids the results' storage belongs to)."""
         roots = storage_roots(p.ops)
         kept = {roots.get(v.id, v.id) for v in p.results}
-        made = [op.result.id for op in p.ops]
+        made = [op.result.id for op in p.ops if not op.result.on_host]   # (host scalars: nothing to free)
         drop = [i for i in made if i not in kept and i not in roots]
         return self._bind_block(p.ops, {}), p.source.id, [v.id for v in p.results], drop, \
             [i for i in made if i in kept]
