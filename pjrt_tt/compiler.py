@@ -32,9 +32,9 @@ import threading
 from collections.abc import Mapping
 from typing import Callable
 
-from pjrt_tt.compile_context import CompileContext, env_options, parse_options
+from pjrt_tt.compile_context import CompileContext, build_level, env_options, parse_options
 from pjrt_tt.errors import InvalidArgument
-from pjrt_tt.ingest import parse
+from pjrt_tt.ingest import build_optimization_level, parse
 from pjrt_tt.ingest.isolated import IsolatedReader
 from pjrt_tt.lower import lower_module
 from pjrt_tt.passes import run_passes
@@ -124,7 +124,8 @@ class Compiler:
         docs/optimizer.md), after those of PJRT_TT_COMPILE_OPTIONS (torch's bridge)."""
         spmd = options is not None and options.num_replicas * options.num_partitions > 1
         salt = f"spmd{options.num_replicas}x{options.num_partitions}".encode() if spmd else b""
-        given = list(options.env_option_overrides) if options is not None else []
+        given = [] if options is None else \
+            build_level(build_optimization_level(options)) + list(options.env_option_overrides)
         numerics, optimizer = parse_options(env_options(os.environ) + given, self.system.arch.name)
         salt += numerics.key().encode() + optimizer.key().encode()
         key = hashlib.sha256(fmt.encode() + salt + b"\0" + code).hexdigest()

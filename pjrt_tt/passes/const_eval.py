@@ -13,6 +13,9 @@ uploaded again, misses); a constant's block runs once per executable. Targets th
 given no prepared values (the conformance check) run the blocks inline, so the same ops
 meet real ttnn.
 
+Which inputs: those a converted form of is used as a parameter (a matmul's weight, a
+conv's weight, a norm's gamma, a broadcast bias or scale, an embedding table, a scalar
+read on the host: `_parameter_operands`); an activation's conversions stay per call.
 Not hoisted: chains of views only (a reshape costs nothing), values the program returns
 (the framework owns outputs), host reads of ints / bools (loop counts, offsets: they are
 per call by nature), donated inputs (they change every call), programs on a
@@ -21,6 +24,7 @@ mesh (their arguments are combined per call: later).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.program import Op, Prepare, Program, Value, VIEW_OPS
@@ -68,7 +72,15 @@ def const_eval(program: Program, ctx: CompileContext) -> Program:
                     hoisted.add(x)
                     stack.append(candidates[x].operands()[0].id)
     bad_sources = {source_of[v] for v in hoisted if v in outputs}
-    hoisted = {v for v in hoisted if source_of[v] not in bad_sources}
+    # an input is taken for a parameter when a converted form of it is used as one (below);
+    # an activation's conversions stay per call (caching them would keep a converted copy
+    # of every activation alive as long as the framework keeps the activation)
+    params = {source_of[v.id] for op in program.ops if isinstance(op, Op)
+              for v in _parameter_operands(op) if v.id in hoisted}
+    params |= {source_of[op.result.id] for op in program.ops
+               if isinstance(op, Op) and op.fn == "host.read" and op.result.id in hoisted}
+    params |= {c.value.id for c in program.constants}
+    hoisted = {v for v in hoisted if source_of[v] not in bad_sources and source_of[v] in params}
     if not hoisted:
         return program
     counter = [max([v.id for v in program.inputs] + [c.value.id for c in program.constants]
@@ -98,3 +110,26 @@ def const_eval(program: Program, ctx: CompileContext) -> Program:
             if used_in_main:
                 main.append(op)
     return dataclasses.replace(program, ops=main, prepare=[b for b in blocks.values() if b.results])
+
+
+def _parameter_operands(op: Op) -> list:
+    """The operands `op` reads as a parameter: a matmul / linear's second operand, a conv's
+    weight and bias, a norm's weight and bias, an embedding's table, a scalar read on the
+    host, and an operand an elementwise op broadcasts (a bias or scale row)."""
+    if op.fn in ("matmul", "linear"):
+        return [a for a in op.args[1:2] if isinstance(a, Value)] + \
+            [v for k, v in op.kwargs.items() if k == "bias" and isinstance(v, Value)]
+    if op.fn in ("conv2d", "conv_transpose2d"):
+        return [op.kwargs[k] for k in ("weight_tensor", "bias_tensor") if isinstance(op.kwargs.get(k), Value)]
+    if op.fn in ("rms_norm", "layer_norm", "group_norm", "batch_norm"):
+        return [v for v in op.kwargs.values() if isinstance(v, Value)]
+    if op.fn == "embedding":
+        return [a for a in op.args[1:2] if isinstance(a, Value)]
+    if op.fn == "host.read":
+        return op.operands()
+    out_size = _size(op.result.type)
+    return [v for v in op.operands() if not v.on_host and _size(v.type) < out_size]
+
+
+def _size(t) -> int:
+    return math.prod(t.shape) if hasattr(t, "shape") else 0
