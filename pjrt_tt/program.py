@@ -262,12 +262,13 @@ def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
 
 @dataclasses.dataclass(eq=False)
 class Prepare:
-    """Const-eval (passes/const_eval.py): ops that only convert one program input or constant
-    (layout, data format, permutation of a weight). They run once per argument buffer and
-    their results are kept with the buffer (runtime/buffer.py) until it is deleted; the main
-    ops read `results` as they read inputs."""
-    source: Value            # a program input or constant
-    ops: list                # Ops reading only `source` and each other
+    """Const-eval (passes/const_eval.py): ops that only prepare parameters (program inputs or
+    constants): layout, data format, permutation of a weight, a batch norm's scale folded
+    into a conv weight. They run once per set of argument buffers and their results are kept
+    with the buffers (runtime/buffer.py) until one is deleted; the main ops read `results`
+    as they read inputs."""
+    sources: list            # program inputs / constants (Values)
+    ops: list                # Ops reading only `sources` and each other
     results: list            # the Values the main ops use
 
 
@@ -294,7 +295,7 @@ class Program:
         for c in self.constants:
             lines.append(f"  const  {c.value}: {c.value.type} = {_summary(c.data)}")
         for p in self.prepare:
-            lines.append(f"  prepare from {p.source} (once per buffer, kept with it):")
+            lines.append(f"  prepare from {', '.join(map(str, p.sources))} (once per buffer, kept with it):")
             _format_ops(lines, p.ops, {}, {}, "    ")
             lines.append(f"    keep {_fmt(p.results)}")
         _format_ops(lines, self.ops, self.frees, storage_roots(self.ops), "  ")

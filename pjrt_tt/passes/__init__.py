@@ -12,14 +12,15 @@ from pjrt_tt.passes.const_eval import const_eval
 from pjrt_tt.passes.data_formats import data_formats
 from pjrt_tt.passes.fusion import fuse
 from pjrt_tt.passes.liveness import eliminate_dead_ops, plan_frees
-from pjrt_tt.passes.simplify import fold_transposes, simplify
+from pjrt_tt.passes.simplify import simplify, simplify_after_fusion
 from pjrt_tt.program import Program
 
 # data formats first: fusion then sees the dtypes the program runs in (bf16-only fused ops
 # such as SDPA for a float32 program compiled with tt_compute_dtype=bfloat16); simplify
-# before fusion (folded constants and dropped x*1 let the patterns match); transposes into
-# the matmuls fusion left; const-eval once the per-call ops are final.
-PIPELINE = [data_formats, simplify, fuse, fold_transposes, eliminate_dead_ops, const_eval, plan_frees]
+# before fusion (folded constants and dropped x*1 let the patterns match) and after it
+# (transposes into matmuls, reshapes moved out of the way: fusion's patterns read both);
+# const-eval once the per-call ops are final.
+PIPELINE = [data_formats, simplify, fuse, simplify_after_fusion, eliminate_dead_ops, const_eval, plan_frees]
 
 
 def run_passes(program: Program, ctx: CompileContext) -> Program:

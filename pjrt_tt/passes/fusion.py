@@ -19,6 +19,7 @@ Rules, in order:
             x * rsqrt(E[x^2]+eps) [*g]                   -> ttnn.rms_norm(x, epsilon=, weight=)
   linear    matmul(a, w) + b                              -> ttnn.linear(a, w, bias=b)
             (also b over the trailing dims a reshape splits N into: flax DenseGeneral)
+  conv bn   conv2d(x, w) * s [+ b] (per channel, level 1)  -> ttnn.conv2d(x, w * s, bias_tensor=b)
   conv bias conv2d(...) + b                                -> ttnn.conv2d(..., bias_tensor=b)
   act       relu|gelu|silu|tanh|sigmoid(linear(...))      -> ttnn.linear(..., activation=)
   sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
@@ -512,6 +513,99 @@ def _conv_bias(m: Match) -> list[Op]:
     raise NoMatch
 
 
+def _conv_affine(m: Match) -> list[Op]:
+    """conv2d(x, w) * s [+ b], s and b per output channel (a batch norm at inference, as in
+    ResNet) -> conv2d(x, w * s, bias_tensor=b): the scale is folded into the weight as the
+    framework passes it, before its layout conversions, so const-eval prepares the scaled
+    weight once per (w, s) (const_eval.py). Level 1."""
+    need(m.g.level >= 1)
+    root, prod = m.root, m.g.prod
+    out = root.result.type
+    if root.fn == "add":
+        a, b = root.args if len(root.args) == 2 and not root.kwargs else (None, None)
+        pairs = [(a, b), (b, a)]
+    else:
+        pairs = [(root.result, None)]
+    for scaled, bias in pairs:
+        if not isinstance(scaled, Value) or (bias is not None and not (isinstance(bias, Value)
+                                                                       and _row(root.result, bias))):
+            continue
+        mul = prod.get(scaled.id)
+        if mul is None or mul.fn != "multiply" or mul.kwargs or len(mul.args) != 2 or scaled.type.shape != out.shape:
+            continue
+        for y, sv in (mul.args, mul.args[::-1]):
+            if not (isinstance(y, Value) and isinstance(sv, Value) and _row(scaled, sv)) or y.type != scaled.type:
+                continue
+            src = y
+            q = prod.get(y.id)
+            if q is not None and q.fn == "reshape" and q.args[0].type.shape[-1:] == y.type.shape[-1:]:
+                src = q.args[0]
+            conv = prod.get(src.id)
+            s0 = _source(m, sv)
+            if conv is None or conv.fn != "conv2d" or "bias_tensor" in conv.kwargs or s0 is None:
+                continue
+            chain, w0, axis = _weight_chain(m, conv.kwargs.get("weight_tensor"))
+            o = src.type.shape[-1]
+            if w0 is None or w0.type.shape[axis] != o or s0.type.dtype != w0.type.dtype or \
+                    math.prod(s0.type.shape) != o or (bias is not None and bias.type.dtype != src.type.dtype):
+                continue
+            # committed: record what is absorbed
+            m.inner += [mul, conv] + ([q] if src is not y else [])
+            new = []
+            s_shape = tuple(o if d == axis else 1 for d in range(len(w0.type.shape)))
+            s4 = m.g.new_value(dataclasses.replace(s0.type, shape=s_shape))
+            new.append(Op("reshape", (s0, ShapeArg(s_shape)), {}, s4, root.origin))
+            w = m.g.new_value(w0.type)
+            new.append(Op("multiply", (w0, s4), {}, w, root.origin))
+            for op in chain:   # the weight's conversions, on the scaled weight
+                v = m.g.new_value(op.result.type)
+                new.append(dataclasses.replace(op, args=(w,) + tuple(op.args[1:]), result=v))
+                w = v
+            kwargs = dict(conv.kwargs, weight_tensor=w)
+            if bias is not None:
+                bias = m.through(bias, False)
+                if tuple(bias.type.shape) != (1, 1, 1, o):
+                    b4 = m.g.new_value(dataclasses.replace(bias.type, shape=(1, 1, 1, o)))
+                    new.append(Op("reshape", (bias, ShapeArg((1, 1, 1, o))), {}, b4, root.origin))
+                    bias = b4
+                kwargs["bias_tensor"] = bias
+            if src.type == out:
+                return new + [Op("conv2d", conv.args, kwargs, root.result, root.origin)]
+            r = m.g.new_value(src.type)
+            return new + [Op("conv2d", conv.args, kwargs, r, root.origin),
+                          Op("reshape", (r, ShapeArg(out.shape)), {}, root.result, root.origin)]
+    raise NoMatch
+
+
+def _source(m: Match, v) -> Value | None:
+    """v as a program argument or constant seen through reshapes (None if computed)."""
+    while isinstance(v, Value):
+        p = m.g.prod.get(v.id)
+        if p is None:
+            return v
+        if p.fn != "reshape":
+            return None
+        v = p.args[0]
+    return None
+
+
+def _weight_chain(m: Match, w) -> tuple[list, Value | None, int]:
+    """A conv weight as (the permute / to_layout / typecast ops from the argument to it, in
+    order; the argument; which of its axes is the output channel axis, dim 0 of OIHW)."""
+    chain, axis = [], 0
+    while isinstance(w, Value):
+        p = m.g.prod.get(w.id)
+        if p is None:
+            return chain[::-1], w, axis
+        if p.fn == "permute" and not p.kwargs:
+            axis = list(p.args[1])[axis]
+        elif p.fn not in ("to_layout", "typecast"):
+            return [], None, 0
+        chain.append(p)
+        w = p.args[0]
+    return [], None, 0
+
+
 ACTIVATIONS = {"relu": "relu", "silu": "silu", "tanh": "tanh", "sigmoid": "sigmoid", "gelu": "gelu"}
 
 
@@ -682,6 +776,7 @@ RULES = [
     ({"divide"}, _one(_softmax)),
     ({"add", "multiply", "divide"}, _norm_rule),
     ({"add"}, _linear),
+    ({"add", "multiply"}, _one(_conv_affine)),
     ({"add"}, _conv_bias),
     (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
     ({"matmul"}, _sdpa),

@@ -9,9 +9,11 @@ point; loop bodies and branches are left as lowered.
     identity    x*1, x/1, x+0, x-0, typecast to its own dtype, reshape to its own shape -> x
     scalar      a binary op with a uniform operand of x's broadcast -> the op with a scalar
     chains      reshape(reshape(x)) -> reshape(x); permute(permute(x)) -> one permute or x
+    After fusion (simplify_after_fusion; fusion's patterns read the permutes and reshapes):
     transpose   matmul(permute(a, swap last two), ...) -> matmul(a, ..., transpose_a=True)
-                (and transpose_b): the permute goes when nothing else reads it. A pass of its
-                own (fold_transposes), run after fusion, whose patterns read those permutes
+                (and transpose_b): the permute goes when nothing else reads it
+    sink        elementwise(reshape(a), reshape(b)) -> reshape(elementwise(a, b)), so reshape
+                chains meet and cancel (a conv's output and the next conv's input)
     cse         the same op on the same operands twice -> the first result
 
 Never renamed: a program output (outputs are fresh tensors the framework owns, so an output
@@ -26,6 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from pjrt_tt.compile_context import CompileContext
+from pjrt_tt.passes.fusion import _max_id
 from pjrt_tt.program import DEVICE, STRUCTURED, Attr, Op, Program, ShapeArg, TensorType, Value, While
 
 _NP = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "int32": np.int32, "uint32": np.uint32,
@@ -45,13 +48,18 @@ def _num(a) -> bool:
 
 
 class _Graph:
-    def __init__(self, ops: list, outputs: set[int]):
+    def __init__(self, ops: list, outputs: set[int], counter: list[int]):
+        self.counter = counter
         self.prod = {op.result.id: op for op in ops if isinstance(op, Op)}
         self.users: dict[int, int] = {}
         for op in ops:
             for v in op.operands():
                 self.users[v.id] = self.users.get(v.id, 0) + 1
         self.outputs = outputs
+
+    def new_id(self) -> int:
+        self.counter[0] += 1
+        return self.counter[0]
 
     def uniform(self, a):
         """The one value `a` holds everywhere (a scalar literal or a ttnn.full, seen through
@@ -178,8 +186,46 @@ RULES = [
     ({"add", "subtract", "multiply", "divide", "maximum", "minimum"}, scalar),
     ({"reshape", "permute"}, chains),
 ]
-# after fusion (its attention pattern reads the permute of k), with cse to drop the permutes
-TRANSPOSE_RULES = [({"matmul", "linear"}, transpose)]
+_ELEMENTWISE_UNARY = {"relu", "gelu", "silu", "tanh", "sigmoid", "exp", "neg", "abs", "sqrt", "rsqrt",
+                      "reciprocal", "typecast"}
+_ELEMENTWISE_BINARY = {"add", "subtract", "multiply", "maximum", "minimum"}
+
+
+def sink_reshape(op: Op, g: _Graph):
+    """elementwise(reshape(a) [, reshape(b) | scalar]) -> reshape(elementwise(a [, b])), the
+    reshapes read only here and a, b of one shape: the op runs in its operands' own shape, so
+    a conv's [1, 1, N*H*W, C] output reshaped to [N, H, W, C] for a relu or a residual add and
+    back for the next conv is never regrouped (a TILE reshape of rows that are not a
+    multiple of 32 moves the data)."""
+    tensors = [a for a in op.args if isinstance(a, Value)]
+    if op.fn not in _ELEMENTWISE_UNARY | _ELEMENTWISE_BINARY or not tensors or \
+            any(isinstance(v, Value) for v in op.kwargs.values()):
+        return None
+    if op.fn in _ELEMENTWISE_UNARY and len(op.args) != 1 and op.fn != "typecast":
+        return None
+    srcs = []
+    for a in tensors:
+        p = g.prod.get(a.id)
+        if p is None or p.fn != "reshape" or g.users.get(a.id, 0) != 1 or a.id in g.outputs:
+            return None
+        srcs.append(p.args[0])
+    shape = srcs[0].type.shape
+    if any(v.type.shape != shape or v.type.layout != "TILE" for v in srcs) or \
+            tuple(tensors[0].type.shape) != tuple(op.result.type.shape) or op.result.type.layout != "TILE":
+        return None
+    it = iter(srcs)
+    args = tuple(next(it) if isinstance(a, Value) else a for a in op.args)
+    inner = Value(g.new_id(), TensorType(tuple(shape), op.result.type.dtype, "TILE"))
+    return [dataclasses.replace(op, args=args, result=inner),
+            Op("reshape", (inner, ShapeArg(tuple(op.result.type.shape))), {}, None, op.origin)]
+
+
+# after fusion (its patterns read the permutes and reshapes these move): transposes into
+# matmul flags, elementwise ops sunk below reshapes, and the chains and identities that leaves
+AFTER_FUSION_RULES = [({"matmul", "linear"}, transpose),
+                      (_ELEMENTWISE_UNARY | _ELEMENTWISE_BINARY, sink_reshape),
+                      ({"reshape", "permute"}, chains),
+                      ({"typecast", "reshape"}, identity)]
 
 
 def _key(op: Op):
@@ -221,8 +267,8 @@ def _rename_nested(ops: list, mapping: dict) -> None:
                 b.results = _subst(b.results, mapping)
 
 
-def _pass(ops: list, outputs: set[int], rules: list) -> tuple[list, bool]:
-    g = _Graph(ops, outputs)
+def _pass(ops: list, outputs: set[int], rules: list, counter: list[int]) -> tuple[list, bool]:
+    g = _Graph(ops, outputs, counter)
     mapping: dict[int, Value] = {}
     seen: dict = {}
     out, changed = [], False
@@ -243,6 +289,12 @@ def _pass(ops: list, outputs: set[int], rules: list) -> tuple[list, bool]:
             mapping[op.result.id] = new
             changed = True
             continue
+        if isinstance(new, list):   # ops ending in the one computing op.result
+            new[-1].result = op.result
+            for extra in new[:-1]:
+                g.prod[extra.result.id] = extra
+                out.append(extra)
+            new = new[-1]
         if isinstance(new, Op):
             new.result = op.result
             g.prod[op.result.id] = new
@@ -274,14 +326,15 @@ def simplify(program: Program, ctx: CompileContext, rules: list = RULES) -> Prog
         return program
     outputs = {v.id for v in program.outputs}
     ops = list(program.ops)
+    counter = [max([_max_id(ops)] + [v.id for v in program.inputs] + [c.value.id for c in program.constants])]
     for _ in range(8):   # to a fixed point (each round is linear; a few suffice)
-        ops, changed = _pass(ops, outputs, rules)
+        ops, changed = _pass(ops, outputs, rules, counter)
         ops = _prune(ops, set(outputs))
         if not changed:
             break
     return dataclasses.replace(program, ops=ops)
 
 
-def fold_transposes(program: Program, ctx: CompileContext) -> Program:
-    """The transpose rule alone, run after fusion."""
-    return simplify(program, ctx, TRANSPOSE_RULES)
+def simplify_after_fusion(program: Program, ctx: CompileContext) -> Program:
+    """AFTER_FUSION_RULES, run after fusion."""
+    return simplify(program, ctx, AFTER_FUSION_RULES)

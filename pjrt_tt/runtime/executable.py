@@ -34,11 +34,11 @@ class LoadedExecutable:
         target = client.target
         self._bound = target.bind(self.program, device.chip)
         self._constants = [target.upload(c.data, c.value.type, device.chip) for c in self.program.constants]
-        # const-eval (passes/const_eval.py): blocks of an input are kept with the argument
-        # buffer; a constant's are made at the first run and kept with the executable
+        # const-eval (passes/const_eval.py): blocks reading inputs are kept with the argument
+        # buffers; a block of constants only is made at the first run and kept here
         inputs = {v.id: i for i, v in enumerate(self.program.inputs)}
         consts = {c.value.id: i for i, c in enumerate(self.program.constants)}
-        self._prepare_from = [(inputs.get(p.source.id), consts.get(p.source.id)) for p in self.program.prepare]
+        self._prepare_from = [[(inputs.get(v.id), consts.get(v.id)) for v in p.sources] for p in self.program.prepare]
         self._const_prepared: dict[int, tuple] = {}
 
     def _describe(self, client, compiled, devices) -> None:
@@ -102,12 +102,17 @@ class LoadedExecutable:
         """The const-eval results of this run: from each argument buffer's cache (made on a
         miss), and the constants' (made once)."""
         out = []
-        for k, (i, c) in enumerate(self._prepare_from):
-            if i is not None:
-                out += args[i].prepared((self.fingerprint, k), lambda t, k=k: self._bound.prepare(k, t))
+        for k, sources in enumerate(self._prepare_from):
+            bufs = [args[i] for i, _ in sources if i is not None]
+            if bufs:
+                def make(tensors, k=k, sources=sources):
+                    it = iter(tensors)
+                    return self._bound.prepare(k, [next(it) if i is not None else self._constants[c]
+                                                   for i, c in sources])
+                out += bufs[0].prepared((self.fingerprint, k), make, bufs[1:])
             else:
                 if k not in self._const_prepared:
-                    self._const_prepared[k] = self._bound.prepare(k, self._constants[c])
+                    self._const_prepared[k] = self._bound.prepare(k, [self._constants[c] for _, c in sources])
                 out += self._const_prepared[k][0]
         return out
 

@@ -130,20 +130,20 @@ class BoundProgram:
         return steps
 
     def _bind_prepare(self, p) -> tuple:
-        """A const-eval block: (steps, source id, result ids, ids to free once run (the
+        """A const-eval block: (steps, source ids, result ids, ids to free once run (the
         intermediates owning storage no result lives in), ids the results' storage belongs to)."""
         roots = storage_roots(p.ops)
         kept = {roots.get(v.id, v.id) for v in p.results}
         made = [op.result.id for op in p.ops if not op.result.on_host]   # (host scalars: nothing to free)
         drop = [i for i in made if i not in kept and i not in roots]
-        return self._bind_block(p.ops, {}), p.source.id, [v.id for v in p.results], drop, \
+        return self._bind_block(p.ops, {}), [v.id for v in p.sources], [v.id for v in p.results], drop, \
             [i for i in made if i in kept]
 
-    def prepare(self, k: int, source) -> tuple[list, list]:
-        """Runs const-eval block k on its source tensor: (its results, the tensors to
+    def prepare(self, k: int, sources: list) -> tuple[list, list]:
+        """Runs const-eval block k on its source tensors: (its results, the tensors to
         deallocate when they are dropped)."""
-        steps, src, results, drop, owners = self.prepares[k]
-        env = {src: source}
+        steps, srcs, results, drop, owners = self.prepares[k]
+        env = dict(zip(srcs, sources))
         self._run_steps(steps, env)
         for vid in drop:
             self.ttnn.deallocate(env[vid])
@@ -281,8 +281,8 @@ class BoundProgram:
         owned = []
         if prepared is None and self.prepares:
             prepared = []
-            for k, (_, src, _, _, _) in enumerate(self.prepares):
-                results, owners = self.prepare(k, env[src])
+            for k, (_, srcs, _, _, _) in enumerate(self.prepares):
+                results, owners = self.prepare(k, [env[i] for i in srcs])
                 prepared += results
                 owned += owners
         if prepared:

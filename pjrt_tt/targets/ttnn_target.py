@@ -122,12 +122,14 @@ class _OnChip:
                 if c is not None:
                     target.free(c)
 
-    def prepare(self, k: int, source) -> tuple[list, list]:
-        """Const-eval block k (its results never share the source's storage: const_eval.py)."""
-        target, t = self.target, self.bound.program.prepare[k].source.type
-        copy = target.upload(target.download(source, t), t, self.chip) if target.tensors.is_view(source) else None
+    def prepare(self, k: int, sources: list) -> tuple[list, list]:
+        """Const-eval block k (its results never share a source's storage: const_eval.py)."""
+        target = self.target
+        copies = [target.upload(target.download(t, v.type), v.type, self.chip) if target.tensors.is_view(t) else None
+                  for t, v in zip(sources, self.bound.program.prepare[k].sources)]
         try:
-            return self.bound.prepare(k, copy if copy is not None else source)
+            return self.bound.prepare(k, [c if c is not None else t for c, t in zip(copies, sources)])
         finally:
-            if copy is not None:
-                target.free(copy)
+            for c in copies:
+                if c is not None:
+                    target.free(c)
