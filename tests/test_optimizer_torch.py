@@ -84,6 +84,10 @@ def test_hf_llama_layer_level_1(dev):
     norms = [op for op in p1.ops if op.fn == "rms_norm"]
     assert len(norms) == 3 and all(op.kwargs["epsilon"].on_host for op in norms), p1.format()
     assert any(op.fn == "host.read" for b in p1.prepare for op in b.ops)
+    # eager attention (bmm, float32 softmax, GQA repeat, scale an argument) -> ttnn's SDPA
+    (sdpa,) = [op for op in p1.ops if op.fn == "transformer.scaled_dot_product_attention"]
+    assert sdpa.kwargs["scale"].on_host and "attn_mask" in sdpa.kwargs and "softmax" not in fns
+    assert sdpa.args[1].type.shape[1] == 1 and sdpa.args[0].type.shape[1] == 2   # grouped k: not repeated
     # SiLU-gated MLP: the gate's SiLU in its matmul
     assert [op.kwargs.get("activation") for op in p1.ops if op.fn == "linear"] == ["silu"]
     assert "sigmoid" not in fns and "pow" not in fns

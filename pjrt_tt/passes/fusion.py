@@ -24,6 +24,8 @@ Rules, in order:
   act       relu|gelu|silu|tanh|sigmoid(linear(...))      -> ttnn.linear(..., activation=)
   sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
                                                          -> ttnn.transformer.scaled_dot_product_attention
+            (level 1: also torch's form, batch and heads flattened, k / v repeated for grouped
+            heads, the scale an argument, the softmax in float32 between typecasts)
 """
 from __future__ import annotations
 
@@ -763,6 +765,108 @@ def _norm_rule(m):
     return r if isinstance(r, list) else [r]
 
 
+def _through_casts(m: Match, v, want: str | None = None):
+    """v seen through typecasts (recorded); `want`: the dtype the first one must come from."""
+    while isinstance(v, Value) and m.fn(v) == "typecast" and m.g.prod.get(v.id) is not None \
+            and m.g.prod[v.id].fn == "typecast":
+        v = m.op(v, "typecast").args[0]
+    return v
+
+
+def _heads(m: Match, v3, transposed: bool = False):
+    """A [B*H, S, D] operand of torch's attention bmm -> its [B, Hk, S, D] tensor and H / Hk:
+    reshape(q4), reshape(permute(k4, swap last two)) (transposed), or either through the
+    GQA repeat (reshape(repeat(reshape(k4 -> [B, Hk, 1, S, D]), [1, 1, n, 1, 1])))."""
+    x = m.op(v3, "reshape").args[0]
+    if transposed:
+        p = m.op(x, "permute")
+        r = len(p.args[0].type.shape)
+        need(r == 4 and list(p.args[1]) == [0, 1, 3, 2])
+        x = p.args[0]
+    prod = m.g.prod
+    p = prod.get(x.id)
+    if p is not None and p.fn == "reshape" and prod.get(p.args[0].id) is not None \
+            and prod[p.args[0].id].fn == "repeat":
+        x5 = m.op(x, "reshape").args[0]
+    elif p is not None and p.fn == "repeat":
+        x5 = x
+    else:
+        need(len(x.type.shape) == 4)
+        return x, 1
+    r = m.op(x5, "repeat")
+    reps = tuple(r.args[1].dims)
+    need(len(reps) == 5 and reps[:2] == (1, 1) and reps[3:] == (1, 1))
+    k4 = m.op(r.args[0], "reshape").args[0]
+    need(len(k4.type.shape) == 4)
+    b, hk, sk, d = k4.type.shape
+    need(math.prod(x5.type.shape) == b * hk * reps[2] * sk * d)
+    return k4, reps[2]
+
+
+def _sdpa_torch(m: Match) -> list[Op]:
+    """torch's attention (HF eager, aten's math SDPA) as torch_xla writes it: batch and heads
+    flattened for the bmms, k and v repeated for grouped heads, the scale a constant or an
+    argument, the softmax in float32 between typecasts:
+      bmm(softmax(bmm(q, k^T) * scale [+ mask]), v) -> ttnn.transformer.scaled_dot_product_attention
+    (ttnn's SDPA takes the grouped k / v as they are). Level 1."""
+    need(m.g.level >= 1)
+    root = m.root
+    need(set(root.kwargs) <= {"compute_kernel_config"} and len(root.args) == 2)
+    p3, v3 = root.args
+    need(len(root.result.type.shape) == 3)
+    p4 = m.op(p3, "reshape").args[0]
+    soft = m.op(_through_casts(m, p4), "softmax")
+    need(soft.kwargs.get("dim", -1) in (-1, 3))
+    scores = _through_casts(m, soft.args[0])
+    mask = None
+    if m.fn(scores) == "add":
+        a, b = m.binary(scores, "add")
+        raw = [t for t in (a, b) if isinstance(t, Value) and t.type.shape == scores.type.shape]
+        need(len(raw) >= 1)
+        scores, mask = raw[0], (b if raw[0] is a else a)
+        need(isinstance(mask, Value))
+    scores = _through_casts(m, scores)
+    new, scale = [], None
+    if m.fn(scores) == "multiply":
+        a, b = m.binary(scores, "multiply")
+        for x, c in ((a, b), (b, a)):
+            if isinstance(x, Value) and x.type.shape == scores.type.shape:
+                break
+        else:
+            raise NoMatch
+        if _num(c):
+            scale = float(c)
+        elif _argument_scalar(m, c) is not None:
+            scale = m.g.new_value(ScalarType("float"))
+            new.append(Op(HOST_READ, (_argument_scalar(m, c),), {}, scale, root.origin))
+        else:
+            scale = _const(m, c)
+        scores = _through_casts(m, x)
+    raw4 = m.op(scores, "reshape").args[0]
+    qk = m.op(raw4, "matmul")
+    need(set(qk.kwargs) <= {"compute_kernel_config"} and len(raw4.type.shape) == 3)
+    q, qrep = _heads(m, qk.args[0])
+    k, krep = _heads(m, qk.args[1], transposed=True)
+    v, vrep = _heads(m, v3)
+    need(qrep == 1 and krep == vrep)
+    for t in (q, k, v):
+        need(t.type.dtype == "bfloat16")
+    (bq, hq, sq, d), (bk, hk, sk, dk) = q.type.shape, k.type.shape
+    need(d % 32 == 0 and d == dk and bq == bk and hq == hk * krep and k.type.shape == v.type.shape)
+    need(tuple(root.result.type.shape) == (bq * hq, sq, d) and tuple(raw4.type.shape) == (bq * hq, sq, sk))
+    kwargs = {"is_causal": False}
+    if scale is not None:
+        kwargs["scale"] = scale
+    if mask is not None:
+        mask = _through_casts(m, mask) if mask.type.dtype != "bfloat16" else mask
+        mb, mh, ms, mk = mask.type.shape if len(mask.type.shape) == 4 else (0, 0, 0, 0)
+        need(mb in (1, bq) and mh in (1, hq) and (ms, mk) == (sq, sk) and mask.type.dtype == "bfloat16")
+        kwargs["attn_mask"] = mask
+    out = m.g.new_value(dataclasses.replace(q.type, shape=(bq, hq, sq, d)))
+    return new + [Op("transformer.scaled_dot_product_attention", (q, k, v), kwargs, out, root.origin),
+                  Op("reshape", (out, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
+
+
 def _one(rule):
     def wrapped(m):
         r = rule(m)
@@ -780,6 +884,7 @@ RULES = [
     ({"add"}, _conv_bias),
     (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
     ({"matmul"}, _sdpa),
+    ({"matmul"}, _sdpa_torch),
 ]
 
 
