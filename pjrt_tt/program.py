@@ -82,13 +82,15 @@ class ShapeArg:
 
 @dataclasses.dataclass(frozen=True)
 class Construct:
-    """An argument the executor builds once as ttnn.<path>(**kwargs), e.g. a
-    WormholeComputeKernelConfig; kwargs are literals or Attrs: ((name, value), ...)."""
+    """An argument the executor builds once as ttnn.<path>(*args, **kwargs), e.g. a
+    WormholeComputeKernelConfig; args and kwargs are literals, Attrs or Constructs:
+    kwargs as ((name, value), ...)."""
     path: str
     kwargs: tuple[tuple[str, Any], ...] = ()
+    args: tuple = ()
 
     def __str__(self) -> str:
-        return f"ttnn.{self.path}({', '.join(f'{k}={v}' for k, v in self.kwargs)})"
+        return f"ttnn.{self.path}({', '.join([str(a) for a in self.args] + [f'{k}={v}' for k, v in self.kwargs])})"
 
 
 class _DeviceRef:

@@ -21,6 +21,7 @@ Rules, in order:
             (also b over the trailing dims a reshape splits N into: flax DenseGeneral)
   conv bn   conv2d(x, w) * s [+ b] (per channel, level 1)  -> ttnn.conv2d(x, w * s, bias_tensor=b)
   conv bias conv2d(...) + b                                -> ttnn.conv2d(..., bias_tensor=b)
+  conv relu relu(conv2d(...)) (level 1)                    -> ttnn.conv2d(..., conv_config=Conv2dConfig(activation=RELU))
   act       relu|gelu|silu|tanh|sigmoid(linear(...))      -> ttnn.linear(..., activation=)
   sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
                                                          -> ttnn.transformer.scaled_dot_product_attention
@@ -36,7 +37,7 @@ from collections import defaultdict
 import numpy as np
 
 from pjrt_tt.compile_context import CompileContext
-from pjrt_tt.program import HOST_READ, STRUCTURED, Attr, Op, Program, ScalarType, ShapeArg, TensorType, Value, While
+from pjrt_tt.program import HOST_READ, STRUCTURED, Attr, Construct, Op, Program, ScalarType, ShapeArg, TensorType, Value, While
 
 FLOATS = ("float32", "bfloat16")
 
@@ -579,6 +580,32 @@ def _conv_affine(m: Match) -> list[Op]:
     raise NoMatch
 
 
+CONV_RELU = Construct("Conv2dConfig", (("activation", Construct("UnaryWithParam", (), (Attr("UnaryOpType.RELU"),))),))
+
+
+def _conv_relu(m: Match) -> list[Op]:
+    """relu(conv2d(...)) (ttnn.relu or jax's maximum(y, 0)) -> conv2d(..., conv_config=
+    Conv2dConfig(activation=UnaryWithParam(RELU))): the relu applied as the conv writes its
+    result. Level 1."""
+    need(m.g.level >= 1)
+    root = m.root
+    if root.fn == "maximum":
+        need(len(root.args) == 2 and _num(root.args[1]) and root.args[1] == 0 and not root.kwargs)
+    else:
+        need(len(root.args) == 1 and not root.kwargs)
+    y = root.args[0]
+    need(isinstance(y, Value) and y.type == root.result.type)
+    src = m.through_rows(y)
+    conv = m.op(src, "conv2d")
+    need("conv_config" not in conv.kwargs and src.type.dtype == y.type.dtype)
+    kwargs = dict(conv.kwargs, conv_config=CONV_RELU)
+    if src.type == root.result.type:
+        return [Op("conv2d", conv.args, kwargs, root.result, root.origin)]
+    out = m.g.new_value(src.type)
+    return [Op("conv2d", conv.args, kwargs, out, root.origin),
+            Op("reshape", (out, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
+
+
 def _source(m: Match, v) -> Value | None:
     """v as a program argument or constant seen through reshapes (None if computed)."""
     while isinstance(v, Value):
@@ -882,6 +909,7 @@ RULES = [
     ({"add"}, _linear),
     ({"add", "multiply"}, _one(_conv_affine)),
     ({"add"}, _conv_bias),
+    ({"maximum", "relu"}, _conv_relu),
     (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
     ({"matmul"}, _sdpa),
     ({"matmul"}, _sdpa_torch),

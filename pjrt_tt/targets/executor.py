@@ -223,7 +223,8 @@ class BoundProgram:
                 shape = ttnn.Shape(list(a.dims))
                 return lambda env: shape
             if isinstance(a, Construct):
-                obj = resolve_attr(ttnn, a.path)(**{k: build(v)(None) for k, v in a.kwargs})
+                obj = resolve_attr(ttnn, a.path)(*[build(v)(None) for v in a.args],
+                                                 **{k: build(v)(None) for k, v in a.kwargs})
                 return lambda env: obj
             if a is DEVICE:
                 return lambda env: device

@@ -6,6 +6,8 @@ Result metadata follows real ttnn 0.81.1 as measured in mock (docs/ttnn-facts.md
 """
 from __future__ import annotations
 
+import enum
+
 import math
 import types
 
@@ -22,13 +24,36 @@ def _pair(v, n=2):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+class UnaryOpType(enum.Enum):
+    """ttnn.UnaryOpType, the members a fused activation uses here."""
+    RELU = "relu"
+
+
+class UnaryWithParam:
+    """ttnn.UnaryWithParam(op_type[, param...]): a unary op fused into another op."""
+
+    def __init__(self, op_type: UnaryOpType, *params):
+        self.op_type, self.params = op_type, params
+
+
+class Conv2dConfig:
+    """ttnn.Conv2dConfig: of its fields the sim models `activation` (applied to the conv's
+    result before it is written, as ttnn fuses it); the others tune performance only."""
+
+    def __init__(self, *, activation: UnaryWithParam | None = None, **_performance_only):
+        if activation is not None and activation.op_type not in (UnaryOpType.RELU,):
+            raise fatal("activation", f"conv2d: fused activation {activation.op_type} is not modelled")
+        self.activation = activation
+
+
 def conv2d(*, input_tensor: Tensor, weight_tensor: Tensor, device, in_channels: int, out_channels: int,
            batch_size: int, input_height: int, input_width: int, kernel_size, stride=(1, 1),
            padding=(0, 0), dilation=(1, 1), groups: int = 1, bias_tensor: Tensor | None = None,
-           dtype=None, memory_config=None, return_output_dim: bool = False,
-           return_weights_and_bias: bool = False, **_ignored):
+           conv_config: Conv2dConfig | None = None, dtype=None, memory_config=None,
+           return_output_dim: bool = False, return_weights_and_bias: bool = False, **_ignored):
     """Input [N,H,W,C] or [1,1,N*H*W,C] (device, any layout); weights [O, C/groups, kh, kw]
-    on the host or on device in ROW_MAJOR; bias [1,1,1,O]. Result [1,1,N*OH*OW,O] TILE."""
+    on the host or on device in ROW_MAJOR; bias [1,1,1,O]; conv_config's activation (relu)
+    applied before the result is written. Result [1,1,N*OH*OW,O] TILE."""
     _need_device("conv2d", input_tensor)
     if weight_tensor.layout != Layout.ROW_MAJOR:
         raise fatal("weight_tensor.layout() == Layout::ROW_MAJOR",
@@ -60,6 +85,8 @@ def conv2d(*, input_tensor: Tensor, weight_tensor: Tensor, device, in_channels: 
         for g in range(groups)], axis=-1)
     if bias_tensor is not None:
         y = y + _f32(bias_tensor).reshape(-1)
+    if conv_config is not None and conv_config.activation is not None:
+        y = np.maximum(y, 0)   # (RELU, the one modelled)
     out = _out(y.reshape(1, 1, n * oh * ow, o), out_dtype, Layout.TILE, input_tensor,
                memory_config or DRAM_MEMORY_CONFIG, arithmetic=True)
     if return_output_dim or return_weights_and_bias:
