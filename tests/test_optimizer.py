@@ -28,17 +28,20 @@ def _rand(*shape, dtype=np.float32):
 L1 = {"optimization_level": 1}   # (level 0 is the default: docs/optimizer.md)
 
 
+def _cached() -> dict:
+    """Every client's compiled programs (torch_xla's client may be the newest one)."""
+    return {(id(c), k): e for c in CLIENTS for k, e in c.compiler._cache.items()}
+
+
 def compiled(f, *args, tt, cpu, options=None):
     """(tt results, XLA:CPU results, the ttnn program), from one new compile of jit(f) at
     level 1 unless `options` say otherwise."""
     options = {**L1, **(options or {})}
-    cache = CLIENTS[-1].compiler._cache if CLIENTS else {}
-    before = set(cache)
+    before = set(_cached())
     want = [np.asarray(x) for x in jax.tree.leaves(jax.jit(f)(*jax.device_put(args, cpu)))]
     got = [np.asarray(x) for x in jax.tree.leaves(
         jax.jit(f, compiler_options=options)(*jax.device_put(args, tt)))]
-    cache = CLIENTS[-1].compiler._cache
-    new = [cache[k] for k in cache if k not in before]
+    new = [e for k, e in _cached().items() if k not in before]
     assert len(new) == 1, "each test compiles exactly one new program (use unique shapes)"
     return got, want, new[0].program
 

@@ -27,6 +27,9 @@ Rules, in order:
                                                          -> ttnn.transformer.scaled_dot_product_attention
             (level 1: also torch's form, batch and heads flattened, k / v repeated for grouped
             heads, the scale an argument, the softmax in float32 between typecasts)
+  rotary    x * cos + concat(-x[..., D/2:], x[..., :D/2]) * sin (level 1; HF's rotate_half
+            form, one cos / sin table for all batch rows and heads, bf16, D % 64 == 0,
+            S % 32 == 0)                                -> ttnn.experimental.rotary_embedding
 """
 from __future__ import annotations
 
@@ -894,6 +897,95 @@ def _sdpa_torch(m: Match) -> list[Op]:
                   Op("reshape", (out, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
 
 
+def _widened(m: Match, v, record: bool = True):
+    """v seen through typecasts that only widen bfloat16 to float32 (exact), and (when not
+    recording) through unit reshapes."""
+    while isinstance(v, Value):
+        p = m.g.prod.get(v.id)
+        if p is not None and p.fn == "typecast" and v.type.dtype == "float32" \
+                and p.args[0].type.dtype == "bfloat16":
+            v = m.op(v, "typecast").args[0] if record else p.args[0]
+        elif not record and p is not None and p.fn == "reshape" \
+                and _squeeze(p.args[0].type.shape) == _squeeze(v.type.shape):
+            v = p.args[0]
+        else:
+            return v
+    return v
+
+
+def _product(m: Match, t, dtype: str):
+    """t = the product of two operands, maybe computed in float32 and rounded to `dtype`
+    (torch_xla's bf16 multiply): the multiply's operands."""
+    if m.fn(t) == "typecast" and t.type.dtype == dtype:
+        t = m.op(t, "typecast").args[0]
+    return m.binary(t, "multiply")
+
+
+def _rotate_half_of(m: Match, r) -> Value:
+    """r = concat([-x[..., D/2:], x[..., :D/2]], last dim) (HF's rotate_half): x."""
+    cat = m.op(_widened(m, r), "concat")
+    parts, dim = cat.args
+    need(len(parts) == 2 and dim in (-1, len(r.type.shape) - 1) and not cat.kwargs)
+    hi = m.op(m.op(parts[0], "neg").args[0], "slice")
+    lo = m.op(parts[1], "slice")
+    x = hi.args[0]
+    need(lo.args[0] is x or lo.args[0].id == x.id)
+    shape = list(x.type.shape)
+    d = shape[-1]
+    need(d % 2 == 0 and len(shape) == 4)
+    ones, zeros = [1] * len(shape), [0] * len(shape)
+    need([list(a) for a in hi.args[1:]] == [zeros[:-1] + [d // 2], shape, ones])
+    need([list(a) for a in lo.args[1:]] == [zeros, shape[:-1] + [d // 2], ones])
+    return x
+
+
+def _rotary(m: Match) -> list[Op]:
+    """HF's apply_rotary_pos_emb, x * cos + rotate_half(x) * sin with cos / sin one
+    [S, D] table broadcast over batch and heads (bf16 x [B, H, S, D], D % 64 == 0,
+    S % 32 == 0: ttnn gives an unaligned S back padded) -> ttnn.experimental.rotary_embedding
+    (cos / sin as [1, 1, S, D] in x's dtype, seen through exact widenings). Level 1."""
+    need(m.g.level >= 1)
+    root = m.root
+    need(len(root.args) == 2 and not root.kwargs and all(isinstance(v, Value) for v in root.args))
+    dt, shape = root.result.type.dtype, tuple(root.result.type.shape)
+    need(dt == "bfloat16" and len(shape) == 4 and shape[-1] % 64 == 0 and shape[-2] % 32 == 0)
+    n, d = shape[-2:]
+    start = len(m.inner)
+    for xc, rs in (root.args, root.args[::-1]):
+        try:
+            a, b = _product(m, rs, dt)
+            r, sin = (a, b) if isinstance(a, Value) and m.fn(_widened(m, a, record=False)) == "concat" else (b, a)
+            x = _rotate_half_of(m, r)
+            need(tuple(x.type.shape) == shape and x.type.dtype == dt)
+            a, b = _product(m, xc, dt)
+            for u, cos in ((a, b), (b, a)):
+                if isinstance(u, Value) and _widened(m, u, record=False).id == x.id:
+                    _widened(m, u)
+                    break
+            else:
+                raise NoMatch
+            tables = []
+            for t in (cos, sin):
+                need(isinstance(t, Value) and tuple(t.type.shape[-2:]) == (n, d) and _squeeze(t.type.shape)
+                     == _squeeze((n, d)) and len(t.type.shape) <= 4)
+                src = _widened(m, t, record=False)
+                need(src.type.dtype == dt and _squeeze(src.type.shape) == _squeeze((n, d)))
+                tables.append(src)
+            break
+        except NoMatch:
+            del m.inner[start:]
+    else:
+        raise NoMatch
+    new, args = [], [x]
+    for src in tables:
+        if tuple(src.type.shape) != (1, 1, n, d):
+            out = m.g.new_value(dataclasses.replace(src.type, shape=(1, 1, n, d)))
+            new.append(Op("reshape", (src, ShapeArg((1, 1, n, d))), {}, out, root.origin))
+            src = out
+        args.append(src)
+    return new + [Op("experimental.rotary_embedding", tuple(args), {}, root.result, root.origin)]
+
+
 def _one(rule):
     def wrapped(m):
         r = rule(m)
@@ -913,6 +1005,7 @@ RULES = [
     (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
     ({"matmul"}, _sdpa),
     ({"matmul"}, _sdpa_torch),
+    ({"add"}, _rotary),
 ]
 
 
