@@ -312,3 +312,40 @@ def test_conv_block_keeps_the_convs_row_form(tt, cpu):
     assert [op.fn for op in between if not (op.fn == "reshape" and op.args[0].id in inputs)] == [], p.format()
     assert "conv_config" in p.ops[first].kwargs and "conv_config" not in p.ops[second].kwargs
     assert_close(got[0], want[0], kind="matmul")
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return jnp.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def _rope(q, k, cos, sin):   # HF's apply_rotary_pos_emb, cos / sin [B, S, D] unsqueezed at heads
+    c, s = cos[:, None], sin[:, None]
+    return q * c + _rotate_half(q) * s, k * c + _rotate_half(k) * s
+
+
+def _rope_args(b, hq, hk, s, d):
+    ang = RNG.uniform(0, 6, (1, s, d)).astype(np.float32)
+    bf = ml_dtypes.bfloat16
+    return (_rand(b, hq, s, d).astype(bf), _rand(b, hk, s, d).astype(bf),
+            np.cos(ang).astype(bf), np.sin(ang).astype(bf))
+
+
+def test_rotary_embedding_fuses(tt, cpu):
+    """q and k (grouped heads) rotated by one cos / sin table -> two
+    ttnn.experimental.rotary_embedding, no slice / neg / concat left."""
+    got, want, p = compiled(_rope, *_rope_args(2, 4, 2, 64, 64), tt=tt, cpu=cpu)
+    assert fns(p).count("experimental.rotary_embedding") == 2, p.format()
+    assert not {"neg", "concat", "slice", "multiply"} & set(fns(p)), p.format()
+    for g, w in zip(got, want):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 40, 64), (1, 2, 1, 32, 32)], ids=["unaligned_seq", "head_dim_32"])
+def test_rotary_embedding_outside_ttnns_bounds_is_not_fused(shape, tt, cpu):
+    """ttnn's op returns an unaligned S padded (measured in mock) and swaps whole tiles
+    (D % 64): those shapes keep the elementwise ops."""
+    got, want, p = compiled(_rope, *_rope_args(*shape), tt=tt, cpu=cpu)
+    assert "experimental.rotary_embedding" not in fns(p) and "concat" in fns(p), p.format()
+    for g, w in zip(got, want):
+        assert_close(g, w)

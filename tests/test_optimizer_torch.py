@@ -134,3 +134,29 @@ def test_data_updates_reach_the_prepared_weights(dev):
             elif change == "assign":
                 m.weight.data = torch.randn(16, 32)
             assert_close(np_(cm(x)), np_(m(x)), kind="bfloat16", what=f"step {step} after {change}")
+
+
+def test_hf_rotary_embedding_level_1(dev):
+    """HF's LlamaRotaryEmbedding + apply_rotary_pos_emb (bf16 products computed in float32
+    by torch_xla, the tables cast back and forth) -> ttnn.experimental.rotary_embedding."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama import modeling_llama as hf
+    cfg = transformers.LlamaConfig(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                                   max_position_embeddings=128)
+    rope = hf.LlamaRotaryEmbedding(cfg)
+
+    def f(q, k, pos):
+        cos, sin = rope(q, pos)
+        return hf.apply_rotary_pos_emb(q, k, cos, sin)
+    torch.manual_seed(5)
+    q, k = torch.randn(1, 4, 96, 64, dtype=torch.bfloat16), torch.randn(1, 2, 96, 64, dtype=torch.bfloat16)
+    pos = torch.arange(96)[None]
+    want = f(q, k, pos)
+    torch._dynamo.reset()
+    with NewPrograms() as new, torch.no_grad():
+        got = torch.compile(f, backend="tt", options={"optimization_level": 1})(q, k, pos)
+    p = new.biggest()
+    fns = [op.fn for op in p.ops]
+    assert fns.count("experimental.rotary_embedding") == 2 and "neg" not in fns, p.format()
+    for g, w in zip(got, want):
+        assert_close(np_(g), np_(w), kind="bfloat16")
