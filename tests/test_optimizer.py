@@ -311,7 +311,30 @@ def test_conv_block_keeps_the_convs_row_form(tt, cpu):
     # at most the next conv's bias viewed as [1, 1, 1, C]
     assert [op.fn for op in between if not (op.fn == "reshape" and op.args[0].id in inputs)] == [], p.format()
     assert "conv_config" in p.ops[first].kwargs and "conv_config" not in p.ops[second].kwargs
+    # the block's last relu is the residual add's fused activation
+    assert not {"maximum", "relu"} & set(fns(p)), p.format()
     assert_close(got[0], want[0], kind="matmul")
+
+
+def test_relu_after_add_fuses_into_the_add(tt, cpu):
+    """relu(a + b) -> ttnn.add(a, b, activations=[RELU]) (f32 and bf16); a sum also returned
+    keeps its own add."""
+    bf = ml_dtypes.bfloat16
+    a, b = _rand(4, 37, 48), _rand(4, 37, 48)
+    f = lambda a, b, c, d: (jax.nn.relu(a + b), jax.nn.relu(c + d))  # noqa: E731
+    got, want, p = compiled(f, a, b, a.astype(bf), b.astype(bf), tt=tt, cpu=cpu)
+    adds = [op for op in p.ops if op.fn == "add"]
+    assert len(adds) == 2 and all("activations" in op.kwargs for op in adds), p.format()
+    assert not {"maximum", "relu"} & set(fns(p)), p.format()
+    assert (got[0] == 0).any() and (got[0] > 0).any()
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+    g = lambda a, b: (jax.nn.relu(a + b), a + b)  # noqa: E731
+    got, want, p = compiled(g, a[:3], b[:3], tt=tt, cpu=cpu)
+    assert [bool(op.kwargs.get("activations")) for op in p.ops if op.fn == "add"] in ([True, False], [False, True])
+    assert (got[1] < 0).any(), "the returned sum is not the relu's"
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
 
 
 def _rotate_half(x):

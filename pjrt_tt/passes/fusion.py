@@ -23,6 +23,7 @@ Rules, in order:
   conv bias conv2d(...) + b                                -> ttnn.conv2d(..., bias_tensor=b)
   conv relu relu(conv2d(...)) (level 1)                    -> ttnn.conv2d(..., conv_config=Conv2dConfig(activation=RELU))
   act       relu|gelu|silu|tanh|sigmoid(linear(...))      -> ttnn.linear(..., activation=)
+  add relu  relu(a + b) (level 1)                        -> ttnn.add(a, b, activations=[UnaryWithParam(RELU)])
   sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
                                                          -> ttnn.transformer.scaled_dot_product_attention
             (level 1: also torch's form, batch and heads flattened, k / v repeated for grouped
@@ -609,6 +610,25 @@ def _conv_relu(m: Match) -> list[Op]:
             Op("reshape", (out, ShapeArg(root.result.type.shape)), {}, root.result, root.origin)]
 
 
+ADD_RELU = [Construct("UnaryWithParam", (), (Attr("UnaryOpType.RELU"),))]
+
+
+def _add_relu(m: Match) -> list[Op]:
+    """relu(a + b) (a ResNet block's end: the residual add) -> ttnn.add(a, b, activations=
+    [UnaryWithParam(RELU)]): the relu applied as the add writes its result, one pass over
+    the tensor instead of two. Same-shape float operands (what mock was checked on). Level 1."""
+    need(m.g.level >= 1)
+    root = m.root
+    if root.fn == "maximum":
+        need(len(root.args) == 2 and _num(root.args[1]) and root.args[1] == 0 and not root.kwargs)
+    else:
+        need(len(root.args) == 1 and not root.kwargs)
+    a, b = m.binary(root.args[0], "add")
+    t = root.result.type
+    need(t.dtype in FLOATS and all(isinstance(v, Value) and v.type == t for v in (a, b, root.args[0])))
+    return [Op("add", (a, b), {"activations": ADD_RELU}, root.result, root.origin)]
+
+
 def _source(m: Match, v) -> Value | None:
     """v as a program argument or constant seen through reshapes (None if computed)."""
     while isinstance(v, Value):
@@ -1003,6 +1023,7 @@ RULES = [
     ({"add"}, _conv_bias),
     ({"maximum", "relu"}, _conv_relu),
     (set(ACTIVATIONS) | {"maximum", "multiply"}, _activation),
+    ({"maximum", "relu"}, _add_relu),
     ({"matmul"}, _sdpa),
     ({"matmul"}, _sdpa_torch),
     ({"add"}, _rotary),
