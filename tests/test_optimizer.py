@@ -372,3 +372,31 @@ def test_rotary_embedding_outside_ttnns_bounds_is_not_fused(shape, tt, cpu):
     assert "experimental.rotary_embedding" not in fns(p) and "concat" in fns(p), p.format()
     for g, w in zip(got, want):
         assert_close(g, w)
+
+
+def _ln32(x, g, b):   # model code's layer norm: statistics in float32, the affine in x's dtype
+    xf = x.astype(jnp.float32)
+    mu = jnp.mean(xf, axis=-1, keepdims=True)
+    y = (xf - mu) * lax.rsqrt(jnp.mean((xf - mu) ** 2, axis=-1, keepdims=True) + 1e-5)
+    return y.astype(x.dtype) * g + b
+
+
+def _rms32(x, g):
+    xf = x.astype(jnp.float32)
+    return (xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + 1e-6)).astype(x.dtype) * g
+
+
+def test_norm_affine_after_the_cast_joins_the_norm(tt, cpu):
+    """typecast(norm(x32)) * g [+ b] -> typecast(norm(x32, weight=g, bias=b)): no multiply
+    or add left; within bf16's bounds of XLA:CPU's three roundings."""
+    bf = ml_dtypes.bfloat16
+    x = (3 * _rand(2, 40, 96) + 1).astype(bf)
+    g, b = RNG.uniform(0.5, 2, 96).astype(bf), _rand(96).astype(bf)
+    f = lambda x, g, b: (_ln32(x, g, b), _rms32(x, g))  # noqa: E731
+    got, want, p = compiled(f, x, g, b, tt=tt, cpu=cpu)
+    norms = {op.fn: op for op in p.ops if op.fn in ("layer_norm", "rms_norm")}
+    assert set(norms) == {"layer_norm", "rms_norm"}, p.format()
+    assert {"weight", "bias"} <= set(norms["layer_norm"].kwargs) and "weight" in norms["rms_norm"].kwargs
+    assert not {"multiply", "add"} & set(fns(p)), p.format()
+    assert_close(got[0], want[0], kind="bfloat16")
+    assert_close(got[1], want[1], kind="bfloat16")

@@ -83,6 +83,7 @@ def test_hf_llama_layer_level_1(dev):
     # HF RMSNorm (eps arrives as an argument) -> ttnn.rms_norm with eps read once per buffer
     norms = [op for op in p1.ops if op.fn == "rms_norm"]
     assert len(norms) == 3 and all(op.kwargs["epsilon"].on_host for op in norms), p1.format()
+    assert all("weight" in op.kwargs for op in norms), p1.format()   # `weight * h.to(dtype)` joins the norm
     assert any(op.fn == "host.read" for b in p1.prepare for op in b.ops)
     # eager attention (bmm, float32 softmax, GQA repeat, scale an argument) -> ttnn's SDPA
     (sdpa,) = [op for op in p1.ops if op.fn == "transformer.scaled_dot_product_attention"]

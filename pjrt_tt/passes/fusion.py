@@ -17,6 +17,8 @@ Rules, in order:
   softmax   exp(x - max(x)) / sum(exp(x - max(x)))        -> ttnn.softmax(x, dim=-1)
   norms     (x-E[x]) * rsqrt(Var[x]+eps) [*g] [+b]        -> ttnn.layer_norm(x, epsilon=, weight=, bias=)
             x * rsqrt(E[x^2]+eps) [*g]                   -> ttnn.rms_norm(x, epsilon=, weight=)
+  norm affine typecast(norm(x)) * g [+ b] (level 1; also torch's float32 product between casts)
+                                                         -> typecast(norm(x, weight=g, bias=b))
   linear    matmul(a, w) + b                              -> ttnn.linear(a, w, bias=b)
             (also b over the trailing dims a reshape splits N into: flax DenseGeneral)
   conv bn   conv2d(x, w) * s [+ b] (per channel, level 1)  -> ttnn.conv2d(x, w * s, bias_tensor=b)
@@ -419,6 +421,51 @@ def _norm(m: Match) -> Op:
         kwargs["bias"] = beta
     return new + [Op(fused, (x,), kwargs, root.result, root.origin)]
 
+
+def _norm_affine(m: Match) -> list[Op]:
+    """A norm computed in float32, cast back, then scaled and shifted (model code's
+    `norm(x.astype(f32)).astype(x.dtype) * g [+ b]`; HF's `weight * h.to(dtype)`, which
+    torch_xla computes in float32 between casts and rounds back):
+      typecast(norm(x)) * g [+ b]                 -> typecast(norm(x, weight=g, bias=b))
+      typecast(f32(typecast(norm(x))) * g, dtype) -> typecast(norm(x, weight=g), dtype)
+    the affine in the norm's float32 (one rounding to the narrow dtype instead of two or
+    three). Level 1 (the jax forms without the cast are the norm rule's)."""
+    need(m.g.level >= 1)
+    root, out = m.root, m.root.result.type
+    beta, prod, final = None, root.result, None
+    if root.fn == "typecast":
+        need(len(root.args) >= 1 and isinstance(root.args[0], Value) and m.fn(root.args[0]) == "multiply")
+        final, prod = root, root.args[0]
+    elif root.fn == "add":
+        a, b = m.binary(root.result, "add")
+        for p, q in ((a, b), (b, a)):
+            if isinstance(p, Value) and m.fn(p) == "multiply" and isinstance(q, Value) and _row(root.result, q):
+                prod, beta = p, q
+                break
+        else:
+            raise NoMatch
+    a, b = m.binary(prod, "multiply")
+    for t, g in ((a, b), (b, a)):
+        if isinstance(t, Value) and m.fn(_widened(m, t, record=False)) == "typecast" and isinstance(g, Value) \
+                and _row(prod, g):
+            break
+    else:
+        raise NoMatch
+    cast = m.op(_widened(m, t), "typecast")
+    norm = m.op(cast.args[0], "layer_norm", "rms_norm")
+    need(not {"weight", "bias"} & set(norm.kwargs) and t.type == prod.type)
+    need(all(v.type.dtype in FLOATS for v in (g,) + ((beta,) if beta is not None else ())))
+    if final is None:
+        need(cast.result.type == out and prod.type == out)
+        final = cast
+    else:
+        need(prod.type.shape == out.shape and norm.result.type.shape == out.shape)
+    kwargs = dict(norm.kwargs, weight=g)
+    if beta is not None:
+        kwargs["bias"] = beta
+    wide = m.g.new_value(norm.result.type)
+    return [dataclasses.replace(norm, kwargs=kwargs, result=wide, origin=root.origin),
+            Op("typecast", (wide,) + tuple(final.args[1:]), dict(final.kwargs), root.result, root.origin)]
 
 def _argument_scalar(m: Match, v) -> Value | None:
     """v = a one-element float program argument (through reshapes), at level 1: what torch
@@ -1018,6 +1065,7 @@ RULES = [
     ({"multiply"}, _one(_gelu)),
     ({"divide"}, _one(_softmax)),
     ({"add", "multiply", "divide"}, _norm_rule),
+    ({"add", "multiply", "typecast"}, _norm_affine),
     ({"add"}, _linear),
     ({"add", "multiply"}, _one(_conv_affine)),
     ({"add"}, _conv_bias),
