@@ -400,3 +400,27 @@ def test_norm_affine_after_the_cast_joins_the_norm(tt, cpu):
     assert not {"multiply", "add"} & set(fns(p)), p.format()
     assert_close(got[0], want[0], kind="bfloat16")
     assert_close(got[1], want[1], kind="bfloat16")
+
+
+def _decode_attention(q, kc, vc, pos):
+    """model code's grouped decode attention: q [B, Hk, G, D] against a cache [B, Hk, S, D],
+    positions after `pos` masked by a where, the softmax in float32."""
+    s = jnp.einsum("bgqd,bgsd->bgqs", q, kc) * (q.shape[-1] ** -0.5)
+    s = jnp.where(jnp.arange(kc.shape[2]) <= pos, s, -1e9)
+    p = jax.nn.softmax(s.astype(jnp.float32), axis=-1).astype(q.dtype)
+    return jnp.einsum("bgqs,bgsd->bgqd", p, vc)
+
+
+def test_where_masked_float32_softmax_attention_is_sdpa(tt, cpu):
+    bf = ml_dtypes.bfloat16
+    q, kc, vc = _rand(4, 2, 4, 64).astype(bf), _rand(4, 2, 96, 64).astype(bf), _rand(4, 2, 96, 64).astype(bf)
+    pos = np.int32(40)
+    got, want, p = compiled(_decode_attention, q, kc, vc, pos, tt=tt, cpu=cpu)
+    (sdpa,) = [op for op in p.ops if op.fn == "transformer.scaled_dot_product_attention"]
+    assert "softmax" not in fns(p) and tuple(sdpa.kwargs["attn_mask"].type.shape) == (1, 1, 4, 96), p.format()
+    assert_close(got[0], want[0], kind="bfloat16")
+    # the same at level 0: the lowering as is (matmul, where, float32 softmax, matmul)
+    got0 = np.asarray(jax.jit(_decode_attention, compiler_options={"optimization_level": 0})(
+        *jax.device_put((q, kc, vc, np.int32(41)), tt)))
+    assert_close(got0, np.asarray(jax.jit(_decode_attention)(*jax.device_put((q, kc, vc, np.int32(41)), cpu))),
+                 kind="bfloat16")

@@ -800,6 +800,15 @@ def _untranspose(m: Match, v, new: list, origin: str) -> Value:
     return out
 
 
+def _uncast(m: Match, v):
+    """v seen through unit reshapes and, at level 1, typecasts (not recorded)."""
+    v = m.through(v, False)
+    while m.g.level >= 1 and isinstance(v, Value) and m.g.prod.get(v.id) is not None \
+            and m.g.prod[v.id].fn == "typecast":
+        v = m.through(m.g.prod[v.id].args[0], False)
+    return v
+
+
 def _sdpa(m: Match) -> list[Op]:
     """out = softmax(scores) @ v, scores = (q @ k^T) * scale [+ mask], q/k/v [B,H,S,D]
     (also as flax writes it: q scaled first, and out^T = v^T @ softmax^T)."""
@@ -807,7 +816,7 @@ def _sdpa(m: Match) -> list[Op]:
     # (a compute_kernel_config data_formats gave the matmuls is theirs: SDPA keeps its default)
     need(set(root.kwargs) <= {"compute_kernel_config"} and len(root.args) == 2)
     a, b = root.args
-    transposed = m.fn(a) != "softmax"
+    transposed = m.fn(_uncast(m, a)) != "softmax"
     if transposed:  # out^T = v^T @ P^T
         pt = m.op(b, "permute")
         r = len(b.type.shape)
@@ -815,8 +824,19 @@ def _sdpa(m: Match) -> list[Op]:
         pr, v = pt.args[0], _untranspose(m, a, new, root.origin)
     else:
         pr, v = a, b
-    p = m.op(m.through(pr), "softmax")
+    sm = m.through(pr)
+    if m.g.level >= 1 and m.fn(sm) == "typecast":   # level 1: a float32 softmax between casts
+        sm = _through_casts(m, sm)
+    p = m.op(sm, "softmax")
     scores = p.args[0]
+    if m.g.level >= 1 and m.fn(scores) == "typecast":
+        scores = _through_casts(m, scores)
+    selected = None   # level 1: where(keep, scores, -big) (flax's and model code's mask)
+    if m.g.level >= 1 and m.fn(scores) == "where":
+        keep, scores, fill = m.op(m.through(scores), "where").args
+        f = m.g.prod.get(fill.id) if isinstance(fill, Value) else None
+        need(isinstance(keep, Value) and f is not None and f.fn == "full" and _num(f.args[1]) and f.args[1] <= -1e4)
+        selected = (keep, f)
     terms, c = _terms(m, scores) if m.fn(scores) == "add" else ([scores], 0.0)
     need(c == 0 and 1 <= len(terms) <= 2)
     mask = None
@@ -845,6 +865,22 @@ def _sdpa(m: Match) -> list[Op]:
     want = (bq, hq, sq, d) if not transposed else (bq, hq, d, sq)
     need(tuple(root.result.type.shape) == want)
     kwargs = {"is_causal": False, "scale": float(scale)}
+    if selected is not None:   # the kept positions as an additive mask of ttnn's shape
+        need(mask is None and not transposed)
+        keep, f = selected
+        ks = (1,) * (4 - len(keep.type.shape)) + tuple(keep.type.shape)
+        need(len(ks) == 4 and ks[0] in (1, bq) and ks[1] in (1, hq) and ks[2] in (1, sq) and ks[3] == sk)
+        shape = (ks[0], ks[1], sq, sk)
+        mtype = TensorType(shape, "bfloat16", "TILE")
+        if tuple(keep.type.shape) != ks:
+            k4 = m.g.new_value(dataclasses.replace(keep.type, shape=ks))
+            new.append(Op("reshape", (keep, ShapeArg(ks)), {}, k4, root.origin))
+            keep = k4
+        zero, big, mask = (m.g.new_value(mtype) for _ in range(3))
+        fkw = dict(f.kwargs, dtype=Attr("bfloat16"), layout=Attr("TILE_LAYOUT"))
+        new += [Op("full", (ShapeArg(shape), 0.0), fkw, zero, root.origin),
+                Op("full", (ShapeArg(shape), float(f.args[1])), fkw, big, root.origin),
+                Op("where", (keep, zero, big), {}, mask, root.origin)]
     if mask is not None:
         mb, mh, ms, mk = mask.type.shape if len(mask.type.shape) == 4 else (0, 0, 0, 0)
         need(mb in (1, bq) and mh in (1, hq) and (ms, mk) == (sq, sk) and mask.type.dtype == "bfloat16")
