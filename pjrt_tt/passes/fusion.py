@@ -29,7 +29,8 @@ Rules, in order:
   sdpa      softmax(q k^T * s [+ mask]) v (bf16, head_dim % 32 == 0)
                                                          -> ttnn.transformer.scaled_dot_product_attention
             (level 1: also torch's form, batch and heads flattened, k / v repeated for grouped
-            heads, the scale an argument, the softmax in float32 between typecasts)
+            heads, the scale an argument, the softmax in float32 between typecasts; and the
+            jax forms with the mask a where(keep, s, -big) and the softmax in float32 between casts)
   rotary    x * cos + concat(-x[..., D/2:], x[..., :D/2]) * sin (level 1; HF's rotate_half
             form, one cos / sin table for all batch rows and heads, bf16, D % 64 == 0,
             S % 32 == 0)                                -> ttnn.experimental.rotary_embedding
