@@ -301,6 +301,18 @@ def parse_compile_options(blob: bytes):
     return options
 
 
+def build_optimization_level(options) -> int:
+    """ExecutableBuildOptions.optimization_level (field 24), where jax.jit(compiler_options=
+    {"optimization_level": n}) puts n (jax/_src/compiler.py). Read from the wire: jaxlib's
+    getter fails on any value that is not one of XLA's EffortLevel names (1 and 2 are not)."""
+    for field, value in _proto_fields(options.SerializeAsString()):
+        if field == 3 and isinstance(value, bytes):
+            for f, v in _proto_fields(value):
+                if f == 24 and isinstance(v, int):
+                    return v - (1 << 64) if v >= 1 << 63 else v
+    return 0
+
+
 def _build_options_problem(blob: bytes) -> str:
     """jaxlib aborts the process (a CHECK) on a negative device_ordinal other than -1."""
     for field, value in _proto_fields(blob):

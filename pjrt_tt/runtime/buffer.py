@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
+import weakref
 
 import numpy as np
 
@@ -24,6 +26,9 @@ def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides
     return np.ndarray(dims, dtype, buffer=raw, strides=byte_strides)
 
 
+_SERIAL = itertools.count()   # buffer serial numbers, never reused (const-eval cache keys)
+
+
 class Buffer:
     """A PJRT buffer: holds one device tensor handle; freeing it is the target's business."""
 
@@ -35,6 +40,12 @@ class Buffer:
         self.element_type = host.element.pjrt
         self.dims = tuple(host.shape)
         self.on_device_size = device_bytes(device_type(host))
+        # const-eval results made from this buffer (passes/const_eval.py), by (program, block,
+        # the serials of the other buffers read): (results, tensors to free); they live as long
+        # as this buffer and the others hold their tensors
+        self.serial = next(_SERIAL)
+        self._prepared: dict = {}
+        self._linked: list = []   # (weakref to the buffer keeping an entry that read this one, key)
 
     @classmethod
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
@@ -47,9 +58,43 @@ class Buffer:
                                       device_array(data, host), t, device.chip)
         return cls(device, host, tensor)
 
+    def prepared(self, key, make, others=()) -> list:
+        """The const-eval results `key` names, made from this buffer and `others` by
+        `make([tensors]) -> (results, owners)` the first time, and kept until any of them
+        is deleted or holds another tensor."""
+        full = (key, tuple(o.serial for o in others))
+        hit = self._prepared.get(full)
+        if hit is None:
+            made = make([b.live_tensor("preparing an argument") for b in (self, *others)])
+            hit = self._prepared.setdefault(full, made)
+            if hit is not made:   # another thread made it first
+                self._free_owned([made])
+            else:
+                for o in others:
+                    o._linked.append((weakref.ref(self), full))
+        return hit[0]
+
+    def _free_owned(self, entries) -> None:
+        target = self.device.client.target
+        for _, owners in entries:
+            for t in owners:
+                target.free(t)
+
+    def _drop_prepared(self) -> None:
+        entries, self._prepared = list(self._prepared.values()), {}
+        linked, self._linked = self._linked, []
+        for ref, full in linked:   # entries other buffers keep that read this one
+            keeper = ref()
+            entry = keeper._prepared.pop(full, None) if keeper is not None else None
+            if entry is not None:
+                entries.append(entry)
+        if self.device.client.deadline.wedged is None:
+            self._free_owned(entries)
+
     def hold(self, tensor) -> None:
         """Hold `tensor` (the same values, e.g. a view of a mesh copy) instead of the current
         one, which goes back to the target (the target's DeviceTensors decides what that frees)."""
+        self._drop_prepared()
         old, self.tensor = self.tensor, tensor
         if old is not None:
             self.device.client.target.free(old)
@@ -60,6 +105,7 @@ class Buffer:
 
     def delete(self) -> None:
         if self.tensor is not None:
+            self._drop_prepared()
             client = self.device.client
             if client.deadline.wedged is None:   # a wedged device would not answer a free either
                 client.target.free(self.tensor)

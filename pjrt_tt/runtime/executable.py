@@ -34,6 +34,12 @@ class LoadedExecutable:
         target = client.target
         self._bound = target.bind(self.program, device.chip)
         self._constants = [target.upload(c.data, c.value.type, device.chip) for c in self.program.constants]
+        # const-eval (passes/const_eval.py): blocks reading inputs are kept with the argument
+        # buffers; a block of constants only is made at the first run and kept here
+        inputs = {v.id: i for i, v in enumerate(self.program.inputs)}
+        consts = {c.value.id: i for i, c in enumerate(self.program.constants)}
+        self._prepare_from = [[(inputs.get(v.id), consts.get(v.id)) for v in p.sources] for p in self.program.prepare]
+        self._const_prepared: dict[int, tuple] = {}
 
     def _describe(self, client, compiled, devices) -> None:
         """What PJRT asks of any executable: its program's name, outputs and devices."""
@@ -78,23 +84,46 @@ class LoadedExecutable:
                 raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
             tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
+        prepared = deadline.call(f"const-eval of program {self.name}", self._prepared, args) \
+            if self._prepare_from else None
         if self.profiler is not None and self.profiler.active:   # perf profile (mock/device wrap the bound program)
             outputs = deadline.call(f"program {self.name}", self.profiler.run, program,
                                     getattr(self._bound, "bound", self._bound),
-                                    lambda: self._bound.run(tensors, self._constants))
+                                    lambda: self._bound.run(tensors, self._constants, prepared))
         else:
-            outputs = deadline.call(f"program {self.name}", self._bound.run, tensors, self._constants)
+            outputs = deadline.call(f"program {self.name}", self._bound.run, tensors, self._constants, prepared)
         keep = set(non_donatable_input_indices or ())
         for i in program.donated_inputs:
             if i not in keep:
                 args[i].delete()
         return [[Buffer(self.device, h, t) for h, t in zip(program.output_host_types, outputs)]]
 
+    def _prepared(self, args) -> list:
+        """The const-eval results of this run: from each argument buffer's cache (made on a
+        miss), and the constants' (made once)."""
+        out = []
+        for k, sources in enumerate(self._prepare_from):
+            bufs = [args[i] for i, _ in sources if i is not None]
+            if bufs:
+                def make(tensors, k=k, sources=sources):
+                    it = iter(tensors)
+                    return self._bound.prepare(k, [next(it) if i is not None else self._constants[c]
+                                                   for i, c in sources])
+                out += bufs[0].prepared((self.fingerprint, k), make, bufs[1:])
+            else:
+                if k not in self._const_prepared:
+                    self._const_prepared[k] = self._bound.prepare(k, [self._constants[c] for _, c in sources])
+                out += self._const_prepared[k][0]
+        return out
+
     def delete(self) -> None:
         if not self.is_deleted:
             for t in self._constants if self.client.deadline.wedged is None else ():   # (see Buffer.delete)
                 self.client.target.free(t)
-            self._constants = []
+            for _, owners in self._const_prepared.values() if self.client.deadline.wedged is None else ():
+                for t in owners:
+                    self.client.target.free(t)
+            self._constants, self._const_prepared = [], {}
             self.is_deleted = True
 
     def __del__(self):

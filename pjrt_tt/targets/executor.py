@@ -59,7 +59,7 @@ def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
 
 
 def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
-    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync.
+    """host.read: a rank-0/(1,) device tensor -> Python int, bool or float. A host sync.
     On a mesh every chip's copy is read (ttnn refuses to read a mesh tensor whole without a
     mesh composer): the host drives all chips with one value, so they must agree."""
     def scalar(x):
@@ -75,7 +75,7 @@ def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
             v = values[0]
         else:
             v = scalar(x)
-        return bool(v) if kind == "bool" else int(v)
+        return bool(v) if kind == "bool" else float(v) if kind == "float" else int(v)
     return read
 
 
@@ -100,6 +100,8 @@ class BoundProgram:
         self.timer: Callable | None = None   # perf hook: timer(op, host ns) per op (pjrt_tt/perf)
         self._views = storage_roots(program.ops)
         self.steps = self._bind_block(program.ops, program.frees)
+        self.prepares = [self._bind_prepare(p) for p in program.prepare]
+        self.prepared_ids = [v.id for p in program.prepare for v in p.results]
         self.input_ids = [v.id for v in program.inputs]
         self.const_ids = [c.value.id for c in program.constants]
         self.output_ids = [v.id for v in program.outputs]
@@ -126,6 +128,26 @@ class BoundProgram:
                     expect = self._expected_meta(op.result.type)
                 steps.append((fn, self._arg_builder((op.args, op.kwargs)), op, expect, drop))
         return steps
+
+    def _bind_prepare(self, p) -> tuple:
+        """A const-eval block: (steps, source ids, result ids, ids to free once run (the
+        intermediates owning storage no result lives in), ids the results' storage belongs to)."""
+        roots = storage_roots(p.ops)
+        kept = {roots.get(v.id, v.id) for v in p.results}
+        made = [op.result.id for op in p.ops if not op.result.on_host]   # (host scalars: nothing to free)
+        drop = [i for i in made if i not in kept and i not in roots]
+        return self._bind_block(p.ops, {}), [v.id for v in p.sources], [v.id for v in p.results], drop, \
+            [i for i in made if i in kept]
+
+    def prepare(self, k: int, sources: list) -> tuple[list, list]:
+        """Runs const-eval block k on its source tensors: (its results, the tensors to
+        deallocate when they are dropped)."""
+        steps, srcs, results, drop, owners = self.prepares[k]
+        env = dict(zip(srcs, sources))
+        self._run_steps(steps, env)
+        for vid in drop:
+            self.ttnn.deallocate(env[vid])
+        return [env[i] for i in results], [env[i] for i in owners]
 
     def _bind_results(self, block) -> Callable[[dict], list]:
         build = self._arg_builder((block.results, {}))
@@ -201,7 +223,8 @@ class BoundProgram:
                 shape = ttnn.Shape(list(a.dims))
                 return lambda env: shape
             if isinstance(a, Construct):
-                obj = resolve_attr(ttnn, a.path)(**{k: build(v)(None) for k, v in a.kwargs})
+                obj = resolve_attr(ttnn, a.path)(*[build(v)(None) for v in a.args],
+                                                 **{k: build(v)(None) for k, v in a.kwargs})
                 return lambda env: obj
             if a is DEVICE:
                 return lambda env: device
@@ -251,8 +274,23 @@ class BoundProgram:
                 if owns:
                     deallocate(t)
 
-    def run(self, inputs: list, constants: list) -> list:
+    def run(self, inputs: list, constants: list, prepared: list | None = None) -> list:
+        """`prepared`: the const-eval results (program.prepare's, in order) the caller keeps;
+        None runs the blocks here and frees their results after the run."""
         env = dict(zip(self.input_ids, inputs))
         env.update(zip(self.const_ids, constants))
-        self._run_steps(self.steps, env)
+        owned = []
+        if prepared is None and self.prepares:
+            prepared = []
+            for k, (_, srcs, _, _, _) in enumerate(self.prepares):
+                results, owners = self.prepare(k, [env[i] for i in srcs])
+                prepared += results
+                owned += owners
+        if prepared:
+            env.update(zip(self.prepared_ids, prepared))
+        try:
+            self._run_steps(self.steps, env)
+        finally:
+            for t in owned:
+                self.ttnn.deallocate(t)
         return [env[i] for i in self.output_ids]

@@ -111,12 +111,24 @@ class _OnChip:
     def __init__(self, target: TtnnTarget, bound: BoundProgram, chip):
         self.target, self.bound, self.chip = target, bound, chip
 
-    def run(self, inputs: list, constants: list) -> list:
+    def run(self, inputs: list, constants: list, prepared: list | None = None) -> list:
         target = self.target   # (a host copy of a view keeps its mesh coordinate: rebuild it)
         copies = [target.upload(target.download(t, v.type), v.type, self.chip) if target.tensors.is_view(t) else None
                   for t, v in zip(inputs, self.bound.program.inputs)]
         try:
-            return self.bound.run([c if c is not None else t for c, t in zip(copies, inputs)], constants)
+            return self.bound.run([c if c is not None else t for c, t in zip(copies, inputs)], constants, prepared)
+        finally:
+            for c in copies:
+                if c is not None:
+                    target.free(c)
+
+    def prepare(self, k: int, sources: list) -> tuple[list, list]:
+        """Const-eval block k (its results never share a source's storage: const_eval.py)."""
+        target = self.target
+        copies = [target.upload(target.download(t, v.type), v.type, self.chip) if target.tensors.is_view(t) else None
+                  for t, v in zip(sources, self.bound.program.prepare[k].sources)]
+        try:
+            return self.bound.prepare(k, [c if c is not None else t for c, t in zip(copies, sources)])
         finally:
             for c in copies:
                 if c is not None:

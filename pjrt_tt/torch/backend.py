@@ -134,8 +134,10 @@ def _retarget(gm: torch.fx.GraphModule, device) -> None:
     gm.recompile()
 
 
-def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str]):
+def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str], options=None):
     from functorch.compile import make_boxed_func
+
+    from pjrt_tt.torch.options import compile_options
 
     device = _xla_device()
     on_cpu = any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in example_inputs)
@@ -144,7 +146,8 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
             _retarget(gm, device)
-    compiled = _extract(gm, example_inputs, device)
+    with compile_options(options):   # torch.compile(..., options=): for this graph's programs
+        compiled = _extract(gm, example_inputs, device)
     if not on_cpu:
         return make_boxed_func(compiled)
     # aot's forward takes dynamo's graph inputs in order (parameters included); names
@@ -206,15 +209,20 @@ def _to_cpu(out):
     return out
 
 
-def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
-    """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs)."""
+def tt_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, **kwargs):
+    """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs).
+    `options`: compile options (pjrt_tt/torch/options.py), e.g. {"optimization_level": 1}."""
     from torch._decomp import get_decompositions
     from torch._dynamo.backends.common import aot_autograd
     import functools
+
+    from pjrt_tt.torch.options import _checked
+    if options:
+        _checked(options)   # a bad name fails here, naming the known ones
     _xla_device()
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
-    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm))
-    bw_compiler = functools.partial(_compile_graph, input_names=[])  # inputs named by position
+    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm), options=options)
+    bw_compiler = functools.partial(_compile_graph, input_names=[], options=options)  # inputs named by position
     return aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler,
                         decompositions=decompositions)(gm, example_inputs, **kwargs)
 

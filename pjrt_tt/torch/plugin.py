@@ -8,6 +8,7 @@ import pwd
 from torch_xla.experimental import plugins
 
 from pjrt_tt.jax_plugin import LIBRARY
+from pjrt_tt.torch.options import install_into_torch_xla
 
 
 def _opaque_to_dynamo() -> None:
@@ -20,6 +21,7 @@ def _opaque_to_dynamo() -> None:
 
 
 _opaque_to_dynamo()
+install_into_torch_xla()   # scripts written for tt-xla call torch_xla.set_custom_compile_options
 
 
 class TTPlugin(plugins.DevicePlugin):

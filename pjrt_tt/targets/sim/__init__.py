@@ -77,7 +77,8 @@ from .fpu import (DeviceComputeKernelConfig, MathFidelity, WormholeComputeKernel
                   init_device_compute_kernel_config)
 from .ops_indexing import cumprod, cumsum, embedding, gather, prod, scatter, scatter_add, sort, topk  # noqa: F401
 from .ops import GeluVariant, erfc, gelu  # noqa: F401
-from .ops_nn import conv2d, layer_norm, rms_norm, softmax, transformer  # noqa: F401
+from .ops_nn import (Conv2dConfig, UnaryOpType, UnaryWithParam, conv2d, experimental, layer_norm,  # noqa: F401
+                     rms_norm, softmax, transformer)
 from .ccl import (  # noqa: F401
     MeshModule, MeshTensor, all_gather, all_reduce, combine_device_tensors, get_device_tensors,
     mesh_partition, reduce_scatter, sim_reset_ccl_stats,

@@ -335,9 +335,22 @@ def _scalar_array(s, dtype: DataType) -> np.ndarray:
     return np.asarray(s, np.float32)
 
 
+def _fused_relu(name: str, activations) -> bool:
+    """A binary op's `activations` (applied to its result before it is written): the sim
+    models relu (ttnn.UnaryWithParam(RELU) or ttnn.UnaryOpType.RELU) and refuses the rest."""
+    if not activations:
+        return False
+    kinds = [getattr(getattr(a, "op_type", a), "name", None) for a in activations]
+    if kinds != ["RELU"]:
+        raise fatal("activations", f"ttnn.{name}: fused activations {kinds} are not modelled by the sim "
+                                   f"(relu only)")
+    return True
+
+
 def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=None,
-            rounding_mode=None, **_ignored) -> Tensor:
+            rounding_mode=None, activations=None, **_ignored) -> Tensor:
     kind, ffn, ifn = _BINARY[name]
+    relu = _fused_relu(name, activations)
     if not (_is_tensor(a) or _is_tensor(b)):
         raise TypeError(f"ttnn.{name}: at least one operand must be a ttnn.Tensor")
     if not _is_tensor(a) and name not in _SCALAR_FIRST:
@@ -436,6 +449,10 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
         else:
             v = fn(va, vb)
     v = np.broadcast_to(v, shape)
+    if relu:
+        if not is_float or kind != "arith":
+            raise fatal("activations", f"ttnn.{name}: a fused relu is modelled for float arithmetic only")
+        v = np.maximum(v, np.float32(0))   # (commutes with the rounding to the result dtype)
     out_dtype = dtype or comp
     if kind != "arith":
         v = v.astype(np.float32)
