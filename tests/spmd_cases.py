@@ -121,6 +121,11 @@ SM = {
                      P(), P(None, "y")),
     "ppermute": ((1, 4), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 1) % 4) for i in range(4)]),
                  P("y"), P("y")),
+    # a ring over all 8 chips of a t3k is no shift along an axis of its 2x4 mesh: moved over the whole mesh
+    "ppermute_ring_1x8": ((1, 8), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 3) % 8) for i in range(8)]),
+                          P("y"), P("y")),
+    "ppermute_partial_1x8": ((1, 8), lambda x: jax.lax.ppermute(x, "y", [(0, 5), (6, 1), (3, 7)]),
+                             P("y"), P("y")),
     "all_to_all": ((1, 2), lambda x: jax.lax.all_to_all(x, "y", 1, 0, tiled=True), P("y"), P("y")),
     "axis_index": ((1, 4), lambda x: x * (jax.lax.axis_index("y") + 1).astype(jnp.float32), P("y"), P("y")),
     "pmax": ((1, 4), lambda x: jax.lax.pmax(x, "y"), P("y"), P()),
@@ -227,7 +232,7 @@ def oversized_model(tt, cpu):
 
 
 APPROX = set(JIT) | {"submeshes", "gspmd_form"}   # every jit case multiplies matrices: the "matmul" bounds
-EXACT = {"all_gather", "all_to_all", "ppermute", "pmax"}   # shard_map cases that only move or select values
+EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax"}   # shard_map cases that only move or select values
 
 
 def gspmd_form(devs):
