@@ -243,6 +243,7 @@ class MeshDevice:
 
     def __init__(self, chips: list[Chip], shape: MeshShape):
         self.chips, self._shape, self.is_open = chips, shape, True
+        self._geometries: dict = {}   # (shape, dtype, layout, buffer type) -> buffer_geometry's answer
 
     # real ttnn surface
     def id(self) -> int:
@@ -309,8 +310,17 @@ class MeshDevice:
     def buffer_geometry(self, t: Tensor, buffer_type=None) -> tuple[int, int, int, int, int]:
         """(num_pages, page_size, aligned_page_size, per_bank_bytes, total_bytes_reserved) of the
         interleaved buffer that holds `t` on one chip of this mesh."""
-        arch = self.chips[0].system.arch
         bt = buffer_type or (t._mem.buffer_type if t._mem is not None else BufferType.DRAM)
+        key = (t._value.shape, t._dtype, t._layout, bt)
+        geometry = self._geometries.get(key)
+        if geometry is None:   # the same few shapes come again on every run of a program
+            if len(self._geometries) >= 4096:
+                self._geometries.clear()
+            geometry = self._geometries[key] = self._buffer_geometry(t, bt)
+        return geometry
+
+    def _buffer_geometry(self, t: Tensor, bt) -> tuple[int, int, int, int, int]:
+        arch = self.chips[0].system.arch
         padded = t.padded_shape
         if t.layout == Layout.TILE:
             page = tile_bytes(t.dtype)

@@ -50,25 +50,62 @@ def _need_tile(op: str, *tensors) -> None:
 
 
 def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
-         memory_config: MemoryConfig | None = None, arithmetic: bool = False) -> Tensor:
+         memory_config: MemoryConfig | None = None, arithmetic: bool = False, fresh: bool = False) -> Tensor:
     """Result tensor: `value` rounded to `dtype`, placed where `like` lives. `arithmetic`: the
     value was computed by the FPU / SFPU, which never produce a denormal (flushed to zero
-    before the packer rounds); values an op only moves or selects keep their bits."""
+    before the packer rounds); values an op only moves or selects keep their bits. `fresh`:
+    `value` is a new array nobody else holds, so a float32 result is stored without a copy."""
     if dtype in BLOCK_DTYPES and layout != Layout.TILE:
         raise fatal("layout == Layout::TILE", "Layout must be Layout::TILE for bfloat8_b or bfloat4_b!")
     dev = like.device() if like is not None else None
     mem = memory_config or (like.memory_config() if like is not None else None) or DRAM_MEMORY_CONFIG
-    with np.errstate(all="ignore"):
-        value = np.asarray(value)
-        if arithmetic and dtype in FLOAT_DTYPES:
+    if dtype == DataType.FLOAT32:   # flushing and copying float32 raise no floating-point warnings
+        if arithmetic:
             value = flush_denormals(value)
-        v = quantize(value, dtype)
-    return Tensor._make(v, dtype, layout, dev, mem if dev is not None else None)
+        keep = (fresh and type(value) is np.ndarray and value.dtype == np.float32 and value.flags.c_contiguous
+                and value.flags.writeable)
+        v = value if keep else quantize(value, dtype)
+    else:
+        with np.errstate(all="ignore"):
+            value = np.asarray(value)
+            if arithmetic and dtype in FLOAT_DTYPES:
+                value = flush_denormals(value)
+            v = quantize(value, dtype)
+    t = Tensor._make(v, dtype, layout, dev, mem if dev is not None else None)
+    if arithmetic and dtype in _NO_NEW_DENORMALS:   # flushed, and rounding made none
+        t._arith = v
+    return t
+
+
+# Formats whose rounding of a flushed float32 never gives a denormal (the smallest normal is a
+# bfloat16 too); block floats can (a small element under a large shared exponent).
+_NO_NEW_DENORMALS = frozenset({DataType.FLOAT32, DataType.BFLOAT16})
+
+
+def _quiet(fn):
+    """`fn` with numpy's floating-point warnings off (overflow to inf, 0/0 are the device's
+    answers, not errors). numpy 1.x ufuncs take the error mask per call (`extobj`), which
+    costs nothing; anything else runs inside np.errstate (~2 us a call)."""
+    if isinstance(fn, np.ufunc) and _EXTOBJ is not None:
+        quiet = {"extobj": _EXTOBJ}
+        return lambda a, b: fn(a, b, **quiet)
+
+    def run(a, b):
+        with np.errstate(all="ignore"):
+            return fn(a, b)
+    return run
+
+
+try:   # numpy < 2: [buffer size, error mask (0: ignore all), callback]
+    _EXTOBJ = [np.getbufsize(), 0, None]
+    np.add(np.float32(1), np.float32(1), extobj=_EXTOBJ)
+except TypeError:
+    _EXTOBJ = None
 
 
 def _f32(t: Tensor) -> np.ndarray:
     """A float tensor as an arithmetic op reads it: float32, denormals as zeros (Tensix)."""
-    return flush_denormals(t._live_value())
+    return t._arith_value()
 
 
 def _f32_bits(t: Tensor) -> np.ndarray:
@@ -335,8 +372,38 @@ def _scalar_array(s, dtype: DataType) -> np.ndarray:
     return np.asarray(s, np.float32)
 
 
+# The sim's program cache: an op's checks depend only on its operands' metadata (dtype, layout,
+# shape, placement; a scalar's type and value) and its options, so they run once per such key and
+# the validated plan computes every later call. Failing checks are never cached: they raise each time.
+_PLANS: dict = {}
+_PLANS_LIMIT = 4096
+
+
+def _operand_key(x):
+    if isinstance(x, Tensor):
+        return (x._dtype, x._layout, x._value.shape, x._device is None, x._mem)
+    return (type(x), x)
+
+
 def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=None,
             rounding_mode=None, **_ignored) -> Tensor:
+    try:
+        key = (name, _operand_key(a), _operand_key(b), dtype, memory_config, rounding_mode)
+        plan = _PLANS.get(key)
+    except TypeError:   # an unhashable scalar: plan every call
+        key = plan = None
+    if plan is None:
+        plan = _binary_plan(name, a, b, dtype, memory_config, rounding_mode)
+        if key is not None:
+            if len(_PLANS) >= _PLANS_LIMIT:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan(a, b)
+
+
+def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
+    """Checks `name(a, b)` as ttnn does and returns run(a, b) -> Tensor for operands with the
+    same metadata (see _PLANS)."""
     kind, ffn, ifn = _BINARY[name]
     if not (_is_tensor(a) or _is_tensor(b)):
         raise TypeError(f"ttnn.{name}: at least one operand must be a ttnn.Tensor")
@@ -401,14 +468,14 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
                     f"Input tensor A dtype DataType::{comp.name} is not supported for binary operation "
                     f"BinaryOpType::{op_type}")
 
-    def val(x):
-        if _is_tensor(x):
-            v = x._live_value()
-            if wide:
-                return v.astype(np.float64)
-            if is_float and x.dtype in INT_DTYPES:
-                return quantize(v, comp)  # typecast to the float operand's dtype first
-            return v.astype(np.float32 if is_float else storage_numpy_dtype(comp), copy=False)
+    def tensor_val(v, is_int: bool):
+        if wide:
+            return v.astype(np.float64)
+        if is_float and is_int:
+            return quantize(v, comp)  # typecast to the float operand's dtype first
+        return v.astype(np.float32 if is_float else storage_numpy_dtype(comp), copy=False)
+
+    def scalar_val(x):
         if wide:
             return np.asarray(x, np.float64)
         if is_float and comp != DataType.FLOAT32:
@@ -417,32 +484,53 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
             return round_bf16(np.asarray(x, np.float32))
         return _scalar_array(x, DataType.FLOAT32 if is_float else comp)
 
-    va, vb = val(a), val(b)
-    if is_float and not wide:   # the FPU / SFPU read denormal operands as zeros
-        va, vb = flush_denormals(va), flush_denormals(vb)
+    flush = is_float and not wide   # the FPU / SFPU read denormal operands as zeros
+
+    def operand(x):
+        """Per call: the tensor's stored values as the kernel reads them. A scalar: once, now."""
+        if not _is_tensor(x):
+            v = scalar_val(x)
+            v = flush_denormals(v) if flush else v
+            return lambda _: v
+        is_int = x.dtype in INT_DTYPES
+        if flush and not is_int:
+            return lambda t: t._arith_value()
+        if flush:
+            return lambda t: flush_denormals(tensor_val(t._live_value(), is_int))
+        return lambda t: tensor_val(t._live_value(), is_int)
+
+    read_a, read_b = operand(a), operand(b)
     # a Python scalar is no tensor: ttnn takes it at any rank (rank 8 measured on mock)
-    shape = (_broadcast_shape(va.shape, vb.shape) if _is_tensor(a) and _is_tensor(b)
-             else np.broadcast_shapes(va.shape, vb.shape))
-    with np.errstate(all="ignore"):
-        if int_div:  # float64 holds every int32 quotient's integer part exactly
-            q = np.divide(va, vb)
-            v = q.astype(np.float32) if rounding_mode is None else (
-                np.floor(q) if rounding_mode == "floor" else np.trunc(q))
-        elif keep_int_via_float:
-            v = _int_from_float(fn(va, vb), storage_numpy_dtype(comp))
-        elif name == "divide" and rounding_mode is not None:
-            q = fn(va, vb)
-            v = np.floor(q) if rounding_mode == "floor" else np.trunc(q)
-        else:
-            v = fn(va, vb)
-    v = np.broadcast_to(v, shape)
+    sa, sb = np.shape(read_a(a)), np.shape(read_b(b))
+    shape = (_broadcast_shape(sa, sb) if _is_tensor(a) and _is_tensor(b) else np.broadcast_shapes(sa, sb))
     out_dtype = dtype or comp
-    if kind != "arith":
-        v = v.astype(np.float32)
     layout = lead.layout
     if out_dtype in BLOCK_DTYPES:
         layout = Layout.TILE
-    return _out(v, out_dtype, layout, lead, memory_config, arithmetic=True)
+    a_is_lead = lead is a
+    quiet_fn = _quiet(fn)
+
+    def run(a, b) -> Tensor:
+        va, vb = read_a(a), read_b(b)
+        if int_div:  # float64 holds every int32 quotient's integer part exactly
+            with np.errstate(all="ignore"):
+                q = np.divide(va, vb)
+            v = q.astype(np.float32) if rounding_mode is None else (
+                np.floor(q) if rounding_mode == "floor" else np.trunc(q))
+        elif keep_int_via_float:
+            v = _int_from_float(quiet_fn(va, vb), storage_numpy_dtype(comp))
+        elif name == "divide" and rounding_mode is not None:
+            q = quiet_fn(va, vb)
+            v = np.floor(q) if rounding_mode == "floor" else np.trunc(q)
+        else:
+            v = quiet_fn(va, vb)
+        fresh = v.shape == shape
+        if not fresh:
+            v = np.broadcast_to(v, shape)
+        if kind != "arith":
+            v = v.astype(np.float32)
+        return _out(v, out_dtype, layout, a if a_is_lead else b, memory_config, arithmetic=True, fresh=fresh)
+    return run
 
 
 def _make_binary(name):
