@@ -10,6 +10,7 @@ address in every bank (lockstep). Each bank is a first-fit free list, so fragmen
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 
@@ -120,16 +121,14 @@ class BankAllocator:
         size, total = self.live.pop(addr)
         self.allocated -= size
         self.buffer_bytes -= total
-        blocks = self.free_blocks
-        blocks.append([addr, size])
-        blocks.sort()
-        merged = [blocks[0]]
-        for a, s in blocks[1:]:
-            if merged[-1][0] + merged[-1][1] == a:
-                merged[-1][1] += s
-            else:
-                merged.append([a, s])
-        self.free_blocks = merged
+        blocks = self.free_blocks   # sorted, never adjacent: merge with the neighbours only
+        i = bisect.bisect_left(blocks, [addr, 0])
+        if i < len(blocks) and addr + size == blocks[i][0]:
+            size += blocks.pop(i)[1]
+        if i > 0 and blocks[i - 1][0] + blocks[i - 1][1] == addr:
+            blocks[i - 1][1] += size
+        else:
+            blocks.insert(i, [addr, size])
 
 
 @dataclasses.dataclass

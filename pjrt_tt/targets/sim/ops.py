@@ -385,8 +385,7 @@ def _operand_key(x):
     return (type(x), x)
 
 
-def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=None,
-            rounding_mode=None, **_ignored) -> Tensor:
+def _binary(name: str, a, b, dtype=None, memory_config=None, rounding_mode=None) -> Tensor:
     try:
         key = (name, _operand_key(a), _operand_key(b), dtype, memory_config, rounding_mode)
         plan = _PLANS.get(key)
@@ -534,9 +533,8 @@ def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
 
 
 def _make_binary(name):
-    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, **kwargs):
-        return _binary(name, input_tensor_a, input_tensor_b, dtype=dtype, memory_config=memory_config,
-                       **kwargs)
+    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, rounding_mode=None, **_ignored):
+        return _binary(name, input_tensor_a, input_tensor_b, dtype, memory_config, rounding_mode)
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (f"ttnn.{name}(a, b, *, dtype=None, memory_config=None) -- sim: elementwise {name} "
                   f"with numpy broadcasting; a or b may be a Python scalar.")

@@ -244,6 +244,7 @@ def flush_denormals(x: np.ndarray) -> np.ndarray:
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _ONE = np.uint32(1)
 _LAST_DENORMAL = np.uint32(0x007FFFFE)   # (largest denormal's bits) - 1
+_MIN = np.minimum.reduce
 
 
 def has_denormals(x: np.ndarray) -> bool:
@@ -257,7 +258,7 @@ def has_denormals(x: np.ndarray) -> bool:
     bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
     m = np.bitwise_and(bits, _MAGNITUDE)
     np.subtract(m, _ONE, out=m)
-    return bool(m.min() <= _LAST_DENORMAL)
+    return bool(_MIN(m, axis=None) <= _LAST_DENORMAL)
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:
