@@ -147,6 +147,7 @@ class Chip:
     def __init__(self, chip_id: int, system: systems.System, l1_small_size: int = 0):
         arch = system.arch
         self.id, self.system, self.arch_name = chip_id, system, arch.name
+        self.trace_region_size, self.num_command_queues = 0, 1   # set by every open
         gx, gy = arch.compute_grid
         dram_reserved, l1_reserved, granule = _arch_params(arch)
         bank = (_dram_bytes or arch.dram_bytes) // arch.dram_banks - dram_reserved
@@ -243,6 +244,16 @@ class MeshDevice:
     def __init__(self, chips: list[Chip], shape: MeshShape):
         self.chips, self._shape, self.is_open = chips, shape, True
         self._geometries: dict = {}   # (shape, dtype, layout, buffer type) -> buffer_geometry's answer
+        self.capturing = None          # the trace being captured on this mesh (trace.py)
+        self.traces: dict = {}         # trace id -> its captured trace
+
+    @property
+    def trace_region_size(self) -> int:   # as the device was opened (trace.py needs > 0)
+        return self.chips[0].trace_region_size
+
+    @property
+    def num_command_queues(self) -> int:
+        return self.chips[0].num_command_queues
 
     # real ttnn surface
     def id(self) -> int:
@@ -364,23 +375,27 @@ class MeshDevice:
 Device = MeshDevice
 
 
-def _open(ids: list[int], shape: MeshShape, l1_small_size: int) -> MeshDevice:
+def _open(ids: list[int], shape: MeshShape, l1_small_size: int, trace_region_size: int = 0,
+          num_command_queues: int = 1) -> MeshDevice:
     system = current_system()
     for i in ids:
         if not 0 <= i < system.num_chips:
             raise fatal("device_id < num_devices",
                         f"Device index {i} out of range: sim system {system.name} has "
                         f"{system.num_chips} chip(s)")
+    if num_command_queues not in (1, 2):
+        raise fatal("num_hw_cqs <= 2", f"num_command_queues must be 1 or 2, got {num_command_queues}")
     for i in ids:
         if i not in _chips:
             _chips[i] = Chip(i, system, l1_small_size)
+        _chips[i].trace_region_size, _chips[i].num_command_queues = int(trace_region_size), int(num_command_queues)
     return MeshDevice([_chips[i] for i in ids], shape)
 
 
 def open_device(device_id: int = 0, l1_small_size: int = DEFAULT_L1_SMALL_SIZE,
                 trace_region_size: int = DEFAULT_TRACE_REGION_SIZE, dispatch_core_config=None,
                 worker_l1_size: int = DEFAULT_WORKER_L1_SIZE, **_ignored) -> MeshDevice:
-    return _open([device_id], MeshShape(1, 1), l1_small_size)
+    return _open([device_id], MeshShape(1, 1), l1_small_size, trace_region_size)
 
 
 def open_mesh_device(mesh_shape: MeshShape | None = None, l1_small_size: int = DEFAULT_L1_SMALL_SIZE,
@@ -395,7 +410,7 @@ def open_mesh_device(mesh_shape: MeshShape | None = None, l1_small_size: int = D
                     f"Requested mesh shape {list(shape)} needs {n} devices but sim system "
                     f"{system.name} has {system.num_chips} (mesh {list(system.mesh_shape)})")
     ids = list(physical_device_ids) or list(range(n))
-    return _open(ids, shape, l1_small_size)
+    return _open(ids, shape, l1_small_size, trace_region_size, num_command_queues)
 
 
 def close_device(device: MeshDevice) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import fpu
 from .device import MeshDevice
+from .trace import note_deallocate
 from .tensor import (BLOCK_DTYPES, DRAM_MEMORY_CONFIG, FLOAT_DTYPES, INT_DTYPES, DataType, Layout,
                      MemoryConfig, Shape, Tensor, _int_from_float, fatal, flush_denormals, padded_shape,
                      quantize, round_bf16, storage_numpy_dtype)
@@ -976,7 +977,19 @@ def to_device(tensor: Tensor, device: MeshDevice, memory_config=None, **_ignored
 
 
 def from_device(tensor: Tensor, blocking: bool = True, **_ignored) -> Tensor:
+    if getattr(tensor.device(), "capturing", None) is not None:
+        raise fatal("!trace_capture_active", "Reads from the device are not allowed during trace capture")
     return Tensor._make(tensor._live_value(), tensor.dtype, tensor.layout)
+
+
+def copy(input_a: Tensor, input_b: Tensor, **_ignored) -> None:
+    """ttnn.copy: input_a's values into input_b (same shape; converted to input_b's dtype)."""
+    _need_device("copy", input_a, input_b)
+    if tuple(input_a.shape) != tuple(input_b.shape):
+        raise fatal("input_a.logical_shape() == input_b.logical_shape()",
+                    f"ttnn.copy: shapes differ: {list(input_a.shape)} and {list(input_b.shape)}")
+    input_b._overwrite(Tensor._make(quantize(_convert(input_a, input_b.dtype), input_b.dtype),
+                                    input_b.dtype, input_b.layout))
 
 
 def to_memory_config(tensor: Tensor, memory_config: MemoryConfig, dtype=None, **_ignored) -> Tensor:
@@ -985,6 +998,7 @@ def to_memory_config(tensor: Tensor, memory_config: MemoryConfig, dtype=None, **
 
 
 def deallocate(tensor: Tensor, force: bool = True) -> None:
+    note_deallocate(tensor)   # a trace being captured still reads it
     tensor.deallocate(force)
 
 
@@ -1053,6 +1067,6 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, layout=None, m
 
 __all__ = [*(n for n in _UNARY if n != "gelu_tanh"), "GeluVariant", *_BINARY, *_ALIASES, "rsub", "where", "matmul", "linear", "sum", "mean", "max",
            "min", "argmax", "expand", "reshape", "permute", "transpose", "slice", "concat", "repeat", "pad", "to_layout",
-           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "to_memory_config",
+           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "copy", "to_memory_config",
            "deallocate", "is_tensor_storage_on_device", "full", "zeros", "ones", "full_like",
            "zeros_like", "ones_like", "arange"]

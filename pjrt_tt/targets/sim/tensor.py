@@ -518,9 +518,14 @@ class Tensor:
             raise fatal("input_tensor_a.is_allocated()", "Input Tensor A is not allocated")
         return self._value
 
+    def _overwrite(self, other: "Tensor") -> None:
+        """Take `other`'s values (same shape and dtype): a trace replay or ttnn.copy writing
+        into this tensor's buffer. The one place stored values change."""
+        self._value, self._arith = other._value, other._arith
+
     def _arith_value(self) -> np.ndarray:
         """A float tensor's values as Tensix arithmetic reads them (float32, denormals as zeros).
-        Stored values never change, so this is found once per tensor (an op's flushed result
+        Stored values change only as a whole (_overwrite), so this is found once per value (an op's flushed result
         is its own: ops.py's _out says so)."""
         if self._deallocated:
             raise fatal("input_tensor_a.is_allocated()", "Input Tensor A is not allocated")
