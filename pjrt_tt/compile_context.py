@@ -40,6 +40,20 @@ class Numerics:
 RUNTIME_OPTIONS = frozenset({"tt_profile"})   # pjrt_tt/perf/profile.py
 
 
+def enable_trace(pairs) -> bool:
+    """The TT-Forge option `enable_trace` (true/false/1/0) of env_option_overrides: run each
+    executable as a Metal trace from its second run on (targets/trace.py). It changes how a
+    program runs, never the program, so it is not part of the compile cache key."""
+    for key, value in pairs or ():
+        if key == "enable_trace":
+            text = str(value).strip().lower()
+            if text not in ("true", "false", "1", "0"):
+                raise InvalidArgument(f"compiler option enable_trace={value!r} is not valid; valid values: "
+                                      f"true, false")
+            return text in ("true", "1")
+    return False
+
+
 def from_overrides(pairs, arch: str = "wormhole_b0") -> Numerics:
     """env_option_overrides [(key, value)] -> Numerics; keys not starting with tt_ are not ours."""
     chosen = {}
@@ -68,3 +82,4 @@ class CompileContext:
     system: System = get_system(None)           # the chips it is compiled for
     # The optimizer's options (issue 11) join here; today's pipeline is level 0.
     optimization_level: int = 0
+    enable_trace: bool = False   # Metal trace (the runtime applies it; see enable_trace())

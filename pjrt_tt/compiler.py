@@ -32,7 +32,7 @@ import threading
 from collections.abc import Mapping
 from typing import Callable
 
-from pjrt_tt.compile_context import CompileContext, from_overrides
+from pjrt_tt.compile_context import CompileContext, enable_trace, from_overrides
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.ingest import parse
 from pjrt_tt.ingest.isolated import IsolatedReader
@@ -151,7 +151,8 @@ class Compiler:
             parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape)
         else:
             parsed, mesh_shape, optimized = parse(code, fmt), (1, 1), None
-        ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system)
+        ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system,
+                             enable_trace=enable_trace(options.env_option_overrides if options is not None else ()))
         text = parsed.text()
         if self.settings.dump_dir:  # the StableHLO goes out first, so it is there even when lowering fails
             self._write(f"{index:04d}.stablehlo.mlir", text)

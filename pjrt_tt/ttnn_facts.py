@@ -29,6 +29,14 @@ BROADCAST_MAX_RANK = 6
 # conv2d and the pools need an L1_SMALL region; open_mesh_device reserves this much.
 L1_SMALL_SIZE = 32768
 
+# Metal trace: capture needs a DRAM trace region reserved when the device opens
+# (trace_region_size; capture fails without one). Its size is our choice, not a measured
+# fact: tt-metal's own models reserve 10-90 MB; the commands of an op take a few KB.
+TRACE_REGION_SIZE = 64 << 20
+# Command queues opened: 2 lets input uploads (queue 1) overlap programs (queue 0), ordered by
+# events (record_event / wait_for_event); real ttnn accepts 1 or 2.
+NUM_COMMAND_QUEUES = 2
+
 
 def default_matmul_config(arch_name: str, a: str, b: str, out: str, user_grid: bool = False) -> dict:
     """ttnn's default compute config for matmul / linear of dtypes (by name: "bfloat16", ...)."""

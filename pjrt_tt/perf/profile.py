@@ -126,6 +126,12 @@ def summary(e: ProgramEstimate, target: str) -> list[str]:
         by_op[r.op.fn] = (n + 1, t + r.cost.device_ns)
     dev = e.device_ns or 1.0
     top = sorted(by_op.items(), key=lambda kv: -kv[1][1])[:8]
+    flag = []
+    if e.host_ns > e.device_ns and e.ops():   # the card would wait for the host on every op
+        flag = [f"  HOST-BOUND: host dispatch {e.host_ns / e.ops() / 1e3:.1f} us per op ({target}, measured) "
+                f"against {e.device_ns / e.ops() / 1e3:.1f} us estimated device time per op: the host "
+                f"bounds throughput ({e.host_ns / dev:.1f}x the device time per call); replay it as a "
+                f"trace (compile option enable_trace) or fuse its small ops"]
     return [
         f"summary (estimates): {e.ops()} ttnn ops; device {e.device_ns / 1e3:.1f} us; host dispatch "
         f"{e.host_ns / 1e3:.1f} us ({target}); one run without trace {e.wall_ns / 1e3:.1f} us "
@@ -134,6 +140,7 @@ def summary(e: ProgramEstimate, target: str) -> list[str]:
         + ", ".join(f"{k} {100 * v / dev:.0f}%" for k, v in sorted(by_bound.items(), key=lambda kv: -kv[1])),
         "  top ops by estimated device time: "
         + ", ".join(f"{fn} x{n} {t / 1e3:.1f} us" for fn, (n, t) in top),
+        *flag,
     ]
 
 

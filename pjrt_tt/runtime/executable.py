@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.compile_context import enable_trace
+from pjrt_tt.errors import InvalidArgument, Unimplemented
 from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime.buffer import Buffer
+from pjrt_tt.targets.trace import TracedProgram, trace_refusal
 
 
 class LoadedExecutable:
@@ -24,15 +26,19 @@ class LoadedExecutable:
         if build_options is not None and build_options.device_assignment is not None:
             device_id = assignment_ids(build_options.device_assignment)[0][0]
         device = client.lookup_device(device_id)
-        exe = cls(client, client.compiler.compile(code, fmt, options), device)
+        trace = enable_trace(options.env_option_overrides if options else ())
+        exe = cls(client, client.compiler.compile(code, fmt, options), device, trace)
         exe.profiler = profiler_for(options, client.target.system.name, client.target.name)  # perf profile
         return exe
 
-    def __init__(self, client, compiled, device):
+    def __init__(self, client, compiled, device, trace: bool = False):
         self._describe(client, compiled, [device])
         self._optimized_mlir = None
         target = client.target
-        self._bound = target.bind(self.program, device.chip)
+        if trace and (why := trace_refusal(self.program)) is not None:
+            raise InvalidArgument(f"enable_trace: program {self.name} cannot run as a Metal trace: {why}; "
+                                  f"compile it without enable_trace")
+        self._bound = target.bind(self.program, device.chip, trace)
         self._constants = [target.upload(c.data, c.value.type, device.chip) for c in self.program.constants]
 
     def _describe(self, client, compiled, devices) -> None:
@@ -97,6 +103,10 @@ class LoadedExecutable:
 
     def delete(self) -> None:
         if not self.is_deleted:
+            traced = getattr(self._bound, "bound", None)   # a TracedProgram, or mock/device's _OnChip around one
+            for runner in (self._bound, traced):
+                if self.client.deadline.wedged is None and isinstance(runner, TracedProgram):
+                    runner.release()
             for t in self._constants if self.client.deadline.wedged is None else ():   # (see Buffer.delete)
                 self.client.target.free(t)
             self._constants = []
@@ -120,6 +130,9 @@ class MeshExecutable(LoadedExecutable):
             raise InvalidArgument(f"a program for {n} devices cannot run on {client.target.system.name}, "
                                   f"which has {len(client.devices)} TT devices")
         build_options = options.executable_build_options
+        if enable_trace(options.env_option_overrides):
+            raise Unimplemented("enable_trace: Metal trace of SPMD (multi-device) programs is not implemented "
+                                "yet; compile without enable_trace")
         ids = list(range(n))
         if build_options.device_assignment is not None:
             ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
