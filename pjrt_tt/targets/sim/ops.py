@@ -63,7 +63,7 @@ def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
     if dtype == DataType.FLOAT32:   # flushing and copying float32 raise no floating-point warnings
         if arithmetic:
             value = flush_denormals(value)
-        keep = (fresh and type(value) is np.ndarray and value.dtype == np.float32 and value.flags.c_contiguous
+        keep = (fresh and type(value) is np.ndarray and value.dtype is _F32 and value.flags.c_contiguous
                 and value.flags.writeable)
         v = value if keep else quantize(value, dtype)
     else:
@@ -77,6 +77,8 @@ def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
         t._arith = v
     return t
 
+
+_F32 = np.dtype(np.float32)
 
 # Formats whose rounding of a flushed float32 never gives a denormal (the smallest normal is a
 # bfloat16 too); block floats can (a small element under a large shared exponent).
@@ -380,15 +382,13 @@ _PLANS: dict = {}
 _PLANS_LIMIT = 4096
 
 
-def _operand_key(x):
-    if isinstance(x, Tensor):
-        return (x._dtype, x._layout, x._value.shape, x._device is None, x._mem)
-    return (type(x), x)
-
-
 def _binary(name: str, a, b, dtype=None, memory_config=None, rounding_mode=None) -> Tensor:
+    # the key of _PLANS: per operand (dtype, layout, shape, on host?, memory config) of a tensor,
+    # (type, value) of a scalar (written out: this runs for every binary op)
+    ka = (a._dtype, a._layout, a._value.shape, a._device is None, a._mem) if type(a) is Tensor else (type(a), a)
+    kb = (b._dtype, b._layout, b._value.shape, b._device is None, b._mem) if type(b) is Tensor else (type(b), b)
     try:
-        key = (name, _operand_key(a), _operand_key(b), dtype, memory_config, rounding_mode)
+        key = (name, ka, kb, dtype, memory_config, rounding_mode)
         plan = _PLANS.get(key)
     except TypeError:   # an unhashable scalar: plan every call
         key = plan = None

@@ -243,13 +243,13 @@ def flush_denormals(x: np.ndarray) -> np.ndarray:
 
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _ONE = np.uint32(1)
-_LAST_DENORMAL = np.uint32(0x007FFFFE)   # (largest denormal's bits) - 1
 _MIN = np.minimum.reduce
 
 
 def has_denormals(x: np.ndarray) -> bool:
     """Whether float32 `x` holds a denormal: 0 < |bits| < 0x00800000, i.e. the smallest
-    |bits| - 1 (where zero wraps around to the top) is at most the largest denormal's - 1:
+    |bits| - 1 (where zero wraps around to the top) is at most the largest denormal's - 1
+    (0x007FFFFE):
     three passes and one temporary, the hot path of every arithmetic op."""
     if x.size == 0:
         return False
@@ -258,7 +258,7 @@ def has_denormals(x: np.ndarray) -> bool:
     bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
     m = np.bitwise_and(bits, _MAGNITUDE)
     np.subtract(m, _ONE, out=m)
-    return bool(_MIN(m, axis=None) <= _LAST_DENORMAL)
+    return int(_MIN(m, axis=None)) <= 0x007FFFFE   # (a numpy-scalar compare costs a ufunc call)
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ import itertools
 from .tensor import Tensor, fatal
 
 _ids = itertools.count(1)
+_open: list = []   # the captures open on any sim device: ops look for theirs only while one is
 
 
 class MeshTraceId(int):
@@ -53,9 +54,9 @@ def recorded(fn):
     """`fn` (a sim op) recording itself into its device's open capture, if any."""
     def op(*args, **kwargs):
         out = fn(*args, **kwargs)
-        results = _tensors(out)
-        if results:
-            trace = getattr(results[0]._device, "capturing", None)
+        if _open:
+            results = _tensors(out)
+            trace = getattr(results[0]._device, "capturing", None) if results else None
             if trace is not None:
                 trace.records.append((fn, args, kwargs, results))
         return out
@@ -67,7 +68,7 @@ def recorded(fn):
 
 def note_deallocate(tensor: Tensor) -> None:
     """A deallocation during capture: the trace still reads the tensor's (freed) buffer."""
-    trace = getattr(tensor._device, "capturing", None)
+    trace = getattr(tensor._device, "capturing", None) if _open else None
     if trace is not None:
         trace.freed.append(tensor)
 
@@ -82,6 +83,7 @@ def begin_trace_capture(mesh_device, *, cq_id=None) -> MeshTraceId:
     trace = _Trace(MeshTraceId(next(_ids)), mesh_device)
     mesh_device.capturing = trace
     mesh_device.traces[trace.id] = trace
+    _open.append(trace)
     return trace.id
 
 
@@ -91,6 +93,7 @@ def end_trace_capture(mesh_device, trace_id, *, cq_id=None) -> None:
         raise fatal("trace capture is active", f"Trace {trace_id} is not being captured on this device")
     mesh_device.capturing = None
     trace.captured = True
+    _open.remove(trace)
 
 
 def execute_trace(mesh_device, trace_id, *, cq_id=None, blocking: bool = True) -> None:
