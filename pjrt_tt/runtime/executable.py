@@ -82,8 +82,10 @@ class LoadedExecutable:
             raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
         tensors = []
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
-            if buf.host is not want and buf.host != want:
-                raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
+            if buf.host is not want:
+                if buf.host != want:
+                    raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
+                buf.host = want   # equal: the next call compares identities
             tensor = buf.tensor
             tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline

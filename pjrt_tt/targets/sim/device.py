@@ -96,7 +96,7 @@ class BankAllocator:
         return max((s for _, s in self.free_blocks), default=0)
 
     def allocate(self, total_size: int, per_bank: int) -> int:
-        per_bank = -(-max(per_bank, 1) // self.alignment) * self.alignment
+        per_bank = -(-(per_bank if per_bank > 1 else 1) // self.alignment) * self.alignment
         for i, (addr, size) in enumerate(self.free_blocks):
             if size >= per_bank:
                 if size == per_bank:
@@ -106,9 +106,11 @@ class BankAllocator:
                 self.live[addr] = (per_bank, total_size)
                 self.allocated += per_bank
                 self.buffer_bytes += total_size
-                self.peak = max(self.peak, self.allocated)
+                if self.allocated > self.peak:
+                    self.peak = self.allocated
                 self.num_allocs += 1
-                self.largest_alloc = max(self.largest_alloc, per_bank * self.num_banks)
+                if per_bank * self.num_banks > self.largest_alloc:
+                    self.largest_alloc = per_bank * self.num_banks
                 return addr
         raise RuntimeError(
             f"TT_FATAL @ tt_metal/impl/allocator/bank_manager.cpp:514: false\ninfo:\n"

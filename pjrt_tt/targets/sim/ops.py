@@ -20,7 +20,7 @@ import numpy as np
 
 from . import fpu
 from .device import MeshDevice
-from .trace import note_deallocate
+from .trace import _open as trace_open, note_deallocate   # trace_open: the open captures (a list kept in place)
 from .tensor import (BLOCK_DTYPES, DRAM_MEMORY_CONFIG, FLOAT_DTYPES, INT_DTYPES, DataType, Layout,
                      MemoryConfig, Shape, Tensor, _int_from_float, fatal, flush_denormals, padded_shape,
                      quantize, round_bf16, storage_numpy_dtype)
@@ -51,17 +51,19 @@ def _need_tile(op: str, *tensors) -> None:
 
 
 def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
-         memory_config: MemoryConfig | None = None, arithmetic: bool = False, fresh: bool = False) -> Tensor:
+         memory_config: MemoryConfig | None = None, arithmetic: bool = False, fresh: bool = False,
+         flushed: bool = False) -> Tensor:
     """Result tensor: `value` rounded to `dtype`, placed where `like` lives. `arithmetic`: the
     value was computed by the FPU / SFPU, which never produce a denormal (flushed to zero
     before the packer rounds); values an op only moves or selects keep their bits. `fresh`:
-    `value` is a new array nobody else holds, so a float32 result is stored without a copy."""
+    `value` is a new array nobody else holds, so a float32 result is stored without a copy.
+    `flushed`: the op cannot have made a denormal (the caller proved it), so none is looked for."""
     if dtype in BLOCK_DTYPES and layout != Layout.TILE:
         raise fatal("layout == Layout::TILE", "Layout must be Layout::TILE for bfloat8_b or bfloat4_b!")
     dev = like.device() if like is not None else None
     mem = memory_config or (like.memory_config() if like is not None else None) or DRAM_MEMORY_CONFIG
     if dtype == DataType.FLOAT32:   # flushing and copying float32 raise no floating-point warnings
-        if arithmetic:
+        if arithmetic and not flushed:
             value = flush_denormals(value)
         keep = (fresh and type(value) is np.ndarray and value.dtype is _F32 and value.flags.c_contiguous
                 and value.flags.writeable)
@@ -69,7 +71,7 @@ def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
     else:
         with np.errstate(all="ignore"):
             value = np.asarray(value)
-            if arithmetic and dtype in FLOAT_DTYPES:
+            if arithmetic and not flushed and dtype in FLOAT_DTYPES:
                 value = flush_denormals(value)
             v = quantize(value, dtype)
     t = Tensor._make(v, dtype, layout, dev, mem if dev is not None else None)
@@ -383,10 +385,11 @@ _PLANS_LIMIT = 4096
 
 
 def _binary(name: str, a, b, dtype=None, memory_config=None, rounding_mode=None) -> Tensor:
-    # the key of _PLANS: per operand (dtype, layout, shape, on host?, memory config) of a tensor,
-    # (type, value) of a scalar (written out: this runs for every binary op)
-    ka = (a._dtype, a._layout, a._value.shape, a._device is None, a._mem) if type(a) is Tensor else (type(a), a)
-    kb = (b._dtype, b._layout, b._value.shape, b._device is None, b._mem) if type(b) is Tensor else (type(b), b)
+    # the key of _PLANS: per operand (dtype, layout, shape, on host?) of a tensor, (type, value)
+    # of a scalar (written out: this runs for every binary op). An operand's memory config is
+    # no part of it: no check reads it, and the result's is found per call (_out).
+    ka = (a._dtype, a._layout, a._value.shape, a._device is None) if type(a) is Tensor else (type(a), a)
+    kb = (b._dtype, b._layout, b._value.shape, b._device is None) if type(b) is Tensor else (type(b), b)
     try:
         key = (name, ka, kb, dtype, memory_config, rounding_mode)
         plan = _PLANS.get(key)
@@ -509,6 +512,7 @@ def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
         layout = Layout.TILE
     a_is_lead = lead is a
     quiet_fn = _quiet(fn)
+    flushed = flush and _no_new_denormals(name, kind, a, b, read_a, read_b)
 
     def run(a, b) -> Tensor:
         va, vb = read_a(a), read_b(b)
@@ -529,8 +533,32 @@ def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
             v = np.broadcast_to(v, shape)
         if kind != "arith":
             v = v.astype(np.float32)
-        return _out(v, out_dtype, layout, a if a_is_lead else b, memory_config, arithmetic=True, fresh=fresh)
+        return _out(v, out_dtype, layout, a if a_is_lead else b, memory_config, arithmetic=True, fresh=fresh,
+                    flushed=flushed)
     return run
+
+
+# |s| >= 2**-102: then x + s and x - s (x flushed, float32 arithmetic) is 0 or at least 2**-126.
+_ADD_SAFE = 2.0 ** -102
+
+
+def _no_new_denormals(name: str, kind: str, a, b, read_a, read_b) -> bool:
+    """Whether float32 `name(a, b)` on flushed operands (0 or |x| >= 2**-126) can never give a
+    denormal, whatever the tensors' values: then the result is not searched for one (a pass
+    over it per op). A comparison gives 0 / 1; maximum / minimum select a flushed operand;
+    x * s with |s| >= 1 (or s = 0) is 0 or at least |x|; x +- s with |s| >= 2**-102 (or
+    s = 0): the exact sum of two float32 whose exponents are >= -103 is a multiple of
+    2**-126, so it is 0 or normal, and rounding keeps it so."""
+    if kind != "arith" or name in ("maximum", "minimum"):
+        return True
+    if _is_tensor(a) == _is_tensor(b):
+        return False
+    s = float(np.asarray(read_b(b) if _is_tensor(a) else read_a(a)).reshape(()))
+    if name in ("add", "subtract"):
+        return s == 0 or _bi.abs(s) >= _ADD_SAFE
+    if name == "multiply":
+        return s == 0 or _bi.abs(s) >= 1
+    return False
 
 
 def _make_binary(name):
@@ -998,7 +1026,8 @@ def to_memory_config(tensor: Tensor, memory_config: MemoryConfig, dtype=None, **
 
 
 def deallocate(tensor: Tensor, force: bool = True) -> None:
-    note_deallocate(tensor)   # a trace being captured still reads it
+    if trace_open:
+        note_deallocate(tensor)   # a trace being captured still reads it
     tensor.deallocate(force)
 
 

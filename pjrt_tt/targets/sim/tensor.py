@@ -442,11 +442,13 @@ class Tensor:
 
     def _place(self, device, memory_config):
         # The device allocates (device.py owns chips and allocators; this module never imports it).
-        if not hasattr(device, "allocate_buffers"):
-            raise TypeError(f"sim: expected a device from ttnn.open_device / open_mesh_device, got {device!r}")
+        try:
+            allocate = device.allocate_buffers
+        except AttributeError:
+            raise TypeError(f"sim: expected a device from ttnn.open_device / open_mesh_device, got {device!r}") from None
         self._device = device
         self._mem = memory_config or DRAM_MEMORY_CONFIG
-        self._allocs = device.allocate_buffers(self, self._mem)
+        self._allocs = allocate(self, self._mem)
 
     # --- metadata ------------------------------------------------------------------------------
     @property
@@ -580,7 +582,8 @@ class Tensor:
 
     def __del__(self):  # like ttnn: a device tensor frees its buffers when garbage-collected
         try:
-            self._free_buffers()
+            if self._allocs:
+                self._free_buffers()
         except Exception:  # interpreter shutdown or a half-built tensor
             pass
 

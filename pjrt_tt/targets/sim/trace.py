@@ -28,6 +28,7 @@ from .tensor import Tensor, fatal
 
 _ids = itertools.count(1)
 _open: list = []   # the captures open on any sim device: ops look for theirs only while one is
+                   # (changed in place only: ops.py holds it)
 
 
 class MeshTraceId(int):
