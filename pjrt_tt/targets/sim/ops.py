@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins as _bi
 import enum
+import functools
 import math
 import numbers
 from typing import Sequence
@@ -60,8 +61,8 @@ def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
     `flushed`: the op cannot have made a denormal (the caller proved it), so none is looked for."""
     if dtype in BLOCK_DTYPES and layout != Layout.TILE:
         raise fatal("layout == Layout::TILE", "Layout must be Layout::TILE for bfloat8_b or bfloat4_b!")
-    dev = like.device() if like is not None else None
-    mem = memory_config or (like.memory_config() if like is not None else None) or DRAM_MEMORY_CONFIG
+    dev = like._device if like is not None else None
+    mem = memory_config or (like._mem if like is not None else None) or DRAM_MEMORY_CONFIG
     if dtype == DataType.FLOAT32:   # flushing and copying float32 raise no floating-point warnings
         if arithmetic and not flushed:
             value = flush_denormals(value)
@@ -92,8 +93,7 @@ def _quiet(fn):
     answers, not errors). numpy 1.x ufuncs take the error mask per call (`extobj`), which
     costs nothing; anything else runs inside np.errstate (~2 us a call)."""
     if isinstance(fn, np.ufunc) and _EXTOBJ is not None:
-        quiet = {"extobj": _EXTOBJ}
-        return lambda a, b: fn(a, b, **quiet)
+        return functools.partial(fn, extobj=_EXTOBJ)   # (a C-level call: no Python frame per op)
 
     def run(a, b):
         with np.errstate(all="ignore"):
@@ -384,26 +384,6 @@ _PLANS: dict = {}
 _PLANS_LIMIT = 4096
 
 
-def _binary(name: str, a, b, dtype=None, memory_config=None, rounding_mode=None) -> Tensor:
-    # the key of _PLANS: per operand (dtype, layout, shape, on host?) of a tensor, (type, value)
-    # of a scalar (written out: this runs for every binary op). An operand's memory config is
-    # no part of it: no check reads it, and the result's is found per call (_out).
-    ka = (a._dtype, a._layout, a._value.shape, a._device is None) if type(a) is Tensor else (type(a), a)
-    kb = (b._dtype, b._layout, b._value.shape, b._device is None) if type(b) is Tensor else (type(b), b)
-    try:
-        key = (name, ka, kb, dtype, memory_config, rounding_mode)
-        plan = _PLANS.get(key)
-    except TypeError:   # an unhashable scalar: plan every call
-        key = plan = None
-    if plan is None:
-        plan = _binary_plan(name, a, b, dtype, memory_config, rounding_mode)
-        if key is not None:
-            if len(_PLANS) >= _PLANS_LIMIT:
-                _PLANS.clear()
-            _PLANS[key] = plan
-    return plan(a, b)
-
-
 def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
     """Checks `name(a, b)` as ttnn does and returns run(a, b) -> Tensor for operands with the
     same metadata (see _PLANS)."""
@@ -497,7 +477,7 @@ def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
             return lambda _: v
         is_int = x.dtype in INT_DTYPES
         if flush and not is_int:
-            return lambda t: t._arith_value()
+            return Tensor._arith_value
         if flush:
             return lambda t: flush_denormals(tensor_val(t._live_value(), is_int))
         return lambda t: tensor_val(t._live_value(), is_int)
@@ -514,8 +494,13 @@ def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode):
     quiet_fn = _quiet(fn)
     flushed = flush and _no_new_denormals(name, kind, a, b, read_a, read_b)
 
+    # a scalar operand's value, read once (one call less per op)
+    const_a = None if _is_tensor(a) else read_a(a)
+    const_b = None if _is_tensor(b) else read_b(b)
+
     def run(a, b) -> Tensor:
-        va, vb = read_a(a), read_b(b)
+        va = read_a(a) if const_a is None else const_a
+        vb = read_b(b) if const_b is None else const_b
         if int_div:  # float64 holds every int32 quotient's integer part exactly
             with np.errstate(all="ignore"):
                 q = np.divide(va, vb)
@@ -563,7 +548,25 @@ def _no_new_denormals(name: str, kind: str, a, b, read_a, read_b) -> bool:
 
 def _make_binary(name):
     def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, rounding_mode=None, **_ignored):
-        return _binary(name, input_tensor_a, input_tensor_b, dtype, memory_config, rounding_mode)
+        a, b = input_tensor_a, input_tensor_b
+        # The plan of this call's key (made and cached on first use; see _PLANS). The key: per
+        # operand (dtype, layout, shape, on host?) of a tensor, (type, value) of a scalar; an
+        # operand's memory config is no part of it (no check reads it; the result's is found per
+        # call, _out). Written out, not a helper: this runs for every binary op.
+        ka = (a._dtype, a._layout, a._value.shape, a._device is None) if type(a) is Tensor else (type(a), a)
+        kb = (b._dtype, b._layout, b._value.shape, b._device is None) if type(b) is Tensor else (type(b), b)
+        try:
+            key = (name, ka, kb, dtype, memory_config, rounding_mode)
+            plan = _PLANS.get(key)
+        except TypeError:   # an unhashable scalar: plan every call
+            key = plan = None
+        if plan is None:
+            plan = _binary_plan(name, a, b, dtype, memory_config, rounding_mode)
+            if key is not None:
+                if len(_PLANS) >= _PLANS_LIMIT:
+                    _PLANS.clear()
+                _PLANS[key] = plan
+        return plan(a, b)
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (f"ttnn.{name}(a, b, *, dtype=None, memory_config=None) -- sim: elementwise {name} "
                   f"with numpy broadcasting; a or b may be a Python scalar.")
