@@ -28,7 +28,7 @@ class LoadedExecutable:
         device = client.lookup_device(device_id)
         trace = enable_trace(options.env_option_overrides if options else ())
         exe = cls(client, client.compiler.compile(code, fmt, options), device, trace)
-        exe.profiler = profiler_for(options, client.target.system.name, client.target.name)  # perf profile
+        exe.profiler = profiler_for(options, client.target.system.name, client.target.name, trace=trace)  # perf profile
         return exe
 
     def __init__(self, client, compiled, device, trace: bool = False):
