@@ -141,8 +141,39 @@ def test_sim_refuses_what_ttnn_refuses():
         sim.execute_trace(d, tid, cq_id=0)
     with pytest.raises(RuntimeError, match="Command queue 1 does not exist"):
         sim.record_event(sim.open_device(device_id=0), 1)
-    sim.wait_for_event(1, sim.record_event(d, 1)) if d.num_command_queues == 2 else None
     sim.sim_reset()
+
+
+def test_sim_command_queues_and_events():
+    """Two queues ordered by events, as ttnn has them: an upload on queue 1, its event waited
+    for on queue 0 (the sim runs everything in order, so a recorded event is complete);
+    a queue the device was not opened with, a third queue and a waited-for non-event refused."""
+    sim.sim_reset()
+    with pytest.raises(RuntimeError, match="num_command_queues must be 1 or 2"):
+        sim.open_mesh_device(sim.MeshShape(1, 1), num_command_queues=3)
+    d = sim.open_mesh_device(sim.MeshShape(1, 1), num_command_queues=2)
+    host = sim.Tensor(np.full((32, 32), 2, np.float32), data_type=sim.float32, layout=sim.TILE_LAYOUT)
+    dst = sim.Tensor(np.zeros((32, 32), np.float32), data_type=sim.float32, layout=sim.TILE_LAYOUT, device=d)
+    sim.copy_host_to_device_tensor(host, dst, cq_id=1)
+    written = sim.record_event(d, 1)
+    sim.wait_for_event(0, written)
+    assert sim.from_device(sim.add(dst, 1.0)).to_numpy()[0, 0] == 3.0
+    with pytest.raises(RuntimeError, match="Command queue 2 does not exist"):
+        sim.record_event(d, 2)
+    with pytest.raises(RuntimeError, match="never recorded"):
+        sim.wait_for_event(0, object())
+    sim.sim_reset()
+
+
+def test_the_runtime_opens_the_queues_the_card_gets(tt):
+    """Every target opens ttnn_facts.NUM_COMMAND_QUEUES (1: the runtime uses no second queue),
+    so the sim refuses queue 1 as the card would."""
+    from pjrt_tt.runtime.client import CLIENTS
+    from pjrt_tt.ttnn_facts import NUM_COMMAND_QUEUES
+    (target,) = {c.target for c in CLIENTS if c.target.name == "sim"}
+    assert target.mesh.num_command_queues == NUM_COMMAND_QUEUES == 1
+    with pytest.raises(RuntimeError, match="Command queue 1 does not exist"):
+        target.ttnn.record_event(target.mesh, 1)
 
 
 @pytest.mark.device

@@ -23,7 +23,7 @@ from pjrt_tt.program import Program, TensorType
 from pjrt_tt.targets.base import MeshRunner, Target
 from pjrt_tt.targets.executor import BoundProgram
 from pjrt_tt.targets.trace import TracedProgram
-from pjrt_tt.ttnn_facts import L1_SMALL_SIZE, TRACE_REGION_SIZE
+from pjrt_tt.ttnn_facts import L1_SMALL_SIZE, NUM_COMMAND_QUEUES, TRACE_REGION_SIZE
 
 
 def card_present() -> bool:
@@ -50,7 +50,7 @@ class TtnnTarget(Target):
                                      "(/dev/tenstorrent is empty); use PJRT_TT_TARGET=sim")
         import ttnn
         mesh = ttnn.open_mesh_device(ttnn.MeshShape(*system.mesh_shape), l1_small_size=L1_SMALL_SIZE,
-                                     trace_region_size=TRACE_REGION_SIZE)
+                                     trace_region_size=TRACE_REGION_SIZE, num_command_queues=NUM_COMMAND_QUEUES)
         return cls("device", system, ttnn, mesh, ttnn.close_mesh_device)
 
     def submeshes(self, shape: tuple[int, int]) -> list:

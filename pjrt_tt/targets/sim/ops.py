@@ -21,7 +21,7 @@ import numpy as np
 
 from . import fpu
 from .device import MeshDevice
-from .trace import _open as trace_open, note_deallocate   # trace_open: the open captures (a list kept in place)
+from .trace import _open as trace_open, check_queue, note_deallocate   # trace_open: the open captures (a list kept in place)
 from .tensor import (BLOCK_DTYPES, DRAM_MEMORY_CONFIG, FLOAT_DTYPES, INT_DTYPES, DataType, Layout,
                      MemoryConfig, Shape, Tensor, _int_from_float, fatal, flush_denormals, padded_shape,
                      quantize, round_bf16, storage_numpy_dtype)
@@ -1023,6 +1023,30 @@ def copy(input_a: Tensor, input_b: Tensor, **_ignored) -> None:
                                     input_b.dtype, input_b.layout))
 
 
+def copy_host_to_device_tensor(host_tensor: Tensor, device_tensor: Tensor, cq_id=0, **_ignored) -> None:
+    """ttnn.copy_host_to_device_tensor: a host tensor's values written into an allocated device
+    tensor of the same shape, dtype and layout, on command queue `cq_id` (the way inputs reach
+    a trace's persistent tensors; a write cannot be captured into a trace)."""
+    if not isinstance(host_tensor, Tensor) or host_tensor.device() is not None:
+        raise fatal("host_tensor.storage_type() == StorageType::HOST",
+                    "copy_host_to_device_tensor: the source must be a host tensor")
+    if not isinstance(device_tensor, Tensor) or device_tensor.device() is None:
+        raise fatal("device_tensor.storage_type() == StorageType::DEVICE",
+                    "copy_host_to_device_tensor: the destination must be a device tensor")
+    device_tensor._live_value()
+    check_queue(device_tensor.device(), cq_id)
+    if getattr(device_tensor.device(), "capturing", None) is not None:
+        raise fatal("!trace_capture_active", "Writes to the device are not allowed during trace capture")
+    for what, a, b in (("shape", tuple(host_tensor.shape), tuple(device_tensor.shape)),
+                       ("dtype", host_tensor.dtype, device_tensor.dtype),
+                       ("layout", host_tensor.layout, device_tensor.layout)):
+        if a != b:
+            raise fatal(f"host_tensor.{what}() == device_tensor.{what}()",
+                        f"copy_host_to_device_tensor: the host tensor's {what} {a} differs from the "
+                        f"device tensor's {b}")
+    device_tensor._overwrite(host_tensor)
+
+
 def to_memory_config(tensor: Tensor, memory_config: MemoryConfig, dtype=None, **_ignored) -> Tensor:
     _need_device("to_memory_config", tensor)
     return _same(tensor, _convert(tensor, dtype or tensor.dtype), memory_config, dtype)
@@ -1099,6 +1123,7 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, layout=None, m
 
 __all__ = [*(n for n in _UNARY if n != "gelu_tanh"), "GeluVariant", *_BINARY, *_ALIASES, "rsub", "where", "matmul", "linear", "sum", "mean", "max",
            "min", "argmax", "expand", "reshape", "permute", "transpose", "slice", "concat", "repeat", "pad", "to_layout",
-           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "copy", "to_memory_config",
+           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "copy", "copy_host_to_device_tensor",
+           "to_memory_config",
            "deallocate", "is_tensor_storage_on_device", "full", "zeros", "ones", "full_like",
            "zeros_like", "ones_like", "arange"]

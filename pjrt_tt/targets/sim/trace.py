@@ -128,17 +128,17 @@ class MeshEvent:
 
 
 def record_event(mesh_device, cq_id=None, sub_device_ids=(), device_range=None) -> MeshEvent:
-    _check_queue(mesh_device, cq_id)
+    check_queue(mesh_device, cq_id)
     return MeshEvent(mesh_device, cq_id)
 
 
 def wait_for_event(cq_id, mesh_event) -> None:
     if not isinstance(mesh_event, MeshEvent):
         raise fatal("event is recorded", "wait_for_event: the event was never recorded")
-    _check_queue(mesh_event.device, cq_id)
+    check_queue(mesh_event.device, cq_id)
 
 
-def _check_queue(mesh_device, cq_id) -> None:
+def check_queue(mesh_device, cq_id) -> None:
     q = int(cq_id or 0)
     if not 0 <= q < mesh_device.num_command_queues:
         raise fatal("cq_id < num_hw_cqs", f"Command queue {q} does not exist: the device was opened with "
