@@ -27,13 +27,25 @@ def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides
 class Buffer:
     """A PJRT buffer: holds one device tensor handle; freeing it is the target's business."""
 
+    __slots__ = ("device", "host", "tensor")   # one is made per program output per call
+
     def __init__(self, device, host: HostType, tensor):
         self.device = device
-        self.memory = device.memory
         self.host = host
         self.tensor = tensor
-        self.element_type = host.element.pjrt
-        self.dims = tuple(host.shape)
+
+    # what the shim reads of a new handle (csrc/buffer.cc), worked out when asked
+    @property
+    def memory(self):
+        return self.device.memory
+
+    @property
+    def element_type(self) -> int:
+        return self.host.element.pjrt
+
+    @property
+    def dims(self) -> tuple:
+        return tuple(self.host.shape)
 
     @property
     def on_device_size(self) -> int:   # asked rarely: not worked out for every output

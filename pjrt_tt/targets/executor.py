@@ -128,7 +128,7 @@ class BoundProgram:
                     except AttributeError:
                         raise TTError(f"the target's ttnn has no `{op.fn}` (needed for {op.origin})") from None
                     expect = self._expected_meta(op.result.type)
-                steps.append([fn, self._arg_builder((op.args, op.kwargs)), op, expect, drop, op.result.id])
+                steps.append([fn, self._arg_builder((op.args, op.kwargs), flat=True), op, expect, drop, op.result.id])
         return steps
 
     def _bind_results(self, block) -> Callable[[dict], list]:
@@ -191,7 +191,10 @@ class BoundProgram:
             env.update(zip(result_ids, out(env)))
         return run_switch
 
-    def _arg_builder(self, spec) -> Callable[[dict], Any]:
+    def _arg_builder(self, spec, flat: bool = False):
+        """env -> (args, kwargs) for `spec` (args, kwargs). `flat`: for the usual op, whose Values
+        sit directly in its positional list, (template, slots, kwargs) instead: the op loop
+        copies the template and fills those slots itself (no call per op)."""
         ttnn, device = self.ttnn, self.device
 
         def build(a) -> Callable[[dict], Any]:
@@ -229,6 +232,8 @@ class BoundProgram:
         if not nested:
             template = [None if isinstance(a, Value) else build(a)(None) for a in args]
             fixed_kwargs = {k: build(v)(None) for k, v in kwargs.items()}
+            if flat:
+                return template, slots, fixed_kwargs
 
             def fill(env):
                 call = template.copy()
@@ -253,7 +258,13 @@ class BoundProgram:
             else:
                 if timer is not None:   # perf: host cost of building the args and the ttnn call
                     start = time.perf_counter_ns()
-                args, kwargs = build(env)
+                if type(build) is tuple:   # (template, slots, kwargs): see _arg_builder
+                    args = build[0].copy()
+                    for i, vid in build[1]:
+                        args[i] = env[vid]
+                    kwargs = build[2]
+                else:
+                    args, kwargs = build(env)
                 try:
                     out = fn(*args, **kwargs)
                 except Exception as e:
