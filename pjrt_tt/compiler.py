@@ -57,6 +57,7 @@ class Compiled:
     stablehlo_text: str
     mesh_shape: tuple[int, int] = (1, 1)   # the ttnn mesh an SPMD program runs on
     optimized: tuple[bytes, str] | None = None  # what PJRT_Executable_OptimizedProgram returns
+    trace: bool = False   # enable_trace: the runtime runs it as a Metal trace (targets/trace.py)
 
 
 class ProgramCache(Mapping):
@@ -139,7 +140,7 @@ class Compiler:
             self._write(f"{index:04d}.{program.name}.ttnn.txt", program.format())
         if self.check is not None:
             self.check(program, mesh_shape)
-        compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized)
+        compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized, optimizer.trace)
         self._cache.store(key, compiled)
         with self._lock:
             self.compilations += 1

@@ -32,20 +32,37 @@ _SERIAL = itertools.count()   # buffer serial numbers, never reused (const-eval 
 class Buffer:
     """A PJRT buffer: holds one device tensor handle; freeing it is the target's business."""
 
+    # one is made per program output per call
+    __slots__ = ("device", "host", "tensor", "serial", "_prepared", "_linked", "__weakref__")
+
     def __init__(self, device, host: HostType, tensor):
         self.device = device
-        self.memory = device.memory
         self.host = host
         self.tensor = tensor
-        self.element_type = host.element.pjrt
-        self.dims = tuple(host.shape)
-        self.on_device_size = device_bytes(device_type(host))
         # const-eval results made from this buffer (passes/const_eval.py), by (program, block,
         # the serials of the other buffers read): (results, tensors to free); they live as long
-        # as this buffer and the others hold their tensors
+        # as this buffer and the others hold their tensors. Made on first use (most buffers are
+        # outputs that never feed a prepared block).
         self.serial = next(_SERIAL)
-        self._prepared: dict = {}
-        self._linked: list = []   # (weakref to the buffer keeping an entry that read this one, key)
+        self._prepared: dict | None = None
+        self._linked: list | None = None   # (weakref to the buffer keeping an entry that read this one, key)
+
+    # what the shim reads of a new handle (csrc/buffer.cc), worked out when asked
+    @property
+    def memory(self):
+        return self.device.memory
+
+    @property
+    def element_type(self) -> int:
+        return self.host.element.pjrt
+
+    @property
+    def dims(self) -> tuple:
+        return tuple(self.host.shape)
+
+    @property
+    def on_device_size(self) -> int:   # asked rarely: not worked out for every output
+        return device_bytes(device_type(self.host))
 
     @classmethod
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
@@ -63,6 +80,8 @@ class Buffer:
         `make([tensors]) -> (results, owners)` the first time, and kept until any of them
         is deleted or holds another tensor."""
         full = (key, tuple(o.serial for o in others))
+        if self._prepared is None:
+            self._prepared = {}
         hit = self._prepared.get(full)
         if hit is None:
             made = make([b.live_tensor("preparing an argument") for b in (self, *others)])
@@ -71,6 +90,8 @@ class Buffer:
                 self._free_owned([made])
             else:
                 for o in others:
+                    if o._linked is None:
+                        o._linked = []
                     o._linked.append((weakref.ref(self), full))
         return hit[0]
 
@@ -81,11 +102,13 @@ class Buffer:
                 target.free(t)
 
     def _drop_prepared(self) -> None:
-        entries, self._prepared = list(self._prepared.values()), {}
-        linked, self._linked = self._linked, []
+        if not self._prepared and not self._linked:
+            return
+        entries, self._prepared = list((self._prepared or {}).values()), None
+        linked, self._linked = self._linked or [], None
         for ref, full in linked:   # entries other buffers keep that read this one
             keeper = ref()
-            entry = keeper._prepared.pop(full, None) if keeper is not None else None
+            entry = keeper._prepared.pop(full, None) if keeper is not None and keeper._prepared else None
             if entry is not None:
                 entries.append(entry)
         if self.device.client.deadline.wedged is None:

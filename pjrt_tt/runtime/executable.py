@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.errors import InvalidArgument, Unimplemented
 from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime.buffer import Buffer
+from pjrt_tt.targets.trace import TracedProgram, trace_refusal
 
 
 class LoadedExecutable:
@@ -24,15 +25,20 @@ class LoadedExecutable:
         if build_options is not None and build_options.device_assignment is not None:
             device_id = assignment_ids(build_options.device_assignment)[0][0]
         device = client.lookup_device(device_id)
-        exe = cls(client, client.compiler.compile(code, fmt, options), device)
-        exe.profiler = profiler_for(options, client.target.system.name, client.target.name)  # perf profile
+        compiled = client.compiler.compile(code, fmt, options)
+        trace = compiled.trace
+        exe = cls(client, compiled, device, trace)
+        exe.profiler = profiler_for(options, client.target.system.name, client.target.name, trace=trace)  # perf profile
         return exe
 
-    def __init__(self, client, compiled, device):
+    def __init__(self, client, compiled, device, trace: bool = False):
         self._describe(client, compiled, [device])
         self._optimized_mlir = None
         target = client.target
-        self._bound = target.bind(self.program, device.chip)
+        if trace and (why := trace_refusal(self.program)) is not None:
+            raise InvalidArgument(f"enable_trace: program {self.name} cannot run as a Metal trace: {why}; "
+                                  f"compile it without enable_trace")
+        self._bound = target.bind(self.program, device.chip, trace)
         self._constants = [target.upload(c.data, c.value.type, device.chip) for c in self.program.constants]
         # const-eval (passes/const_eval.py): blocks reading inputs are kept with the argument
         # buffers; a block of constants only is made at the first run and kept here
@@ -52,9 +58,11 @@ class LoadedExecutable:
         self.output_element_types = [h.element.pjrt for h in program.output_host_types]
         self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
         self.output_memory_kinds = ["device"] * self.num_outputs
+        self.donated_inputs = list(program.donated_inputs)   # the shim marks these deleted after a run
         self.fingerprint = compiled.fingerprint
         self.size_of_generated_code = len(program.ops)
         self.is_deleted = False
+        self._what = f"program {self.name}"   # names a device call that did not return (deadline)
 
     def optimized_program(self) -> tuple[bytes, str]:
         code, fmt = self.compiled.code, self.compiled.format
@@ -80,23 +88,28 @@ class LoadedExecutable:
             raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
         tensors = []
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
-            if buf.host != want:
-                raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
-            tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
+            if buf.host is not want:
+                if buf.host != want:
+                    raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
+                buf.host = want   # equal: the next call compares identities
+            tensor = buf.tensor
+            tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
         prepared = deadline.call(f"const-eval of program {self.name}", self._prepared, args) \
             if self._prepare_from else None
         if self.profiler is not None and self.profiler.active:   # perf profile (mock/device wrap the bound program)
-            outputs = deadline.call(f"program {self.name}", self.profiler.run, program,
+            outputs = deadline.call(self._what, self.profiler.run, program,
                                     getattr(self._bound, "bound", self._bound),
                                     lambda: self._bound.run(tensors, self._constants, prepared))
         else:
-            outputs = deadline.call(f"program {self.name}", self._bound.run, tensors, self._constants, prepared)
-        keep = set(non_donatable_input_indices or ())
-        for i in program.donated_inputs:
-            if i not in keep:
-                args[i].delete()
-        return [[Buffer(self.device, h, t) for h, t in zip(program.output_host_types, outputs)]]
+            outputs = deadline.call(self._what, self._bound.run, tensors, self._constants, prepared)
+        if program.donated_inputs:
+            keep = set(non_donatable_input_indices or ())
+            for i in program.donated_inputs:
+                if i not in keep:
+                    args[i].delete()
+        device = self.device
+        return [[Buffer(device, h, t) for h, t in zip(program.output_host_types, outputs)]]
 
     def _prepared(self, args) -> list:
         """The const-eval results of this run: from each argument buffer's cache (made on a
@@ -118,6 +131,10 @@ class LoadedExecutable:
 
     def delete(self) -> None:
         if not self.is_deleted:
+            traced = getattr(self._bound, "bound", None)   # a TracedProgram, or mock/device's _OnChip around one
+            for runner in (self._bound, traced):
+                if self.client.deadline.wedged is None and isinstance(runner, TracedProgram):
+                    runner.release()
             for t in self._constants if self.client.deadline.wedged is None else ():   # (see Buffer.delete)
                 self.client.target.free(t)
             for _, owners in self._const_prepared.values() if self.client.deadline.wedged is None else ():
@@ -148,6 +165,9 @@ class MeshExecutable(LoadedExecutable):
         if build_options.device_assignment is not None:
             ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
         compiled = client.compiler.compile(code, fmt, options)
+        if compiled.trace:
+            raise Unimplemented("enable_trace: Metal trace of SPMD (multi-device) programs is not implemented "
+                                "yet; compile without enable_trace")
         exe = cls(client, compiled, [client.lookup_device(i) for i in ids])
         exe.profiler = profiler_for(options, client.target.system.name, client.target.name, n)  # perf profile
         return exe
