@@ -144,7 +144,7 @@ def arg_reducer(region) -> str | None:
     if len(args) != 4 or _kind(args[1].type) != "int":
         return None
     kind = _kind(args[0].type)
-    values = _FLOATS if kind == "float" else _INTS
+    values = _BOOLS if kind == "bool" else _FLOATS if kind == "float" else _INTS
     samples = [(a, i, b, j) for a, b in itertools.product(values, repeat=2) for i, j in ((0, 1), (1, 0), (2, 7))]
     for name, best in (("argmax", max), ("argmin", min)):
         if _agrees(region, samples, lambda a, i, b, j, best=best: _arg(best, a, i, b, j)):
