@@ -144,7 +144,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
             _retarget(gm, device)
-    compiled = _extract(gm, example_inputs, device)
+    compiled = _watch_fallbacks(_extract(gm, example_inputs, device))
     if not on_cpu:
         return make_boxed_func(compiled)
     # aot's forward takes dynamo's graph inputs in order (parameters included); names
@@ -177,6 +177,54 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
         args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=_NARROW.get(t.dtype, t.dtype)).to(device)
                 if isinstance(t, torch.Tensor) else t for t in example_inputs]
         return dynamo_bridge.extract_compiled_graph(gm, args)
+
+
+class _Fallbacks:
+    """aten ops torch_xla ran on the CPU (its fallback: a host round trip and a split
+    program) while a compiled graph ran, counted from torch_xla's `aten::*` counters around
+    each call and reported once per graph and op set, so users learn it from the backend
+    rather than from torch_xla's metrics."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def snapshot() -> dict[str, int]:
+        import torch_xla.debug.metrics as met
+        return {n: met.counter_value(n) or 0 for n in met.counter_names() if n.startswith("aten::")}
+
+    def record(self, before: dict[str, int], after: dict[str, int], reported: set) -> None:
+        ran = {n: c - before.get(n, 0) for n, c in after.items() if c > before.get(n, 0)}
+        if not ran:
+            return
+        with self._lock:
+            for n, c in ran.items():
+                self.counts[n] = self.counts.get(n, 0) + c
+        new = frozenset(ran) - reported
+        if new:
+            reported.update(new)
+            import warnings
+            warnings.warn(
+                f"torch.compile(backend='tt'): {', '.join(sorted(n[6:] for n in new))} ran on the CPU "
+                f"(torch_xla has no lowering for it, so each call splits the graph and moves tensors "
+                f"to the host and back); pjrt_tt.torch.backend.compile_counts()['cpu_fallbacks'] "
+                f"counts such calls", RuntimeWarning, stacklevel=3)
+
+
+_FALLBACKS = _Fallbacks()
+
+
+def _watch_fallbacks(compiled):
+    reported: set = set()
+
+    def run(*args):
+        before = _FALLBACKS.snapshot()
+        out = compiled(*args)
+        _FALLBACKS.record(before, _FALLBACKS.snapshot(), reported)
+        return out
+
+    return run
 
 
 def _upload(args, names, device) -> list:
@@ -232,15 +280,22 @@ def _input_names(gm: torch.fx.GraphModule) -> list[str]:
 
 # aten ops broken into simpler ones before torch_xla sees them, because torch_xla's own
 # lowering of them uses an XLA op we do not lower (layer norm -> batch_norm_training,
-# batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad).
+# batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad), or it has
+# none and runs them on the CPU: scaled_dot_product_attention traced from CPU tensors
+# becomes the CPU kernel `_scaled_dot_product_flash_attention_for_cpu` (decomposed into
+# matmul / softmax, masks, causal and GQA forms included), and adaptive average pooling
+# whose output size does not divide the input (torch_xla lowers only the divisible case).
 DECOMPOSE = ("native_layer_norm", "native_layer_norm_backward", "native_batch_norm",
              "native_batch_norm_backward", "_native_batch_norm_legit",
-             "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional")
+             "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
+             "_scaled_dot_product_flash_attention_for_cpu", "_adaptive_avg_pool2d")
 
 
 def compile_counts() -> dict[str, int]:
     """How often each layer compiled so far: dynamo graphs, torch_xla programs (XLA
-    compiles, cache misses of torch_xla's graph cache) and pjrt-tt lowerings."""
+    compiles, cache misses of torch_xla's graph cache) and pjrt-tt lowerings; and how
+    many aten ops compiled graphs ran on the CPU (torch_xla fallbacks; goal 0, by op in
+    `cpu_fallback_ops()`)."""
     from torch._dynamo.utils import counters
     out = {"dynamo_graphs": int(counters["stats"]["unique_graphs"])}
     try:
@@ -252,4 +307,11 @@ def compile_counts() -> dict[str, int]:
     from pjrt_tt.runtime.client import CLIENTS
     out["tt_lowerings"] = sum(c.compiler.compilations for c in CLIENTS)
     out["weight_uploads"] = _UPLOADS.uploads
+    out["cpu_fallbacks"] = sum(_FALLBACKS.counts.values())
     return out
+
+
+def cpu_fallback_ops() -> dict[str, int]:
+    """aten op -> how many times compiled graphs ran it on the CPU so far."""
+    with _FALLBACKS._lock:
+        return {n[6:]: c for n, c in _FALLBACKS.counts.items()}
