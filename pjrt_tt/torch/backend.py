@@ -260,11 +260,38 @@ def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
     from torch._dynamo.backends.common import aot_autograd
     import functools
     _xla_device()
+    _attention_on_chip(gm)
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
     fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm))
     bw_compiler = functools.partial(_compile_graph, input_names=[])  # inputs named by position
     return aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler,
                         decompositions=decompositions)(gm, example_inputs, **kwargs)
+
+
+def _attention_on_chip(gm: torch.fx.GraphModule) -> None:
+    """scaled_dot_product_attention calls in dynamo's graph become its math form (matmul,
+    softmax, the mask / causal / GQA handling), which aot_autograd traces into ops torch_xla
+    lowers, backward included. Left alone, aot picks the kernel for the example inputs'
+    device: traced from CPU tensors that is `_scaled_dot_product_flash_attention_for_cpu`,
+    which torch_xla runs on the CPU (and whose backward it cannot run at all)."""
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch._C._nn.scaled_dot_product_attention:
+            node.target = _attention_math
+            changed = True
+    if changed:
+        gm.recompile()
+
+
+def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                    enable_gqa=False):
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # what scaled_dot_product_attention does before any kernel: True keeps, False -> -inf
+        # (scalar tensors of the query's dtype: a Python float scalar reaches torch_xla as float64)
+        keep, drop = (torch.scalar_tensor(v, dtype=query.dtype, device=query.device) for v in (0.0, float("-inf")))
+        attn_mask = torch.where(attn_mask, keep, drop)
+    return torch.ops.aten._scaled_dot_product_attention_math(
+        query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
 
 
 def _input_names(gm: torch.fx.GraphModule) -> list[str]:
@@ -281,14 +308,12 @@ def _input_names(gm: torch.fx.GraphModule) -> list[str]:
 # aten ops broken into simpler ones before torch_xla sees them, because torch_xla's own
 # lowering of them uses an XLA op we do not lower (layer norm -> batch_norm_training,
 # batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad), or it has
-# none and runs them on the CPU: scaled_dot_product_attention traced from CPU tensors
-# becomes the CPU kernel `_scaled_dot_product_flash_attention_for_cpu` (decomposed into
-# matmul / softmax, masks, causal and GQA forms included), and adaptive average pooling
-# whose output size does not divide the input (torch_xla lowers only the divisible case).
+# none and runs them on the CPU: adaptive average pooling whose output size does not divide
+# the input (torch_xla lowers only the divisible case). Attention: _attention_on_chip.
 DECOMPOSE = ("native_layer_norm", "native_layer_norm_backward", "native_batch_norm",
              "native_batch_norm_backward", "_native_batch_norm_legit",
              "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
-             "_scaled_dot_product_flash_attention_for_cpu", "_adaptive_avg_pool2d")
+             "_adaptive_avg_pool2d")
 
 
 def compile_counts() -> dict[str, int]:
