@@ -292,6 +292,10 @@ SDPA_CASES = {
     "bool_mask": (dict(attn_mask="bool"), (2, 2, 2, 8, 8, 16)),
     "float_mask": (dict(attn_mask="float"), (1, 2, 2, 8, 6, 32)),
     "gqa": (dict(enable_gqa=True, is_causal=True), (1, 4, 2, 8, 8, 16)),
+    "gqa_mask": (dict(enable_gqa=True, attn_mask="bool"), (2, 6, 2, 8, 8, 32)),
+    # query rows whose keys are all masked (left padding): 0, as torch's kernels make them
+    "dead_rows_bool": (dict(attn_mask="dead_bool"), (2, 2, 2, 8, 8, 16)),
+    "dead_rows_float": (dict(attn_mask="dead_float"), (1, 2, 2, 8, 8, 16)),
 }
 
 
@@ -304,6 +308,14 @@ def _sdpa_kwargs(kw, lq, lk, dtype):
         kw["attn_mask"] = m
     elif kw.get("attn_mask") == "float":
         kw["attn_mask"] = torch.randn(lq, lk, generator=g).to(dtype)
+    elif kw.get("attn_mask") == "dead_bool":   # batch 1: its first three query rows see nothing
+        m = torch.ones(2, 1, lq, lk, dtype=torch.bool)
+        m[1, :, :3] = False
+        kw["attn_mask"] = m
+    elif kw.get("attn_mask") == "dead_float":  # rows 2 and 5 all -inf, others finite
+        m = torch.randn(lq, lk, generator=g)
+        m[[2, 5]] = float("-inf")
+        kw["attn_mask"] = m.to(dtype)
     return kw
 
 

@@ -285,13 +285,37 @@ def _attention_on_chip(gm: torch.fx.GraphModule) -> None:
 
 def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                     enable_gqa=False):
+    """Attention written as HF's eager attention writes it (softmax(q k^T * scale + mask) v,
+    the softmax in float32, grouped key / value heads expanded), the form optimization
+    level 1 fuses into ttnn's SDPA. The causal and boolean masks become additive ones, as
+    scaled_dot_product_attention makes them; a query row whose keys are all masked is 0, as
+    torch's kernels make it (softmax alone gives NaN): a select on the output, outside the
+    fused pattern. With dropout, aten's math form."""
+    # scalars as tensors of the query's dtype: a Python float scalar reaches torch_xla as float64
+    zero, neg = (torch.scalar_tensor(v, dtype=query.dtype, device=query.device) for v in (0.0, float("-inf")))
+    empty = None
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         # what scaled_dot_product_attention does before any kernel: True keeps, False -> -inf
-        # (scalar tensors of the query's dtype: a Python float scalar reaches torch_xla as float64)
-        keep, drop = (torch.scalar_tensor(v, dtype=query.dtype, device=query.device) for v in (0.0, float("-inf")))
-        attn_mask = torch.where(attn_mask, keep, drop)
-    return torch.ops.aten._scaled_dot_product_attention_math(
-        query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+        empty = ~attn_mask.any(-1, keepdim=True)
+        attn_mask = torch.where(attn_mask, zero, neg)
+    elif attn_mask is not None:
+        empty = (attn_mask == neg).all(-1, keepdim=True)
+    if dropout_p:
+        return torch.ops.aten._scaled_dot_product_attention_math(
+            query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+    lq, lk = query.shape[-2], key.shape[-2]
+    if enable_gqa and key.dim() == 4 and key.shape[1] != query.shape[1]:   # HF's repeat_kv
+        b, h, s, d = key.shape
+        n = query.shape[1] // h
+        key = key[:, :, None].expand(b, h, n, s, d).reshape(b, h * n, s, d)
+        value = value[:, :, None].expand(b, h, n, s, value.shape[-1]).reshape(b, h * n, s, value.shape[-1])
+    if is_causal:   # top-left aligned: row i sees keys 0..i, never none
+        attn_mask = torch.where(torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril(), zero, neg)
+    scores = torch.matmul(query, key.transpose(-2, -1)) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    out = torch.matmul(scores.softmax(-1, dtype=torch.float32).to(query.dtype), value)
+    return out if empty is None else torch.where(empty, zero, out)
 
 
 def _input_names(gm: torch.fx.GraphModule) -> list[str]:
