@@ -260,7 +260,7 @@ def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
     from torch._dynamo.backends.common import aot_autograd
     import functools
     _xla_device()
-    _attention_on_chip(gm)
+    _rewrite_calls(gm)
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
     fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm))
     bw_compiler = functools.partial(_compile_graph, input_names=[])  # inputs named by position
@@ -268,19 +268,28 @@ def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
                         decompositions=decompositions)(gm, example_inputs, **kwargs)
 
 
-def _attention_on_chip(gm: torch.fx.GraphModule) -> None:
-    """scaled_dot_product_attention calls in dynamo's graph become its math form (matmul,
-    softmax, the mask / causal / GQA handling), which aot_autograd traces into ops torch_xla
-    lowers, backward included. Left alone, aot picks the kernel for the example inputs'
-    device: traced from CPU tensors that is `_scaled_dot_product_flash_attention_for_cpu`,
-    which torch_xla runs on the CPU (and whose backward it cannot run at all)."""
+def _rewrite_calls(gm: torch.fx.GraphModule) -> None:
+    """Calls in dynamo's graph that become another form before aot_autograd traces it
+    (REWRITE). scaled_dot_product_attention: left alone, aot picks the kernel for the example
+    inputs' device: traced from CPU tensors that is `_scaled_dot_product_flash_attention_for_cpu`,
+    which torch_xla runs on the CPU (and whose backward it cannot run at all); its math form
+    is traced into ops torch_xla lowers, backward included. adaptive_avg_pool1d: torch_xla's
+    own kernel for it is called on aot's fake tensors when the inputs are on the device, and
+    fails there ("Expected XLA tensor"); the 2-D pool of a height-1 image is decomposed."""
     changed = False
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target is torch._C._nn.scaled_dot_product_attention:
-            node.target = _attention_math
+        if node.op == "call_function" and node.target in REWRITE:
+            node.target = REWRITE[node.target]
             changed = True
     if changed:
         gm.recompile()
+
+
+def _adaptive_avg_pool1d(input, output_size):
+    size = output_size[0] if isinstance(output_size, (list, tuple)) else output_size
+    if size == 1:   # a pooler (Swin): the 2-D op on device tensors fails in aot the same way
+        return input.mean(-1, keepdim=True)
+    return torch.nn.functional.adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
 
 
 def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -318,6 +327,10 @@ def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
     return out if empty is None else torch.where(empty, zero, out)
 
 
+REWRITE = {torch._C._nn.scaled_dot_product_attention: _attention_math,
+           torch.adaptive_avg_pool1d: _adaptive_avg_pool1d}
+
+
 def _input_names(gm: torch.fx.GraphModule) -> list[str]:
     """What each graph input is in the user's code (`L['x']`, `L['self']...weight`)."""
     names = []
@@ -333,7 +346,7 @@ def _input_names(gm: torch.fx.GraphModule) -> list[str]:
 # lowering of them uses an XLA op we do not lower (layer norm -> batch_norm_training,
 # batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad), or it has
 # none and runs them on the CPU: adaptive average pooling whose output size does not divide
-# the input (torch_xla lowers only the divisible case). Attention: _attention_on_chip.
+# the input (torch_xla lowers only the divisible case). Attention and 1-D adaptive pooling: REWRITE.
 DECOMPOSE = ("native_layer_norm", "native_layer_norm_backward", "native_batch_norm",
              "native_batch_norm_backward", "_native_batch_norm_legit",
              "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
