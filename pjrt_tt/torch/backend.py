@@ -147,7 +147,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
             _retarget(gm, device)
     with compile_options(options):   # torch.compile(..., options=): for this graph's programs
-        compiled = _extract(gm, example_inputs, device)
+        compiled = _watch_fallbacks(_extract(gm, example_inputs, device))
     if not on_cpu:
         return make_boxed_func(compiled)
     # aot's forward takes dynamo's graph inputs in order (parameters included); names
@@ -180,6 +180,54 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
         args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=_NARROW.get(t.dtype, t.dtype)).to(device)
                 if isinstance(t, torch.Tensor) else t for t in example_inputs]
         return dynamo_bridge.extract_compiled_graph(gm, args)
+
+
+class _Fallbacks:
+    """aten ops torch_xla ran on the CPU (its fallback: a host round trip and a split
+    program) while a compiled graph ran, counted from torch_xla's `aten::*` counters around
+    each call and reported once per graph and op set, so users learn it from the backend
+    rather than from torch_xla's metrics."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def snapshot() -> dict[str, int]:
+        import torch_xla.debug.metrics as met
+        return {n: met.counter_value(n) or 0 for n in met.counter_names() if n.startswith("aten::")}
+
+    def record(self, before: dict[str, int], after: dict[str, int], reported: set) -> None:
+        ran = {n: c - before.get(n, 0) for n, c in after.items() if c > before.get(n, 0)}
+        if not ran:
+            return
+        with self._lock:
+            for n, c in ran.items():
+                self.counts[n] = self.counts.get(n, 0) + c
+        new = frozenset(ran) - reported
+        if new:
+            reported.update(new)
+            import warnings
+            warnings.warn(
+                f"torch.compile(backend='tt'): {', '.join(sorted(n[6:] for n in new))} ran on the CPU "
+                f"(torch_xla has no lowering for it, so each call splits the graph and moves tensors "
+                f"to the host and back); pjrt_tt.torch.backend.compile_counts()['cpu_fallbacks'] "
+                f"counts such calls", RuntimeWarning, stacklevel=3)
+
+
+_FALLBACKS = _Fallbacks()
+
+
+def _watch_fallbacks(compiled):
+    reported: set = set()
+
+    def run(*args):
+        before = _FALLBACKS.snapshot()
+        out = compiled(*args)
+        _FALLBACKS.record(before, _FALLBACKS.snapshot(), reported)
+        return out
+
+    return run
 
 
 def _upload(args, names, device) -> list:
@@ -220,11 +268,75 @@ def tt_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = 
     if options:
         _checked(options)   # a bad name fails here, naming the known ones
     _xla_device()
+    _rewrite_calls(gm)
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
     fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm), options=options)
     bw_compiler = functools.partial(_compile_graph, input_names=[], options=options)  # inputs named by position
     return aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler,
                         decompositions=decompositions)(gm, example_inputs, **kwargs)
+
+
+def _rewrite_calls(gm: torch.fx.GraphModule) -> None:
+    """Calls in dynamo's graph that become another form before aot_autograd traces it
+    (REWRITE). scaled_dot_product_attention: left alone, aot picks the kernel for the example
+    inputs' device: traced from CPU tensors that is `_scaled_dot_product_flash_attention_for_cpu`,
+    which torch_xla runs on the CPU (and whose backward it cannot run at all); its math form
+    is traced into ops torch_xla lowers, backward included. adaptive_avg_pool1d: torch_xla's
+    own kernel for it is called on aot's fake tensors when the inputs are on the device, and
+    fails there ("Expected XLA tensor"); the 2-D pool of a height-1 image is decomposed."""
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in REWRITE:
+            node.target = REWRITE[node.target]
+            changed = True
+    if changed:
+        gm.recompile()
+
+
+def _adaptive_avg_pool1d(input, output_size):
+    size = output_size[0] if isinstance(output_size, (list, tuple)) else output_size
+    if size == 1:   # a pooler (Swin): the 2-D op on device tensors fails in aot the same way
+        return input.mean(-1, keepdim=True)
+    return torch.nn.functional.adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
+
+
+def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                    enable_gqa=False):
+    """Attention written as HF's eager attention writes it (softmax(q k^T * scale + mask) v,
+    the softmax in float32, grouped key / value heads expanded), the form optimization
+    level 1 fuses into ttnn's SDPA. The causal and boolean masks become additive ones, as
+    scaled_dot_product_attention makes them; a query row whose keys are all masked is 0, as
+    torch's kernels make it (softmax alone gives NaN): a select on the output, outside the
+    fused pattern. With dropout, aten's math form."""
+    # scalars as tensors of the query's dtype: a Python float scalar reaches torch_xla as float64
+    zero, neg = (torch.scalar_tensor(v, dtype=query.dtype, device=query.device) for v in (0.0, float("-inf")))
+    empty = None
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # what scaled_dot_product_attention does before any kernel: True keeps, False -> -inf
+        empty = ~attn_mask.any(-1, keepdim=True)
+        attn_mask = torch.where(attn_mask, zero, neg)
+    elif attn_mask is not None:
+        empty = (attn_mask == neg).all(-1, keepdim=True)
+    if dropout_p:
+        return torch.ops.aten._scaled_dot_product_attention_math(
+            query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+    lq, lk = query.shape[-2], key.shape[-2]
+    if enable_gqa and key.dim() == 4 and key.shape[1] != query.shape[1]:   # HF's repeat_kv
+        b, h, s, d = key.shape
+        n = query.shape[1] // h
+        key = key[:, :, None].expand(b, h, n, s, d).reshape(b, h * n, s, d)
+        value = value[:, :, None].expand(b, h, n, s, value.shape[-1]).reshape(b, h * n, s, value.shape[-1])
+    if is_causal:   # top-left aligned: row i sees keys 0..i, never none
+        attn_mask = torch.where(torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril(), zero, neg)
+    scores = torch.matmul(query, key.transpose(-2, -1)) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    out = torch.matmul(scores.softmax(-1, dtype=torch.float32).to(query.dtype), value)
+    return out if empty is None else torch.where(empty, zero, out)
+
+
+REWRITE = {torch._C._nn.scaled_dot_product_attention: _attention_math,
+           torch.adaptive_avg_pool1d: _adaptive_avg_pool1d}
 
 
 def _input_names(gm: torch.fx.GraphModule) -> list[str]:
@@ -240,15 +352,20 @@ def _input_names(gm: torch.fx.GraphModule) -> list[str]:
 
 # aten ops broken into simpler ones before torch_xla sees them, because torch_xla's own
 # lowering of them uses an XLA op we do not lower (layer norm -> batch_norm_training,
-# batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad).
+# batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad), or it has
+# none and runs them on the CPU: adaptive average pooling whose output size does not divide
+# the input (torch_xla lowers only the divisible case). Attention and 1-D adaptive pooling: REWRITE.
 DECOMPOSE = ("native_layer_norm", "native_layer_norm_backward", "native_batch_norm",
              "native_batch_norm_backward", "_native_batch_norm_legit",
-             "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional")
+             "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
+             "_adaptive_avg_pool2d")
 
 
 def compile_counts() -> dict[str, int]:
     """How often each layer compiled so far: dynamo graphs, torch_xla programs (XLA
-    compiles, cache misses of torch_xla's graph cache) and pjrt-tt lowerings."""
+    compiles, cache misses of torch_xla's graph cache) and pjrt-tt lowerings; and how
+    many aten ops compiled graphs ran on the CPU (torch_xla fallbacks; goal 0, by op in
+    `cpu_fallback_ops()`)."""
     from torch._dynamo.utils import counters
     out = {"dynamo_graphs": int(counters["stats"]["unique_graphs"])}
     try:
@@ -260,4 +377,11 @@ def compile_counts() -> dict[str, int]:
     from pjrt_tt.runtime.client import CLIENTS
     out["tt_lowerings"] = sum(c.compiler.compilations for c in CLIENTS)
     out["weight_uploads"] = _UPLOADS.uploads
+    out["cpu_fallbacks"] = sum(_FALLBACKS.counts.values())
     return out
+
+
+def cpu_fallback_ops() -> dict[str, int]:
+    """aten op -> how many times compiled graphs ran it on the CPU so far."""
+    with _FALLBACKS._lock:
+        return {n[6:]: c for n, c in _FALLBACKS.counts.items()}
