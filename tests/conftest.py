@@ -204,6 +204,32 @@ def assert_close(got, want, *, exact: bool = False, kind: str | None = None, pcc
 _pearson = pcc   # assert_close's `pcc` argument shadows the function
 
 
+class NewPrograms:
+    """The ttnn programs compiled inside a `with NewPrograms() as new:` block, on any client
+    (jax's and torch_xla's clients live side by side in one test process): `new.programs`."""
+
+    @staticmethod
+    def _cached() -> dict:
+        from pjrt_tt.runtime.client import CLIENTS
+        return {(id(c), k): e for c in CLIENTS for k, e in c.compiler._cache.items()}
+
+    def __enter__(self):
+        self._before = set(self._cached())
+        return self
+
+    def __exit__(self, *exc):
+        self.programs = [e.program for k, e in self._cached().items() if k not in self._before]
+
+    def one(self):
+        assert len(self.programs) == 1, \
+            f"expected exactly one new program, got {len(self.programs)} (use unique shapes)"
+        return self.programs[0]
+
+    def biggest(self):
+        assert self.programs, "no program was compiled"
+        return max(self.programs, key=lambda p: len(p.ops))
+
+
 def run_both(f, *args, tt_device, cpu_device, **jit_kwargs):
     """Run jit(f) on TT and on XLA:CPU with the same host inputs; returns (tt, cpu) leaves."""
     outs = []

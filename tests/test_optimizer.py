@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from conftest import assert_close
-from pjrt_tt.runtime.client import CLIENTS
+from conftest import NewPrograms, assert_close
 from pjrt_tt.targets.executor import BoundProgram
 
 RNG = np.random.default_rng(11)
@@ -28,22 +27,15 @@ def _rand(*shape, dtype=np.float32):
 L1 = {"optimization_level": 1}   # (level 0 is the default: docs/optimizer.md)
 
 
-def _cached() -> dict:
-    """Every client's compiled programs (torch_xla's client may be the newest one)."""
-    return {(id(c), k): e for c in CLIENTS for k, e in c.compiler._cache.items()}
-
-
 def compiled(f, *args, tt, cpu, options=None):
     """(tt results, XLA:CPU results, the ttnn program), from one new compile of jit(f) at
     level 1 unless `options` say otherwise."""
     options = {**L1, **(options or {})}
-    before = set(_cached())
     want = [np.asarray(x) for x in jax.tree.leaves(jax.jit(f)(*jax.device_put(args, cpu)))]
-    got = [np.asarray(x) for x in jax.tree.leaves(
-        jax.jit(f, compiler_options=options)(*jax.device_put(args, tt)))]
-    new = [e for k, e in _cached().items() if k not in before]
-    assert len(new) == 1, "each test compiles exactly one new program (use unique shapes)"
-    return got, want, new[0].program
+    with NewPrograms() as new:
+        got = [np.asarray(x) for x in jax.tree.leaves(
+            jax.jit(f, compiler_options=options)(*jax.device_put(args, tt)))]
+    return got, want, new.one()
 
 
 def fns(program) -> list[str]:
@@ -90,11 +82,10 @@ def _scores(q, k):
 def test_level_0_is_the_default_and_the_lowering_as_is(tt, cpu):
     for b, options in ((2, {"optimization_level": 0}), (4, None)):
         q, k = _rand(b, 3, 32, 64), _rand(b, 3, 64, 64)
-        cache = CLIENTS[-1].compiler._cache
-        before = set(cache)
-        got = np.asarray(jax.jit(_scores, **({"compiler_options": options} if options else {}))(
-            *jax.device_put((q, k), tt)))
-        (p0,) = [cache[key].program for key in cache if key not in before]
+        with NewPrograms() as new:
+            got = np.asarray(jax.jit(_scores, **({"compiler_options": options} if options else {}))(
+                *jax.device_put((q, k), tt)))
+        p0 = new.one()
         assert fns(p0) == ["permute", "matmul"] and not p0.prepare, p0.format()
         assert_close(got, np.asarray(jax.jit(_scores)(*jax.device_put((q, k), cpu))), kind="matmul")
 
@@ -226,10 +217,11 @@ def test_conv_weights_are_prepared_once(tt, cpu, monkeypatch):
     x, w = _rand(2, 12, 12, 8), _rand(3, 3, 8, 16)
     xs, ws = jax.device_put(x, tt), jax.device_put(w, tt)
     g = jax.jit(f, compiler_options=L1)
-    for _ in range(3):
-        got = np.asarray(g(xs, ws))
+    with NewPrograms() as new:
+        for _ in range(3):
+            got = np.asarray(g(xs, ws))
     assert counted.n == 1, "the weight's block (permute to OIHW, row-major) ran once; x's reshape is per call"
-    p = CLIENTS[-1].compiler._cache[list(CLIENTS[-1].compiler._cache)[-1]].program
+    p = new.one()
     assert [[v.id for v in b.sources] for b in p.prepare] == [[p.inputs[1].id]], p.format()
     assert_close(got, np.asarray(jax.jit(f)(*jax.device_put((x, w), cpu))), kind="matmul")
 
@@ -246,9 +238,10 @@ def test_scalar_argument_read_once(tt, cpu, monkeypatch):
     eps, g = np.float32(1e-5), _rand(64).astype(ml_dtypes.bfloat16)
     args = jax.device_put((x, eps, g), tt)
     fn = jax.jit(f, compiler_options=L1)
-    for _ in range(2):
-        got = np.asarray(fn(*args))
-    p = CLIENTS[-1].compiler._cache[list(CLIENTS[-1].compiler._cache)[-1]].program
+    with NewPrograms() as new:
+        for _ in range(2):
+            got = np.asarray(fn(*args))
+    p = new.one()
     assert "rms_norm" in fns(p) and [op.fn for b in p.prepare for op in b.ops] == ["host.read"], p.format()
     assert counted.n == 1
     assert_close(got, np.asarray(jax.jit(f)(*jax.device_put((x, eps, g), cpu))))

@@ -20,9 +20,8 @@ torch_xla = pytest.importorskip("torch_xla", reason="torch_xla is not installed 
 
 import torch_xla.runtime as xr  # noqa: E402
 
-from conftest import assert_close  # noqa: E402
+from conftest import NewPrograms, assert_close  # noqa: E402
 from pjrt_tt.compile_context import ENV  # noqa: E402
-from pjrt_tt.runtime.client import CLIENTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +33,6 @@ def dev():
 def np_(t):
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-
-
-class NewPrograms:
-    """The ttnn programs lowered inside the `with` block."""
-
-    def __enter__(self):
-        self.before = set(CLIENTS[-1].compiler._cache) if CLIENTS else set()
-        return self
-
-    def __exit__(self, *exc):
-        cache = CLIENTS[-1].compiler._cache
-        self.programs = [cache[k].program for k in cache if k not in self.before]
-
-    def biggest(self):
-        return max(self.programs, key=lambda p: len(p.ops))
 
 
 def _llama(attn="eager"):
@@ -161,3 +145,35 @@ def test_hf_rotary_embedding_level_1(dev):
     assert fns.count("experimental.rotary_embedding") == 2 and "neg" not in fns, p.format()
     for g, w in zip(got, want):
         assert_close(np_(g), np_(w), kind="bfloat16")
+
+
+@pytest.mark.parametrize("form", ["plain", "causal", "bool_mask", "float_mask", "gqa"])
+def test_compiled_sdpa_becomes_ttnns_attention_at_level_1(dev, form):
+    """torch.compile writes F.scaled_dot_product_attention in the HF eager form (the backend's
+    rewrite, so it runs on the chip); level 1 fuses that form into ttnn's SDPA."""
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(3)
+    B, H, S, D = 1, 4, 64, 32
+    kv = 2 if form == "gqa" else H
+    q = torch.randn(B, H, S, D, generator=g).to(torch.bfloat16)
+    k = torch.randn(B, kv, S, D, generator=g).to(torch.bfloat16)
+    v = torch.randn(B, kv, S, D, generator=g).to(torch.bfloat16)
+    kw = {"plain": {}, "causal": {"is_causal": True}, "gqa": {"enable_gqa": True},
+          "bool_mask": {"attn_mask": torch.rand(S, S, generator=g) > 0.3},
+          "float_mask": {"attn_mask": (torch.randn(S, S, generator=g) * 2).to(torch.bfloat16)}}[form]
+
+    mask = kw.pop("attn_mask", None)
+
+    def attn_masked(q, k, v, *mask):
+        return F.scaled_dot_product_attention(q, k, v, *mask, **kw)
+
+    ref_mask = [] if mask is None else [mask.float() if mask.is_floating_point() else mask]
+    want = np_(attn_masked(q.float(), k.float(), v.float(), *ref_mask))
+    torch._dynamo.reset()
+    with NewPrograms() as new:
+        got = np_(torch.compile(attn_masked, backend="tt", options={"optimization_level": 1})(
+            q.to(dev), k.to(dev), v.to(dev), *([] if mask is None else [mask.to(dev)])))
+    assert_close(got, want, kind="bfloat16", what=form)
+    p = new.biggest()
+    fns = [op.fn for op in p.ops]
+    assert fns.count("transformer.scaled_dot_product_attention") == 1 and "softmax" not in fns, p.format()
