@@ -20,6 +20,8 @@ OPTIONS = {  # option -> accepted values (the first is the default)
     "tt_fp32_dest_acc_en": ("default",) + _BOOL,
     "tt_packer_l1_acc": ("default",) + _BOOL,
     "tt_math_approx_mode": ("default",) + _BOOL,
+    # refuse 64-bit types instead of carrying them in 32 bits (ingest/narrow64.py)
+    "tt_strict_64bit": ("false", "true"),
 }
 
 
@@ -50,7 +52,7 @@ def from_overrides(pairs, arch: str = "wormhole_b0") -> Numerics:
             valid = "; ".join(f"{k}: {'|'.join(v)}" for k, v in OPTIONS.items())
             raise InvalidArgument(f"unknown pjrt-tt compiler option {key!r}; valid options: {valid}")
         accepted = {v.lower(): v for v in OPTIONS[key]}
-        if OPTIONS[key][-1] == "false":
+        if "false" in OPTIONS[key]:
             accepted.update({"1": "true", "0": "false"})
         text = str(value).strip().lower()
         if text not in accepted:

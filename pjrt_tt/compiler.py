@@ -147,10 +147,11 @@ class Compiler:
         """Bytes -> (StableHLO text, ttnn program, mesh shape, optimized program): the part
         of a compile that holds MLIR objects (run on the compile thread)."""
         self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
+        strict = numerics.get("tt_strict_64bit") == "true"
         if spmd:
-            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape)
+            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape, strict)
         else:
-            parsed, mesh_shape, optimized = parse(code, fmt), (1, 1), None
+            parsed, mesh_shape, optimized = parse(code, fmt, strict_64bit=strict), (1, 1), None
         ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system)
         text = parsed.text()
         if self.settings.dump_dir:  # the StableHLO goes out first, so it is there even when lowering fails

@@ -272,6 +272,12 @@ class Program:
     # Filled by passes.liveness: values dead after op i (never inputs, constants or
     # outputs). The executor deallocates those that own their storage and forgets views.
     frees: dict[int, list[Value]] = dataclasses.field(default_factory=dict)
+    # Per input: the (lo, hi) a 64-bit integer input's values must lie in for the program's
+    # 32-bit arithmetic to be exact (the executable checks it); None for other inputs.
+    # Per output: a bound of a 64-bit integer output's values. Empty: no 64-bit integers.
+    input_ranges: tuple = ()
+    output_ranges: tuple = ()
+    range_limit: str = ""    # the op whose arithmetic limits input_ranges (`name` at location)
 
     def format(self) -> str:
         lines = [f"ttnn program @{self.name}"]

@@ -1,19 +1,30 @@
-"""64-bit integers -> 32 bits, only where that is exact.
+"""64-bit types -> the 32-bit types that carry them on the chip, only where that is exact.
 
-The chip has no 64-bit integers, yet programs whose arguments and results have none
-compute with them inside: torch_xla computes indices in int64 (index_put, embedding
-backward, argmax...), jax's PRNG numbers its values with uint64 counters. Such a program
-runs in 32 bits when interval arithmetic proves that every 64-bit value it computes fits
-in int32 (uint32 for ui64): then every op gives the same result in either width (no add or
-multiply wraps, a comparison or a conversion sees the same value). Otherwise it is refused,
-naming the op whose values may not fit: wrapping them would be a silent wrong answer.
+The chip has no 64-bit types. int64, uint64 and float64 are carried by int32, uint32 and
+float32 on the device while the framework keeps seeing its 64-bit types (pjrt_tt/dtypes.py):
+this pass rewrites every 64-bit type of the module, @main's signature included, to its
+32-bit carrier and returns the `Boundary` (the signature the framework sees, and the value
+ranges the program is exact for) that the lowering and the runtime keep.
+
+float64 computes as float32 (docs/numerics.md gives the measured error). 64-bit integers
+run in 32 bits only where interval arithmetic proves that every 64-bit value the program
+computes fits int32 (uint32 for ui64): then every op gives the same result in either width
+(no add or multiply wraps, a comparison or a conversion sees the same value). Arguments hold
+what the framework sends, checked at upload to fit the carrier; when arithmetic on them could
+leave it (`x + 1` on an int32-range x), the program is exact for a smaller argument range,
+the largest power of two that proves safe (`Boundary.input_ranges`), which the executable
+checks at run time against the arguments' values. What cannot be proven for any argument
+range (a constant beyond int32, a value converted from a float, a bitcast that needs 64 bits)
+is refused, naming the op: wrapping would be a silent wrong answer.
 
 Intervals are tracked for every integer value (narrow ones too: an int32 iota times a
-stride is bounded by the iota's length, not by int32). Programs that take or return 64-bit
-integers are left alone; the lowering refuses those arguments and results.
+stride is bounded by the iota's length, not by int32). `strict` (the tt_strict_64bit
+compile option) refuses wherever carrying changes anything: float64 values and 64-bit
+integer arguments or results; internal 64-bit integers proven to fit stay allowed.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -29,8 +40,9 @@ Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 _TYPE_RANGE = {"i1": (0, 1), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16": (-2**15, 2**15 - 1),
                "ui16": (0, 2**16 - 1), "i32": (-2**31, 2**31 - 1), "ui32": (0, 2**32 - 1),
                "i64": (-2**63, 2**63 - 1), "ui64": (0, 2**64 - 1)}
-# what a 64-bit element type becomes, and the values it can then hold
+# what a 64-bit integer element type becomes, and the values it can then hold
 _NARROW = {"i64": ("i32", np.int32), "ui64": ("ui32", np.uint32)}
+_CARRIER = {"i64": "i32", "ui64": "ui32", "f64": "f32"}
 
 # ops whose result i holds values of operand i (or of operand 0 when there is one operand)
 _SAME_VALUES = {"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
@@ -43,34 +55,127 @@ _UNION = {"stablehlo.concatenate": None, "stablehlo.select": (1, 2), "stablehlo.
 _LOOP_ROUNDS = 8
 
 
-def narrow_int64(module: ir.Module) -> None:
-    """Rewrite the module's internal 64-bit integers to 32 bits, or raise Unimplemented."""
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    """@main's signature as the framework sees it, which narrowing leaves to the runtime."""
+    inputs: tuple[str, ...] = ()     # MLIR element type of each argument ("i64" stays "i64")
+    outputs: tuple[str, ...] = ()    # and of each result
+    # per argument: the (lo, hi) the values of a 64-bit integer argument must lie in for the
+    # program to be exact (checked at run time); None for other arguments
+    input_ranges: tuple = ()
+    # per result: a bound of the values of a 64-bit integer result; None for other results
+    output_ranges: tuple = ()
+    range_limit: str = ""            # the op that limits input_ranges, as `name` at location
+
+
+def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
+    """Rewrite the module's 64-bit types to 32 bits (or raise Unimplemented); returns what
+    the framework sees of @main."""
     funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
              for op in module.body.operations if op.operation.name == "func.func"}
     main = funcs["main"]   # ingest.check_module made sure it exists
     ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-    if any(_wide(t) for t in list(ftype.inputs) + list(ftype.results)):
-        return
+    entry = main.regions[0].blocks[0]
+    inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
     ops = []
     module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
-    wide = [(op, v) for op in ops for v in _defined(op) if _wide(v.type)]
-    if not wide:
-        return
-    analysis = _Ranges(funcs)
-    analysis.block(main.regions[0].blocks[0], [_type_range(a.type) for a in main.regions[0].blocks[0].arguments])
-    for name, func in funcs.items():   # functions main never reaches may be called by anything
-        if name != "main" and func not in analysis.reached and func.regions[0].blocks:
-            entry = func.regions[0].blocks[0]
-            analysis.block(entry, [_type_range(a.type) for a in entry.arguments])
-    failed = []
-    for op, v in wide:
-        lo, hi = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
-        got = analysis.bounds.get(v)
-        if got is None or got[0] < lo or got[1] > hi:
-            failed.append((op, v, got))
+    wide = [(op, v) for op in ops for v in _defined(op) if _etype(v.type) in _CARRIER]
+    if strict:
+        _check_strict(main, inputs, outputs, wide)
+    for op, _ in wide:
+        if op.name == "stablehlo.bitcast_convert":
+            _check_bitcast(op)
+    ranges, out_ranges, limit = (None,) * len(inputs), (None,) * len(outputs), ""
+    if any(_wide(v.type) for _, v in wide) or any(e in _NARROW for e in inputs + outputs):
+        ranges, out_ranges, limit = _prove(funcs, main, entry, inputs, [(o, v) for o, v in wide if _wide(v.type)])
+    if wide:
+        _rewrite(ops)
+    return Boundary(inputs, outputs, ranges, out_ranges, limit)
+
+
+def _prove(funcs, main, entry, inputs, wide):
+    """The widest argument ranges (the same power of two for every 64-bit integer argument)
+    for which every 64-bit integer value fits its carrier, and the result bounds then."""
+    def attempt(k: int):
+        analysis = _Ranges(funcs)
+        analysis.block(entry, [_envelope(e, k) if e in _NARROW else _type_range(a.type)
+                               for e, a in zip(inputs, entry.arguments)])
+        for name, func in funcs.items():   # functions main never reaches may be called by anything
+            if name != "main" and func not in analysis.reached and func.regions[0].blocks:
+                block = func.regions[0].blocks[0]
+                analysis.block(block, [_type_range(a.type) for a in block.arguments])
+        failed = []
+        for op, v in wide:
+            lo, hi = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+            got = analysis.bounds.get(v)
+            if got is None or got[0] < lo or got[1] > hi:
+                failed.append((op, v, got))
+        return analysis, failed
+
+    analysis, failed = attempt(31)
+    k, limit = 31, ""
+    if failed and any(e in _NARROW for e in inputs):   # safe for smaller arguments?
+        low, high, best = 0, 30, None
+        while low <= high:
+            mid = (low + high) // 2
+            a, f = attempt(mid)
+            if f:
+                high = mid - 1
+            else:
+                best, low = (mid, a), mid + 1
+        if best is not None:
+            op, what = _named_op(*min(failed, key=_most_telling)[:2])
+            where = describe_location(op.location)
+            limit = f"`{op.name}`{' at ' + where if where else ''}"
+            (k, analysis), failed = best, []
+        else:
+            _, failed = attempt(0)
     if failed:
         raise _refusal(*min(failed, key=_most_telling))
-    _rewrite(ops)
+    ret = main.regions[0].blocks[0].operations[len(main.regions[0].blocks[0].operations) - 1]
+    ranges = tuple(_envelope(e, k) if e in _NARROW else None for e in inputs)
+    outs = tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
+    return ranges, outs, limit
+
+
+def _envelope(etype: str, k: int) -> Interval:
+    """Argument values the analysis assumes at size k: k = 31 is the whole carrier."""
+    return (-2**k, 2**k - 1) if etype == "i64" else (0, 2**(k + 1) - 1)
+
+
+def _check_strict(main, inputs, outputs, wide) -> None:
+    for i, e in enumerate(inputs):
+        if e in _CARRIER:
+            raise Unimplemented(f"argument {i} of the program is {e} (tt_strict_64bit): the chip has no "
+                                f"64-bit types and would carry it as {_CARRIER[e]}")
+    for op, v in wide:
+        if _etype(v.type) == "f64":
+            raise _strict_refusal(op, "f64")
+    for i, e in enumerate(outputs):
+        if e in _CARRIER:
+            raise Unimplemented(f"result {i} of the program is {e} (tt_strict_64bit): the chip has no "
+                                f"64-bit types and would carry it as {_CARRIER[e]}")
+
+
+def _strict_refusal(op, etype: str) -> Unimplemented:
+    where = describe_location(op.location)
+    return Unimplemented(f"`{op.name}`{' at ' + where if where else ''} computes {etype} "
+                         f"(tt_strict_64bit): the chip has no 64-bit types and would compute it in "
+                         f"{_CARRIER[etype]}")
+
+
+def _check_bitcast(op) -> None:
+    """A bitcast from or to a 64-bit type reads the bits of the 64-bit value: the same in
+    32 bits only between int64 and uint64 (the interval check then proves the values equal)."""
+    src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+    same_shape = ir.RankedTensorType(op.operands[0].type).shape == ir.RankedTensorType(op.results[0].type).shape
+    if {src, dst} <= set(_NARROW) and same_shape:
+        return
+    where = describe_location(op.location)
+    raise Unimplemented(
+        f"`stablehlo.bitcast_convert`{' at ' + where if where else ''} reinterprets the bits of "
+        f"{src} as {dst}: the chip has no 64-bit types and carries them in 32 bits, where these "
+        f"bits do not exist. Convert the values (astype) instead of bitcasting them")
 
 
 # ops that only pass on what their bodies / callees compute: the op inside tells more
@@ -91,11 +196,7 @@ def _most_telling(failure) -> int:
 def _refusal(op, v, got) -> Unimplemented:
     etype = _etype(v.type)
     narrow = _NARROW[etype][0]
-    what = "computes"
-    if op.name == "stablehlo.constant":   # name the op using it: constants carry no location
-        users = [u.owner for u in v.uses]
-        if users:
-            op, what = getattr(users[0], "operation", users[0]), "uses a constant of"
+    op, what = _named_op(op, v)
     where = describe_location(op.location)
     span = (f"values in [{got[0]}, {got[1]}], beyond {narrow}" if got is not None
             else f"values pjrt-tt cannot bound within {narrow}")
@@ -104,6 +205,15 @@ def _refusal(op, v, got) -> Unimplemented:
         f"the chip has no 64-bit integers, and pjrt-tt runs 64-bit integer arithmetic in 32 bits "
         f"only where it can prove that every value fits. Compute in int32 (or float32), or keep "
         f"the values within {narrow}.")
+
+
+def _named_op(op, v):
+    """The op to name for value `v` of `op`, and what it does with it."""
+    if op.name == "stablehlo.constant":   # name the op using it: constants carry no location
+        users = [u.owner for u in v.uses]
+        if users:
+            return getattr(users[0], "operation", users[0]), "uses a constant of"
+    return op, "computes"
 
 
 class _Ranges:
@@ -248,6 +358,8 @@ def _transfer(op, ins: list):
         return ins[0] if _is_int(src) else None   # from a float: any value
     if name in _SAME_VALUES:
         return ins[0]
+    if name == "stablehlo.bitcast_convert":   # i64 <-> ui64 (_check_bitcast): the same when >= 0
+        return ins[0] if ins[0] is not None and ins[0][0] >= 0 else None
     if name in _UNION:
         picks = _UNION[name] or range(len(ins))
         return _join_all(ins[i] for i in picks)
@@ -401,21 +513,27 @@ def _type_range(t: ir.Type):
 
 def _narrow_type(t: ir.Type) -> ir.Type:
     rt = ir.RankedTensorType(t)
-    element = (ir.IntegerType.get_signless(32) if _etype(t) == "i64" else ir.IntegerType.get_unsigned(32))
+    element = {"i64": ir.IntegerType.get_signless, "ui64": ir.IntegerType.get_unsigned,
+               "f64": lambda _: ir.F32Type.get()}[_etype(t)](32)
     return ir.RankedTensorType.get(rt.shape, element)
 
 
+_NUMPY = {"i64": (np.int64, np.int32), "ui64": (np.uint64, np.uint32), "f64": (np.float64, np.float32)}
+
+
 def _rewrite(ops: list) -> None:
-    """Every 64-bit value, constant and function signature -> 32 bits (values proven to fit)."""
+    """Every 64-bit value, constant and function signature -> 32 bits (integers proven to fit;
+    float64 constants rounded to float32, those beyond its range becoming infinities)."""
     with ops[0].context, ir.Location.unknown():
         for op in ops:
-            if op.name == "stablehlo.constant" and _wide(op.results[0].type):
-                etype = _etype(op.results[0].type)
-                wide = constant_array(op.attributes["value"], np.int64 if etype == "i64" else np.uint64)
-                data = np.ascontiguousarray(wide.astype(_NARROW[etype][1]))
+            etype = _etype(op.results[0].type) if op.name == "stablehlo.constant" else ""
+            if etype in _CARRIER:
+                wide, narrow = _NUMPY[etype]
+                with np.errstate(over="ignore"):
+                    data = np.ascontiguousarray(constant_array(op.attributes["value"], wide).astype(narrow))
                 op.attributes["value"] = ir.DenseElementsAttr.get(data, type=_narrow_type(op.results[0].type))
             for v in _defined(op):
-                if _wide(v.type):
+                if _etype(v.type) in _CARRIER:
                     v.set_type(_narrow_type(v.type))
         for op in ops:   # functions (reducers, callees) now take and return 32 bits
             if op.name == "func.func" and op.regions[0].blocks:

@@ -76,6 +76,7 @@ class LoadedExecutable:
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
             if buf.host != want:
                 raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
+            check_range(program, i, buf, f"argument {i} of {self.name}")
             tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
         if self.profiler is not None and self.profiler.active:   # perf profile (mock/device wrap the bound program)
@@ -88,7 +89,8 @@ class LoadedExecutable:
         for i in program.donated_inputs:
             if i not in keep:
                 args[i].delete()
-        return [[Buffer(self.device, h, t) for h, t in zip(program.output_host_types, outputs)]]
+        return [[Buffer(self.device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs,
+                                                                         output_bounds(program))]]
 
     def delete(self) -> None:
         if not self.is_deleted:
@@ -154,6 +156,7 @@ class MeshExecutable(LoadedExecutable):
                 if buf.host != want:
                     raise InvalidArgument(f"argument {i} of {self.name} on device {p} is {buf.host}, "
                                           f"expected its shard {want}")
+                check_range(program, i, buf, f"argument {i} of {self.name} on device {p}")
                 if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(self.devices[p])
                 shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
@@ -178,7 +181,9 @@ class MeshExecutable(LoadedExecutable):
                 for args in argument_lists:
                     args[i].delete()
         per_device = [runner.split(t) for t in outputs]
-        return [[Buffer(d, h, shards[p]) for h, shards in zip(program.output_host_types, per_device)]
+        bounds = output_bounds(program)
+        return [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types, per_device,
+                                                                             bounds)]
                 for p, d in enumerate(self.devices)]
 
     def delete(self) -> None:
@@ -187,3 +192,25 @@ class MeshExecutable(LoadedExecutable):
                 self._runner.free(t)
             self._constants = []
             self.is_deleted = True
+
+
+def check_range(program, i: int, buf: Buffer, what: str) -> None:
+    """A 64-bit integer argument's values must lie in the range the program's 32-bit
+    arithmetic was proven exact for (ingest/narrow64.py); never a silent wrap."""
+    want = program.input_ranges[i] if program.input_ranges else None
+    if want is None:
+        return
+    within = lambda r: r is not None and want[0] <= r[0] and r[1] <= want[1]  # noqa: E731
+    if within(buf.value_range) or within(buf.measured_range()):
+        return
+    lo, hi = buf.value_range
+    raise InvalidArgument(
+        f"{what} is {buf.host.element.numpy.name} with values in [{lo}, {hi}], but the program is exact "
+        f"only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and the program's "
+        f"{buf.host.element.numpy.name} arithmetic ({program.range_limit or 'on this argument'}) runs in "
+        f"32 bits, where larger values could overflow. Keep the values in that range, or compute this "
+        f"part on the CPU")
+
+
+def output_bounds(program) -> list:
+    return list(program.output_ranges) if program.output_ranges else [None] * len(program.outputs)
