@@ -12,8 +12,9 @@ computes fits int32 (uint32 for ui64): then every op gives the same result in ei
 (no add or multiply wraps, a comparison or a conversion sees the same value). Arguments hold
 what the framework sends, checked at upload to fit the carrier; when arithmetic on them could
 leave it (`x + 1` on an int32-range x), the program is exact for a smaller argument range,
-the largest power of two that proves safe (`Boundary.input_ranges`), which the executable
-checks at run time against the arguments' values. What cannot be proven for any argument
+the widest [-s, s - 1] (uint64: [0, 2s - 1]) that proves safe, found by bisection
+(`Boundary.input_ranges`), which the executable checks at run time against the arguments'
+values. What cannot be proven for any argument
 range (a constant beyond int32, a value converted from a float, a bitcast that needs 64 bits)
 is refused, naming the op: wrapping would be a silent wrong answer.
 
@@ -94,11 +95,12 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
 
 
 def _prove(funcs, main, entry, inputs, wide):
-    """The widest argument ranges (the same power of two for every 64-bit integer argument)
-    for which every 64-bit integer value fits its carrier, and the result bounds then."""
-    def attempt(k: int):
+    """The widest argument range [lo, hi] (the same for every 64-bit integer argument; uint64
+    arguments take its non-negative part) for which every 64-bit integer value fits its
+    carrier, and the result bounds then."""
+    def attempt(lo: int, hi: int):
         analysis = _Ranges(funcs)
-        analysis.block(entry, [_envelope(e, k) if e in _NARROW else _type_range(a.type)
+        analysis.block(entry, [_arg_range(e, lo, hi) if e in _NARROW else _type_range(a.type)
                                for e, a in zip(inputs, entry.arguments)])
         for name, func in funcs.items():   # functions main never reaches may be called by anything
             if name != "main" and func not in analysis.reached and func.regions[0].blocks:
@@ -106,41 +108,50 @@ def _prove(funcs, main, entry, inputs, wide):
                 analysis.block(block, [_type_range(a.type) for a in block.arguments])
         failed = []
         for op, v in wide:
-            lo, hi = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+            lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
             got = analysis.bounds.get(v)
-            if got is None or got[0] < lo or got[1] > hi:
+            if got is None or got[0] < lo_ or got[1] > hi_:
                 failed.append((op, v, got))
         return analysis, failed
 
-    analysis, failed = attempt(31)
-    k, limit = 31, ""
-    if failed and any(e in _NARROW for e in inputs):   # safe for smaller arguments?
-        low, high, best = 0, 30, None
+    def widest(low: int, high: int, ok) -> int | None:
+        """The largest x in [low, high] with ok(x), ok being monotone (bisection)."""
+        best = None
         while low <= high:
             mid = (low + high) // 2
-            a, f = attempt(mid)
-            if f:
-                high = mid - 1
+            if ok(mid):
+                best, low = mid, mid + 1
             else:
-                best, low = (mid, a), mid + 1
-        if best is not None:
-            op, what = _named_op(*min(failed, key=_most_telling)[:2])
+                high = mid - 1
+        return best
+
+    lo, hi = -2**31, 2**31 - 1
+    analysis, failed = attempt(lo, hi)
+    limit = ""
+    if failed and any(e in _NARROW for e in inputs):   # exact for smaller arguments?
+        fits = lambda lo, hi: not attempt(lo, hi)[1]  # noqa: E731
+        s = widest(1, 2**31 - 1, lambda s: fits(-s, s - 1))   # symmetric first, then each side
+        if s is not None:
+            op, _ = _named_op(*min(failed, key=_most_telling)[:2])
             where = describe_location(op.location)
             limit = f"`{op.name}`{' at ' + where if where else ''}"
-            (k, analysis), failed = best, []
+            hi = widest(s - 1, 2**31 - 1, lambda h: fits(-s, h))
+            lo = -widest(s, 2**31, lambda m: fits(-m, hi))
+            analysis, failed = attempt(lo, hi)
         else:
-            _, failed = attempt(0)
+            _, failed = attempt(0, 0)
     if failed:
         raise _refusal(*min(failed, key=_most_telling))
     ret = main.regions[0].blocks[0].operations[len(main.regions[0].blocks[0].operations) - 1]
-    ranges = tuple(_envelope(e, k) if e in _NARROW else None for e in inputs)
+    ranges = tuple(_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs)
     outs = tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
     return ranges, outs, limit
 
 
-def _envelope(etype: str, k: int) -> Interval:
-    """Argument values the analysis assumes at size k: k = 31 is the whole carrier."""
-    return (-2**k, 2**k - 1) if etype == "i64" else (0, 2**(k + 1) - 1)
+def _arg_range(etype: str, lo: int, hi: int) -> Interval:
+    """The values a 64-bit integer argument is assumed to hold for the search's [lo, hi]
+    (int32 terms): int64 takes it as it is, uint64 the matching part of [0, 2^32 - 1]."""
+    return (lo, hi) if etype == "i64" else (0, 2 * hi + 1)
 
 
 def _check_strict(main, inputs, outputs, wide) -> None:
