@@ -97,7 +97,8 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
 def _prove(funcs, main, entry, inputs, wide):
     """The widest argument range [lo, hi] (the same for every 64-bit integer argument; uint64
     arguments take its non-negative part) for which every 64-bit integer value fits its
-    carrier, and the result bounds then."""
+    carrier, and the result bounds then. Values only used modulo 2^32 need not fit."""
+    modular = _modular([v for _, v in wide])
     def attempt(lo: int, hi: int):
         analysis = _Ranges(funcs)
         analysis.block(entry, [_arg_range(e, lo, hi) if e in _NARROW else _type_range(a.type)
@@ -108,6 +109,8 @@ def _prove(funcs, main, entry, inputs, wide):
                 analysis.block(block, [_type_range(a.type) for a in block.arguments])
         failed = []
         for op, v in wide:
+            if v in modular:
+                continue
             lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
             got = analysis.bounds.get(v)
             if got is None or got[0] < lo_ or got[1] > hi_:
@@ -132,20 +135,57 @@ def _prove(funcs, main, entry, inputs, wide):
         fits = lambda lo, hi: not attempt(lo, hi)[1]  # noqa: E731
         s = widest(1, 2**31 - 1, lambda s: fits(-s, s - 1))   # symmetric first, then each side
         if s is not None:
+            hi = widest(s - 1, 2**31 - 1, lambda h: fits(-s, h))
+            lo = -widest(s, 2**31, lambda m: fits(-m, hi))
+        else:   # exact for non-negative arguments only (a logical shift right, a seed split in words)?
+            h = widest(0, 2**31 - 1, lambda h: fits(0, h))
+            lo, hi = (0, h) if h is not None else (0, 0)
+        if s is not None or h is not None:
             op, _ = _named_op(*min(failed, key=_most_telling)[:2])
             where = describe_location(op.location)
             limit = f"`{op.name}`{' at ' + where if where else ''}"
-            hi = widest(s - 1, 2**31 - 1, lambda h: fits(-s, h))
-            lo = -widest(s, 2**31, lambda m: fits(-m, hi))
-            analysis, failed = attempt(lo, hi)
-        else:
-            _, failed = attempt(0, 0)
+        analysis, failed = attempt(lo, hi)
     if failed:
         raise _refusal(*min(failed, key=_most_telling))
     ret = main.regions[0].blocks[0].operations[len(main.regions[0].blocks[0].operations) - 1]
     ranges = tuple(_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs)
     outs = tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
     return ranges, outs, limit
+
+
+# ops whose result's low 32 bits depend only on the low 32 bits of these operands
+_MODULAR = {"stablehlo.add": None, "stablehlo.subtract": None, "stablehlo.multiply": None,
+            "stablehlo.and": None, "stablehlo.or": None, "stablehlo.xor": None, "stablehlo.not": None,
+            "stablehlo.negate": None, "stablehlo.shift_left": (0,), "stablehlo.select": (1, 2),
+            "stablehlo.broadcast_in_dim": None, "stablehlo.reshape": None, "stablehlo.transpose": None,
+            "stablehlo.slice": None, "stablehlo.reverse": None, "stablehlo.concatenate": None,
+            "stablehlo.pad": None, "stablehlo.dynamic_slice": (0,), "stablehlo.gather": (0,)}
+_WRAPPING = {"i8", "ui8", "i16", "ui16", "i32", "ui32"}   # converts to these keep the low bits
+
+
+def _modular(values: list) -> set:
+    """The 64-bit integer values whose every use needs only their low 32 bits: converts to
+    32 bits or less, and modular ops (add, multiply, bit ops, data movement) whose own results
+    are such values. They run exactly modulo 2^32 whatever their size (jax's PRNG splits a
+    64-bit seed into 32-bit words this way)."""
+    def uses(v):
+        return [(getattr(u.owner, "operation", u.owner), u.operand_number) for u in v.uses]
+
+    modular = set(values)
+    changed = True
+    while changed:
+        changed = False
+        for v in list(modular):
+            for user, i in uses(v):
+                name = user.name
+                ok = (name == "stablehlo.convert" and _etype(user.results[0].type) in _WRAPPING) or (
+                    name in _MODULAR and (_MODULAR[name] is None or i in _MODULAR[name])
+                    and len(user.results) == 1 and user.results[0] in modular)
+                if not ok:
+                    modular.discard(v)
+                    changed = True
+                    break
+    return modular
 
 
 def _arg_range(etype: str, lo: int, hi: int) -> Interval:
@@ -183,10 +223,13 @@ def _check_bitcast(op) -> None:
     if {src, dst} <= set(_NARROW) and same_shape:
         return
     where = describe_location(op.location)
+    hint = ("jax.random makes float64 numbers from the bits of uint64 ones: ask for float32 ones "
+            "(e.g. jax.random.normal(key, shape, dtype=jnp.float32))" if (src, dst) == ("ui64", "f64")
+            else "convert the values (astype) instead of bitcasting them")
     raise Unimplemented(
         f"`stablehlo.bitcast_convert`{' at ' + where if where else ''} reinterprets the bits of "
         f"{src} as {dst}: the chip has no 64-bit types and carries them in 32 bits, where these "
-        f"bits do not exist. Convert the values (astype) instead of bitcasting them")
+        f"bits do not exist; {hint}")
 
 
 # ops that only pass on what their bodies / callees compute: the op inside tells more
@@ -328,7 +371,7 @@ class _Ranges:
             values = inits = [None] * n
         acc = [_join(v, i) for v, i in zip(values, inits)]
         out = self.block(body, acc + acc)
-        if not all(_within(o, a) for o, a in zip(out, acc)):
+        if not all(_within(o, a) for o, a, r in zip(out, acc, op.results) if _is_int(r.type)):
             kinds = {o.operation.name for o in body.operations}
             if kinds == {"stablehlo.add", "stablehlo.return"} and name in ("stablehlo.reduce",
                                                                            "stablehlo.reduce_window"):
