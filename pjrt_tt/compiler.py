@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -116,6 +117,23 @@ class Compiler:
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None   # see the module doc
         self.reader = IsolatedReader()   # new bytes are read in a helper process first
         self.compilations = 0        # programs lowered (cache misses), for tests and stats
+        self._thread_options: dict[int, tuple] = {}   # see options_on_this_thread
+
+    @contextlib.contextmanager
+    def options_on_this_thread(self, pairs):
+        """tt_* options [(key, value)] for the compiles the calling thread asks for meanwhile,
+        beside those of their CompileOptionsProto: torch.compile(options=...) reaches the
+        backend, and torch_xla 2.9 has no way to put them into the compile options."""
+        key = threading.get_ident()
+        old = self._thread_options.get(key)
+        self._thread_options[key] = tuple(pairs) + (old or ())
+        try:
+            yield
+        finally:
+            if old is None:
+                self._thread_options.pop(key, None)
+            else:
+                self._thread_options[key] = old
 
     def compile(self, code: bytes, fmt: str, options=None) -> Compiled:
         """`options` (a parsed CompileOptions): SPMD programs (more than one partition) are
@@ -123,8 +141,9 @@ class Compiler:
         the tt_* numerics options (docs/numerics.md)."""
         spmd = options is not None and options.num_replicas * options.num_partitions > 1
         salt = f"spmd{options.num_replicas}x{options.num_partitions}".encode() if spmd else b""
-        numerics = from_overrides(options.env_option_overrides if options is not None else (),
-                                  self.system.arch.name)
+        overrides = list(options.env_option_overrides if options is not None else ())
+        overrides += self._thread_options.get(threading.get_ident(), ())
+        numerics = from_overrides(overrides, self.system.arch.name)
         salt += numerics.key().encode()
         key = hashlib.sha256(fmt.encode() + salt + b"\0" + code).hexdigest()
         hit = self._cache.lookup(key)

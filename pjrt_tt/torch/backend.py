@@ -12,6 +12,7 @@ plugin needs importing first. Two ways in:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import threading
@@ -119,7 +120,7 @@ def _retarget(gm: torch.fx.GraphModule, device) -> None:
     gm.recompile()
 
 
-def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str]):
+def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str], options=()):
     from functorch.compile import make_boxed_func
 
     device = _xla_device()
@@ -128,7 +129,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
             _retarget(gm, device)
-    compiled = _extract(gm, example_inputs, device)
+    compiled = _extract(gm, example_inputs, device, options)
     if not on_cpu:
         return make_boxed_func(compiled)
     # aot's forward takes dynamo's graph inputs in order (parameters included); names
@@ -143,7 +144,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
     return make_boxed_func(run)
 
 
-def _extract(gm: torch.fx.GraphModule, example_inputs, device):
+def _extract(gm: torch.fx.GraphModule, example_inputs, device, options=()):
     """torch_xla's program for `gm`, built now, inside dynamo's compile (under its compile
     lock), from device tensors shaped like the example inputs. torch_xla's own backend
     builds it on the graph's first run instead, where its torch.fx passes run beside other
@@ -151,7 +152,11 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
     (measured: "replace_with already has .meta keys", "assert current_level > 0")."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
     from torch_xla._dynamo import dynamo_bridge
-    with unset_fake_temporarily():
+
+    from pjrt_tt.runtime.client import CLIENTS
+    with contextlib.ExitStack() as scope, unset_fake_temporarily():
+        for client in CLIENTS:   # the tt_* options of torch.compile(options=...)
+            scope.enter_context(client.compiler.options_on_this_thread(options))
         # made on the host and sent: device data, as real inputs are (zeros made on the
         # device would be one more XLA program)
         args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=t.dtype).to(device)
@@ -176,15 +181,25 @@ def _to_cpu(out):
     return out
 
 
-def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
-    """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs)."""
+def tt_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, **kwargs):
+    """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs).
+    `options`: torch.compile(options={...}) takes the tt_* compile options that jax.jit takes
+    as compiler_options (docs/numerics.md), e.g. {"tt_strict_64bit": True}."""
     from torch._decomp import get_decompositions
     from torch._dynamo.backends.common import aot_autograd
     import functools
+
+    from pjrt_tt.compile_context import from_overrides
+    pairs = tuple((str(k), str(v)) for k, v in (options or {}).items())
+    bad = [k for k, _ in pairs if not k.startswith("tt_")]
+    if bad:
+        raise ValueError(f"torch.compile(backend='tt') takes options starting with tt_ (docs/numerics.md), "
+                         f"not {', '.join(bad)}")
+    from_overrides(pairs)   # unknown options and values fail here, naming the valid ones
     _xla_device()
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
-    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm))
-    bw_compiler = functools.partial(_compile_graph, input_names=[])  # inputs named by position
+    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm), options=pairs)
+    bw_compiler = functools.partial(_compile_graph, input_names=[], options=pairs)  # inputs named by position
     return aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler,
                         decompositions=decompositions)(gm, example_inputs, **kwargs)
 
