@@ -233,8 +233,10 @@ def test_torch_eager_int64_and_float64():
         x = ids.to(dev)
         back = x.cpu()
         assert back.dtype == torch.int64 and torch.equal(back, ids), back
-        got = (x * 2 + 1).argmax(dim=1).cpu()
-        assert got.dtype == torch.int64 and torch.equal(got, (ids * 2 + 1).argmax(dim=1)), got
+        got = (x * 2 + 1).amax(dim=1).cpu()   # a max reduction from int64's minimum
+        assert got.dtype == torch.int64 and torch.equal(got, (ids * 2 + 1).amax(dim=1)), got
+        got = (x - 2000).sum(dim=1).cpu()
+        assert got.dtype == torch.int64 and torch.equal(got, (ids - 2000).sum(dim=1)), got
         edge = torch.tensor([2**31 - 1, -2**31], dtype=torch.int64)
         assert torch.equal(edge.to(dev).cpu(), edge)
         f = torch.tensor([1.0, 3.14159265358979, -2.5e-7], dtype=torch.float64)

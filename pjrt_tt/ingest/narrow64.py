@@ -30,7 +30,7 @@ import itertools
 import math
 
 import numpy as np
-from jaxlib.mlir import ir
+from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.errors import Unimplemented
@@ -72,12 +72,17 @@ class Boundary:
 def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     """Rewrite the module's 64-bit types to 32 bits (or raise Unimplemented); returns what
     the framework sees of @main."""
+    # private functions nothing calls (HLO's reducer computations, left behind by its
+    # conversion to StableHLO) would be checked for arguments of any 64-bit value
+    with module.context:
+        passmanager.PassManager.parse("builtin.module(symbol-dce)").run(module.operation)
     funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
              for op in module.body.operations if op.operation.name == "func.func"}
     main = funcs["main"]   # ingest.check_module made sure it exists
     ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
     entry = main.regions[0].blocks[0]
     inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
+    _saturate_sentinels(module)
     ops = []
     module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
     wide = [(op, v) for op in ops for v in _defined(op) if _etype(v.type) in _CARRIER]
@@ -92,6 +97,97 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     if wide:
         _rewrite(ops)
     return Boundary(inputs, outputs, ranges, out_ranges, limit)
+
+
+def _saturate_sentinels(module: ir.Module) -> None:
+    """A max / min reduction (argmax included) of 64-bit integers starts from the type's
+    minimum / maximum (-2^63), which no 32-bit carrier holds. Where the reducer gives the same
+    results from the carrier's minimum / maximum for values across the carrier (its extremes
+    included; evaluated on samples, the other operands, e.g. an argmax's index, at their own
+    inits: torch's and jax's argmax start from index 0, the first element's), that init is
+    replaced by it before the check."""
+    reduces = []
+    module.operation.walk(lambda op: (reduces.append(op) if op.name in (
+        "stablehlo.reduce", "stablehlo.reduce_window") else None) or ir.WalkResult.ADVANCE)
+    for op in reduces:
+        n = len(op.results)
+        inits = [_scalar_constant(v) for v in list(op.operands)[n:2 * n]]
+        if any(c is None for c in inits):
+            continue
+        slots = {i: _TYPE_RANGE[_NARROW[_etype(op.operands[n + i].type)][0]] for i, c in enumerate(inits)
+                 if _etype(op.operands[n + i].type) in _NARROW and c in _TYPE_RANGE[_etype(op.operands[n + i].type)]}
+        if not slots:
+            continue
+        saturated = [(slots[i][0] if c < 0 else slots[i][1]) if i in slots else c for i, c in enumerate(inits)]
+        body = op.regions[0].blocks[0]
+        samples = [sorted({lo, lo + 1, -1, 0, 1, hi - 1, hi}) if i in slots else [c]
+                   for i, c in enumerate(inits) for lo, hi in [slots.get(i, (0, 0))]]
+        same = True
+        for x in itertools.product(*samples):
+            a = (_evaluate(body, list(inits) + list(x)), _evaluate(body, list(x) + list(inits)))
+            b = (_evaluate(body, list(saturated) + list(x)), _evaluate(body, list(x) + list(saturated)))
+            if None in a or a != b:
+                same = False
+                break
+        if not same:
+            continue
+        with op.context, op.location, ir.InsertionPoint(op):
+            for i in slots:
+                old = op.operands[n + i]
+                wide = np.array(saturated[i], np.int64 if _etype(old.type) == "i64" else np.uint64)
+                op.operands[n + i] = stablehlo.ConstantOp(ir.DenseElementsAttr.get(wide, type=old.type)).result
+                if not list(old.uses):
+                    getattr(old.owner, "operation", old.owner).erase()
+
+
+def _scalar_constant(v: ir.Value):
+    """The value of a scalar integer constant, or None."""
+    owner = getattr(v.owner, "operation", v.owner)
+    if not isinstance(owner, ir.Operation) or owner.name != "stablehlo.constant" or not _is_int(v.type):
+        return None
+    data = constant_array(owner.attributes["value"], np.uint64 if _etype(v.type).startswith("ui") else np.int64)
+    return int(data.reshape(-1)[0]) if data.size == 1 else None
+
+
+_COMPARE = {"EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "LT": lambda a, b: a < b,
+            "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b, "GE": lambda a, b: a >= b}
+
+
+def _evaluate(block, args: list):
+    """The results of a reducer body on Python ints (None: it computes with an op this
+    small evaluator does not know, or with floats)."""
+    env = dict(zip(block.arguments, args))
+    for op in block.operations:
+        op = op.operation
+        try:
+            ins = [env[v] for v in op.operands]
+        except KeyError:
+            return None
+        name = op.name
+        if name == "stablehlo.return":
+            return tuple(ins)
+        if not all(_is_int(r.type) for r in op.results) or not all(_is_int(v.type) for v in op.operands):
+            return None
+        if name == "stablehlo.compare":
+            out = _COMPARE[str(op.attributes["comparison_direction"]).split()[-1].rstrip(">")](*ins)
+        elif name == "stablehlo.select":
+            out = ins[1] if ins[0] else ins[2]
+        elif name in ("stablehlo.maximum", "stablehlo.minimum"):
+            out = (max if name == "stablehlo.maximum" else min)(*ins)
+        elif name in ("stablehlo.and", "stablehlo.or", "stablehlo.xor") and all(isinstance(i, bool) for i in ins):
+            out = {"stablehlo.and": ins[0] and ins[1], "stablehlo.or": ins[0] or ins[1],
+                   "stablehlo.xor": ins[0] != ins[1]}[name]
+        elif name == "stablehlo.not" and isinstance(ins[0], bool):
+            out = not ins[0]
+        elif name == "stablehlo.constant":
+            c = _scalar_constant(op.results[0])
+            if c is None:
+                return None
+            out = bool(c) if _etype(op.results[0].type) == "i1" else c
+        else:
+            return None
+        env[op.results[0]] = out
+    return None
 
 
 def _prove(funcs, main, entry, inputs, wide):
