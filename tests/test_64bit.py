@@ -285,4 +285,6 @@ def test_torch_compile_int64_embedding_ids_and_strict_option():
     strict = [line for line in out.splitlines() if line.startswith("STRICT")]
     assert strict and "tt_strict_64bit" in strict[0] and "i64" in strict[0], out
     overflow = [line for line in out.splitlines() if line.startswith("OVERFLOW")]
-    assert overflow and "`stablehlo.multiply`" in overflow[0] and "beyond i32" in overflow[0], out
+    # torch_xla sends the scalar 3_000_000_000 to the device as an int64 argument: refused there,
+    # naming the value and the aten op (an in-graph constant is refused naming the multiply)
+    assert overflow and "holds 3000000000" in overflow[0] and "aten.mul" in overflow[0], out
