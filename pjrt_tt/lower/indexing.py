@@ -60,6 +60,18 @@ def _binary(lo: Lowering, fn: str, a, b) -> Value:
     return lo.emit(fn, a, b, result=TensorType(shape, "int32"))
 
 
+def _signed_index(lo: Lowering, idx: Value) -> Value:
+    """Start indices as int32. A uint32 index (a narrowed uint64 one: torch_xla converts
+    embedding ids to uint64) of 2**31 or more is out of bounds for any operand: it becomes
+    int32's maximum, which gather clamps to the last row and scatter drops, as XLA does (a
+    bare bitcast would make it negative, clamped to the first row)."""
+    if idx.type.dtype != "uint32":
+        return idx
+    i = lo.emit("bitcast", idx, dtype_attr("int32"), result=_typed(idx, dtype="int32"))
+    big = _binary(lo, "lt", i, 0)
+    return _binary(lo, "add", _binary(lo, "maximum", i, 0), _binary(lo, "multiply", big, 2**31 - 1))
+
+
 def _component(lo: Lowering, idx: Value, ishape: tuple, ivd: int, k: int, embed: tuple) -> Value:
     """Component k of the index vectors, shaped `embed` (the batch dims with 1s between)."""
     if ivd < len(ishape):
@@ -181,7 +193,7 @@ def _gather(lo: Lowering, op) -> list:
                   for d in range(len(shape))]
         ends = [a + n for a, n in zip(starts, sizes)]
         return [lo.reshape(slice_(lo, lo.get(operand), starts, ends, [1] * len(shape)), out.shape)]
-    x, idx = lo.get(operand), lo.get(indices)
+    x, idx = lo.get(operand), _signed_index(lo, lo.get(indices))
     if x.type.dtype == "bfloat16" and len(shape) == 2 and index_map == [0] and collapsed == [0] \
             and sizes == [1, shape[1]] and offset_dims == [len(out_shape) - 1] and not batching:
         # An embedding lookup: whole rows of a bf16 table.
@@ -256,6 +268,7 @@ def _scatter(lo: Lowering, op) -> list:
         sizes[d] = ushape[p]
     index_map = _ints(dn.scattered_dims_to_operand_dims)
     x, idx, src = (lo.get(v) for v in (operand, indices, updates))
+    idx = _signed_index(lo, idx)
     d = _along_axis(shape, ishape, dn.index_vector_dim, index_map, inserted, batching, window_dims)
     if d is not None and fn not in ("max", "min"):  # take_along_axis's transpose: torch.scatter itself
         idx = lo.reshape(idx, src.type.shape)
