@@ -278,6 +278,14 @@ class Program:
     input_ranges: tuple = ()
     output_ranges: tuple = ()
     range_limit: str = ""    # the op whose arithmetic limits input_ranges (`name` at location)
+    # Run-time checks of values no bound was proven for (narrow64.Boundary.guards): per guard
+    # (op, lo, hi); the last 2 * len(guards) outputs are each guard's float min and max, not
+    # results the framework sees (`framework_outputs`).
+    guards: tuple = ()
+
+    @property
+    def framework_outputs(self) -> int:
+        return len(self.outputs) - 2 * len(self.guards)
 
     def format(self) -> str:
         lines = [f"ttnn program @{self.name}"]

@@ -200,6 +200,23 @@ def test_int64_arithmetic_beyond_int32_is_refused_naming_the_op(tt):
     assert "beyond i32" in message, message
 
 
+def test_float_to_int64_is_checked_at_run_time(tt, cpu):
+    """A float converted to int64 has no compile-time bound: the program assumes it fits the
+    argument range it proves for the rest, and checks the converted floats after each run."""
+    f = lambda x, n: jnp.minimum((x * 1e3).astype(jnp.int64) + n, 5000)  # noqa: E731
+    with enable_x64():
+        x = np.array([1.5, -2.25, 4.0004, -1e6, 1.07e6])   # 1.07e9 < 2**30
+        got, want = run_both(f, x, np.int64(8), tt_device=tt, cpu_device=cpu)
+        assert got[0].dtype == np.int64
+        assert_close(got[0], want[0])
+        with pytest.raises(Exception) as e:
+            jax.jit(f, device=tt)(np.array([1.5, 3e6]), np.int64(8))   # 3e9: beyond the range
+    message = str(e.value)
+    assert "INVALID_ARGUMENT: `stablehlo.convert` at" in message and "test_64bit.py" in message, message
+    assert "converts floats in [1500, 3e+09] to 64-bit integers" in message, message
+    assert "exact only for results in [-1073741824, 1073741823] (checked at run time)" in message, message
+
+
 # --------------------------------------------------------------------- tt_strict_64bit
 
 def test_strict_64bit_refuses_naming_the_op(tt):
@@ -244,6 +261,8 @@ def test_torch_eager_int64_and_float64():
         assert fb.dtype == torch.float64 and torch.equal(fb, f.float().double()), fb
         y = (f.to(dev) * 2).exp().cpu()
         assert y.dtype == torch.float64 and torch.allclose(y, (f * 2).exp(), rtol=1e-6, atol=1e-6), y
+        floor = torch.div(x * 7, 3, rounding_mode="floor").cpu()   # through float32, checked at run time
+        assert floor.dtype == torch.int64 and torch.equal(floor, torch.div(ids * 7, 3, rounding_mode="floor")), floor
         for bad in (2**31, -2**31 - 1):
             try:
                 torch.tensor([0, bad]).to(dev).cpu()
@@ -271,6 +290,8 @@ def test_torch_compile_int64_embedding_ids_and_strict_option():
         assert got.dtype == torch.float32 and err < 1e-6, err
         tokens = torch.compile(lambda i: (i * 3) % 1000 + 1, backend="tt")(ids)
         assert tokens.dtype == torch.int64 and torch.equal(tokens, (ids * 3) % 1000 + 1), tokens
+        halves = torch.compile(lambda i: torch.div(i, 2, rounding_mode="floor") - 1, backend="tt")(ids)
+        assert halves.dtype == torch.int64 and torch.equal(halves, torch.div(ids, 2, rounding_mode="floor") - 1), halves
         try:
             torch.compile(lambda i: i + 1, backend="tt", options={"tt_strict_64bit": True})(ids)
         except Exception as e:

@@ -67,6 +67,11 @@ class Boundary:
     # per result: a bound of the values of a 64-bit integer result; None for other results
     output_ranges: tuple = ()
     range_limit: str = ""            # the op that limits input_ranges, as `name` at location
+    # per float -> 64-bit integer convert of @main (see _guardable): (the op as `name` at
+    # location, lo, hi) its results must lie in; @main returns the min and max of the
+    # convert's float operand after its own results, two f32 scalars per guard, which the
+    # executable checks after each run
+    guards: tuple = ()
 
 
 def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
@@ -91,12 +96,58 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     for op, _ in wide:
         if op.name == "stablehlo.bitcast_convert":
             _check_bitcast(op)
-    ranges, out_ranges, limit = (None,) * len(inputs), (None,) * len(outputs), ""
+    ranges, out_ranges, limit, guards = (None,) * len(inputs), (None,) * len(outputs), "", []
     if any(_wide(v.type) for _, v in wide) or any(e in _NARROW for e in inputs + outputs):
-        ranges, out_ranges, limit = _prove(funcs, main, entry, inputs, [(o, v) for o, v in wide if _wide(v.type)])
+        guardable = [] if strict else _guardable(entry)
+        ranges, out_ranges, limit, guards = _prove(funcs, main, entry, inputs,
+                                                   [(o, v) for o, v in wide if _wide(v.type)], guardable)
     if wide:
         _rewrite(ops)
-    return Boundary(inputs, outputs, ranges, out_ranges, limit)
+    if guards:
+        _return_guards(main, [op for op, _, _, _ in guards])
+    return Boundary(inputs, outputs, ranges, out_ranges, limit,
+                    tuple((what, lo, hi) for _, what, lo, hi in guards))
+
+
+def _guardable(entry) -> list:
+    """Converts of a float to a 64-bit integer in @main's body (torch's integer floor
+    division, `.long()` of a float): no bound is known for their values at compile time, so
+    the program assumes they lie in its argument range and checks that at run time."""
+    return [op.operation for op in entry.operations
+            if op.operation.name == "stablehlo.convert" and _wide(op.operation.results[0].type)
+            and not _is_int(op.operation.operands[0].type)]
+
+
+def _return_guards(main, converts: list) -> None:
+    """@main also returns the min and max of each guarded convert's float operand."""
+    entry = main.regions[0].blocks[0]
+    ret = entry.operations[len(entry.operations) - 1]
+    extra = []
+    with main.context, ir.Location.unknown(), ir.InsertionPoint(ret):
+        for op in converts:
+            x = op.operands[0]
+            rt = ir.RankedTensorType(x.type)
+            if not ir.F32Type.isinstance(rt.element_type):   # bf16: its values, as f32
+                x = stablehlo.ConvertOp(ir.RankedTensorType.get(rt.shape, ir.F32Type.get()), x).result
+            scalar = ir.RankedTensorType.get([], ir.F32Type.get())
+            for kind, start in (("min", np.inf), ("max", -np.inf)):
+                init = stablehlo.ConstantOp(ir.DenseElementsAttr.get(
+                    np.array(start, np.float32), type=scalar)).result
+                red = stablehlo.ReduceOp([scalar], [x], [init], ir.DenseI64ArrayAttr.get(list(range(rt.rank))))
+                body = red.regions[0].blocks.append(scalar, scalar)
+                with ir.InsertionPoint(body):
+                    a, b = body.arguments
+                    m = (stablehlo.MinOp if kind == "min" else stablehlo.MaxOp)(a, b).result
+                    stablehlo.ReturnOp([m])
+                extra.append(red.results[0])
+        ir.Operation.create("func.return", operands=list(ret.operands) + extra)
+        ret.erase()
+        ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+        main.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(
+            list(ftype.inputs), list(ftype.results) + [v.type for v in extra]))
+        if "res_attrs" in main.attributes:
+            attrs = list(ir.ArrayAttr(main.attributes["res_attrs"]))
+            main.attributes["res_attrs"] = ir.ArrayAttr.get(attrs + [ir.DictAttr.get({})] * len(extra))
 
 
 def _saturate_sentinels(module: ir.Module) -> None:
@@ -190,13 +241,16 @@ def _evaluate(block, args: list):
     return None
 
 
-def _prove(funcs, main, entry, inputs, wide):
-    """The widest argument range [lo, hi] (the same for every 64-bit integer argument; uint64
-    arguments take its non-negative part) for which every 64-bit integer value fits its
-    carrier, and the result bounds then. Values only used modulo 2^32 need not fit."""
+def _prove(funcs, main, entry, inputs, wide, guardable=()):
+    """The widest argument range [lo, hi] (the same for every 64-bit integer argument and
+    every guardable convert's result; uint64 ones take its non-negative part) for which every
+    64-bit integer value fits its carrier, the result bounds then, and the guards:
+    (convert op, its name and location, lo, hi). Values only used modulo 2^32 need not fit."""
     modular = _modular([v for _, v in wide])
+    guarded = [op for op in guardable if op.results[0] not in modular]
     def attempt(lo: int, hi: int):
-        analysis = _Ranges(funcs)
+        analysis = _Ranges(funcs, {op.results[0]: _arg_range(_etype(op.results[0].type), lo, hi)
+                                   for op in guarded})
         analysis.block(entry, [_arg_range(e, lo, hi) if e in _NARROW else _type_range(a.type)
                                for e, a in zip(inputs, entry.arguments)])
         for name, func in funcs.items():   # functions main never reaches may be called by anything
@@ -227,7 +281,7 @@ def _prove(funcs, main, entry, inputs, wide):
     lo, hi = -2**31, 2**31 - 1
     analysis, failed = attempt(lo, hi)
     limit = ""
-    if failed and any(e in _NARROW for e in inputs):   # exact for smaller arguments?
+    if failed and (any(e in _NARROW for e in inputs) or guarded):   # exact for smaller arguments?
         fits = lambda lo, hi: not attempt(lo, hi)[1]  # noqa: E731
         s = widest(1, 2**31 - 1, lambda s: fits(-s, s - 1))   # symmetric first, then each side
         if s is not None:
@@ -246,7 +300,13 @@ def _prove(funcs, main, entry, inputs, wide):
     ret = main.regions[0].blocks[0].operations[len(main.regions[0].blocks[0].operations) - 1]
     ranges = tuple(_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs)
     outs = tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
-    return ranges, outs, limit
+    guards = [(op, _describe(op)) + _arg_range(_etype(op.results[0].type), lo, hi) for op in guarded]
+    return ranges, outs, limit, guards
+
+
+def _describe(op) -> str:
+    where = describe_location(op.location)
+    return f"`{op.name}`{' at ' + where if where else ''}"
 
 
 # ops whose result's low 32 bits depend only on the low 32 bits of these operands
@@ -370,8 +430,9 @@ class _Ranges:
     """Interval arithmetic over the module, from main's arguments down (calls, loops,
     branches and reducer bodies included)."""
 
-    def __init__(self, funcs: dict):
+    def __init__(self, funcs: dict, assumed: dict | None = None):
         self.funcs = funcs
+        self.assumed = assumed or {}   # ir.Value -> (lo, hi) checked at run time (guards)
         self.bounds: dict = {}      # ir.Value -> (lo, hi) or None
         self.reached: set = set()   # func.func ops evaluated
         self.calling: set = set()   # the call stack (a recursive call gives unknown results)
@@ -424,7 +485,9 @@ class _Ranges:
         if op.regions:   # reducers: reduce, reduce_window, scatter, sort, all_reduce...
             return self._with_body(op)
         ins = [self.get(v) for v in op.operands]
-        if len(op.results) == 1:
+        if len(op.results) == 1 and op.results[0] in self.assumed:
+            self.set(op.results[0], self.assumed[op.results[0]])
+        elif len(op.results) == 1:
             if _is_int(op.results[0].type):   # (floats are not tracked: never read their constants)
                 self.set(op.results[0], _transfer(op, ins))
         else:

@@ -51,7 +51,8 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
     # what the framework sees: the 64-bit types narrowing rewrote (carried as 32-bit values)
     boundary = parsed.boundary
     in_hosts = [_framework_type(t, boundary.inputs[i] if boundary else "") for i, t in enumerate(ftype.inputs)]
-    out_hosts = [_framework_type(t, boundary.outputs[i] if boundary else "") for i, t in enumerate(ftype.results)]
+    out_hosts = [_framework_type(t, boundary.outputs[i] if boundary and i < len(boundary.outputs) else "")
+                 for i, t in enumerate(ftype.results)]   # (the guards' min / max come last)
     for i, h in enumerate(in_hosts):
         h.element.check_supported(f"argument {i} of {name}")
     for i, h in enumerate(out_hosts):
@@ -78,7 +79,8 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
                    donated_inputs=frozenset(_donated_args(main)),
                    input_ranges=tuple(boundary.input_ranges) if boundary else (),
                    output_ranges=tuple(boundary.output_ranges) if boundary else (),
-                   range_limit=boundary.range_limit if boundary else "")
+                   range_limit=boundary.range_limit if boundary else "",
+                   guards=tuple(boundary.guards) if boundary else ())
 
 
 def _framework_type(t: ir.Type, logical: str) -> HostType:

@@ -42,9 +42,9 @@ class LoadedExecutable:
         self.devices, self.device, self.addressable_devices = devices, devices[0], list(devices)
         self.name = program.name
         self.num_replicas, self.num_partitions = 1, len(devices)
-        self.num_outputs = len(program.outputs)
-        self.output_element_types = [h.element.pjrt for h in program.output_host_types]
-        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
+        self.num_outputs = program.framework_outputs   # (without the guards' outputs)
+        self.output_element_types = [h.element.pjrt for h in program.output_host_types[:self.num_outputs]]
+        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types[:self.num_outputs]]
         self.output_memory_kinds = ["device"] * self.num_outputs
         self.fingerprint = compiled.fingerprint
         self.size_of_generated_code = len(program.ops)
@@ -89,8 +89,10 @@ class LoadedExecutable:
         for i in program.donated_inputs:
             if i not in keep:
                 args[i].delete()
-        return [[Buffer(self.device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs,
-                                                                         output_bounds(program))]]
+        results = [[Buffer(self.device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs,
+                                                                            output_bounds(program))]]
+        check_guards(program, self.name, results)
+        return results
 
     def delete(self) -> None:
         if not self.is_deleted:
@@ -182,9 +184,11 @@ class MeshExecutable(LoadedExecutable):
                     args[i].delete()
         per_device = [runner.split(t) for t in outputs]
         bounds = output_bounds(program)
-        return [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types, per_device,
-                                                                             bounds)]
-                for p, d in enumerate(self.devices)]
+        results = [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types,
+                                                                                per_device, bounds)]
+                   for p, d in enumerate(self.devices)]
+        check_guards(program, self.name, results)
+        return results
 
     def delete(self) -> None:
         if not self.is_deleted:
@@ -213,4 +217,35 @@ def check_range(program, i: int, buf: Buffer, what: str) -> None:
 
 
 def output_bounds(program) -> list:
-    return list(program.output_ranges) if program.output_ranges else [None] * len(program.outputs)
+    known = list(program.output_ranges)
+    return known + [None] * (len(program.outputs) - len(known))
+
+
+def check_guards(program, name: str, results: list) -> None:
+    """Values the program could not bound at compile time (a float converted to a 64-bit
+    integer) must lie in the range it assumed for them (narrow64 guards): each device's last
+    2 * len(guards) buffers are their float operands' min and max, read here and removed
+    from `results`. Outside: all outputs freed and an error naming the op, never a wrap."""
+    k = 2 * len(program.guards)
+    if not k:
+        return
+    bad = None
+    for bufs in results:
+        checks = bufs[len(bufs) - k:]
+        del bufs[len(bufs) - k:]
+        values = [float(b.numpy()) for b in checks]
+        for b in checks:
+            b.delete()
+        for (what, lo, hi), low, high in zip(program.guards, values[0::2], values[1::2]):
+            if bad is None and not (lo - 1 < low and high < hi + 1):   # (NaN fails too)
+                bad = (what, lo, hi, low, high)
+    if bad is not None:
+        for bufs in results:
+            for b in bufs:
+                b.delete()
+        what, lo, hi, low, high = bad
+        raise InvalidArgument(
+            f"{what} in {name} converts floats in [{low:.9g}, {high:.9g}] to 64-bit integers, but the "
+            f"program is exact only for results in [{lo}, {hi}] (checked at run time): the chip has no "
+            f"64-bit integers and computes them in 32 bits, where larger values could overflow. Keep "
+            f"the values in that range, or compute this part on the CPU")
