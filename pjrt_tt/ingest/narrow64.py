@@ -14,9 +14,11 @@ what the framework sends, checked at upload to fit the carrier; when arithmetic 
 leave it (`x + 1` on an int32-range x), the program is exact for a smaller argument range,
 the widest [-s, s - 1] (uint64: [0, 2s - 1]) that proves safe, found by bisection
 (`Boundary.input_ranges`), which the executable checks at run time against the arguments'
-values. What cannot be proven for any argument
-range (a constant beyond int32, a value converted from a float, a bitcast that needs 64 bits)
-is refused, naming the op: wrapping would be a silent wrong answer.
+values. A float converted to a 64-bit integer in @main's body has no static bound: its
+results are assumed to lie in that same range and checked at run time (`Boundary.guards`:
+@main also returns the float operand's min and max). What cannot be proven for any argument
+range (a constant beyond int32, a convert from a float elsewhere, a bitcast that needs 64
+bits) is refused, naming the op: wrapping would be a silent wrong answer.
 
 Intervals are tracked for every integer value (narrow ones too: an int32 iota times a
 stride is bounded by the iota's length, not by int32). `strict` (the tt_strict_64bit
