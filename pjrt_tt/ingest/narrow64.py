@@ -121,7 +121,10 @@ def _guardable(entry) -> list:
 
 
 def _return_guards(main, converts: list) -> None:
-    """@main also returns the min and max of each guarded convert's float operand."""
+    """@main also returns the min and max of each guarded convert's float operand, over the
+    values int64 can hold: converting an infinity, a NaN or a float beyond +-2^63 is
+    implementation-defined in StableHLO (T5's `log(0).long()`, which a `where` then drops):
+    those count as 0 here and convert to whatever the chip gives."""
     entry = main.regions[0].blocks[0]
     ret = entry.operations[len(entry.operations) - 1]
     extra = []
@@ -129,8 +132,14 @@ def _return_guards(main, converts: list) -> None:
         for op in converts:
             x = op.operands[0]
             rt = ir.RankedTensorType(x.type)
+            f32 = ir.RankedTensorType.get(rt.shape, ir.F32Type.get())
             if not ir.F32Type.isinstance(rt.element_type):   # bf16: its values, as f32
-                x = stablehlo.ConvertOp(ir.RankedTensorType.get(rt.shape, ir.F32Type.get()), x).result
+                x = stablehlo.ConvertOp(f32, x).result
+            splat = lambda v: stablehlo.ConstantOp(ir.DenseElementsAttr.get(  # noqa: E731
+                np.full(rt.shape, v, np.float32), type=f32)).result
+            defined = stablehlo.CompareOp(stablehlo.AbsOp(x).result, splat(2.0**63),
+                                          stablehlo.ComparisonDirectionAttr.get("LT")).result
+            x = stablehlo.SelectOp(defined, x, splat(0.0)).result
             scalar = ir.RankedTensorType.get([], ir.F32Type.get())
             for kind, start in (("min", np.inf), ("max", -np.inf)):
                 init = stablehlo.ConstantOp(ir.DenseElementsAttr.get(
