@@ -30,6 +30,8 @@ OPTIONS = {  # option -> accepted values (the first is the default)
     "tt_fp32_dest_acc_en": ("default",) + _BOOL,
     "tt_packer_l1_acc": ("default",) + _BOOL,
     "tt_math_approx_mode": ("default",) + _BOOL,
+    # refuse 64-bit types instead of carrying them in 32 bits (ingest/narrow64.py)
+    "tt_strict_64bit": ("false", "true"),
 }
 
 # The optimizer's options: name -> accepted values (the first is the default).

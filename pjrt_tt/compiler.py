@@ -150,11 +150,12 @@ class Compiler:
         """Bytes -> (StableHLO text, ttnn program, mesh shape, optimized program): the part
         of a compile that holds MLIR objects (run on the compile thread)."""
         self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
-        if spmd:
-            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape)
-        else:
-            parsed, mesh_shape, optimized = parse(code, fmt), (1, 1), None
         numerics, optimizer = chosen
+        strict = numerics.get("tt_strict_64bit") == "true"
+        if spmd:
+            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape, strict)
+        else:
+            parsed, mesh_shape, optimized = parse(code, fmt, strict_64bit=strict), (1, 1), None
         ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system,
                              optimizer=optimizer)
         text = parsed.text()

@@ -288,6 +288,20 @@ class Program:
     # outputs). The executor deallocates those that own their storage and forgets views.
     frees: dict[int, list[Value]] = dataclasses.field(default_factory=dict)
     prepare: list[Prepare] = dataclasses.field(default_factory=list)   # const-eval blocks
+    # Per input: the (lo, hi) a 64-bit integer input's values must lie in for the program's
+    # 32-bit arithmetic to be exact (the executable checks it); None for other inputs.
+    # Per output: a bound of a 64-bit integer output's values. Empty: no 64-bit integers.
+    input_ranges: tuple = ()
+    output_ranges: tuple = ()
+    range_limit: str = ""    # the op whose arithmetic limits input_ranges (`name` at location)
+    # Run-time checks of values no bound was proven for (narrow64.Boundary.guards): per guard
+    # (op, lo, hi); the last 2 * len(guards) outputs are each guard's float min and max, not
+    # results the framework sees (`framework_outputs`).
+    guards: tuple = ()
+
+    @property
+    def framework_outputs(self) -> int:
+        return len(self.outputs) - 2 * len(self.guards)
 
     def format(self) -> str:
         lines = [f"ttnn program @{self.name}"]

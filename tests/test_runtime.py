@@ -79,26 +79,6 @@ def test_non_contiguous_host_array(tt):
     np.testing.assert_array_equal(np.asarray(jax.device_put(x, tt)), x)
 
 
-def test_x64_is_refused_with_a_clear_message():
-    r = run_python("""
-        import jax, numpy as np
-        jax.config.update('jax_enable_x64', True)
-        tt = jax.devices('tt')[0]
-        for value in (np.ones(3, np.float64), np.ones(3, np.int64)):
-            try:
-                jax.device_put(value, tt).block_until_ready()
-                print('NO ERROR')
-            except Exception as e:
-                print('ERR', e)
-        print(jax.jit(lambda x: x + 1)(jax.device_put(np.ones(3, np.float32), tt)))
-    """, PJRT_TT_CHECK_WITH_MOCK="0")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert "float64" in lines[0] and "jax_enable_x64" in lines[0], lines
-    assert "int64" in lines[1] and "jax_enable_x64" in lines[1], lines
-    assert lines[2] == "[2. 2. 2.]"
-
-
 def test_unsupported_op_names_op_and_source_line(tt):
     x = jax.device_put(np.ones((4, 4), np.float32), tt)
 

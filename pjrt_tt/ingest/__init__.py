@@ -16,7 +16,7 @@ from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 from pjrt_tt import dtypes
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value  # noqa: F401 (ingest's API)
-from pjrt_tt.ingest.narrow64 import narrow_int64
+from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit
 
 
 def new_context() -> ir.Context:
@@ -33,10 +33,11 @@ def new_context() -> ir.Context:
 
 
 class Parsed:
-    """A StableHLO module together with the context that owns it."""
+    """A StableHLO module together with the context that owns it, and what the framework
+    sees of its @main (the 64-bit types narrowing rewrote, narrow64.Boundary)."""
 
-    def __init__(self, ctx: ir.Context, module: ir.Module):
-        self.ctx, self.module = ctx, module
+    def __init__(self, ctx: ir.Context, module: ir.Module, boundary: Boundary | None = None):
+        self.ctx, self.module, self.boundary = ctx, module, boundary
 
     def text(self) -> str:
         return self.module.operation.get_asm(enable_debug_info=True, large_elements_limit=16)
@@ -48,10 +49,13 @@ MLIR_BYTECODE_MAGIC = b"ML\xefR"
 MAX_RANK = 32
 
 
-def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
-    """Program bytes -> a checked StableHLO module whose 64-bit integers are narrowed where
-    that is exact (narrow64.py). `from_hlo`: the StableHLO was converted from HLO (e.g.
-    XLA's partitioner output), so it gets the same clean-ups as an HLO program.
+def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
+          strict_64bit: bool = False) -> Parsed:
+    """Program bytes -> a checked StableHLO module whose 64-bit types are narrowed to the
+    32-bit types carrying them on the chip (narrow64.py; `narrow=False`: left as they are, for
+    a module handed back to the framework; `strict_64bit`: refused instead). `from_hlo`: the
+    StableHLO was converted from HLO (e.g. XLA's partitioner output), so it gets the same
+    clean-ups as an HLO program.
 
     Malformed bytes are refused here, before any other layer reads the module: jaxlib's
     bindings abort the process (not raise) when a diagnostic, a name or a location holds
@@ -63,11 +67,13 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
     elif fmt != "mlir":
         raise InvalidArgument(f"pjrt-tt accepts programs in format 'mlir' or 'hlo', not {fmt!r}")
     module = _read_module(ctx, bytes(code))
+    boundary = None
     try:
         check_module(module)
         if from_hlo:
             _as_jax_emits(module)
-        narrow_int64(module)
+        if narrow:
+            boundary = narrow_64bit(module, strict_64bit)
     except RuntimeError as e:
         if "conversion error" not in str(e):
             raise
@@ -75,7 +81,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
         # the printer escapes them, but reading the attribute raises in the bindings
         raise InvalidArgument("the program holds a symbol name or string attribute that is not "
                               "UTF-8 text") from None
-    return Parsed(ctx, module)
+    return Parsed(ctx, module, boundary)
 
 
 def _hlo_to_stablehlo(code: bytes) -> bytes:
@@ -187,8 +193,8 @@ def _read_module(ctx: ir.Context, code: bytes) -> ir.Module:
 
 def check_module(module: ir.Module) -> None:
     """What every later layer assumes, checked once with a clear error: an @main with a body;
-    static shapes of at most MAX_RANK dims; element types the chip holds (64-bit integers
-    are narrow64's to judge). Reads no attribute a complex constant could abort on."""
+    static shapes of at most MAX_RANK dims; element types the chip holds (64-bit types are
+    narrow64's to judge). Reads no attribute a complex constant could abort on."""
     funcs = {}
     for op in module.body.operations:
         op = op.operation
@@ -217,8 +223,6 @@ def check_module(module: ir.Module) -> None:
             raise Unimplemented(f"{what} of `{op.name}`{_at(op)} has rank {rt.rank}: TT tensors "
                                 f"have at most {MAX_RANK} dims")
         etype = str(rt.element_type)
-        if etype in ("i64", "ui64"):
-            return   # narrow64 narrows them where that is exact and refuses the rest
         element = dtypes.BY_MLIR.get(etype)
         if element is None or element.device is None:
             name, hint = (element.numpy.name, element.hint) if element else (etype, "it has no TT data format")

@@ -10,6 +10,8 @@ What each becomes (ttnn 0.81.1 as measured in mock, docs/ttnn-facts.md "Indexing
   the operand as (N/W, W), W its last dim when the gather takes that dim whole, else 1. The
   row each output row reads is computed on device in int32 from the start indices, clamped
   as XLA clamps them; ttnn.gather wants a uint32/uint16 index of the output's shape.
+  uint32 start indices (every gather and scatter) are made int32 first, values of 2**31 and
+  more saturating to int32's maximum (out of bounds either way).
 - scatter with a set or add combiner -> ttnn.scatter / ttnn.scatter_add on the same rows view
   (int32 index). ttnn refuses float32 TILE scatters, so float32 goes through ROW_MAJOR.
   Updates XLA would drop (window out of bounds) are sent to an extra dummy row.

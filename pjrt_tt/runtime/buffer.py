@@ -1,4 +1,10 @@
-"""Buffers: a ttnn tensor on one chip, seen by the framework as a typed array."""
+"""Buffers: a ttnn tensor on one chip, seen by the framework as a typed array.
+
+A buffer keeps the framework's element type; the chip holds the type that carries it
+(int64 as int32, uint64 as uint32, float64 as float32: dtypes.py). Uploads narrow after a
+range check, downloads widen. A 64-bit integer buffer knows a range its values lie in (measured
+at upload, or the bound the program proved for an output), which executables check against
+the argument range their 32-bit arithmetic is exact for (narrow64.Boundary)."""
 from __future__ import annotations
 
 import ctypes
@@ -8,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from pjrt_tt.dtypes import ElementType
+from pjrt_tt.dtypes import ElementType, narrow_to_device
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.program import HostType, device_array, device_type
 from pjrt_tt.targets.base import device_bytes
@@ -33,10 +39,13 @@ class Buffer:
     """A PJRT buffer: holds one device tensor handle; freeing it is the target's business."""
 
     # one is made per program output per call
-    __slots__ = ("device", "host", "tensor", "serial", "_prepared", "_linked", "__weakref__")
+    __slots__ = ("device", "host", "tensor", "value_range", "range_measured", "serial", "_prepared", "_linked",
+                 "__weakref__")
 
-    def __init__(self, device, host: HostType, tensor):
+    def __init__(self, device, host: HostType, tensor, value_range=None, measured: bool = False):
         self.device = device
+        # 64-bit integers: (lo, hi) the values lie in, measured or a bound; None: unknown
+        self.value_range, self.range_measured = value_range, measured
         self.host = host
         self.tensor = tensor
         # const-eval results made from this buffer (passes/const_eval.py), by (program, block,
@@ -71,9 +80,11 @@ class Buffer:
         host = HostType(element, tuple(data.shape))
         t = device_type(host)
         client.target.check_fits(t, device.chip)
+        value_range = narrow_to_device(data, element, f"the {element.numpy.name} array of shape "
+                                                      f"{list(data.shape)} sent to {device.debug_string}")
         tensor = client.deadline.call(f"a transfer of {host} to the TT device", client.target.upload,
                                       device_array(data, host), t, device.chip)
-        return cls(device, host, tensor)
+        return cls(device, host, tensor, value_range, measured=True)
 
     def prepared(self, key, make, others=()) -> list:
         """The const-eval results `key` names, made from this buffer and `others` by
@@ -154,6 +165,15 @@ class Buffer:
             data = data != 0
         return data.reshape(self.dims).astype(self.host.element.numpy)
 
+    def measured_range(self) -> tuple[int, int] | None:
+        """The range of a 64-bit integer buffer's values, read from the device if only a
+        bound is known (a sync, done once)."""
+        if not self.range_measured and self.host.element.carried_by:
+            data = self.numpy()
+            self.value_range = (int(data.min()), int(data.max())) if data.size else (0, 0)
+            self.range_measured = True
+        return self.value_range
+
     def host_size(self) -> int:
         return math.prod(self.dims) * self.host.element.numpy.itemsize
 
@@ -163,7 +183,7 @@ class Buffer:
             raise InvalidArgument(f"host buffer of {size} bytes is too small for {data.nbytes}")
         ctypes.memmove(address, data.ctypes.data, data.nbytes)
 
-    def copy_to_device(self, device) -> "Buffer":
+    def copy_to_device(self, device) -> "Buffer":   # (the range is measured again)
         return Buffer.from_host(device.client, device, self.host.element, self.numpy())
 
     def copy_to_memory(self, memory) -> "Buffer":

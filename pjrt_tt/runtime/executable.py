@@ -54,9 +54,9 @@ class LoadedExecutable:
         self.devices, self.device, self.addressable_devices = devices, devices[0], list(devices)
         self.name = program.name
         self.num_replicas, self.num_partitions = 1, len(devices)
-        self.num_outputs = len(program.outputs)
-        self.output_element_types = [h.element.pjrt for h in program.output_host_types]
-        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
+        self.num_outputs = program.framework_outputs   # (without the guards' outputs)
+        self.output_element_types = [h.element.pjrt for h in program.output_host_types[:self.num_outputs]]
+        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types[:self.num_outputs]]
         self.output_memory_kinds = ["device"] * self.num_outputs
         self.donated_inputs = list(program.donated_inputs)   # the shim marks these deleted after a run
         self.fingerprint = compiled.fingerprint
@@ -86,12 +86,14 @@ class LoadedExecutable:
         program = self.program
         if len(args) != len(program.inputs):
             raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
-        tensors = []
+        tensors, ranges = [], program.input_ranges
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
             if buf.host is not want:
                 if buf.host != want:
                     raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
                 buf.host = want   # equal: the next call compares identities
+            if ranges:
+                check_range(program, i, buf, f"argument {i} of {self.name}")
             tensor = buf.tensor
             tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
@@ -109,7 +111,12 @@ class LoadedExecutable:
                 if i not in keep:
                     args[i].delete()
         device = self.device
-        return [[Buffer(device, h, t) for h, t in zip(program.output_host_types, outputs)]]
+        if not program.output_ranges and not program.guards:
+            return [[Buffer(device, h, t) for h, t in zip(program.output_host_types, outputs)]]
+        results = [[Buffer(device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs,
+                                                                       output_bounds(program))]]
+        check_guards(program, self.name, results)
+        return results
 
     def _prepared(self, args) -> list:
         """The const-eval results of this run: from each argument buffer's cache (made on a
@@ -203,6 +210,7 @@ class MeshExecutable(LoadedExecutable):
                 if buf.host != want:
                     raise InvalidArgument(f"argument {i} of {self.name} on device {p} is {buf.host}, "
                                           f"expected its shard {want}")
+                check_range(program, i, buf, f"argument {i} of {self.name} on device {p}")
                 if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(self.devices[p])
                 shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
@@ -227,8 +235,12 @@ class MeshExecutable(LoadedExecutable):
                 for args in argument_lists:
                     args[i].delete()
         per_device = [runner.split(t) for t in outputs]
-        return [[Buffer(d, h, shards[p]) for h, shards in zip(program.output_host_types, per_device)]
-                for p, d in enumerate(self.devices)]
+        bounds = output_bounds(program)
+        results = [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types,
+                                                                                per_device, bounds)]
+                   for p, d in enumerate(self.devices)]
+        check_guards(program, self.name, results)
+        return results
 
     def delete(self) -> None:
         if not self.is_deleted:
@@ -236,3 +248,56 @@ class MeshExecutable(LoadedExecutable):
                 self._runner.free(t)
             self._constants = []
             self.is_deleted = True
+
+
+def check_range(program, i: int, buf: Buffer, what: str) -> None:
+    """A 64-bit integer argument's values must lie in the range the program's 32-bit
+    arithmetic was proven exact for (ingest/narrow64.py); never a silent wrap."""
+    want = program.input_ranges[i] if program.input_ranges else None
+    if want is None:
+        return
+    within = lambda r: r is not None and want[0] <= r[0] and r[1] <= want[1]  # noqa: E731
+    if within(buf.value_range) or within(buf.measured_range()):
+        return
+    lo, hi = buf.value_range
+    raise InvalidArgument(
+        f"{what} is {buf.host.element.numpy.name} with values in [{lo}, {hi}], but the program is exact "
+        f"only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and the program's "
+        f"{buf.host.element.numpy.name} arithmetic ({program.range_limit or 'on this argument'}) runs in "
+        f"32 bits, where larger values could overflow. Keep the values in that range, or compute this "
+        f"part on the CPU")
+
+
+def output_bounds(program) -> list:
+    known = list(program.output_ranges)
+    return known + [None] * (len(program.outputs) - len(known))
+
+
+def check_guards(program, name: str, results: list) -> None:
+    """Values the program could not bound at compile time (a float converted to a 64-bit
+    integer) must lie in the range it assumed for them (narrow64 guards): each device's last
+    2 * len(guards) buffers are their float operands' min and max, read here and removed
+    from `results`. Outside: all outputs freed and an error naming the op, never a wrap."""
+    k = 2 * len(program.guards)
+    if not k:
+        return
+    bad = None
+    for bufs in results:
+        checks = bufs[len(bufs) - k:]
+        del bufs[len(bufs) - k:]
+        values = [float(b.numpy()) for b in checks]
+        for b in checks:
+            b.delete()
+        for (what, lo, hi), low, high in zip(program.guards, values[0::2], values[1::2]):
+            if bad is None and not (lo - 1 < low and high < hi + 1):   # (NaN fails too)
+                bad = (what, lo, hi, low, high)
+    if bad is not None:
+        for bufs in results:
+            for b in bufs:
+                b.delete()
+        what, lo, hi, low, high = bad
+        raise InvalidArgument(
+            f"{what} in {name} converts floats in [{low:.9g}, {high:.9g}] to 64-bit integers, but the "
+            f"program is exact only for results in [{lo}, {hi}] (checked at run time): the chip has no "
+            f"64-bit integers and computes them in 32 bits, where larger values could overflow. Keep "
+            f"the values in that range, or compute this part on the CPU")

@@ -254,10 +254,6 @@ def per_device_value(lo, v, vals=None):
     from pjrt_tt.spmd.prepare import _eval
     R, C = lo.ctx.mesh_shape
     h = host_type(v)
-    if h.element.device is None:   # e.g. jax.random's uint64 counters of a sharded result
-        raise lo.unsupported(f"a chip-dependent {h.element.mlir} value (partition_id arithmetic "
-                             f"in 64 bits, as jax.random makes for sharded results); the chip has "
-                             f"no 64-bit types")
     vals = np.stack([np.asarray(_eval(v, p, {})) if vals is None else np.asarray(vals[p])
                      for p in range(R * C)])
     shape = (1,) * max(0, 2 - len(h.shape)) + tuple(h.shape)

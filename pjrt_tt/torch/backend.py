@@ -69,7 +69,7 @@ class _Uploads:
         if hit is not None and hit[0]() is t and hit[1] == self._identity(t) and self._same_contents(t, hit[3]):
             return hit[4]
         sent = t.detach().clone()
-        x = _narrow(sent, name).to(device)
+        x = _to_device(sent, device, name)
         with self._lock:
             self.uploads += 1
             try:
@@ -87,44 +87,29 @@ _UPLOADS = _Uploads()
 _RUN_LOCK = threading.RLock()
 
 
-# The chip has no 64-bit integers and torch_xla's XLA_USE_32BIT_LONG mode fails on every
-# cast from or to int64 (torch_xla 2.9, on its CPU device too), so the backend runs
-# torch's int64 (token ids, positions, masks) as int32 and restores int64 on the way out,
-# after checking that every value fits.
-_NARROW = {torch.int64: torch.int32}
-
-
-def _narrow(t: torch.Tensor, name: str) -> torch.Tensor:
-    if t.dtype not in _NARROW:
-        return t
-    to = _NARROW[t.dtype]
-    if t.numel():
-        low, high = torch.aminmax(t)
-        info = torch.iinfo(to)
-        if low < info.min or high > info.max:
-            bad = int(high) if high > info.max else int(low)
-            raise OverflowError(
-                f"torch.compile(backend='tt'): {name} is {t.dtype} and holds {bad}, outside the "
-                f"{to} range [{info.min}, {info.max}]; the chip has no 64-bit integers, so int64 "
-                f"inputs run as {to}. Keep the values in that range, or compute this part on the CPU")
-    return t.to(to)
+def _to_device(t: torch.Tensor, device, name: str) -> torch.Tensor:
+    """`t` on the device; a refused transfer (an int64 value beyond int32, which carries it
+    on the chip) names the graph input it was for."""
+    try:
+        return t.to(device)
+    except RuntimeError as e:
+        if "INVALID_ARGUMENT" not in str(e):
+            raise
+        raise RuntimeError(f"torch.compile(backend='tt'): {name}: {e}") from None
 
 
 def _retarget(gm: torch.fx.GraphModule, device) -> None:
     """Ops that create tensors on the CPU inside the graph (arange, full, _to_copy...)
-    create them on the XLA device instead, where the rest of the graph lives; int64
-    results they ask for become int32."""
+    create them on the XLA device instead, where the rest of the graph lives."""
     def move(v):
-        if isinstance(v, torch.device) and v.type == "cpu":
-            return device
-        return _NARROW.get(v, v) if isinstance(v, torch.dtype) else v
+        return device if isinstance(v, torch.device) and v.type == "cpu" else v
     for node in gm.graph.nodes:
         if node.op == "get_attr":  # constants the graph holds (lifted tensors, buffers)
             owner, _, name = node.target.rpartition(".")
             mod = gm.get_submodule(owner) if owner else gm
             value = getattr(mod, name)
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                moved = _narrow(value, f"the graph constant {node.target!r}").to(device)
+                moved = _to_device(value, device, f"the graph constant {node.target!r}")
                 if isinstance(value, torch.nn.Parameter):
                     moved = torch.nn.Parameter(moved, requires_grad=value.requires_grad)
                 setattr(mod, name, moved)
@@ -141,7 +126,6 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
 
     device = _xla_device()
     on_cpu = any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in example_inputs)
-    want = _output_dtypes(gm)  # before torch_xla rewrites the graph
     if on_cpu:
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
@@ -157,11 +141,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
 
     def run(*args):
         with _RUN_LOCK:
-            out = _to_cpu(compiled(*_upload(args, names, device)))
-        if isinstance(out, (list, tuple)) and want is not None:
-            out = type(out)(o.to(w) if isinstance(o, torch.Tensor) and w is not None and o.dtype != w else o
-                            for o, w in zip(out, want))
-        return out
+            return _to_cpu(compiled(*_upload(args, names, device)))
 
     return make_boxed_func(run)
 
@@ -177,7 +157,7 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
     with unset_fake_temporarily():
         # made on the host and sent: device data, as real inputs are (zeros made on the
         # device would be one more XLA program)
-        args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=_NARROW.get(t.dtype, t.dtype)).to(device)
+        args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=t.dtype).to(device)
                 if isinstance(t, torch.Tensor) else t for t in example_inputs]
         return dynamo_bridge.extract_compiled_graph(gm, args)
 
@@ -233,16 +213,6 @@ def _watch_fallbacks(compiled):
 def _upload(args, names, device) -> list:
     return [(_UPLOADS.get(a, device, name) if a.device.type == "cpu" else a)
             if isinstance(a, torch.Tensor) else a for a, name in zip(args, names)]
-
-
-def _output_dtypes(gm: torch.fx.GraphModule):
-    """The dtype of each graph output (None where unknown), from dynamo's fake values."""
-    node = next(n for n in gm.graph.nodes if n.op == "output")
-    outs = node.args[0]
-    if not isinstance(outs, (list, tuple)):
-        return None
-    vals = [o.meta.get("val") if isinstance(o, torch.fx.Node) else None for o in outs]
-    return [v.dtype if isinstance(v, torch.Tensor) else None for v in vals]
 
 
 def _to_cpu(out):

@@ -33,8 +33,5 @@ class TTPlugin(plugins.DevicePlugin):
     def physical_chip_count(self) -> int:
         return 1   # one process drives every chip of the system (no multi-process PJRT)
 
-    def client_create_options(self) -> dict:
-        return {"framework": "torch"}  # errors advise in torch's terms (Settings.framework)
-
     def requires_xla_coordinator(self) -> bool:
         return False
