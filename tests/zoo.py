@@ -312,3 +312,39 @@ def run_flax(model: ZooModel, device, dtype=np.float32):
 
     placed = jax.device_put((params, inputs), device)
     return np.asarray(jax.jit(fwd)(*placed))
+
+
+def generate(model: ZooModel, device, *, do_sample: bool, steps: int = 32, on_device: bool = True,
+             backend: str = "tt", seed: int = 0):
+    """`model.generate()` with a static KV cache (cache_implementation="static") and the
+    model's forward compiled, against the same generate on the CPU: (tokens, cpu tokens).
+    Exactly `steps` new tokens (min_new_tokens: an EOS does not end it early); sampling
+    draws from top-5 with torch's CPU generator seeded alike on both sides, so on_device
+    must be False for it (a device-side draw uses the device's RNG)."""
+    import torch
+    m = model.build()
+    prompt = model.inputs()["input_ids"][:1, :8]
+    kw = dict(max_new_tokens=steps, min_new_tokens=steps, do_sample=do_sample, top_k=5 if do_sample else None,
+              cache_implementation="static", pad_token_id=m.config.pad_token_id)
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        want = m.generate(prompt, **kw)
+        m = model.build()   # a fresh model: generate keeps its static cache on the model (m._cache)
+        if on_device:
+            m, prompt = m.to(device), prompt.to(device)
+        m.forward = torch.compile(m.forward, backend=backend)
+        torch.manual_seed(seed)
+        got = m.generate(prompt, **kw).cpu()
+    return got, want
+
+
+def getting_started_model():
+    """A causal LM speaking the shipped MiniLM tokenizer's vocabulary (random weights): the
+    Getting Started flow needs a real tokenizer and a model whose logits decode to text."""
+    import torch
+    import transformers
+    tokenizer = minilm_tokenizer()
+    config = transformers.LlamaConfig(**_decoder_common(vocab_size=tokenizer.vocab_size,
+                                                        pad_token_id=tokenizer.pad_token_id))
+    torch.manual_seed(0)
+    return tokenizer, transformers.LlamaForCausalLM(config).eval()
