@@ -9,6 +9,10 @@
 - `model.generate()` with a static KV cache, greedy and sampled: 32 tokens equal to CPU,
   with the compile count.
 
+Every torch case runs in a fresh child process (zoo.Isolated): torch_xla syncs every live
+device tensor of the process at once, so one failed model would make every later one fail.
+The children inherit the environment, so under CI=true their programs go through mock too.
+
 Bounds (conftest.TOLERANCES): float32 results come through the matrix unit, so kind
 "matmul" (PCC >= 0.999 and max |err| <= 2**-7 * (max|want| + |want|), ||err||/||want|| <=
 2**-7); bfloat16: PCC >= 0.99 and ||err||/||want|| <= 2**-5 (elementwise 2**-5 likewise).
@@ -20,6 +24,7 @@ X64 (branch x64: 64-bit types carried as 32-bit at the boundary) and the OPS9 ca
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 os.environ.setdefault("PJRT_DEVICE", "TT")
@@ -33,14 +38,11 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip insta
 torch_xla = pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
 pytest.importorskip("transformers", reason="transformers is not installed")
 
-import torch_xla.debug.metrics as met  # noqa: E402
-import torch_xla.runtime as xr  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demos"))
 
 import zoo  # noqa: E402
 from conftest import assert_close  # noqa: E402
-from pjrt_tt.torch.backend import compile_counts  # noqa: E402
 
 # Root causes of today's failures, each fixed on another branch.
 X64 = ("x64: an int64/float64 tensor is refused at its transfer to the device (the model's int64 "
@@ -63,9 +65,17 @@ SLOW = {"minilm", "whisper", "swin", "mixtral", "mamba"}   # > 20 s a dtype on t
 
 
 @pytest.fixture(scope="module")
-def dev():
-    assert xr.device_type() == "TT", f"torch_xla started on {xr.device_type()}, not TT"
-    return torch_xla.device()
+def child():
+    """Runs a zoo function in a fresh process (see the module doc)."""
+    iso = zoo.Isolated()
+    yield iso
+    iso.close()
+
+
+def _ok(result: dict) -> dict:
+    if "error" in result:
+        pytest.fail(result["error"], pytrace=False)
+    return result
 
 
 def _params(names, xfails, dtypes):
@@ -80,11 +90,6 @@ def _params(names, xfails, dtypes):
     return out
 
 
-def _fallbacks() -> dict:
-    """torch_xla's counters of aten ops run on the host instead of the device."""
-    return {k: met.counter_value(k) for k in met.counter_names() if k.startswith("aten::")}
-
-
 def _check(got, want, dtype: str, what: str) -> None:
     if dtype == "float32":
         assert_close(got.astype(np.float32), want.astype(np.float32), kind="matmul", what=what)
@@ -94,11 +99,10 @@ def _check(got, want, dtype: str, what: str) -> None:
 
 @pytest.mark.parametrize("name,dtype", _params([m.name for m in zoo.MODELS], TORCH_XFAIL,
                                                ["float32", "bfloat16"]))
-def test_torch_model_matches_cpu_on_chip(dev, name, dtype):
-    met.clear_counters()
-    run = zoo.run_torch(zoo.BY_NAME[name], getattr(torch, dtype), dev)
-    _check(run.got, run.want, dtype, f"{name} {dtype}")
-    assert _fallbacks() == {}, f"{name}: aten ops ran on the host: {_fallbacks()}"
+def test_torch_model_matches_cpu_on_chip(child, name, dtype):
+    run = _ok(child(zoo.torch_case, name, dtype))
+    _check(run["got"], run["want"], dtype, f"{name} {dtype}")
+    assert run["per_call"]["fallbacks"] == {}, f"{name}: aten ops ran on the host: {run['per_call']['fallbacks']}"
 
 
 @pytest.mark.parametrize("name,dtype", _params([m.name for m in zoo.FLAX], FLAX_XFAIL,
@@ -109,78 +113,64 @@ def test_flax_model_matches_xla_cpu(tt, cpu, name, dtype):
     _check(zoo.run_flax(model, tt, np_dtype), zoo.run_flax(model, cpu, np_dtype), dtype, f"flax {name} {dtype}")
 
 
+def test_lowering_failure_names_the_op_and_the_model_line(child):
+    """An op without a lowering, inside a compiled model: the error names the StableHLO op,
+    the aten op and the line of the model's forward that made it (not torch.fx's generated
+    code)."""
+    error = child(zoo.lowering_failure_case)
+    assert "pjrt-tt cannot lower `stablehlo.power`" in error, error
+    assert re.search(r"zoo\.py:\d+ in forward: `return torch\.pow\(scaled, exponent\)", error), error
+    assert "aten__pow" in error and "eval_with_key" not in error, error
+
+
 # ------------------------------------------------------------------ Getting Started
 
-TEXT = "the quick brown fox jumps over the lazy"
-
-
-def _next_tokens(tokenizer, logits) -> str:
-    return tokenizer.decode(logits.argmax(-1)[0])
-
-
-def test_getting_started_as_documented_is_refused_by_dynamo(dev):
+def test_getting_started_as_documented_is_refused_by_dynamo(child):
     """The official stack's Getting Started compiles a model left on the CPU and calls it with
     `input_ids.to(device)`. Dynamo refuses that before any backend runs: it propagates fake
     tensors through every op, and an op reading a CPU weight and an XLA id (the embedding)
     has no device it could run on. No backend can change it. What to write instead is the
     next test: the model on the device too (or both on the CPU: the backend moves them).
     This test fails the day torch accepts the mixed form (then the docs change)."""
-    tokenizer, model = zoo.getting_started_model()
-    compiled = torch.compile(model, backend="tt")
-    input_ids = tokenizer(TEXT, return_tensors="pt").input_ids.to(dev)
-    with torch.no_grad(), pytest.raises(Exception, match="two different devices cpu, xla:0|"
-                                                         "Mismatching .* device"):
-        compiled(input_ids)
+    error = child(zoo.getting_started_as_documented)
+    assert re.search("two different devices cpu, xla:0|Mismatching .* device", error), error
 
 
 @pytest.mark.xfail(strict=True, reason=X64)
 @pytest.mark.parametrize("where", ["device", "cpu"])
-def test_getting_started_flow(dev, where):
+def test_getting_started_flow(child, where):
     """tokenizer -> input_ids .to(device) -> compiled model -> argmax -> decode, with the model
     moved to the device as well (where="device"), or model and ids both left on the CPU
     (where="cpu": the backend moves them), equal to eager CPU."""
-    tokenizer, model = zoo.getting_started_model()
-    batch = tokenizer(TEXT, return_tensors="pt")
-    with torch.no_grad():
-        want_logits = model(**batch).logits
-        want = _next_tokens(tokenizer, want_logits)
-        if where == "device":
-            model = model.to(dev)
-            batch = {k: v.to(dev) for k, v in batch.items()}
-        compiled = torch.compile(model, backend="tt")
-        logits = compiled(**batch).logits
-        got = _next_tokens(tokenizer, logits)
-    assert got == want
-    assert_close(logits.cpu().numpy(), want_logits.numpy(), kind="matmul")
+    run = _ok(child(zoo.getting_started, where))
+    assert run["got"] == run["want"]
+    assert_close(run["logits"], run["want_logits"], kind="matmul")
 
 
 # ------------------------------------------------------------------ generate()
 
 @pytest.mark.xfail(strict=True, reason=X64)
 @pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
-def test_generate_with_static_cache_matches_cpu(dev, do_sample):
+def test_generate_with_static_cache_matches_cpu(child, do_sample):
     """`model.forward` compiled, `generate()` with cache_implementation="static", model and
     prompt on the CPU (the backend moves them; generate's own bookkeeping and the sampling
     draw stay on the CPU, so a seeded draw is CPU's draw): 32 tokens equal to CPU, one
     program for the prefill and one for every decode step."""
-    before = compile_counts()
-    got, want = zoo.generate(zoo.BY_NAME["llama"], dev, do_sample=do_sample, on_device=False)
-    after = compile_counts()
-    assert torch.equal(got, want), f"tokens differ from CPU:\n{got}\n{want}"
-    assert after["dynamo_graphs"] - before["dynamo_graphs"] == 2          # prefill, decode
-    assert after["tt_lowerings"] - before["tt_lowerings"] == 2, (before, after)
+    run = _ok(child(zoo.generate_case, "llama", do_sample=do_sample, on_device=False))
+    assert torch.equal(run["got"], run["want"]), f"tokens differ from CPU:\n{run['got']}\n{run['want']}"
+    print(f"compiles for 32 steps: {run['compiles']}")
+    assert run["compiles"]["dynamo_graphs"] == 2, run["compiles"]          # prefill, decode
+    assert run["compiles"]["tt_lowerings"] == 2, run["compiles"]
 
 
 @pytest.mark.xfail(strict=True, reason=X64)
-def test_generate_greedy_on_device_matches_cpu(dev):
+def test_generate_greedy_on_device_matches_cpu(child):
     """The same with model and prompt moved `.to(device)`: tokens equal to CPU, two model
     graphs. generate's own tensor bookkeeping then runs on the device too, as lazy torch_xla
     programs; the ids it concatenates grow every step, so those compile anew each step
     (measured with torch_xla's CPU device: 106 XLA compiles for 32 steps, 2 of them the
     model's). The count is printed, not bounded."""
-    before = compile_counts()
-    got, want = zoo.generate(zoo.BY_NAME["llama"], dev, do_sample=False, on_device=True)
-    after = compile_counts()
-    assert torch.equal(got, want), f"tokens differ from CPU:\n{got}\n{want}"
-    assert after["dynamo_graphs"] - before["dynamo_graphs"] == 2
-    print(f"programs lowered for 32 steps on the device: {after['tt_lowerings'] - before['tt_lowerings']}")
+    run = _ok(child(zoo.generate_case, "llama", do_sample=False, on_device=True))
+    assert torch.equal(run["got"], run["want"]), f"tokens differ from CPU:\n{run['got']}\n{run['want']}"
+    assert run["compiles"]["dynamo_graphs"] == 2, run["compiles"]
+    print(f"programs lowered for 32 steps on the device: {run['compiles']['tt_lowerings']}")

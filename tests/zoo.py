@@ -266,6 +266,9 @@ class TorchRun:
     want: Any           # the same from eager torch on the CPU
     first_s: float      # first call: compile + run
     steady_s: float     # a later call with the same shapes
+    per_call: dict      # during that later call: transfers each way, aten ops run on the host
+    compiles: dict      # compile_counts() over the whole run (dynamo graphs, XLA programs, lowerings)
+    ttnn_ops: int       # ops in the ttnn programs lowered for the run
 
 
 def cast_inputs(inputs: dict, dtype, ids_dtype=None) -> dict:
@@ -281,24 +284,57 @@ def cast_inputs(inputs: dict, dtype, ids_dtype=None) -> dict:
     return out
 
 
+def _xla_counts() -> dict:
+    """torch_xla's transfer counts and its counters of aten ops run on the host."""
+    import torch_xla.debug.metrics as met
+    out = {k: met.counter_value(k) for k in met.counter_names() if k.startswith("aten::")}
+    for name, key in (("TransferToDeviceTime", "to_device"), ("TransferFromDeviceTime", "from_device")):
+        data = met.metric_data(name)
+        out[key] = int(data[0]) if data else 0
+    return out
+
+
+def _delta(before: dict, after: dict) -> dict:
+    out = {"to_device": after["to_device"] - before["to_device"],
+           "from_device": after["from_device"] - before["from_device"]}
+    out["fallbacks"] = {k: v - before.get(k, 0) for k, v in after.items()
+                        if k.startswith("aten::") and v != before.get(k, 0)}
+    return out
+
+
+def ttnn_ops_lowered() -> int:
+    """Ops (nested bodies included) in every ttnn program the process has lowered."""
+    from pjrt_tt.runtime.client import CLIENTS
+
+    def count(ops) -> int:
+        return sum(1 + sum(count(b.ops) for b in getattr(op, "blocks", ())) for op in ops)
+    return sum(count(c.compiler._cache[k].program.ops) for c in CLIENTS for k in c.compiler._cache)
+
+
 def run_torch(model: ZooModel, dtype, device, *, ids_dtype=None, calls: int = 2, on_device: bool = True) -> TorchRun:
     """`torch.compile(model.to(device), backend="tt")` called with inputs moved by
     `.to(device)`, against the same model eagerly on the CPU in the same dtype.
     `on_device=False`: the model and its inputs stay on the CPU (the backend moves them)."""
     import time
     import torch
+    from pjrt_tt.torch.backend import compile_counts
     m = model.build().to(dtype)
     inputs = cast_inputs(model.inputs(), dtype)
+    start = compile_counts()
     with torch.no_grad():
         want = model.pick(m(**inputs)).float().numpy()
         compiled = torch.compile(m.to(device) if on_device else m, backend="tt")
         moved = {k: v.to(device) if on_device else v for k, v in cast_inputs(inputs, dtype, ids_dtype).items()}
         times = []
         for _ in range(calls):
+            before = _xla_counts()
             t0 = time.perf_counter()
             got = model.pick(compiled(**moved)).float().cpu().numpy()
             times.append(time.perf_counter() - t0)
-    return TorchRun(got, want, times[0], min(times[1:]) if calls > 1 else float("nan"))
+            per_call = _delta(before, _xla_counts())
+    end = compile_counts()
+    return TorchRun(got, want, times[0], min(times[1:]) if calls > 1 else float("nan"), per_call,
+                    {k: end[k] - start.get(k, 0) for k in end}, ttnn_ops_lowered())
 
 
 def run_flax(model: ZooModel, device, dtype=np.float32):
@@ -338,6 +374,9 @@ def generate(model: ZooModel, device, *, do_sample: bool, steps: int = 32, on_de
     return got, want
 
 
+GETTING_STARTED_TEXT = "the quick brown fox jumps over the lazy"
+
+
 def getting_started_model():
     """A causal LM speaking the shipped MiniLM tokenizer's vocabulary (random weights): the
     Getting Started flow needs a real tokenizer and a model whose logits decode to text."""
@@ -348,3 +387,153 @@ def getting_started_model():
                                                         pad_token_id=tokenizer.pad_token_id))
     torch.manual_seed(0)
     return tokenizer, transformers.LlamaForCausalLM(config).eval()
+
+
+# ---------------------------------------------------------------- one fresh process per run
+
+def torch_case(name: str, dtype: str, **kw) -> dict:
+    """run_torch for a child process: its fields, or the failure as text (torch's
+    exceptions do not all pickle)."""
+    import torch
+    import torch_xla
+    try:
+        return dataclasses.asdict(run_torch(BY_NAME[name], getattr(torch, dtype), torch_xla.device(), **kw))
+    except Exception as e:   # noqa: BLE001 - reported to the parent whole
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def flax_case(name: str, dtype: str) -> dict:
+    """The Flax class under jax.jit for a child process: the chip's and XLA:CPU's outputs, the
+    first and a steady call's times, the ttnn ops and programs lowered."""
+    import time
+    import jax
+    import ml_dtypes
+    from pjrt_tt.runtime.client import CLIENTS
+    np_dtype = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
+    model = BY_NAME[name]
+    try:
+        fm, params = model.flax(np_dtype)
+        inputs = flax_inputs(model, np_dtype)
+
+        def fwd(p, kw):
+            return model.pick(fm(**kw, params=p))
+
+        want = np.asarray(jax.jit(fwd)(*jax.device_put((params, inputs), jax.devices("cpu")[0])))
+        placed = jax.device_put((params, inputs), jax.devices("tt")[0])
+        step = jax.jit(fwd)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            got = np.asarray(step(*placed))
+            times.append(time.perf_counter() - t0)
+    except Exception as e:   # noqa: BLE001 - reported whole
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"got": got.astype(np.float32), "want": want.astype(np.float32), "first_s": times[0],
+            "steady_s": times[1], "ttnn_ops": ttnn_ops_lowered(),
+            "compiles": {"tt_lowerings": sum(c.compiler.compilations for c in CLIENTS)}}
+
+
+def generate_case(name: str, **kw) -> dict:
+    """generate() for a child process: tokens (chip, CPU) and the compiles it took."""
+    import torch_xla
+    from pjrt_tt.torch.backend import compile_counts
+    before = compile_counts()
+    try:
+        got, want = generate(BY_NAME[name], torch_xla.device(), **kw)
+    except Exception as e:   # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}
+    after = compile_counts()
+    return {"got": got, "want": want, "compiles": {k: after[k] - before.get(k, 0) for k in after}}
+
+
+def getting_started(where: str) -> dict:
+    """The Getting Started flow: tokenizer -> input_ids (and the model) `.to(device)` when
+    where="device", or both left on the CPU (where="cpu": the backend moves them) ->
+    compiled model -> argmax -> decode; and the same eagerly on the CPU."""
+    import torch
+    import torch_xla
+    tokenizer, model = getting_started_model()
+    batch = tokenizer(GETTING_STARTED_TEXT, return_tensors="pt")
+    try:
+        with torch.no_grad():
+            want_logits = model(**batch).logits
+            if where == "device":
+                model = model.to(torch_xla.device())
+                batch = {k: v.to(torch_xla.device()) for k, v in batch.items()}
+            compiled = torch.compile(model, backend="tt")
+            logits = compiled(**batch).logits
+            return {"got": tokenizer.decode(logits.argmax(-1)[0]), "want": tokenizer.decode(want_logits.argmax(-1)[0]),
+                    "logits": logits.cpu().numpy(), "want_logits": want_logits.numpy()}
+    except Exception as e:   # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def getting_started_as_documented() -> str:
+    """The official stack's Getting Started form: the model left on the CPU, compiled, called
+    with `input_ids.to(device)`. Returns what is raised (text), or "" if it ran."""
+    import torch
+    import torch_xla
+    tokenizer, model = getting_started_model()
+    compiled = torch.compile(model, backend="tt")
+    input_ids = tokenizer(GETTING_STARTED_TEXT, return_tensors="pt").input_ids.to(torch_xla.device())
+    try:
+        with torch.no_grad():
+            compiled(input_ids)
+    except Exception as e:   # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+class Isolated:
+    """Runs functions of this module each in a fresh child process forked from a server
+    that has imported torch, torch_xla and transformers once (so a child starts in ~1 s).
+    Needed because one process cannot run models one after another once one fails:
+    torch_xla syncs every live device tensor at once, and a model that failed leaves device
+    tensors behind (a refused upload leaves one with no data) that make every later sync in
+    the process fail (measured: convnext passing alone, failing after resnet)."""
+
+    def __init__(self):
+        self._pool = self._start()
+
+    @staticmethod
+    def _start():
+        import concurrent.futures
+        import multiprocessing
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "torch_xla", "transformers", "zoo"])
+        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1)
+
+    def __call__(self, fn, *args, **kw):
+        """fn's result; a child that died (a crash) is reported as {"error": ...} and the
+        next call gets a new pool."""
+        from concurrent.futures.process import BrokenProcessPool
+        try:
+            return self._pool.submit(fn, *args, **kw).result()
+        except BrokenProcessPool as e:
+            self._pool.shutdown(wait=False)
+            self._pool = self._start()
+            return {"error": f"the child process died: {e}"}
+
+    def close(self):
+        self._pool.shutdown()
+
+
+def lowering_failure_case() -> str:
+    """A model with an op case pjrt-tt does not lower (an integer power with a tensor
+    exponent: ttnn takes only a scalar one), compiled: the error text."""
+    import torch
+    import torch_xla
+
+    class Powers(torch.nn.Module):
+        def forward(self, base, exponent):
+            scaled = base * 2
+            return torch.pow(scaled, exponent)   # the line the error must name
+
+    dev = torch_xla.device()
+    base, exponent = torch.arange(1, 9, dtype=torch.int32), torch.arange(8, dtype=torch.int32) % 3
+    try:
+        with torch.no_grad():
+            torch.compile(Powers().to(dev), backend="tt")(base.to(dev), exponent.to(dev))
+    except Exception as e:   # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return ""
