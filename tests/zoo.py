@@ -500,7 +500,9 @@ class Isolated:
         import concurrent.futures
         import multiprocessing
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "torch_xla", "transformers", "zoo"])
+        # modules only: no runtime (no threads, no device) may exist before the fork
+        ctx.set_forkserver_preload(["torch", "torch_xla", "torch_xla._dynamo.dynamo_bridge", "transformers",
+                                    "pjrt_tt.runtime.bridge", "pjrt_tt.compiler", "pjrt_tt.torch.backend", "zoo"])
         return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1)
 
     def __call__(self, fn, *args, **kw):

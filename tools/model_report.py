@@ -89,7 +89,7 @@ def _num(v, fmt: str) -> str:
     return "" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
 
 
-def render(rows: list[dict], seconds: float) -> str:
+def render(rows: list[dict], seconds: float, planned: int | None = None) -> str:
     torch_rows = [r for r in rows if r["framework"] == "torch"]
     flax_rows = [r for r in rows if r["framework"] == "flax"]
     out = ["# Model report", "",
@@ -110,6 +110,8 @@ def render(rows: list[dict], seconds: float) -> str:
            "fallbacks*: aten ops torch_xla ran on the host during the steady call (goal 0). *compiles*: "
            "dynamo graphs / ttnn programs lowered over the case (both calls).", ""]
     n_pass = sum(r["status"] == "pass" for r in rows)
+    if planned is not None and planned > len(rows):
+        out += [f"**Partial: {len(rows)} of the {planned} cases had run when this was written.**", ""]
     out += [f"**{n_pass} of {len(rows)} cases pass** "
             f"(torch: {sum(r['status'] == 'pass' for r in torch_rows)} of {len(torch_rows)}, "
             f"Flax: {sum(r['status'] == 'pass' for r in flax_rows)} of {len(flax_rows)}).", ""]
@@ -168,9 +170,8 @@ def main() -> None:
     if unknown:
         parser.error(f"not in the zoo: {unknown} (the zoo: {', '.join(zoo.BY_NAME)})")
     dtypes = args.dtypes.split(",")
-    cases = [("torch", n, d) for n in names for d in dtypes]
-    if not args.no_flax:
-        cases += [("flax", n, d) for n in names if zoo.BY_NAME[n].flax is not None for d in dtypes]
+    cases = [(fw, n, d) for n in names for fw in (("torch",) if args.no_flax or zoo.BY_NAME[n].flax is None
+                                                  else ("torch", "flax")) for d in dtypes]
     iso = zoo.Isolated()
     rows, start = [], time.perf_counter()
     try:
@@ -179,10 +180,10 @@ def main() -> None:
             rows.append(row)
             print(f"{framework:5} {name:12} {dtype:8} {row['status']:8} {row['wall_s']:6.1f} s  "
                   f"{row.get('error', '')[:150]}", flush=True)
+            with open(args.out, "w") as f:   # after every case: a stopped run leaves what it has
+                f.write(render(rows, time.perf_counter() - start, len(cases)))
     finally:
         iso.close()
-    with open(args.out, "w") as f:
-        f.write(render(rows, time.perf_counter() - start))
     print(f"wrote {args.out}: {sum(r['status'] == 'pass' for r in rows)} of {len(rows)} cases pass")
 
 
