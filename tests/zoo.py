@@ -399,7 +399,20 @@ def torch_case(name: str, dtype: str, **kw) -> dict:
     try:
         return dataclasses.asdict(run_torch(BY_NAME[name], getattr(torch, dtype), torch_xla.device(), **kw))
     except Exception as e:   # noqa: BLE001 - reported to the parent whole
-        return {"error": f"{type(e).__name__}: {e}"}
+        return {"error": f"{type(e).__name__}: {e}", "raised_at": raised_at(e)}
+
+
+def raised_at(e: BaseException) -> str:
+    """Where in the model (transformers' modeling code) or, failing that, in the zoo's own
+    calls an exception was raised: `file:line in function: code`."""
+    import traceback
+    frames = traceback.extract_tb(e.__traceback__)
+    mine = [f for f in frames if "/transformers/models/" in f.filename] or \
+        [f for f in frames if f.filename == __file__]
+    if not mine:
+        return ""
+    f = mine[-1]
+    return f"{f.filename}:{f.lineno} in {f.name}: `{(f.line or '').strip()}`"
 
 
 def flax_case(name: str, dtype: str) -> dict:

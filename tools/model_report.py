@@ -20,6 +20,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import sys
 import time
 
@@ -63,8 +64,13 @@ def first_line(error: str) -> str:
                 lines[0] if lines else "")
 
 
+def _short_paths(text: str) -> str:
+    """Paths as a reader finds them: `transformers/models/...`, `tests/zoo.py`."""
+    return re.sub(r"/\S*?/site-packages/", "", text.replace(REPO + os.sep, ""))
+
+
 def _cell(text: str, limit: int = 220) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
+    text = _short_paths(text).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -77,7 +83,10 @@ def run_case(iso, framework: str, name: str, dtype: str) -> dict:
     row = {"framework": framework, "model": name, "kind": zoo.BY_NAME[name].kind, "dtype": dtype,
            "wall_s": time.perf_counter() - t0}
     if "error" in r:
-        row.update(status="fails", error=first_line(r["error"]))
+        error = first_line(r["error"])
+        if r.get("raised_at") and r["raised_at"].split(" in ")[0] not in error:
+            error += f" [raised at {r['raised_at']}]"
+        row.update(status="fails", error=error)
         return row
     status, pcc, rel = compare(r["got"], r["want"], dtype)
     row.update(status=status, pcc=pcc, rel=rel, first_s=r["first_s"], steady_s=r["steady_s"],
@@ -154,7 +163,7 @@ def render(rows: list[dict], seconds: float, planned: int | None = None) -> str:
         out += ["## Failures by cause", "",
                 "Each distinct error (its first line, whole) and the cases that meet it.", ""]
         for error, cases in sorted(failures.items(), key=lambda kv: -len(kv[1])):
-            out += [f"- {len(cases)} case(s): {', '.join(cases)}", "", f"  `{error.replace('`', chr(39))}`", ""]
+            out += [f"- {len(cases)} case(s): {', '.join(cases)}", "", f"  {_short_paths(error)}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -170,8 +179,9 @@ def main() -> None:
     if unknown:
         parser.error(f"not in the zoo: {unknown} (the zoo: {', '.join(zoo.BY_NAME)})")
     dtypes = args.dtypes.split(",")
-    cases = [(fw, n, d) for n in names for fw in (("torch",) if args.no_flax or zoo.BY_NAME[n].flax is None
-                                                  else ("torch", "flax")) for d in dtypes]
+    # every model once before any model twice: a stopped run still covers the zoo
+    cases = [(fw, n, d) for d in dtypes for fw in ("torch", "flax") for n in names
+             if fw == "torch" or (not args.no_flax and zoo.BY_NAME[n].flax is not None)]
     iso = zoo.Isolated()
     rows, start = [], time.perf_counter()
     try:
