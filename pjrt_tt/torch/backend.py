@@ -203,6 +203,7 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
 # for a graph (and the torch frame it went through), as a lowering error's location says it
 _GRAPH_LINE = re.compile(r"(<eval_with_key>\.\d+):(\d+):\d+(?: via \S+)?")
 _ASSIGNED = re.compile(r"^\s*(\w+)\s*=")
+_TORCH_PATH = re.compile(r"/site-packages/(torch|torch_xla|functorch)/")
 _USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
 
 
@@ -218,7 +219,10 @@ def _in_model_terms(message: str, traces: dict) -> str:
         frames = _USER_FRAME.findall((traces.get(assigned.group(1)) or "") if assigned else "")
         if not frames:
             return match.group(0)
-        path, line, function, code = frames[-1]   # the innermost frame: the line that made the op
+        # the innermost frame outside torch itself (its wrappers, functional forms): the
+        # model's line that made the op
+        own = [f for f in frames if not _TORCH_PATH.search(f[0])]
+        path, line, function, code = (own or frames)[-1]
         return f"{path}:{line} in {function}: `{code.strip()}`"
 
     return _GRAPH_LINE.sub(source, message)
