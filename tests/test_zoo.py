@@ -55,10 +55,11 @@ ALL_REDUCE = ("ops9: stablehlo.reduce with a compare/and/select body (torch's at
 TORCH_XFAIL = {name: X64 for name in (
     "llama", "qwen2", "qwen3", "mistral", "phi3", "gemma", "gpt2", "gpt_neox", "opt", "falcon",
     "bert", "roberta", "distilbert", "minilm", "t5", "bart", "clip", "swin")}
-TORCH_XFAIL.update({"mixtral": X64_OP, "resnet": X64_OP, "mobilenet_v2": X64_OP,
-                    "whisper": ALL_REDUCE, "vit": ALL_REDUCE})
-TORCH_XFAIL["mamba"] = ("dynamo: MambaMixer's sequential scan fails dynamo's own assertion while "
-                        "tracing for a device tensor (before any backend runs)")
+TORCH_XFAIL.update({"resnet": X64_OP, "mobilenet_v2": X64_OP, "vit": ALL_REDUCE})
+# first the int64 ids' transfer (docs/model-report.md); behind it, the failure an earlier run recorded:
+TORCH_XFAIL.update({"mixtral": f"{X64}; then {X64_OP}", "whisper": f"{X64}; then {ALL_REDUCE}",
+                    "mamba": f"{X64}; then dynamo: MambaMixer's sequential scan fails dynamo's own "
+                             "assertion while tracing for a device tensor (before any backend runs)"})
 # The first failure of the Flax class today (same for both dtypes unless keyed by dtype).
 FLAX_XFAIL: dict = {}
 # Run by default: one model of each kind (each case costs a fresh process, a dynamo trace,
@@ -142,10 +143,10 @@ def test_getting_started_as_documented_is_refused_by_dynamo(child):
 
 
 @pytest.mark.xfail(strict=True, reason=X64)
-@pytest.mark.parametrize("where", ["device", "cpu"])
+@pytest.mark.parametrize("where", ["moved", "cpu"])   # (an id "device" would mean: needs a card)
 def test_getting_started_flow(child, where):
     """tokenizer -> input_ids .to(device) -> compiled model -> argmax -> decode, with the model
-    moved to the device as well (where="device"), or model and ids both left on the CPU
+    moved to the device as well (where="moved"), or model and ids both left on the CPU
     (where="cpu": the backend moves them), equal to eager CPU."""
     run = _ok(child(zoo.getting_started, where))
     assert run["got"] == run["want"]

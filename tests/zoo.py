@@ -461,7 +461,7 @@ def generate_case(name: str, **kw) -> dict:
 
 def getting_started(where: str) -> dict:
     """The Getting Started flow: tokenizer -> input_ids (and the model) `.to(device)` when
-    where="device", or both left on the CPU (where="cpu": the backend moves them) ->
+    where="moved", or both left on the CPU (where="cpu": the backend moves them) ->
     compiled model -> argmax -> decode; and the same eagerly on the CPU."""
     import torch
     import torch_xla
@@ -470,7 +470,7 @@ def getting_started(where: str) -> dict:
     try:
         with torch.no_grad():
             want_logits = model(**batch).logits
-            if where == "device":
+            if where == "moved":
                 model = model.to(torch_xla.device())
                 batch = {k: v.to(torch_xla.device()) for k, v in batch.items()}
             compiled = torch.compile(model, backend="tt")
