@@ -65,8 +65,8 @@ FLAX_XFAIL: dict = {}
 # Run by default: one model of each kind (each case costs a fresh process, a dynamo trace,
 # a lowering and the sim: 10-30 s on 2 shared cores); the rest of the zoo is `slow`
 # (pytest -m slow tests/test_zoo.py runs it; tools/model_report.py runs all of it).
-FAST_TORCH = {"llama", "gpt2", "bert", "t5", "vit", "convnext"}
-FAST_FLAX = {"gpt2", "bert"}
+FAST_TORCH = {"llama", "bert", "vit", "convnext"}   # decoder, encoder, attention vision, CNN
+FAST_FLAX = {"bert"}
 
 
 @pytest.fixture(scope="module")
