@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import threading
 import weakref
 
@@ -154,12 +155,60 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
     (measured: "replace_with already has .meta keys", "assert current_level > 0")."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
     from torch_xla._dynamo import dynamo_bridge
+    import torch_xla
     with unset_fake_temporarily():
         # made on the host and sent: device data, as real inputs are (zeros made on the
         # device would be one more XLA program)
         args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=t.dtype).to(device)
                 if isinstance(t, torch.Tensor) else t for t in example_inputs]
-        return dynamo_bridge.extract_compiled_graph(gm, args)
+        # torch_xla's IR debug mode, for this trace only: every op of the program carries
+        # the aten op and the line of the graph's code it came from, which a lowering
+        # failure names (`_in_model_terms` turns that line into the model's own)
+        traces = {n.name: n.meta.get("stack_trace") for n in gm.graph.nodes}  # before torch_xla partitions gm
+        debug = torch_xla._XLAC._get_ir_debug()
+        torch_xla._XLAC._set_ir_debug(True)
+        try:
+            return dynamo_bridge.extract_compiled_graph(gm, args)
+        except Exception as e:
+            message = _in_model_terms(str(e), traces)
+            if message == str(e):
+                raise
+            try:
+                again = type(e)(message)
+            except Exception:  # an exception type that does not take one message
+                raise e from None
+            raise again.with_traceback(e.__traceback__) from None
+        finally:
+            torch_xla._XLAC._set_ir_debug(debug)
+
+
+# `<eval_with_key>.3:7:0 via .../torch/_ops.py:841:0`: line 7 of the code torch.fx generated
+# for a graph (and the torch frame it went through), as a lowering error's location says it
+_GRAPH_LINE = re.compile(r"(<eval_with_key>\.\d+):(\d+):\d+(?: via \S+)?")
+_ASSIGNED = re.compile(r"^\s*(\w+)\s*=")
+_TORCH_PATH = re.compile(r"/site-packages/(torch|torch_xla|functorch)/")
+_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def _in_model_terms(message: str, traces: dict) -> str:
+    """A lowering error's graph-code locations replaced by the model's source lines: the
+    graph line names the node it computes, whose stack trace (`traces`: node name -> the
+    trace dynamo recorded from the model's forward) ends at the model's line
+    (model.py:12 in forward: `x = torch.all(m)`)."""
+    import linecache
+
+    def source(match: re.Match) -> str:
+        assigned = _ASSIGNED.match(linecache.getline(match.group(1), int(match.group(2))))
+        frames = _USER_FRAME.findall((traces.get(assigned.group(1)) or "") if assigned else "")
+        if not frames:
+            return match.group(0)
+        # the innermost frame outside torch itself (its wrappers, functional forms): the
+        # model's line that made the op
+        own = [f for f in frames if not _TORCH_PATH.search(f[0])]
+        path, line, function, code = (own or frames)[-1]
+        return f"{path}:{line} in {function}: `{code.strip()}`"
+
+    return _GRAPH_LINE.sub(source, message)
 
 
 class _Fallbacks:
