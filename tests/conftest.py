@@ -73,6 +73,18 @@ def tt():
 
 
 @pytest.fixture(scope="session")
+def tt_client(tt):
+    """pjrt-tt's client behind jax's `tt` devices: the one that compiles a jit on them (a
+    torch_xla client may live in the same process, made before or after jax's)."""
+    from pjrt_tt.runtime.client import CLIENTS
+    before = {id(c): c.compiler.compilations for c in CLIENTS}
+    x = jax.device_put(np.zeros((3, 29), np.float32), tt)   # a shape no test uses
+    jax.jit(lambda a: a * 7.0 - 0.5)(x).block_until_ready()
+    (client,) = [c for c in CLIENTS if c.compiler.compilations != before.get(id(c), 0)]
+    return client
+
+
+@pytest.fixture(scope="session")
 def cpu():
     return jax.devices("cpu")[0]
 

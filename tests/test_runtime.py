@@ -94,8 +94,8 @@ def test_unsupported_op_names_op_and_source_line(tt):
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda a: a * 2)(x)), 2 * np.ones((4, 4)))
 
 
-def test_program_cache_avoids_recompiling(tt):
-    client = CLIENTS[-1]
+def test_program_cache_avoids_recompiling(tt, tt_client):
+    client = tt_client
     x = jax.device_put(np.ones((5, 7), np.float32), tt)
     jax.jit(lambda a: jnp.sin(a) * 0 + a * 3.25)  # (not called: only defines)
     before = client.compiler.compilations

@@ -165,12 +165,11 @@ def test_sim_command_queues_and_events():
     sim.sim_reset()
 
 
-def test_the_runtime_opens_the_queues_the_card_gets(tt):
+def test_the_runtime_opens_the_queues_the_card_gets(tt, tt_client):
     """Every target opens ttnn_facts.NUM_COMMAND_QUEUES (1: the runtime uses no second queue),
     so the sim refuses queue 1 as the card would."""
-    from pjrt_tt.runtime.client import CLIENTS
     from pjrt_tt.ttnn_facts import NUM_COMMAND_QUEUES
-    (target,) = {c.target for c in CLIENTS if c.target.name == "sim"}
+    target = tt_client.target
     assert target.mesh.num_command_queues == NUM_COMMAND_QUEUES == 1
     with pytest.raises(RuntimeError, match="Command queue 1 does not exist"):
         target.ttnn.record_event(target.mesh, 1)
