@@ -14,7 +14,6 @@ import pytest
 
 from conftest import assert_close
 
-from pjrt_tt.runtime.client import CLIENTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
