@@ -456,7 +456,10 @@ def generate_case(name: str, **kw) -> dict:
     except Exception as e:   # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"}
     after = compile_counts()
-    return {"got": got, "want": want, "compiles": {k: after[k] - before.get(k, 0) for k in after}}
+    # numpy, not torch tensors: torch pickles a tensor as a handle to shared memory that the
+    # child must outlive, and the child exits after its one task (measured: "the child
+    # process died" before the parent read the tokens)
+    return {"got": got.numpy(), "want": want.numpy(), "compiles": {k: after[k] - before.get(k, 0) for k in after}}
 
 
 def getting_started(where: str) -> dict:
