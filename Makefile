@@ -1,5 +1,4 @@
-# The two commands: `make demo` and `make test` (`make test-slow`: the tests marked slow, which
-# `make test` deselects: most of the model zoo). Each creates the Python 3.12 venv,
+# The two commands: `make demo` and `make test`. Each creates the Python 3.12 venv,
 # installs the pinned dependencies and the Debian package the mock target needs, builds
 # the C++ PJRT shim, then runs. Steps are stamped, so a second run starts at once.
 
@@ -14,16 +13,13 @@ PYTHON312 := $(shell for p in python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12
                $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && \
                { echo $$p; break; }; done)
 
-.PHONY: demo test test-slow bench setup clean
+.PHONY: demo test bench setup clean
 
 demo: setup
 	$(PY) demos/digits_mlp.py
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-slow: setup
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: setup
 	for b in tests/benchmarks/*.py; do $(PY) $$b || exit 1; done
