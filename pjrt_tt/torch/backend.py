@@ -82,9 +82,11 @@ class _Uploads:
 
 
 _UPLOADS = _Uploads()
-# One thread at a time runs a graph, from upload to results on the CPU. torch_xla 2.9 is
-# not thread-safe here: concurrent syncs fail its "tensor_data" checks (on its CPU device
-# too).
+# One thread at a time runs or extracts a graph (upload to results on the CPU; extraction
+# starts with torch_xla.sync(), which syncs every live device tensor, other threads' too).
+# torch_xla 2.9 is not thread-safe here: concurrent syncs fail its "tensor_data" checks (on
+# its CPU device too), and a run beside another thread's extraction failed in CI with
+# "_check_tensor_need_materialization ... XLATensor without XLAData and IR".
 _RUN_LOCK = threading.RLock()
 
 
@@ -168,7 +170,8 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
         debug = torch_xla._XLAC._get_ir_debug()
         torch_xla._XLAC._set_ir_debug(True)
         try:
-            return dynamo_bridge.extract_compiled_graph(gm, args)
+            with _RUN_LOCK:
+                return dynamo_bridge.extract_compiled_graph(gm, args)
         except Exception as e:
             message = _in_model_terms(str(e), traces)
             if message == str(e):
