@@ -1,5 +1,6 @@
 #include "executable.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -94,6 +95,7 @@ PJRT_Error* ClientCompile(PJRT_Client_Compile_Args* args) {
       state->num_outputs = py::cast<size_t>(py.attr("num_outputs"));
       state->num_replicas = py::cast<size_t>(py.attr("num_replicas"));
       state->num_partitions = py::cast<size_t>(py.attr("num_partitions"));
+      state->donated_inputs = ToInt64Vector(py.attr("donated_inputs"));
       state->py = PyRef(std::move(py));
     });
     OutputTypes(*state);
@@ -279,42 +281,6 @@ PJRT_Error* LoadedGetDeviceAssignment(PJRT_LoadedExecutable_GetDeviceAssignment_
   });
 }
 
-// Runs the Python execute on `inputs` ([num_devices][num_args]) and checks that it
-// returned [num_devices][num_outputs] Buffers (GIL held).
-py::object RunExecute(ExecutableState& s, const std::vector<std::vector<PJRT_Buffer*>>& inputs,
-                      const std::vector<int64_t>& non_donatable) {
-  py::list py_args;
-  for (const auto& device_inputs : inputs) {
-    py::list per_device;
-    for (PJRT_Buffer* input : device_inputs) per_device.append(PyOf(input));
-    py_args.append(per_device);
-  }
-  py::list py_non_donatable;
-  for (int64_t i : non_donatable) py_non_donatable.append(i);
-  py::object result = s.py.get().attr("execute")(py_args, py_non_donatable);
-  for (const auto& device_inputs : inputs)  // donated inputs are deleted now
-    for (PJRT_Buffer* input : device_inputs)
-      if (py::cast<bool>(input->py.get().attr("is_deleted"))) input->deleted = true;
-
-  auto require_list = [](py::handle value, const char* what) {
-    if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value)) {
-      Fail(PJRT_Error_Code_INTERNAL, std::string("execute() must return ") + what + ", got " +
-                                         py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>());
-    }
-  };
-  require_list(result, "a list with one list of Buffers per device");
-  if (py::len(result) != inputs.size())
-    Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(result)) +
-                                       " output lists for " + std::to_string(inputs.size()) + " devices");
-  for (py::handle per_device : result) {
-    require_list(per_device, "one list of Buffers per device");
-    if (py::len(per_device) != s.num_outputs)
-      Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(per_device)) +
-                                         " outputs, the executable declares " + std::to_string(s.num_outputs));
-  }
-  return result;
-}
-
 // The memory of `device` whose kind is `kind` (its default memory if none is).
 PJRT_Memory* MemoryOfKind(PJRT_Device* device, const std::string& kind) {
   for (PJRT_Memory* memory : device->memories)
@@ -322,24 +288,20 @@ PJRT_Memory* MemoryOfKind(PJRT_Device* device, const std::string& kind) {
   return device->default_memory;
 }
 
-// Execute called on a thread that is not a Python thread: the outputs are handed out
-// now, shaped from the compile-time metadata, and the runner fills them in queue
-// order. Inputs and outputs stay valid until then: their handles are deleted
-// through the same queue (DeleteHandle).
-void ExecuteLater(std::shared_ptr<ExecutableState> state, std::vector<std::vector<PJRT_Buffer*>> inputs,
-                  std::vector<int64_t> non_donatable, PJRT_Buffer** const* output_lists,
-                  PJRT_Event** complete_events) {
-  ExecutableState& s = *state;
+// Output handles for `num_devices` x num_outputs, shaped from the compile-time metadata
+// (no Python); `py` is set by FillOutputs once the Python execute returned.
+std::vector<std::unique_ptr<PJRT_Buffer>> PendingOutputs(ExecutableState& s, size_t num_devices,
+                                                         std::shared_ptr<Completion> ready) {
   const std::vector<PJRT_Buffer_Type>& types = OutputTypes(s);
   const ExecutableState::OutputDims& dims = OutputDims(s);
   const ExecutableState::OutputKinds& kinds = OutputKinds(s);
   const std::vector<PJRT_Device*>& devices = AddressableDevices(s);
-  if (inputs.size() > devices.size())
-    Fail(PJRT_Error_Code_INVALID_ARGUMENT, "executing on " + std::to_string(inputs.size()) +
+  if (num_devices > devices.size())
+    Fail(PJRT_Error_Code_INVALID_ARGUMENT, "executing on " + std::to_string(num_devices) +
                                                " devices, the executable has " + std::to_string(devices.size()));
-  auto completion = std::make_shared<Completion>();
   std::vector<std::unique_ptr<PJRT_Buffer>> outputs;
-  for (size_t d = 0; d < inputs.size(); ++d) {
+  outputs.reserve(num_devices * s.num_outputs);
+  for (size_t d = 0; d < num_devices; ++d) {
     size_t offset = 0;
     for (size_t o = 0; o < s.num_outputs; ++o) {
       auto out = std::make_unique<PJRT_Buffer>();
@@ -350,11 +312,76 @@ void ExecuteLater(std::shared_ptr<ExecutableState> state, std::vector<std::vecto
       for (int64_t i = static_cast<int64_t>(out->dims.size()) - 1; i >= 0; --i) out->minor_to_major.push_back(i);
       out->device = devices[d];
       out->memory = MemoryOfKind(devices[d], kinds.kinds.at(o));
-      out->ready = completion;
+      out->ready = ready;
       outputs.push_back(std::move(out));
     }
   }
+  return outputs;
+}
+
+// Runs the Python execute on `inputs` ([num_devices][num_args]) and hands its Buffers
+// ([num_devices][num_outputs]) to `outputs` (GIL held). Donated inputs are marked deleted
+// from the executable's metadata, as the runtime deletes them.
+void RunExecute(ExecutableState& s, const std::vector<std::vector<PJRT_Buffer*>>& inputs,
+                const std::vector<int64_t>& non_donatable, const std::vector<PJRT_Buffer*>& outputs) {
+  py::list py_args(inputs.size());
+  for (size_t d = 0; d < inputs.size(); ++d) {
+    py::list per_device(inputs[d].size());
+    for (size_t a = 0; a < inputs[d].size(); ++a) per_device[a] = PyOf(inputs[d][a]);
+    py_args[d] = per_device;
+  }
+  py::list py_non_donatable(non_donatable.size());
+  for (size_t i = 0; i < non_donatable.size(); ++i) py_non_donatable[i] = py::int_(non_donatable[i]);
+  py::object result = s.py.get().attr("execute")(py_args, py_non_donatable);
+  for (int64_t i : s.donated_inputs) {
+    if (std::find(non_donatable.begin(), non_donatable.end(), i) != non_donatable.end()) continue;
+    for (const auto& device_inputs : inputs)
+      if (i >= 0 && static_cast<size_t>(i) < device_inputs.size()) device_inputs[i]->deleted = true;
+  }
+
+  const bool check = !s.outputs_checked.load(std::memory_order_relaxed);
+  auto require_list = [](py::handle value, const char* what) {
+    if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value)) {
+      Fail(PJRT_Error_Code_INTERNAL, std::string("execute() must return ") + what + ", got " +
+                                         py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>());
+    }
+  };
+  require_list(result, "a list with one list of Buffers per device");
+  if (py::len(result) != inputs.size())
+    Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(result)) +
+                                       " output lists for " + std::to_string(inputs.size()) + " devices");
+  size_t i = 0;
+  for (py::handle per_device : result) {
+    require_list(per_device, "one list of Buffers per device");
+    if (py::len(per_device) != s.num_outputs)
+      Fail(PJRT_Error_Code_INTERNAL, "execute() returned " + std::to_string(py::len(per_device)) +
+                                         " outputs, the executable declares " + std::to_string(s.num_outputs));
+    for (py::handle out : per_device) {
+      PJRT_Buffer* pending = outputs[i++];
+      if (check) {  // once per executable: the runtime builds its outputs from the same metadata
+        std::unique_ptr<PJRT_Buffer> made = WrapBuffer(s.client, py::reinterpret_borrow<py::object>(out));
+        if (made->dims != pending->dims || made->element_type != pending->element_type ||
+            made->device != pending->device)
+          Fail(PJRT_Error_Code_INTERNAL, "execute() returned an output whose shape, type or device differs "
+                                         "from the executable's declared output " + std::to_string(i - 1));
+      }
+      pending->py = PyRef(py::reinterpret_borrow<py::object>(out));
+    }
+  }
+  if (check) s.outputs_checked.store(true, std::memory_order_relaxed);
+}
+
+// Execute called on a thread that is not a Python thread: the outputs are handed out
+// now, shaped from the compile-time metadata, and the runner fills them in queue
+// order. Inputs and outputs stay valid until then: their handles are deleted
+// through the same queue (DeleteHandle).
+void ExecuteLater(std::shared_ptr<ExecutableState> state, std::vector<std::vector<PJRT_Buffer*>> inputs,
+                  std::vector<int64_t> non_donatable, PJRT_Buffer** const* output_lists,
+                  PJRT_Event** complete_events) {
+  ExecutableState& s = *state;
+  auto completion = std::make_shared<Completion>();
   const size_t num_devices = inputs.size();
+  std::vector<std::unique_ptr<PJRT_Buffer>> outputs = PendingOutputs(s, num_devices, completion);
   std::vector<PJRT_Buffer*> raw_outputs;
   for (auto& out : outputs) raw_outputs.push_back(out.get());
   auto error = std::make_shared<std::optional<Status>>(
@@ -362,18 +389,7 @@ void ExecuteLater(std::shared_ptr<ExecutableState> state, std::vector<std::vecto
   Enqueue(
       [state, inputs = std::move(inputs), non_donatable = std::move(non_donatable), raw_outputs, error] {
         try {
-          py::object result = RunExecute(*state, inputs, non_donatable);
-          size_t i = 0;
-          for (py::handle per_device : result) {
-            for (py::handle out : per_device) {
-              PJRT_Buffer* pending = raw_outputs[i++];
-              std::unique_ptr<PJRT_Buffer> made = WrapBuffer(state->client, py::reinterpret_borrow<py::object>(out));
-              if (made->dims != pending->dims || made->element_type != pending->element_type)
-                Fail(PJRT_Error_Code_INTERNAL, "execute() returned an output whose shape or type differs from "
-                                               "the executable's declared output " + std::to_string(i - 1));
-              pending->py = std::move(made->py);
-            }
-          }
+          RunExecute(*state, inputs, non_donatable, raw_outputs);
           error->reset();
         } catch (const py::error_already_set& e) {
           *error = StatusFromPython(e);
@@ -430,14 +446,10 @@ PJRT_Error* LoadedExecute(PJRT_LoadedExecutable_Execute_Args* args) {
                    complete_events);
       return;
     }
-    std::vector<std::unique_ptr<PJRT_Buffer>> outputs = WithPython([&] {
-      py::object result = RunExecute(s, inputs, non_donatable);
-      std::vector<std::unique_ptr<PJRT_Buffer>> wrapped;
-      for (py::handle per_device : result)
-        for (py::handle out : per_device)
-          wrapped.push_back(WrapBuffer(s.client, py::reinterpret_borrow<py::object>(out)));
-      return wrapped;
-    });
+    std::vector<std::unique_ptr<PJRT_Buffer>> outputs = PendingOutputs(s, num_devices, nullptr);
+    std::vector<PJRT_Buffer*> raw_outputs;
+    for (auto& out : outputs) raw_outputs.push_back(out.get());
+    WithPython([&] { RunExecute(s, inputs, non_donatable, raw_outputs); });
     // Nothing below can fail: hand everything over.
     for (size_t d = 0; d < num_devices; ++d) {
       for (size_t o = 0; o < num_outputs; ++o) output_lists[d][o] = outputs[d * num_outputs + o].release();

@@ -4,6 +4,7 @@
 // returned to the caller alive as long as either handle lives.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,10 @@ struct ExecutableState {
   size_t num_outputs = 0;
   size_t num_replicas = 0;
   size_t num_partitions = 0;
+  std::vector<int64_t> donated_inputs;  // argument indices an execution consumes (unless non-donatable)
+  // The first execution checks that the Python outputs match the declared metadata; later
+  // ones hand out handles built from that metadata without asking Python (the lean path).
+  std::atomic<bool> outputs_checked{false};
   // Metadata is asked of Python on first use, then cached (see Once in common.h);
   // what an execution needs is filled at compile time.
   Once<std::string> name;

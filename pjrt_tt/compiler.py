@@ -32,9 +32,9 @@ import threading
 from collections.abc import Mapping
 from typing import Callable
 
-from pjrt_tt.compile_context import CompileContext, from_overrides
+from pjrt_tt.compile_context import CompileContext, build_level, env_options, parse_options
 from pjrt_tt.errors import InvalidArgument
-from pjrt_tt.ingest import parse
+from pjrt_tt.ingest import build_optimization_level, parse
 from pjrt_tt.ingest.isolated import IsolatedReader
 from pjrt_tt.lower import lower_module
 from pjrt_tt.passes import run_passes
@@ -57,6 +57,7 @@ class Compiled:
     stablehlo_text: str
     mesh_shape: tuple[int, int] = (1, 1)   # the ttnn mesh an SPMD program runs on
     optimized: tuple[bytes, str] | None = None  # what PJRT_Executable_OptimizedProgram returns
+    trace: bool = False   # enable_trace: the runtime runs it as a Metal trace (targets/trace.py)
 
 
 class ProgramCache(Mapping):
@@ -120,38 +121,43 @@ class Compiler:
     def compile(self, code: bytes, fmt: str, options=None) -> Compiled:
         """`options` (a parsed CompileOptions): SPMD programs (more than one partition) are
         partitioned first (pjrt_tt.spmd) and run on a ttnn mesh; its env_option_overrides carry
-        the tt_* numerics options (docs/numerics.md)."""
+        the compile options (compile_context.py: tt_* numerics, docs/numerics.md; the optimizer's,
+        docs/optimizer.md), after those of PJRT_TT_COMPILE_OPTIONS (torch's bridge)."""
         spmd = options is not None and options.num_replicas * options.num_partitions > 1
         salt = f"spmd{options.num_replicas}x{options.num_partitions}".encode() if spmd else b""
-        numerics = from_overrides(options.env_option_overrides if options is not None else (),
-                                  self.system.arch.name)
-        salt += numerics.key().encode()
+        given = [] if options is None else \
+            build_level(build_optimization_level(options)) + list(options.env_option_overrides)
+        numerics, optimizer = parse_options(env_options(os.environ) + given, self.system.arch.name)
+        salt += numerics.key().encode() + optimizer.key().encode()
         key = hashlib.sha256(fmt.encode() + salt + b"\0" + code).hexdigest()
         hit = self._cache.lookup(key)
         if hit is not None:
             return hit
         index = next(_dump_counter)
         parsed_text, program, mesh_shape, optimized = self._on_compile_thread(
-            self._lower, code, fmt, options, spmd, numerics, index)
+            self._lower, code, fmt, options, spmd, (numerics, optimizer), index)
         if self.settings.dump_dir:
             self._write(f"{index:04d}.{program.name}.ttnn.txt", program.format())
         if self.check is not None:
             self.check(program, mesh_shape)
-        compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized)
+        compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized, optimizer.trace)
         self._cache.store(key, compiled)
         with self._lock:
             self.compilations += 1
         return compiled
 
-    def _lower(self, code: bytes, fmt: str, options, spmd: bool, numerics, index: int):
+    def _lower(self, code: bytes, fmt: str, options, spmd: bool, chosen, index: int):
         """Bytes -> (StableHLO text, ttnn program, mesh shape, optimized program): the part
         of a compile that holds MLIR objects (run on the compile thread)."""
         self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
+        numerics, optimizer = chosen
+        strict = numerics.get("tt_strict_64bit") == "true"
         if spmd:
-            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape)
+            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape, strict)
         else:
-            parsed, mesh_shape, optimized = parse(code, fmt), (1, 1), None
-        ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system)
+            parsed, mesh_shape, optimized = parse(code, fmt, strict_64bit=strict), (1, 1), None
+        ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system,
+                             optimizer=optimizer)
         text = parsed.text()
         if self.settings.dump_dir:  # the StableHLO goes out first, so it is there even when lowering fails
             self._write(f"{index:04d}.stablehlo.mlir", text)

@@ -1,7 +1,10 @@
 """Element types: one table from MLIR / PJRT / numpy names to what the chip stores.
 
-The chip has no 64-bit or complex types and no float16; those are refused here, with
-what to do instead, before anything reaches a target.
+The chip has no 64-bit types: int64, uint64 and float64 are *carried* by int32, uint32 and
+float32 on the device while keeping their 64-bit type at the framework boundary (buffers,
+program signatures). Values are narrowed on upload after a range check (`narrow_to_device`)
+and widened on download; docs/numerics.md states the rule. Complex types and float16 are
+refused here, with what to do instead, before anything reaches a target.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import dataclasses
 import ml_dtypes
 import numpy as np
 
-from pjrt_tt.errors import UnsupportedDtype
+from pjrt_tt.errors import InvalidArgument, UnsupportedDtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +23,7 @@ class ElementType:
     numpy: np.dtype         # host representation
     device: str | None      # ttnn DataType that holds it on the chip; None: not supported
     hint: str = ""          # what to do instead, for unsupported types
+    carried_by: str = ""    # a 64-bit type: the MLIR type the chip computes it in (i64 -> i32)
 
     @property
     def is_float(self) -> bool:
@@ -29,24 +33,18 @@ class ElementType:
     def is_bool(self) -> bool:
         return self.mlir == "i1"
 
-    def check_supported(self, where: str, framework: str = "") -> "ElementType":
-        """`framework` is the client's caller ("jax", "torch"; see Settings.framework):
-        the advice for 64-bit types is given in its terms."""
+    def check_supported(self, where: str) -> "ElementType":
         if self.device is None:
-            hint = _X64_HINTS.get(framework, self.hint) if self.hint == _X64_HINT else self.hint
             raise UnsupportedDtype(
                 f"{self.numpy.name} ({self.mlir}) is not supported on Tenstorrent devices "
-                f"({where}): {hint}")
+                f"({where}): {self.hint}")
         return self
 
+    @property
+    def narrow(self) -> "ElementType":
+        """The type the chip computes in: itself, or the 32-bit type carrying a 64-bit one."""
+        return BY_MLIR[self.carried_by] if self.carried_by else self
 
-_X64_HINT = "the chip has no 64-bit types; cast to a 32-bit type"
-_X64_HINTS = {
-    "jax": "the chip has no 64-bit types; run with jax_enable_x64 off or cast to a 32-bit type",
-    "torch": "the chip has no 64-bit types; move int64/float64 tensors as torch.int32/torch.float32 "
-             "(t.to(torch.int32).to(device)), or call the model through torch.compile(backend=\"tt\") "
-             "with CPU tensors, which converts int64 inputs to int32 after checking their range",
-}
 
 ELEMENT_TYPES = [
     ElementType("f32", 11, np.dtype(np.float32), "float32"),
@@ -58,9 +56,9 @@ ELEMENT_TYPES = [
     # Booleans live on the chip as bfloat16 0/1: what ttnn's comparisons produce and
     # what ttnn.where takes as its condition.
     ElementType("i1", 1, np.dtype(np.bool_), "bfloat16"),
-    ElementType("f64", 12, np.dtype(np.float64), None, _X64_HINT),
-    ElementType("i64", 5, np.dtype(np.int64), None, _X64_HINT),
-    ElementType("ui64", 9, np.dtype(np.uint64), None, _X64_HINT),
+    ElementType("f64", 12, np.dtype(np.float64), "float32", carried_by="f32"),
+    ElementType("i64", 5, np.dtype(np.int64), "int32", carried_by="i32"),
+    ElementType("ui64", 9, np.dtype(np.uint64), "uint32", carried_by="ui32"),
     ElementType("f16", 10, np.dtype(np.float16), None, "the chip has no float16; use bfloat16"),
     ElementType("i8", 2, np.dtype(np.int8), None, "use int32 or uint8"),
     ElementType("i16", 3, np.dtype(np.int16), None, "use int32 or uint16"),
@@ -92,3 +90,39 @@ def from_mlir(name: str) -> ElementType:
     if name not in BY_MLIR:
         raise UnsupportedDtype(f"element type {name} is not supported on Tenstorrent devices")
     return BY_MLIR[name]
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def narrow_to_device(data: np.ndarray, element: ElementType, what: str) -> tuple[int, int] | None:
+    """Checks that the values of a 64-bit host array fit the 32-bit type carrying it on the
+    chip; raises InvalidArgument naming `what` (the tensor) and the first value that does not.
+    Returns the (min, max) of an integer array (the executables check it against the range
+    their 64-bit arithmetic is exact for), None for other arrays. Float64 values are
+    rounded to float32 (docs/numerics.md); finite ones beyond float32's range are refused
+    (they would become infinities)."""
+    if not element.carried_by or data.size == 0:
+        return (0, 0) if element.carried_by and element.numpy.kind in "iu" else None
+    if element.numpy.kind == "f":
+        bad = np.isfinite(data) & (np.abs(data) > _F32_MAX)
+        if bad.any():
+            return _refuse(data, bad, element, what, f"beyond float32's range (+-{_F32_MAX:.7g})")
+        return None
+    info = np.iinfo(DEVICE_NUMPY[element.device])
+    lo, hi = int(data.min()), int(data.max())
+    if lo < info.min or hi > info.max:
+        bad = (data < info.min) | (data > info.max)
+        return _refuse(data, bad, element, what, f"outside the {element.narrow.numpy.name} range "
+                                                 f"[{info.min}, {info.max}]")
+    return lo, hi
+
+
+def _refuse(data: np.ndarray, bad: np.ndarray, element: ElementType, what: str, why: str):
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = data[index].item()
+    at = f" at index {list(index)}" if index else ""
+    raise InvalidArgument(
+        f"{what} holds {value!r}{at} ({int(bad.sum())} value(s) in all), {why}: the chip has no "
+        f"64-bit types, so {element.numpy.name} values are carried as {element.narrow.numpy.name} "
+        f"on the device. Keep the values in that range, or compute this part on the CPU")

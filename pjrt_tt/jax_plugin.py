@@ -95,8 +95,7 @@ def initialize() -> None:
     from jax._src import xla_bridge
     if "HOME" not in os.environ:  # ttnn segfaults on import when HOME is unset
         os.environ["HOME"] = pwd.getpwuid(os.getuid()).pw_dir
-    xla_bridge.register_plugin("tt", priority=500, library_path=str(LIBRARY),
-                               options={"framework": "jax"})  # errors advise in jax's terms
+    xla_bridge.register_plugin("tt", priority=500, library_path=str(LIBRARY))
     # jax 0.7.1 keeps a fixed list of platforms whose executables honour donation; ours
     # do (donated inputs are freed at execution), so join it.
     from jax._src.interpreters import mlir

@@ -42,7 +42,8 @@ class TensorType:
 class ScalarType:
     """A host scalar: a device scalar read back to the host (a sync), or computed from
     such reads by host ops; op arguments use it as a plain Python int / bool."""
-    dtype: str               # "int" or "bool"
+    dtype: str               # "int" or "bool", or "float" (an epsilon or scale a fused op
+                             # takes as a number, read from a program argument: fusion.py)
 
     def __str__(self) -> str:
         return f"host {self.dtype}"
@@ -81,13 +82,15 @@ class ShapeArg:
 
 @dataclasses.dataclass(frozen=True)
 class Construct:
-    """An argument the executor builds once as ttnn.<path>(**kwargs), e.g. a
-    WormholeComputeKernelConfig; kwargs are literals or Attrs: ((name, value), ...)."""
+    """An argument the executor builds once as ttnn.<path>(*args, **kwargs), e.g. a
+    WormholeComputeKernelConfig; args and kwargs are literals, Attrs or Constructs:
+    kwargs as ((name, value), ...)."""
     path: str
     kwargs: tuple[tuple[str, Any], ...] = ()
+    args: tuple = ()
 
     def __str__(self) -> str:
-        return f"ttnn.{self.path}({', '.join(f'{k}={v}' for k, v in self.kwargs)})"
+        return f"ttnn.{self.path}({', '.join([str(a) for a in self.args] + [f'{k}={v}' for k, v in self.kwargs])})"
 
 
 class _DeviceRef:
@@ -259,6 +262,18 @@ def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
     return np.asarray(data).astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
 
 
+@dataclasses.dataclass(eq=False)
+class Prepare:
+    """Const-eval (passes/const_eval.py): ops that only prepare parameters (program inputs or
+    constants): layout, data format, permutation of a weight, a batch norm's scale folded
+    into a conv weight. They run once per set of argument buffers and their results are kept
+    with the buffers (runtime/buffer.py) until one is deleted; the main ops read `results`
+    as they read inputs."""
+    sources: list            # program inputs / constants (Values)
+    ops: list                # Ops reading only `sources` and each other
+    results: list            # the Values the main ops use
+
+
 @dataclasses.dataclass
 class Program:
     name: str
@@ -272,6 +287,21 @@ class Program:
     # Filled by passes.liveness: values dead after op i (never inputs, constants or
     # outputs). The executor deallocates those that own their storage and forgets views.
     frees: dict[int, list[Value]] = dataclasses.field(default_factory=dict)
+    prepare: list[Prepare] = dataclasses.field(default_factory=list)   # const-eval blocks
+    # Per input: the (lo, hi) a 64-bit integer input's values must lie in for the program's
+    # 32-bit arithmetic to be exact (the executable checks it); None for other inputs.
+    # Per output: a bound of a 64-bit integer output's values. Empty: no 64-bit integers.
+    input_ranges: tuple = ()
+    output_ranges: tuple = ()
+    range_limit: str = ""    # the op whose arithmetic limits input_ranges (`name` at location)
+    # Run-time checks of values no bound was proven for (narrow64.Boundary.guards): per guard
+    # (op, lo, hi); the last 2 * len(guards) outputs are each guard's float min and max, not
+    # results the framework sees (`framework_outputs`).
+    guards: tuple = ()
+
+    @property
+    def framework_outputs(self) -> int:
+        return len(self.outputs) - 2 * len(self.guards)
 
     def format(self) -> str:
         lines = [f"ttnn program @{self.name}"]
@@ -280,6 +310,10 @@ class Program:
             lines.append(f"  input  {v}: {v.type}  <- {h}{donated}")
         for c in self.constants:
             lines.append(f"  const  {c.value}: {c.value.type} = {_summary(c.data)}")
+        for p in self.prepare:
+            lines.append(f"  prepare from {', '.join(map(str, p.sources))} (once per buffer, kept with it):")
+            _format_ops(lines, p.ops, {}, {}, "    ")
+            lines.append(f"    keep {_fmt(p.results)}")
         _format_ops(lines, self.ops, self.frees, storage_roots(self.ops), "  ")
         outs = ", ".join(f"{v}: {v.type} -> {h}" for v, h in zip(self.outputs, self.output_host_types))
         lines.append(f"  return {outs}")

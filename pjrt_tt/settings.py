@@ -16,7 +16,6 @@ class Settings:
     compile_hook: str = ""          # PJRT_TT_COMPILE_HOOK=module:function, called (parsed, program, ctx)
                                     # after each new compile (the test suite's op coverage log)
     sim_dram_mb: int = 0            # PJRT_TT_SIM_DRAM_MB: simulated DRAM per chip (0: the chip's own)
-    framework: str = ""             # option only: "jax" | "torch", set by the plugin entry that made the client
     program_cache_size: int = 256   # PJRT_TT_PROGRAM_CACHE_SIZE: compiled programs kept (LRU; 0: none)
     execute_timeout_s: float | None = None   # PJRT_TT_EXECUTE_TIMEOUT_S: longest a device call may
                                              # take before it fails and the device counts as wedged;
@@ -35,7 +34,6 @@ class Settings:
             .lower() in ("1", "true", "yes", "on"),
             compile_hook=env.get("PJRT_TT_COMPILE_HOOK", ""),
             sim_dram_mb=int(opts.get("sim_dram_mb", env.get("PJRT_TT_SIM_DRAM_MB", "0")) or 0),
-            framework=str(opts.get("framework", "")),
             program_cache_size=_count("program_cache_size", opts.get(
                 "program_cache_size", env.get("PJRT_TT_PROGRAM_CACHE_SIZE", cls.program_cache_size))),
             execute_timeout_s=_seconds("execute_timeout_s", opts.get(

@@ -29,6 +29,18 @@ BROADCAST_MAX_RANK = 6
 # conv2d and the pools need an L1_SMALL region; open_mesh_device reserves this much.
 L1_SMALL_SIZE = 32768
 
+# Metal trace: capture needs a DRAM trace region reserved when the device opens
+# (trace_region_size; capture fails without one). Its size is our choice, not a measured
+# fact: tt-metal's own models reserve 10-90 MB; the commands of an op take a few KB.
+TRACE_REGION_SIZE = 64 << 20
+# Command queues every target opens (real ttnn accepts 1 or 2; 1 is its default). A second
+# queue would let input uploads overlap programs, ordered by record_event / wait_for_event,
+# but the runtime does not use one yet (docs/perf.md "Second command queue": an upload into
+# memory a queued program still reads needs an event the runtime cannot place yet), and on
+# a card its dispatch cores may come out of the worker grid (not checked without one). The
+# sim opens the same count so that it refuses a queue the card would not have.
+NUM_COMMAND_QUEUES = 1
+
 
 def default_matmul_config(arch_name: str, a: str, b: str, out: str, user_grid: bool = False) -> dict:
     """ttnn's default compute config for matmul / linear of dtypes (by name: "bfloat16", ...)."""

@@ -74,6 +74,18 @@ def tt():
 
 
 @pytest.fixture(scope="session")
+def tt_client(tt):
+    """pjrt-tt's client behind jax's `tt` devices: the one that compiles a jit on them (a
+    torch_xla client may live in the same process, made before or after jax's)."""
+    from pjrt_tt.runtime.client import CLIENTS
+    before = {id(c): c.compiler.compilations for c in CLIENTS}
+    x = jax.device_put(np.zeros((3, 29), np.float32), tt)   # a shape no test uses
+    jax.jit(lambda a: a * 7.0 - 0.5)(x).block_until_ready()
+    (client,) = [c for c in CLIENTS if c.compiler.compilations != before.get(id(c), 0)]
+    return client
+
+
+@pytest.fixture(scope="session")
 def cpu():
     return jax.devices("cpu")[0]
 
@@ -212,6 +224,32 @@ def enable_x64():
         return jax.enable_x64(True)
     from jax.experimental import enable_x64 as x64_0_7
     return x64_0_7()
+
+
+class NewPrograms:
+    """The ttnn programs compiled inside a `with NewPrograms() as new:` block, on any client
+    (jax's and torch_xla's clients live side by side in one test process): `new.programs`."""
+
+    @staticmethod
+    def _cached() -> dict:
+        from pjrt_tt.runtime.client import CLIENTS
+        return {(id(c), k): e for c in CLIENTS for k, e in c.compiler._cache.items()}
+
+    def __enter__(self):
+        self._before = set(self._cached())
+        return self
+
+    def __exit__(self, *exc):
+        self.programs = [e.program for k, e in self._cached().items() if k not in self._before]
+
+    def one(self):
+        assert len(self.programs) == 1, \
+            f"expected exactly one new program, got {len(self.programs)} (use unique shapes)"
+        return self.programs[0]
+
+    def biggest(self):
+        assert self.programs, "no program was compiled"
+        return max(self.programs, key=lambda p: len(p.ops))
 
 
 def run_both(f, *args, tt_device, cpu_device, **jit_kwargs):

@@ -110,6 +110,9 @@ JIT = {
     "vocab_parallel_xent": ((1, 2), lambda x: -jax.nn.log_softmax(x, axis=-1)[:, :8],
                             (rand(16, 256) * 4,), (P(None, "y"),), P()),
     "unspecified_out": ((1, 2), lambda x, w: x @ w, (X, W1), (P(), P(None, "y")), None),
+    # the partitioner offsets jax.random's uint64 counters by a chip-dependent value
+    "sharded_random": ((1, 2), lambda k: jax.random.uniform(k, (8, 4)), (np.array([0, 42], np.uint32),),
+                       (P(),), P("y")),
 }
 
 # shard_map bodies over axis "y" of a 1 x n mesh: (mesh shape, body, in spec, out spec)
@@ -121,6 +124,11 @@ SM = {
                      P(), P(None, "y")),
     "ppermute": ((1, 4), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 1) % 4) for i in range(4)]),
                  P("y"), P("y")),
+    # a ring over all 8 chips of a t3k is no shift along an axis of its 2x4 mesh: moved over the whole mesh
+    "ppermute_ring_1x8": ((1, 8), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 3) % 8) for i in range(8)]),
+                          P("y"), P("y")),
+    "ppermute_partial_1x8": ((1, 8), lambda x: jax.lax.ppermute(x, "y", [(0, 5), (6, 1), (3, 7)]),
+                             P("y"), P("y")),
     "all_to_all": ((1, 2), lambda x: jax.lax.all_to_all(x, "y", 1, 0, tiled=True), P("y"), P("y")),
     "axis_index": ((1, 4), lambda x: x * (jax.lax.axis_index("y") + 1).astype(jnp.float32), P("y"), P("y")),
     "pmax": ((1, 4), lambda x: jax.lax.pmax(x, "y"), P("y"), P()),
@@ -226,8 +234,9 @@ def oversized_model(tt, cpu):
             "chip_limit": limit, "held_per_chip": held, "oom": error[:600], "tt_spec": [], "cpu_spec": []}
 
 
-APPROX = set(JIT) | {"submeshes", "gspmd_form"}   # every jit case multiplies matrices: the "matmul" bounds
-EXACT = {"all_gather", "all_to_all", "ppermute", "pmax"}   # shard_map cases that only move or select values
+APPROX = set(JIT) - {"sharded_random"} | {"submeshes", "gspmd_form"}   # jit cases multiply matrices: the "matmul" bounds
+EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
+         "sharded_random"}   # cases that only move, select or make bits
 
 
 def gspmd_form(devs):

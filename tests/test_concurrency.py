@@ -168,25 +168,36 @@ def test_torch_first_compile_from_threads(target):
     """, target)
 
 
-@pytest.mark.xfail(run=False, reason=(
-    "known deadlock: torch_xla's eager mode executes inline on the calling thread under its "
-    "device lock, and the plugin runs the program there in Python; when that thread hands the "
-    "GIL over, another thread takes it and blocks on the device lock while holding it "
-    "(gdb, sim and mock; queueing executions made with the GIL held fixed mock but deadlocked sim)"))
+EAGER = """
+    torch_xla.experimental.eager_mode(True)
+    def work(k):
+        a = torch.randn(16, 16, generator=torch.Generator().manual_seed(k))
+        x = a.to(dev)
+        for _ in range(5):
+            x = torch.relu(x @ TRANSPOSE(x) * 0.01 + 1.0)
+            a = torch.relu(a @ a.T * 0.01 + 1.0)
+        check(x, a, f"thread {k}")
+    in_threads(work)
+"""
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_torch_eager_mode(target):
     """torch_xla's eager mode (every op runs at once) from 8 threads."""
-    run("""
-        torch_xla.experimental.eager_mode(True)
-        def work(k):
-            a = torch.randn(16, 16, generator=torch.Generator().manual_seed(k))
-            x = a.to(dev)
-            for _ in range(5):
-                x = torch.relu(x @ x.T * 0.01 + 1.0)
-                a = torch.relu(a @ a.T * 0.01 + 1.0)
-            check(x, a, f"thread {k}")
-        in_threads(work)
-    """, target)
+    run(EAGER.replace("TRANSPOSE(x)", "x.t()"), target)
+
+
+@pytest.mark.xfail(run=False, reason=(
+    "open: with eager mode on, a tensor *property* that runs an op on the XLA device (`x.T`) "
+    "can deadlock against other threads on mock (2 of 3 runs; `x.t()` 6 of 6 fine). gdb: the "
+    "thread in the property's getter holds the GIL (torch's op methods release it, its property "
+    "getters do not) while it waits in torch_xla's DeviceLocker::Lock; the threads that could "
+    "finish the device's work wait for the GIL. The lock's holder is not on any thread's stack; "
+    "torch_xla's own CPU device never needs the GIL, so it does not show there"))
+@pytest.mark.parametrize("target", ["mock"])
+def test_torch_eager_mode_tensor_property(target):
+    """The same with `x.T`, a property: see the reason."""
+    run(EAGER.replace("TRANSPOSE(x)", "x.T"), target)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from conftest import assert_close, run_both
+from conftest import NewPrograms, assert_close, run_both
 
 RNG = np.random.default_rng(0)
 
@@ -116,10 +116,10 @@ def test_flax_conv(tt, cpu):
     x = _rand(2, 12, 12, 3)
     with jax.default_device(cpu):
         params = Net().init(jax.random.PRNGKey(0), x)
-    got, want = run_both(lambda p, x: Net().apply(p, x), params, x, tt_device=tt, cpu_device=cpu)
+    with NewPrograms() as new:
+        got, want = run_both(lambda p, x: Net().apply(p, x), params, x, tt_device=tt, cpu_device=cpu)
     assert_close(got[0], want[0], kind="matmul")
-    from pjrt_tt.runtime.client import CLIENTS
-    program = list(CLIENTS[-1].compiler._cache.values())[-1].program
+    program = new.biggest()
     convs = [op for op in program.ops if op.fn == "conv2d"]
     assert len(convs) == 2 and all("bias_tensor" in op.kwargs for op in convs), program.format()
     assert "add" not in [op.fn for op in program.ops]  # the biases went into conv2d

@@ -79,3 +79,31 @@ def test_values_only_moved_keep_their_denormals(tt, cpu, name, f):
     got, want = both(f, X, tt=tt, cpu=cpu)
     assert np.count_nonzero((np.abs(want.astype(np.float32)) < TINY) & (want != 0)) >= 1, want
     assert_close(got, want, exact=True, what=name)
+
+
+def _around(c: float, n: int = 64) -> np.ndarray:
+    """The 2n float32 nearest to `c` (n below, n from it upwards)."""
+    bits = np.array([c], np.float32).view(np.int32)[0]
+    return (bits + np.arange(-n, n, dtype=np.int32)).view(np.float32)
+
+
+_SCALARS = [2.0 ** -110, 2.0 ** -102, -(2.0 ** -102), 1.5 * 2.0 ** -102, 1.0]
+
+
+@pytest.mark.parametrize("op,s", [(op, s) for op in ("add", "subtract", "multiply") for s in _SCALARS]
+                         + [("multiply", 0.0)])
+def test_scalar_ops_cancelling_into_the_denormal_range(tt, cpu, op, s):
+    """x + s, x - s and x * s on values around -s (+ s, 1 / s): the sim looks for denormals in
+    the result only where the scalar lets the op make one (|s| < 2**-102 for +-, |s| < 1 for *;
+    targets/sim/ops.py _no_new_denormals); elsewhere the exact result is 0 or normal. Both
+    paths must agree with XLA:CPU (FTZ) bit for bit; s = 2**-110 makes denormals that must go.
+    (x +- 0 has no reference here: XLA:CPU folds it to x, keeping -0.0 where an adder gives +0.0.)"""
+    c = {"add": -s, "subtract": s, "multiply": 1.0 / s if s else 1.0}[op]
+    x = _around(c)
+    fn = {"add": lambda v: v + np.float32(s), "subtract": lambda v: v - np.float32(s),
+          "multiply": lambda v: v * np.float32(s)}[op]
+    got, want = both(fn, x, tt=tt, cpu=cpu)
+    if op != "multiply" and s == 2.0 ** -110:   # the near-cancelling sums are denormals, flushed
+        exact = x.astype(np.float64) + (s if op == "add" else -s)
+        assert np.count_nonzero((np.abs(exact) < TINY) & (exact != 0)) > 0
+    assert_close(got, want, exact=True, what=f"{op} {s!r}")

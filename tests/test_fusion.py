@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from conftest import assert_close, run_both
+from conftest import NewPrograms, assert_close, run_both
 from pjrt_tt.program import Attr
-from pjrt_tt.runtime.client import CLIENTS
 
 flax = pytest.importorskip("flax.linen")
 RNG = np.random.default_rng(1)
@@ -34,18 +33,14 @@ def _rand(*shape, dtype=np.float32, scale=1.0):
 def run_and_program(f, *args, tt, cpu, options=None):
     """(tt results, cpu results, the ttnn program TT compiled for f); `options`: TT's
     compiler_options (XLA:CPU rejects tt_* ones)."""
-    cache = CLIENTS[-1].compiler._cache if CLIENTS else {}
-    before = set(cache)
-    if options:
-        _, want = run_both(f, *args, tt_device=cpu, cpu_device=cpu)
-        got = [np.asarray(x) for x in jax.tree.leaves(
-            jax.jit(f, compiler_options=options)(*jax.tree.map(lambda a: jax.device_put(a, tt), args)))]
-    else:
-        got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
-    cache = CLIENTS[-1].compiler._cache
-    new = [cache[k] for k in cache if k not in before]
-    assert len(new) == 1, "each test should compile exactly one new program (use unique shapes)"
-    return got, want, new[0].program
+    with NewPrograms() as new:
+        if options:
+            _, want = run_both(f, *args, tt_device=cpu, cpu_device=cpu)
+            got = [np.asarray(x) for x in jax.tree.leaves(
+                jax.jit(f, compiler_options=options)(*jax.tree.map(lambda a: jax.device_put(a, tt), args)))]
+        else:
+            got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
+    return got, want, new.one()
 
 
 def fns(program) -> list[str]:

@@ -58,6 +58,20 @@ def test_gather(tt, cpu, name):
     check(tt, cpu, f, rand(shape), make(), exact=True)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16-embedding"])
+def test_uint32_indices_beyond_int32(tt, cpu, dtype):
+    """Unsigned start indices (torch_xla's embedding ids, uint64 carried as uint32): values of
+    2**31 and more clamp to the last row in a gather and are dropped by a scatter, as in XLA."""
+    i = np.array([[0], [3], [2**31], [2**32 - 1], [8]], np.uint32)
+    dn = lax.GatherDimensionNumbers(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,))
+    gather = lambda x, i: lax.gather(x, i, dn, (1, 5), mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # noqa: E731
+    check(tt, cpu, gather, rand((9, 5), dtype), i, exact=True)
+    sdn = lax.ScatterDimensionNumbers(update_window_dims=(1,), inserted_window_dims=(0,),
+                                      scatter_dims_to_operand_dims=(0,))
+    scatter = lambda x, i, u: lax.scatter_add(x, i, u, sdn, mode=lax.GatherScatterMode.FILL_OR_DROP)  # noqa: E731
+    check(tt, cpu, scatter, rand((9, 5)), i, rand((5, 5)))
+
+
 def test_strided_slicing_and_flip(tt, cpu):
     x = rand((7, 10, 3))
     check(tt, cpu, lambda x: x[::2, ::-1], x, exact=True)

@@ -34,13 +34,16 @@ def run_both(f, *args, tt_device, cpu_device, compiler_options):
 
 
 def lowered(f, *args, **options):
-    """The ttnn program pjrt-tt makes for jit(f)(*args) under compiler options (no run)."""
-    from pjrt_tt.compile_context import CompileContext, from_overrides
+    """The ttnn program pjrt-tt makes for jit(f)(*args) under compiler options (no run), at
+    optimization level 0 unless told: these tests read what data_formats wrote, before
+    const-eval moves the weight typecasts out of the per-call ops (tests/test_optimizer.py)."""
+    from pjrt_tt.compile_context import CompileContext, parse_options
     from pjrt_tt.ingest import parse
     from pjrt_tt.lower import lower_module
     from pjrt_tt.passes import run_passes
     text = jax.jit(f).lower(*args).as_text(debug_info=True)
-    ctx = CompileContext(numerics=from_overrides(options.items()))
+    numerics, optimizer = parse_options([("optimization_level", 0)] + list(options.items()))
+    ctx = CompileContext(numerics=numerics, optimizer=optimizer)
     return run_passes(lower_module(parse(text.encode(), "mlir"), ctx), ctx)
 
 

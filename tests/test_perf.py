@@ -165,6 +165,72 @@ def test_profile_from_the_environment(tt, tmp_path, monkeypatch):
     assert len([p for p in os.listdir(tmp_path) if p.endswith(".trace.json")]) == 1
 
 
+def _compiled(name: str):
+    from pjrt_tt.runtime.client import CLIENTS
+    for client in CLIENTS:
+        for compiled in client.compiler._cache.values():
+            if compiled.program.name == name:
+                return compiled.program
+    raise AssertionError(f"program {name} not compiled")
+
+
+def test_profile_flags_a_host_bound_program(tt, tmp_path):
+    """x * 3 + 1 on 32x32: the summary's HOST-BOUND line appears exactly when the run's
+    measured host dispatch exceeds its estimated device time, and gives both per op. (Which
+    way a run goes depends on this machine's load: ~10-20 us of sim host time per op against
+    ~13 us estimated; the deterministic case is the next test.)"""
+    def host_bound_small_ops(x):
+        return x * 3.0 + 1.0
+
+    f = jax.jit(host_bound_small_ops, compiler_options={"tt_profile": str(tmp_path)})
+    x = jax.device_put(np.ones((32, 32), np.float32), tt)
+    np.testing.assert_array_equal(np.asarray(f(x)), np.full((32, 32), 4.0, np.float32))
+    f(x)
+    (table,) = [p for p in os.listdir(tmp_path) if p.endswith(".perf.txt")]
+    text = (tmp_path / table).read_text()
+    device, host = (float(v) for v in re.search(r"device ([0-9.]+) us; host dispatch ([0-9.]+) us", text).groups())
+    flags = [s for s in text.splitlines() if "HOST-BOUND:" in s]
+    assert len(flags) == (1 if host > device else 0), text
+    for line in flags:
+        per_op_host = float(re.search(r"host dispatch ([0-9.]+) us per op", line).group(1))
+        per_op_device = float(re.search(r"([0-9.]+) us estimated device time per op", line).group(1))
+        assert per_op_host >= per_op_device > 0 and "enable_trace" in line, line
+    assert "TRACE (enable_trace)" not in text
+
+
+def test_profile_summary_flags_only_when_the_host_is_slower(tt):
+    """The flag compares the measured host time with the estimate: the same program with host
+    times far below its device time is not flagged."""
+    from pjrt_tt.perf.profile import summary
+    from pjrt_tt.perf.program_cost import estimate_program
+
+    def flag_check_program(x):
+        return jnp.exp(x) * 2.0
+
+    jax.jit(flag_check_program)(jax.device_put(np.ones((64, 64), np.float32), tt)).block_until_ready()
+    program = _compiled("jit_flag_check_program")
+    fast = estimate_program(program, "n150", measured_host_ns={id(op): 1.0 for op in program.ops})
+    slow = estimate_program(program, "n150", measured_host_ns={id(op): 1e6 for op in program.ops})
+    assert not any("HOST-BOUND" in s for s in summary(fast, "sim"))
+    assert any("HOST-BOUND" in s for s in summary(slow, "sim"))
+
+
+def test_profile_of_a_traced_program_shows_the_replay_saving(tt, tmp_path):
+    def traced_small_ops(x):
+        return x * 3.0 + 1.0
+
+    f = jax.jit(traced_small_ops, compiler_options={"tt_profile": str(tmp_path), "enable_trace": True})
+    x = jax.device_put(np.ones((32, 32), np.float32), tt)
+    for _ in range(3):   # plain run, capture, replay
+        np.testing.assert_array_equal(np.asarray(f(x)), np.full((32, 32), 4.0, np.float32))
+    (table,) = [p for p in os.listdir(tmp_path) if p.endswith(".perf.txt")]
+    text = (tmp_path / table).read_text()
+    assert "run 2, trace capture" in text
+    (line,) = [s for s in text.splitlines() if "TRACE (enable_trace)" in s]
+    replay, plain = (float(v) for v in re.search(r"host ([0-9.]+) us \(estimate\) instead of ([0-9.]+) us", line).groups())
+    assert replay < plain, line
+
+
 def test_unknown_fidelity_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown math fidelity 'HiFi9'"):
         Estimator("n150").matmul(32, 32, 32, fidelity="HiFi9")

@@ -90,9 +90,8 @@ def test_cache_size_comes_from_the_environment_and_is_checked(monkeypatch):
     assert Settings.load().program_cache_size == Settings.program_cache_size
 
 
-def test_jax_clear_caches_empties_the_program_cache_and_executables_keep_working(tt, cpu):
-    from pjrt_tt.runtime.client import CLIENTS
-    compiler = CLIENTS[-1].compiler
+def test_jax_clear_caches_empties_the_program_cache_and_executables_keep_working(tt, cpu, tt_client):
+    compiler = tt_client.compiler
     f = jax.jit(lambda x: jnp.tanh(x) * 3.0 - 1.0)
     x = np.linspace(-2, 2, 7 * 13, dtype=np.float32).reshape(7, 13)   # a shape no other test uses
     xt = jax.device_put(x, tt)

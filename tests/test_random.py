@@ -93,10 +93,13 @@ func.func @main() -> (tensor<3x5xui32>, tensor<3x5xui32>, tensor<2xui64>) {
 
 
 def test_uint64_counters_narrowed_only_when_provably_small():
+    from pjrt_tt.errors import Unimplemented
     from pjrt_tt.ingest import parse
-    from pjrt_tt.lower.random import narrow_counters
-    parsed = parse(COUNTERS.encode(), "mlir")
-    assert narrow_counters(parsed.module) == 9  # all but %big (2^33; also returned as ui64)
+    small = COUNTERS.replace("8589934592", "4294967295")   # 2^32 - 1: fits uint32
+    parsed = parse(small.encode(), "mlir")
     text = str(parsed.module)
-    assert text.count("ui64") == 3 and "dense<[8589934592, 1]> : tensor<2xui64>" in text
-    assert "stablehlo.iota dim = 0 : tensor<3x5xui32>" in text
+    assert "ui64" not in text and "stablehlo.iota dim = 0 : tensor<3x5xui32>" in text, text
+    assert parsed.boundary.outputs == ("ui32", "ui32", "ui64")   # the framework still sees ui64
+    with pytest.raises(Unimplemented, match=r"`func.return` .* uses a constant of 64-bit integers \(ui64\) "
+                                            r"with values in \[1, 8589934592\], beyond ui32"):
+        parse(COUNTERS.encode(), "mlir")   # 2^33 does not fit: refused, not wrapped

@@ -14,7 +14,6 @@ import pytest
 
 from conftest import assert_close
 
-from pjrt_tt.runtime.client import CLIENTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,26 +78,6 @@ def test_non_contiguous_host_array(tt):
     np.testing.assert_array_equal(np.asarray(jax.device_put(x, tt)), x)
 
 
-def test_x64_is_refused_with_a_clear_message():
-    r = run_python("""
-        import jax, numpy as np
-        jax.config.update('jax_enable_x64', True)
-        tt = jax.devices('tt')[0]
-        for value in (np.ones(3, np.float64), np.ones(3, np.int64)):
-            try:
-                jax.device_put(value, tt).block_until_ready()
-                print('NO ERROR')
-            except Exception as e:
-                print('ERR', e)
-        print(jax.jit(lambda x: x + 1)(jax.device_put(np.ones(3, np.float32), tt)))
-    """, PJRT_TT_CHECK_WITH_MOCK="0")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert "float64" in lines[0] and "jax_enable_x64" in lines[0], lines
-    assert "int64" in lines[1] and "jax_enable_x64" in lines[1], lines
-    assert lines[2] == "[2. 2. 2.]"
-
-
 def test_unsupported_op_names_op_and_source_line(tt):
     x = jax.device_put(np.ones((4, 4), np.float32), tt)
 
@@ -114,8 +93,8 @@ def test_unsupported_op_names_op_and_source_line(tt):
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda a: a * 2)(x)), 2 * np.ones((4, 4)))
 
 
-def test_program_cache_avoids_recompiling(tt):
-    client = CLIENTS[-1]
+def test_program_cache_avoids_recompiling(tt, tt_client):
+    client = tt_client
     x = jax.device_put(np.ones((5, 7), np.float32), tt)
     jax.jit(lambda a: jnp.sin(a) * 0 + a * 3.25)  # (not called: only defines)
     before = client.compiler.compilations

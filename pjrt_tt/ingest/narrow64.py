@@ -1,37 +1,52 @@
-"""64-bit integers -> 32 bits, only where that is exact.
+"""64-bit types -> the 32-bit types that carry them on the chip, only where that is exact.
 
-The chip has no 64-bit integers, yet programs whose arguments and results have none
-compute with them inside: torch_xla computes indices in int64 (index_put, embedding
-backward, argmax...), jax's PRNG numbers its values with uint64 counters. Such a program
-runs in 32 bits when interval arithmetic proves that every 64-bit value it computes fits
-in int32 (uint32 for ui64): then every op gives the same result in either width (no add or
-multiply wraps, a comparison or a conversion sees the same value). Otherwise it is refused,
-naming the op whose values may not fit: wrapping them would be a silent wrong answer.
+The chip has no 64-bit types. int64, uint64 and float64 are carried by int32, uint32 and
+float32 on the device while the framework keeps seeing its 64-bit types (pjrt_tt/dtypes.py):
+this pass rewrites every 64-bit type of the module, @main's signature included, to its
+32-bit carrier and returns the `Boundary` (the signature the framework sees, and the value
+ranges the program is exact for) that the lowering and the runtime keep.
+
+float64 computes as float32 (docs/numerics.md gives the measured error). 64-bit integers
+run in 32 bits only where interval arithmetic proves that every 64-bit value the program
+computes fits int32 (uint32 for ui64): then every op gives the same result in either width
+(no add or multiply wraps, a comparison or a conversion sees the same value). Arguments hold
+what the framework sends, checked at upload to fit the carrier; when arithmetic on them could
+leave it (`x + 1` on an int32-range x), the program is exact for a smaller argument range,
+the widest [-s, s - 1] (uint64: [0, 2s - 1]) that proves safe, found by bisection
+(`Boundary.input_ranges`), which the executable checks at run time against the arguments'
+values. A float converted to a 64-bit integer in @main's body has no static bound: its
+results are assumed to lie in that same range and checked at run time (`Boundary.guards`:
+@main also returns the float operand's min and max). What cannot be proven for any argument
+range (a constant beyond int32, a convert from a float elsewhere, a bitcast that needs 64
+bits) is refused, naming the op: wrapping would be a silent wrong answer.
 
 Intervals are tracked for every integer value (narrow ones too: an int32 iota times a
-stride is bounded by the iota's length, not by int32). Programs that take or return 64-bit
-integers are left alone; the lowering refuses those arguments and results.
+stride is bounded by the iota's length, not by int32). `strict` (the tt_strict_64bit
+compile option) refuses wherever carrying changes anything: float64 values and 64-bit
+integer arguments or results; internal 64-bit integers proven to fit stay allowed.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import numpy as np
-from jaxlib.mlir import ir
+from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import constant_array, describe_location
-from pjrt_tt.ingest.mlir_compat import users
+from pjrt_tt.ingest.mlir_compat import as_operation, defining_op, users
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
 _TYPE_RANGE = {"i1": (0, 1), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16": (-2**15, 2**15 - 1),
                "ui16": (0, 2**16 - 1), "i32": (-2**31, 2**31 - 1), "ui32": (0, 2**32 - 1),
                "i64": (-2**63, 2**63 - 1), "ui64": (0, 2**64 - 1)}
-# what a 64-bit element type becomes, and the values it can then hold
+# what a 64-bit integer element type becomes, and the values it can then hold
 _NARROW = {"i64": ("i32", np.int32), "ui64": ("ui32", np.uint32)}
+_CARRIER = {"i64": "i32", "ui64": "ui32", "f64": "f32"}
 
 # ops whose result i holds values of operand i (or of operand 0 when there is one operand)
 _SAME_VALUES = {"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
@@ -44,34 +59,345 @@ _UNION = {"stablehlo.concatenate": None, "stablehlo.select": (1, 2), "stablehlo.
 _LOOP_ROUNDS = 8
 
 
-def narrow_int64(module: ir.Module) -> None:
-    """Rewrite the module's internal 64-bit integers to 32 bits, or raise Unimplemented."""
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    """@main's signature as the framework sees it, which narrowing leaves to the runtime."""
+    inputs: tuple[str, ...] = ()     # MLIR element type of each argument ("i64" stays "i64")
+    outputs: tuple[str, ...] = ()    # and of each result
+    # per argument: the (lo, hi) the values of a 64-bit integer argument must lie in for the
+    # program to be exact (checked at run time); None for other arguments
+    input_ranges: tuple = ()
+    # per result: a bound of the values of a 64-bit integer result; None for other results
+    output_ranges: tuple = ()
+    range_limit: str = ""            # the op that limits input_ranges, as `name` at location
+    # per float -> 64-bit integer convert of @main (see _guardable): (the op as `name` at
+    # location, lo, hi) its results must lie in; @main returns the min and max of the
+    # convert's float operand after its own results, two f32 scalars per guard, which the
+    # executable checks after each run
+    guards: tuple = ()
+
+
+def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
+    """Rewrite the module's 64-bit types to 32 bits (or raise Unimplemented); returns what
+    the framework sees of @main."""
+    # private functions nothing calls (HLO's reducer computations, left behind by its
+    # conversion to StableHLO) would be checked for arguments of any 64-bit value
+    with module.context:
+        passmanager.PassManager.parse("builtin.module(symbol-dce)").run(module.operation)
     funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
              for op in module.body.operations if op.operation.name == "func.func"}
     main = funcs["main"]   # ingest.check_module made sure it exists
     ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-    if any(_wide(t) for t in list(ftype.inputs) + list(ftype.results)):
-        return
+    entry = main.regions[0].blocks[0]
+    inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
+    _saturate_sentinels(module)
     ops = []
     module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
-    wide = [(op, v) for op in ops for v in _defined(op) if _wide(v.type)]
-    if not wide:
-        return
-    analysis = _Ranges(funcs)
-    analysis.block(main.regions[0].blocks[0], [_type_range(a.type) for a in main.regions[0].blocks[0].arguments])
-    for name, func in funcs.items():   # functions main never reaches may be called by anything
-        if name != "main" and func not in analysis.reached and func.regions[0].blocks:
-            entry = func.regions[0].blocks[0]
-            analysis.block(entry, [_type_range(a.type) for a in entry.arguments])
-    failed = []
-    for op, v in wide:
-        lo, hi = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
-        got = analysis.bounds.get(v)
-        if got is None or got[0] < lo or got[1] > hi:
-            failed.append((op, v, got))
+    wide = [(op, v) for op in ops for v in _defined(op) if _etype(v.type) in _CARRIER]
+    if strict:
+        _check_strict(main, inputs, outputs, wide)
+    for op, _ in wide:
+        if op.name == "stablehlo.bitcast_convert":
+            _check_bitcast(op)
+    ranges, out_ranges, limit, guards = (None,) * len(inputs), (None,) * len(outputs), "", []
+    if any(_wide(v.type) for _, v in wide) or any(e in _NARROW for e in inputs + outputs):
+        guardable = [] if strict else _guardable(entry)
+        ranges, out_ranges, limit, guards = _prove(funcs, main, entry, inputs,
+                                                   [(o, v) for o, v in wide if _wide(v.type)], guardable)
+    if wide:
+        _rewrite(ops)
+    if guards:
+        _return_guards(main, [op for op, _, _, _ in guards])
+    return Boundary(inputs, outputs, ranges, out_ranges, limit,
+                    tuple((what, lo, hi) for _, what, lo, hi in guards))
+
+
+def _guardable(entry) -> list:
+    """Converts of a float to a 64-bit integer in @main's body (torch's integer floor
+    division, `.long()` of a float): no bound is known for their values at compile time, so
+    the program assumes they lie in its argument range and checks that at run time."""
+    return [op.operation for op in entry.operations
+            if op.operation.name == "stablehlo.convert" and _wide(op.operation.results[0].type)
+            and not _is_int(op.operation.operands[0].type)]
+
+
+def _return_guards(main, converts: list) -> None:
+    """@main also returns the min and max of each guarded convert's float operand, over the
+    values int64 can hold: converting an infinity, a NaN or a float beyond +-2^63 is
+    implementation-defined in StableHLO (T5's `log(0).long()`, which a `where` then drops):
+    those count as 0 here and convert to whatever the chip gives."""
+    entry = main.regions[0].blocks[0]
+    ret = entry.operations[len(entry.operations) - 1]
+    extra = []
+    with main.context, ir.Location.unknown(), ir.InsertionPoint(ret):
+        for op in converts:
+            x = op.operands[0]
+            rt = ir.RankedTensorType(x.type)
+            f32 = ir.RankedTensorType.get(rt.shape, ir.F32Type.get())
+            if not isinstance(rt.element_type, ir.F32Type):   # bf16: its values, as f32
+                x = stablehlo.ConvertOp(f32, x).result
+            splat = lambda v: stablehlo.ConstantOp(ir.DenseElementsAttr.get(  # noqa: E731
+                np.full(rt.shape, v, np.float32), type=f32)).result
+            defined = stablehlo.CompareOp(stablehlo.AbsOp(x).result, splat(2.0**63),
+                                          stablehlo.ComparisonDirectionAttr.get("LT")).result
+            x = stablehlo.SelectOp(defined, x, splat(0.0)).result
+            scalar = ir.RankedTensorType.get([], ir.F32Type.get())
+            for kind, start in (("min", np.inf), ("max", -np.inf)):
+                init = stablehlo.ConstantOp(ir.DenseElementsAttr.get(
+                    np.array(start, np.float32), type=scalar)).result
+                red = stablehlo.ReduceOp([scalar], [x], [init], ir.DenseI64ArrayAttr.get(list(range(rt.rank))))
+                body = red.regions[0].blocks.append(scalar, scalar)
+                with ir.InsertionPoint(body):
+                    a, b = body.arguments
+                    m = (stablehlo.MinOp if kind == "min" else stablehlo.MaxOp)(a, b).result
+                    stablehlo.ReturnOp([m])
+                extra.append(red.results[0])
+        ir.Operation.create("func.return", operands=list(ret.operands) + extra)
+        ret.erase()
+        ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+        main.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(
+            list(ftype.inputs), list(ftype.results) + [v.type for v in extra]))
+        if "res_attrs" in main.attributes:
+            attrs = list(ir.ArrayAttr(main.attributes["res_attrs"]))
+            main.attributes["res_attrs"] = ir.ArrayAttr.get(attrs + [ir.DictAttr.get({})] * len(extra))
+
+
+def _saturate_sentinels(module: ir.Module) -> None:
+    """A max / min reduction (argmax included) of 64-bit integers starts from the type's
+    minimum / maximum (-2^63), which no 32-bit carrier holds. Where the reducer gives the same
+    results from the carrier's minimum / maximum for values across the carrier (its extremes
+    included; evaluated on samples, the other operands, e.g. an argmax's index, at their own
+    inits: torch's and jax's argmax start from index 0, the first element's), that init is
+    replaced by it before the check."""
+    reduces = []
+    module.operation.walk(lambda op: (reduces.append(op) if op.name in (
+        "stablehlo.reduce", "stablehlo.reduce_window") else None) or ir.WalkResult.ADVANCE)
+    for op in reduces:
+        n = len(op.results)
+        inits = [_scalar_constant(v) for v in list(op.operands)[n:2 * n]]
+        if any(c is None for c in inits):
+            continue
+        slots = {i: _TYPE_RANGE[_NARROW[_etype(op.operands[n + i].type)][0]] for i, c in enumerate(inits)
+                 if _etype(op.operands[n + i].type) in _NARROW and c in _TYPE_RANGE[_etype(op.operands[n + i].type)]}
+        if not slots:
+            continue
+        saturated = [(slots[i][0] if c < 0 else slots[i][1]) if i in slots else c for i, c in enumerate(inits)]
+        body = op.regions[0].blocks[0]
+        samples = [sorted({lo, lo + 1, -1, 0, 1, hi - 1, hi}) if i in slots else [c]
+                   for i, c in enumerate(inits) for lo, hi in [slots.get(i, (0, 0))]]
+        same = True
+        for x in itertools.product(*samples):
+            a = (_evaluate(body, list(inits) + list(x)), _evaluate(body, list(x) + list(inits)))
+            b = (_evaluate(body, list(saturated) + list(x)), _evaluate(body, list(x) + list(saturated)))
+            if None in a or a != b:
+                same = False
+                break
+        if not same:
+            continue
+        with op.context, op.location, ir.InsertionPoint(op):
+            for i in slots:
+                old = op.operands[n + i]
+                wide = np.array(saturated[i], np.int64 if _etype(old.type) == "i64" else np.uint64)
+                op.operands[n + i] = stablehlo.ConstantOp(ir.DenseElementsAttr.get(wide, type=old.type)).result
+                if not list(old.uses):
+                    defining_op(old).erase()
+
+
+def _scalar_constant(v: ir.Value):
+    """The value of a scalar integer constant, or None."""
+    owner = defining_op(v)
+    if owner is None or owner.name != "stablehlo.constant" or not _is_int(v.type):
+        return None
+    data = constant_array(owner.attributes["value"], np.uint64 if _etype(v.type).startswith("ui") else np.int64)
+    return int(data.reshape(-1)[0]) if data.size == 1 else None
+
+
+_COMPARE = {"EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "LT": lambda a, b: a < b,
+            "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b, "GE": lambda a, b: a >= b}
+
+
+def _evaluate(block, args: list):
+    """The results of a reducer body on Python ints (None: it computes with an op this
+    small evaluator does not know, or with floats)."""
+    env = dict(zip(block.arguments, args))
+    for op in block.operations:
+        op = op.operation
+        try:
+            ins = [env[v] for v in op.operands]
+        except KeyError:
+            return None
+        name = op.name
+        if name == "stablehlo.return":
+            return tuple(ins)
+        if not all(_is_int(r.type) for r in op.results) or not all(_is_int(v.type) for v in op.operands):
+            return None
+        if name == "stablehlo.compare":
+            out = _COMPARE[str(op.attributes["comparison_direction"]).split()[-1].rstrip(">")](*ins)
+        elif name == "stablehlo.select":
+            out = ins[1] if ins[0] else ins[2]
+        elif name in ("stablehlo.maximum", "stablehlo.minimum"):
+            out = (max if name == "stablehlo.maximum" else min)(*ins)
+        elif name in ("stablehlo.and", "stablehlo.or", "stablehlo.xor") and all(isinstance(i, bool) for i in ins):
+            out = {"stablehlo.and": ins[0] and ins[1], "stablehlo.or": ins[0] or ins[1],
+                   "stablehlo.xor": ins[0] != ins[1]}[name]
+        elif name == "stablehlo.not" and isinstance(ins[0], bool):
+            out = not ins[0]
+        elif name == "stablehlo.constant":
+            c = _scalar_constant(op.results[0])
+            if c is None:
+                return None
+            out = bool(c) if _etype(op.results[0].type) == "i1" else c
+        else:
+            return None
+        env[op.results[0]] = out
+    return None
+
+
+def _prove(funcs, main, entry, inputs, wide, guardable=()):
+    """The widest argument range [lo, hi] (the same for every 64-bit integer argument and
+    every guardable convert's result; uint64 ones take its non-negative part) for which every
+    64-bit integer value fits its carrier, the result bounds then, and the guards:
+    (convert op, its name and location, lo, hi). Values only used modulo 2^32 need not fit."""
+    modular = _modular([v for _, v in wide])
+    guarded = [op for op in guardable if op.results[0] not in modular]
+    def attempt(lo: int, hi: int):
+        analysis = _Ranges(funcs, {op.results[0]: _arg_range(_etype(op.results[0].type), lo, hi)
+                                   for op in guarded})
+        analysis.block(entry, [_arg_range(e, lo, hi) if e in _NARROW else _type_range(a.type)
+                               for e, a in zip(inputs, entry.arguments)])
+        for name, func in funcs.items():   # functions main never reaches may be called by anything
+            if name != "main" and func not in analysis.reached and func.regions[0].blocks:
+                block = func.regions[0].blocks[0]
+                analysis.block(block, [_type_range(a.type) for a in block.arguments])
+        failed = []
+        for op, v in wide:
+            if v in modular:
+                continue
+            lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+            got = analysis.bounds.get(v)
+            if got is None or got[0] < lo_ or got[1] > hi_:
+                failed.append((op, v, got))
+        return analysis, failed
+
+    def widest(low: int, high: int, ok) -> int | None:
+        """The largest x in [low, high] with ok(x), ok being monotone (bisection)."""
+        best = None
+        while low <= high:
+            mid = (low + high) // 2
+            if ok(mid):
+                best, low = mid, mid + 1
+            else:
+                high = mid - 1
+        return best
+
+    lo, hi = -2**31, 2**31 - 1
+    analysis, failed = attempt(lo, hi)
+    limit = ""
+    if failed and (any(e in _NARROW for e in inputs) or guarded):   # exact for smaller arguments?
+        fits = lambda lo, hi: not attempt(lo, hi)[1]  # noqa: E731
+        s = widest(1, 2**31 - 1, lambda s: fits(-s, s - 1))   # symmetric first, then each side
+        if s is not None:
+            hi = widest(s - 1, 2**31 - 1, lambda h: fits(-s, h))
+            lo = -widest(s, 2**31, lambda m: fits(-m, hi))
+        else:   # exact for non-negative arguments only (a logical shift right, a seed split in words)?
+            h = widest(0, 2**31 - 1, lambda h: fits(0, h))
+            lo, hi = (0, h) if h is not None else (0, 0)
+        if s is not None or h is not None:
+            op, _ = _named_op(*min(failed, key=_most_telling)[:2])
+            where = describe_location(op.location)
+            limit = f"`{op.name}`{' at ' + where if where else ''}"
+        analysis, failed = attempt(lo, hi)
     if failed:
         raise _refusal(*min(failed, key=_most_telling))
-    _rewrite(ops)
+    ret = main.regions[0].blocks[0].operations[len(main.regions[0].blocks[0].operations) - 1]
+    ranges = tuple(_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs)
+    outs = tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
+    guards = [(op, _describe(op)) + _arg_range(_etype(op.results[0].type), lo, hi) for op in guarded]
+    return ranges, outs, limit, guards
+
+
+def _describe(op) -> str:
+    where = describe_location(op.location)
+    return f"`{op.name}`{' at ' + where if where else ''}"
+
+
+# ops whose result's low 32 bits depend only on the low 32 bits of these operands
+_MODULAR = {"stablehlo.add": None, "stablehlo.subtract": None, "stablehlo.multiply": None,
+            "stablehlo.and": None, "stablehlo.or": None, "stablehlo.xor": None, "stablehlo.not": None,
+            "stablehlo.negate": None, "stablehlo.shift_left": (0,), "stablehlo.select": (1, 2),
+            "stablehlo.broadcast_in_dim": None, "stablehlo.reshape": None, "stablehlo.transpose": None,
+            "stablehlo.slice": None, "stablehlo.reverse": None, "stablehlo.concatenate": None,
+            "stablehlo.pad": None, "stablehlo.dynamic_slice": (0,), "stablehlo.gather": (0,)}
+_WRAPPING = {"i8", "ui8", "i16", "ui16", "i32", "ui32"}   # converts to these keep the low bits
+
+
+def _modular(values: list) -> set:
+    """The 64-bit integer values whose every use needs only their low 32 bits: converts to
+    32 bits or less, and modular ops (add, multiply, bit ops, data movement) whose own results
+    are such values. They run exactly modulo 2^32 whatever their size (jax's PRNG splits a
+    64-bit seed into 32-bit words this way)."""
+    def uses(v):
+        return [(as_operation(u.owner), u.operand_number) for u in v.uses]
+
+    modular = set(values)
+    changed = True
+    while changed:
+        changed = False
+        for v in list(modular):
+            for user, i in uses(v):
+                name = user.name
+                ok = (name == "stablehlo.convert" and _etype(user.results[0].type) in _WRAPPING) or (
+                    name in _MODULAR and (_MODULAR[name] is None or i in _MODULAR[name])
+                    and len(user.results) == 1 and user.results[0] in modular)
+                if not ok:
+                    modular.discard(v)
+                    changed = True
+                    break
+    return modular
+
+
+def _arg_range(etype: str, lo: int, hi: int) -> Interval:
+    """The values a 64-bit integer argument is assumed to hold for the search's [lo, hi]
+    (int32 terms): int64 takes it as it is, uint64 the matching part of [0, 2^32 - 1]."""
+    return (lo, hi) if etype == "i64" else (0, 2 * hi + 1)
+
+
+def _check_strict(main, inputs, outputs, wide) -> None:
+    for i, e in enumerate(inputs):
+        if e in _CARRIER:
+            raise Unimplemented(f"argument {i} of the program is {e} (tt_strict_64bit): the chip has no "
+                                f"64-bit types and would carry it as {_CARRIER[e]}")
+    for op, v in wide:
+        if _etype(v.type) == "f64":
+            raise _strict_refusal(op, "f64")
+    for i, e in enumerate(outputs):
+        if e in _CARRIER:
+            raise Unimplemented(f"result {i} of the program is {e} (tt_strict_64bit): the chip has no "
+                                f"64-bit types and would carry it as {_CARRIER[e]}")
+
+
+def _strict_refusal(op, etype: str) -> Unimplemented:
+    where = describe_location(op.location)
+    return Unimplemented(f"`{op.name}`{' at ' + where if where else ''} computes {etype} "
+                         f"(tt_strict_64bit): the chip has no 64-bit types and would compute it in "
+                         f"{_CARRIER[etype]}")
+
+
+def _check_bitcast(op) -> None:
+    """A bitcast from or to a 64-bit type reads the bits of the 64-bit value: the same in
+    32 bits only between int64 and uint64 (the interval check then proves the values equal)."""
+    src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+    same_shape = ir.RankedTensorType(op.operands[0].type).shape == ir.RankedTensorType(op.results[0].type).shape
+    if {src, dst} <= set(_NARROW) and same_shape:
+        return
+    where = describe_location(op.location)
+    hint = ("jax.random makes float64 numbers from the bits of uint64 ones: ask for float32 ones "
+            "(e.g. jax.random.normal(key, shape, dtype=jnp.float32))" if (src, dst) == ("ui64", "f64")
+            else "convert the values (astype) instead of bitcasting them")
+    raise Unimplemented(
+        f"`stablehlo.bitcast_convert`{' at ' + where if where else ''} reinterprets the bits of "
+        f"{src} as {dst}: the chip has no 64-bit types and carries them in 32 bits, where these "
+        f"bits do not exist; {hint}")
 
 
 # ops that only pass on what their bodies / callees compute: the op inside tells more
@@ -92,11 +418,7 @@ def _most_telling(failure) -> int:
 def _refusal(op, v, got) -> Unimplemented:
     etype = _etype(v.type)
     narrow = _NARROW[etype][0]
-    what = "computes"
-    if op.name == "stablehlo.constant":   # name the op using it: constants carry no location
-        used_by = users(v)
-        if used_by:
-            op, what = used_by[0], "uses a constant of"
+    op, what = _named_op(op, v)
     where = describe_location(op.location)
     span = (f"values in [{got[0]}, {got[1]}], beyond {narrow}" if got is not None
             else f"values pjrt-tt cannot bound within {narrow}")
@@ -107,12 +429,22 @@ def _refusal(op, v, got) -> Unimplemented:
         f"the values within {narrow}.")
 
 
+def _named_op(op, v):
+    """The op to name for value `v` of `op`, and what it does with it."""
+    if op.name == "stablehlo.constant":   # name the op using it: constants carry no location
+        used_by = users(v)
+        if used_by:
+            return used_by[0], "uses a constant of"
+    return op, "computes"
+
+
 class _Ranges:
     """Interval arithmetic over the module, from main's arguments down (calls, loops,
     branches and reducer bodies included)."""
 
-    def __init__(self, funcs: dict):
+    def __init__(self, funcs: dict, assumed: dict | None = None):
         self.funcs = funcs
+        self.assumed = assumed or {}   # ir.Value -> (lo, hi) checked at run time (guards)
         self.bounds: dict = {}      # ir.Value -> (lo, hi) or None
         self.reached: set = set()   # func.func ops evaluated
         self.calling: set = set()   # the call stack (a recursive call gives unknown results)
@@ -165,7 +497,9 @@ class _Ranges:
         if op.regions:   # reducers: reduce, reduce_window, scatter, sort, all_reduce...
             return self._with_body(op)
         ins = [self.get(v) for v in op.operands]
-        if len(op.results) == 1:
+        if len(op.results) == 1 and op.results[0] in self.assumed:
+            self.set(op.results[0], self.assumed[op.results[0]])
+        elif len(op.results) == 1:
             if _is_int(op.results[0].type):   # (floats are not tracked: never read their constants)
                 self.set(op.results[0], _transfer(op, ins))
         else:
@@ -208,7 +542,7 @@ class _Ranges:
             values = inits = [None] * n
         acc = [_join(v, i) for v, i in zip(values, inits)]
         out = self.block(body, acc + acc)
-        if not all(_within(o, a) for o, a in zip(out, acc)):
+        if not all(_within(o, a) for o, a, r in zip(out, acc, op.results) if _is_int(r.type)):
             kinds = {o.operation.name for o in body.operations}
             if kinds == {"stablehlo.add", "stablehlo.return"} and name in ("stablehlo.reduce",
                                                                            "stablehlo.reduce_window"):
@@ -249,6 +583,8 @@ def _transfer(op, ins: list):
         return ins[0] if _is_int(src) else None   # from a float: any value
     if name in _SAME_VALUES:
         return ins[0]
+    if name == "stablehlo.bitcast_convert":   # i64 <-> ui64 (_check_bitcast): the same when >= 0
+        return ins[0] if ins[0] is not None and ins[0][0] >= 0 else None
     if name in _UNION:
         picks = _UNION[name] or range(len(ins))
         return _join_all(ins[i] for i in picks)
@@ -402,21 +738,27 @@ def _type_range(t: ir.Type):
 
 def _narrow_type(t: ir.Type) -> ir.Type:
     rt = ir.RankedTensorType(t)
-    element = (ir.IntegerType.get_signless(32) if _etype(t) == "i64" else ir.IntegerType.get_unsigned(32))
+    element = {"i64": ir.IntegerType.get_signless, "ui64": ir.IntegerType.get_unsigned,
+               "f64": lambda _: ir.F32Type.get()}[_etype(t)](32)
     return ir.RankedTensorType.get(rt.shape, element)
 
 
+_NUMPY = {"i64": (np.int64, np.int32), "ui64": (np.uint64, np.uint32), "f64": (np.float64, np.float32)}
+
+
 def _rewrite(ops: list) -> None:
-    """Every 64-bit value, constant and function signature -> 32 bits (values proven to fit)."""
+    """Every 64-bit value, constant and function signature -> 32 bits (integers proven to fit;
+    float64 constants rounded to float32, those beyond its range becoming infinities)."""
     with ops[0].context, ir.Location.unknown():
         for op in ops:
-            if op.name == "stablehlo.constant" and _wide(op.results[0].type):
-                etype = _etype(op.results[0].type)
-                wide = constant_array(op.attributes["value"], np.int64 if etype == "i64" else np.uint64)
-                data = np.ascontiguousarray(wide.astype(_NARROW[etype][1]))
+            etype = _etype(op.results[0].type) if op.name == "stablehlo.constant" else ""
+            if etype in _CARRIER:
+                wide, narrow = _NUMPY[etype]
+                with np.errstate(over="ignore"):
+                    data = np.ascontiguousarray(constant_array(op.attributes["value"], wide).astype(narrow))
                 op.attributes["value"] = ir.DenseElementsAttr.get(data, type=_narrow_type(op.results[0].type))
             for v in _defined(op):
-                if _wide(v.type):
+                if _etype(v.type) in _CARRIER:
                     v.set_type(_narrow_type(v.type))
         for op in ops:   # functions (reducers, callees) now take and return 32 bits
             if op.name == "func.func" and op.regions[0].blocks:

@@ -27,7 +27,8 @@ from pjrt_tt.lower import normalization  # noqa: F401
 from pjrt_tt.lower.builder import Lowering
 from pjrt_tt.lower.helpers import host_type
 from pjrt_tt.lower.registry import CUSTOM_CALLS, FUSED_COMPOSITES, RULES
-from pjrt_tt.program import Program, Value, device_type, storage_roots
+from pjrt_tt import dtypes
+from pjrt_tt.program import HostType, Program, Value, device_type, storage_roots
 
 __all__ = ["lower_module", "unsupported_ops", "RULES", "CUSTOM_CALLS"]
 
@@ -39,7 +40,6 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
     module = parsed.module
     name = ir.StringAttr(module.operation.attributes["sym_name"]).value \
         if "sym_name" in module.operation.attributes else "main"
-    random.narrow_counters(module)  # jax's uint64 PRNG counters, provably < 2^32, to uint32
     missing = unsupported_ops(module)
     if missing:
         (op, loc), others = missing[0], missing[1:]
@@ -48,8 +48,11 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
              for op in module.body.operations if op.operation.name == "func.func"}
     main = funcs["main"]
     ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-    in_hosts = [host_type(t) for t in ftype.inputs]
-    out_hosts = [host_type(t) for t in ftype.results]
+    # what the framework sees: the 64-bit types narrowing rewrote (carried as 32-bit values)
+    boundary = parsed.boundary
+    in_hosts = [_framework_type(t, boundary.inputs[i] if boundary else "") for i, t in enumerate(ftype.inputs)]
+    out_hosts = [_framework_type(t, boundary.outputs[i] if boundary and i < len(boundary.outputs) else "")
+                 for i, t in enumerate(ftype.results)]   # (the guards' min / max come last)
     for i, h in enumerate(in_hosts):
         h.element.check_supported(f"argument {i} of {name}")
     for i, h in enumerate(out_hosts):
@@ -73,7 +76,20 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
         outputs.append(v)
     return Program(name=name, inputs=inputs, input_host_types=in_hosts, constants=lo.constants,
                    ops=lo.ops, outputs=outputs, output_host_types=out_hosts,
-                   donated_inputs=frozenset(_donated_args(main)))
+                   donated_inputs=frozenset(_donated_args(main)),
+                   input_ranges=tuple(boundary.input_ranges) if boundary else (),
+                   output_ranges=tuple(boundary.output_ranges) if boundary else (),
+                   range_limit=boundary.range_limit if boundary else "",
+                   guards=tuple(boundary.guards) if boundary else ())
+
+
+def _framework_type(t: ir.Type, logical: str) -> HostType:
+    """The type of a @main argument or result as the framework sees it: `logical`, the
+    64-bit type narrowing replaced by its carrier, or the type itself."""
+    h = host_type(t)
+    if logical and logical != h.element.mlir:
+        return HostType(dtypes.from_mlir(logical), h.shape)
+    return h
 
 
 def _donated_args(main) -> list[int]:

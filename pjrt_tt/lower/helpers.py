@@ -7,7 +7,6 @@ reduction tables more than one family needs.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 from jaxlib.mlir import ir
@@ -26,14 +25,14 @@ INT_RANGE = {"int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
 BITWISE = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift",
            "logical_right_shift"}
 
-# body op -> (ttnn reduction, ttnn binary op to fold a non-identity init, identity test)
+# reducer (lower/bodies.py names it) -> (ttnn reduction, ttnn binary op to fold a non-identity init)
 REDUCERS = {
-    "stablehlo.add": ("sum", "add", lambda v: v == 0),
-    "stablehlo.maximum": ("max", "maximum", lambda v: v == -math.inf or v <= -3.0e38 or v == -(2**31)),
-    "stablehlo.minimum": ("min", "minimum", lambda v: v == math.inf or v >= 3.0e38 or v == 2**31 - 1),
-    "stablehlo.or": ("max", "logical_or", lambda v: not v),
-    "stablehlo.and": ("min", "logical_and", lambda v: bool(v)),
-    "stablehlo.multiply": ("prod", "multiply", lambda v: v == 1),
+    "add": ("sum", "add"),
+    "max": ("max", "maximum"),
+    "min": ("min", "minimum"),
+    "or": ("max", "logical_or"),
+    "and": ("min", "logical_and"),
+    "mul": ("prod", "multiply"),
 }
 
 

@@ -10,6 +10,8 @@ What each becomes (ttnn 0.81.1 as measured in mock, docs/ttnn-facts.md "Indexing
   the operand as (N/W, W), W its last dim when the gather takes that dim whole, else 1. The
   row each output row reads is computed on device in int32 from the start indices, clamped
   as XLA clamps them; ttnn.gather wants a uint32/uint16 index of the output's shape.
+  uint32 start indices (every gather and scatter) are made int32 first, values of 2**31 and
+  more saturating to int32's maximum (out of bounds either way).
 - scatter with a set or add combiner -> ttnn.scatter / ttnn.scatter_add on the same rows view
   (int32 index). ttnn refuses float32 TILE scatters, so float32 goes through ROW_MAJOR.
   Updates XLA would drop (window out of bounds) are sent to an extra dummy row.
@@ -34,6 +36,7 @@ from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt import dtypes
 from pjrt_tt.ingest.mlir_compat import defining_op
+from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, result_type, slice_
 from pjrt_tt.lower.registry import custom_call, rule
@@ -59,6 +62,19 @@ def _binary(lo: Lowering, fn: str, a, b) -> Value:
     """int32 elementwise op, numpy-broadcasting tensors (or a tensor and a Python int)."""
     shape = np.broadcast_shapes(*(v.type.shape for v in (a, b) if isinstance(v, Value)))
     return lo.emit(fn, a, b, result=TensorType(shape, "int32"))
+
+
+def _int32_index(lo: Lowering, idx: Value) -> Value:
+    """Indices as int32, the type the index arithmetic below computes in: ttnn's maximum /
+    minimum keep a uint32 operand's type (and refuse uint8 / uint16), so unsigned indices
+    are widened to uint32 and capped at 2**31 - 1 first (still out of bounds wherever they
+    were, never wrapped to a negative index), then reinterpreted."""
+    if idx.type.dtype == "int32":
+        return idx
+    if idx.type.dtype != "uint32":
+        idx = lo.typecast(idx, "uint32")
+    idx = lo.emit("minimum", idx, 2**31 - 1, result=idx.type)
+    return lo.emit("bitcast", idx, dtype_attr("int32"), result=dataclasses.replace(idx.type, dtype="int32"))
 
 
 def _component(lo: Lowering, idx: Value, ishape: tuple, ivd: int, k: int, embed: tuple) -> Value:
@@ -182,7 +198,7 @@ def _gather(lo: Lowering, op) -> list:
                   for d in range(len(shape))]
         ends = [a + n for a, n in zip(starts, sizes)]
         return [lo.reshape(slice_(lo, lo.get(operand), starts, ends, [1] * len(shape)), out.shape)]
-    x, idx = lo.get(operand), lo.get(indices)
+    x, idx = lo.get(operand), _int32_index(lo, lo.get(indices))
     if x.type.dtype == "bfloat16" and len(shape) == 2 and index_map == [0] and collapsed == [0] \
             and sizes == [1, shape[1]] and offset_dims == [len(out_shape) - 1] and not batching:
         # An embedding lookup: whole rows of a bf16 table.
@@ -207,19 +223,16 @@ def _gather(lo: Lowering, op) -> list:
 
 # --- scatter ----------------------------------------------------------------------------
 
-COMBINERS = {"stablehlo.add": "scatter_add", "stablehlo.maximum": "max", "stablehlo.minimum": "min"}
+COMBINERS = {"set": "scatter", "add": "scatter_add", "max": "max", "min": "min"}
 MAX_ONE_HOT = 1 << 22  # elements of the (rows, updates, width) mask of a scatter max / min
 
 
 def _combiner(lo: Lowering, region) -> str:
-    body = list(region.blocks[0].operations)
-    args = list(region.blocks[0].arguments)
-    if len(body) == 1 and body[0].operands[0] == args[1]:
-        return "scatter"
-    if len(body) == 2 and body[0].operation.name in COMBINERS:
-        return COMBINERS[body[0].operation.name]
-    raise lo.unsupported(f"scatter combiners other than set, add, max and min (got "
-                         f"{[b.operation.name for b in body[:-1]]}): ttnn.scatter reduces only by add")
+    kind = bodies.combiner(region)
+    if kind not in COMBINERS:
+        raise lo.unsupported(f"scatter combiners other than set, add, max and min (got "
+                             f"{bodies.op_names(region)}): ttnn.scatter reduces only by add")
+    return COMBINERS[kind]
 
 
 def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value, src: Value, op) -> Value:
@@ -256,7 +269,7 @@ def _scatter(lo: Lowering, op) -> list:
     for d, p in window:
         sizes[d] = ushape[p]
     index_map = _ints(dn.scattered_dims_to_operand_dims)
-    x, idx, src = (lo.get(v) for v in (operand, indices, updates))
+    x, idx, src = lo.get(operand), _int32_index(lo, lo.get(indices)), lo.get(updates)
     d = _along_axis(shape, ishape, dn.index_vector_dim, index_map, inserted, batching, window_dims)
     if d is not None and fn not in ("max", "min"):  # take_along_axis's transpose: torch.scatter itself
         idx = lo.reshape(idx, src.type.shape)

@@ -1,13 +1,16 @@
-"""stablehlo.reduce: single-op bodies -> ttnn.sum / max / min / prod; the variadic
-(value, index) form jnp.argmax / argmin emit -> ttnn.max / min and ttnn.argmax."""
+"""stablehlo.reduce: add / max / min / mul / and / or bodies -> ttnn.sum / max / min / prod;
+the variadic (value, index) argmax / argmin bodies -> ttnn.max / min and ttnn.argmax.
+Bodies are named by what they compute (lower/bodies.py), whichever way the framework
+spelled them."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jaxlib.mlir import ir
-from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.ingest.mlir_compat import defining_op
+from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import REDUCERS, host_type, result_type
 from pjrt_tt.lower.registry import rule
@@ -18,13 +21,12 @@ from pjrt_tt.program import TensorType, layout_attr
 def _reduce(lo: Lowering, op) -> list:
     if len(op.results) != 1:
         return _arg_reduce(lo, op)
-    body = list(op.regions[0].blocks[0].operations)
-    kind = body[0].operation.name if len(body) == 2 else None
+    kind = bodies.combiner(op.regions[0])
     if kind not in REDUCERS:
-        raise lo.unsupported(f"reductions whose body is not a single add/max/min/and/or "
-                             f"(got {[b.operation.name for b in body]})")
-    reduction, combine, is_identity = REDUCERS[kind]
-    if kind in ("stablehlo.or", "stablehlo.and") and not host_type(op.results[0]).element.is_bool:
+        raise lo.unsupported(f"reductions whose body is not add/max/min/mul/and/or "
+                             f"(got {bodies.op_names(op.regions[0])})")
+    reduction, combine = REDUCERS[kind]
+    if kind in ("or", "and") and not host_type(op.results[0]).element.is_bool:
         raise lo.unsupported("bitwise and/or reductions on integers are not lowered yet")
     dims = sorted(int(d) for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"]))
     operand, init = op.operands
@@ -41,7 +43,7 @@ def _reduce(lo: Lowering, op) -> list:
                         result=dataclasses.replace(x.type, shape=tuple(in_shape)))
         x = lo.reshape(x, out.shape)
     init_entry = lo.entry(init)
-    if isinstance(init_entry, Splat) and is_identity(init_entry.value):
+    if isinstance(init_entry, Splat) and bodies.identity_of(kind, init_entry.value):
         return [x]
     # A constant non-identity init folds in: reduce(x, init) == combine(reduce(x), init).
     if isinstance(init_entry, Splat) and out.dtype in ("float32", "bfloat16"):
@@ -50,30 +52,32 @@ def _reduce(lo: Lowering, op) -> list:
 
 
 def _arg_reduce(lo: Lowering, op) -> list:
-    """(value, index) reduce over one dim, as jnp.argmax / argmin emit it: the body compares
-    the values GT (argmax) or LT (argmin) and the second operand is an iota along the dim.
-    ttnn.argmax (floats only, first index on ties like XLA) gives a uint32 ROW_MAJOR index;
-    argmin is argmax of the negated values."""
+    """(value, index) reduce over one dim whose body keeps the larger (argmax) or smaller
+    (argmin) value and the smaller index on ties, the second operand an iota along the dim
+    (jnp.argmax's GT form, torch's GE / LE form). ttnn.argmax (floats only, first index on
+    ties like XLA) gives a uint32 ROW_MAJOR index; argmin is argmax of the negated values."""
     dims = [int(d) for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"])]
     values, index = op.operands[:2]
-    body = list(op.regions[0].blocks[0].operations)
-    first = body[0]
     iota = defining_op(index)
-    if (len(op.results) != 2 or len(dims) != 1 or first.operation.name != "stablehlo.compare"
-            or iota is None or iota.name != "stablehlo.iota"
+    if (len(op.results) != 2 or len(dims) != 1 or iota is None or iota.name != "stablehlo.iota"
             or ir.IntegerAttr(iota.attributes["iota_dimension"]).value != dims[0]):
-        raise lo.unsupported("variadic reductions other than argmax / argmin over one dim")
-    direction = stablehlo.ComparisonDirectionAttr(first.attributes["comparison_direction"]).value
-    if direction not in ("GT", "LT"):
-        raise lo.unsupported(f"variadic reduction comparing with {direction} (only argmax / argmin)")
+        raise lo.unsupported("variadic reductions other than argmax / argmin over one dim of an iota")
+    kind = bodies.arg_reducer(op.regions[0])
+    if kind is None:
+        raise lo.unsupported(f"variadic reduction body {bodies.op_names(op.regions[0])} that is neither "
+                             f"argmax nor argmin with the first index on ties")
+    for init, identity in zip(op.operands[2:], (-math.inf if kind == "argmax" else math.inf, 0)):
+        e = lo.entry(init)
+        if not isinstance(e, Splat) or not (e.value == identity or bodies.identity_of(kind[3:], e.value)):
+            raise lo.unsupported(f"{kind} with an initial value other than ({'-' if kind == 'argmax' else ''}inf, 0)")
     d = dims[0]
     x = lo.get(values)
     out_v, out_i = result_type(op, 0), result_type(op, 1)
     kept = tuple(1 if i == d else s for i, s in enumerate(host_type(values).shape))
     keep = dataclasses.replace(x.type, shape=kept)
-    best = lo.emit("max" if direction == "GT" else "min", x, dim=[d], keepdim=True, result=keep)
+    best = lo.emit("max" if kind == "argmax" else "min", x, dim=[d], keepdim=True, result=keep)
     key = x if x.type.dtype in ("float32", "bfloat16") else lo.typecast(x, "float32")  # exact < 2**24
-    if direction == "LT":
+    if kind == "argmin":
         key = lo.emit("neg", key, result=key.type)
     arg = lo.emit("argmax", key, dim=d, keepdim=True, result=TensorType(kept, "uint32", "ROW_MAJOR"))
     arg = lo.emit("to_layout", arg, layout_attr("TILE"), result=TensorType(kept, "uint32"))

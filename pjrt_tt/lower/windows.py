@@ -10,9 +10,11 @@ What each becomes:
   they take bf16 only (f32: "Only BFLOAT16 supported for now") and reject shapes such as a
   3x3/2 pool over 7x9 ("Shard height 224 must match physical height 64 for width sharded").
   Windows of more than MAX_WINDOW elements are rejected (the op count grows with them).
-- select_and_scatter with a >= (max) or <= (min) select and an add scatter: the same slices
-  pick, per window, the first element equal to the window's max (XLA's tie rule), and each
-  window element's share of the source is placed back with interior/edge padding.
+- select_and_scatter with a >= / > (max) or <= / < (min) select and an add, max or min
+  scatter (max-pool gradients; torch_xla's max-pool indices scatter the pooled max with
+  max): the same slices pick, per window, the first (>=, <=) or last (>, <) element equal
+  to the window's extreme (XLA's rule), and each window element's share of the source is
+  placed back with interior/edge padding, the scatter's identity elsewhere.
 """
 from __future__ import annotations
 
@@ -20,16 +22,17 @@ import itertools
 import math
 
 from jaxlib.mlir import ir
-from jaxlib.mlir.dialects import stablehlo
 
+from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
-from pjrt_tt.lower.helpers import REDUCERS, host_type, pad, result_type, slice_
+from pjrt_tt.lower.helpers import host_type, pad, result_type, slice_, where
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, Value
 
 MAX_WINDOW = 64
-COMBINE = {"stablehlo.add": "add", "stablehlo.maximum": "maximum", "stablehlo.minimum": "minimum"}
-SCANS = {"stablehlo.add": "cumsum", "stablehlo.multiply": "cumprod"}
+COMBINE = {"add": "add", "max": "maximum", "min": "minimum"}
+SCANS = {"add": "cumsum", "mul": "cumprod"}
+IDENTITY = {"add": 0.0, "max": -math.inf, "min": math.inf}
 
 
 def _attr(op, name: str, rank: int, default: int) -> list[int]:
@@ -43,11 +46,6 @@ def _padding(op, rank: int) -> tuple[list[int], list[int]]:
         return [0] * rank, [0] * rank
     flat = [int(v) for v in ir.DenseIntElementsAttr(op.attributes["padding"])]
     return flat[0::2], flat[1::2]
-
-
-def _body_op(region) -> str:
-    body = list(region.blocks[0].operations)
-    return body[0].operation.name if len(body) == 2 else "(several ops)"
 
 
 def _windows(lo: Lowering, x: Value, h: HostType, window, strides, dilations, low, high, fill, out_shape):
@@ -74,13 +72,14 @@ def _fold(lo: Lowering, fn: str, parts: list[Value]) -> Value:
 def _reduce_window(lo: Lowering, op) -> list:
     if len(op.results) != 1:
         raise lo.unsupported("reduce_window over several operands at once")
-    kind = _body_op(op.regions[0])
+    kind = bodies.combiner(op.regions[0])
     if kind not in COMBINE and kind not in SCANS:
-        raise lo.unsupported(f"reduce_window whose body is not a single add/max/min/multiply (got {kind})")
+        raise lo.unsupported(f"reduce_window whose body is not add/max/min/multiply "
+                             f"(got {bodies.op_names(op.regions[0])})")
     h = host_type(op.operands[0])
     rank = len(h.shape)
     init = lo.entry(op.operands[1])
-    if not isinstance(init, Splat) or not REDUCERS[kind][2](init.value):
+    if not isinstance(init, Splat) or not bodies.identity_of(kind, init.value):
         raise lo.unsupported("reduce_window with an initial value other than the reduction's identity")
     window = _attr(op, "window_dimensions", rank, 1)
     strides = _attr(op, "window_strides", rank, 1)
@@ -106,42 +105,51 @@ def _reduce_window(lo: Lowering, op) -> list:
 @rule("stablehlo.select_and_scatter")
 def _select_and_scatter(lo: Lowering, op) -> list:
     select, scatter = op.regions
-    sel = list(select.blocks[0].operations)[0]
-    direction = stablehlo.ComparisonDirectionAttr(sel.attributes["comparison_direction"]).value \
-        if sel.operation.name == "stablehlo.compare" else None
-    if direction not in ("GE", "LE") or _body_op(scatter) != "stablehlo.add":
-        raise lo.unsupported("select_and_scatter other than the gradient of max/min pooling "
-                             "(select >= or <=, scatter add)")
+    direction, fn = bodies.comparator(select), bodies.combiner(scatter)
+    if direction is None or fn not in COMBINE:
+        raise lo.unsupported(f"select_and_scatter other than a >=, >, <= or < select with an add, max or "
+                             f"min scatter (got select {bodies.op_names(select)}, scatter "
+                             f"{bodies.op_names(scatter)})")
     operand, source, init = op.operands
     h = host_type(operand)
     if not h.element.is_float:
         raise lo.unsupported("select_and_scatter on integers")
     rank = len(h.shape)
+    low, high = _padding(op, rank)
+    if direction in ("GT", "LT") and any(low + high):
+        # measured: XLA:CPU's pick is then not the last in-bounds extreme (for > it matches
+        # padding that compares as +inf); no framework emits this form, so it is refused
+        raise lo.unsupported("select_and_scatter with a strict (> / <) select over padded windows")
     init = lo.entry(init)
     if not isinstance(init, Splat):
         raise lo.unsupported("select_and_scatter with an initial value computed at run time")
     window, strides = _attr(op, "window_dimensions", rank, 1), _attr(op, "window_strides", rank, 1)
-    low, high = _padding(op, rank)
     out_shape = host_type(source).shape
     x, src = lo.get(operand), lo.get(source)
-    fill = -math.inf if direction == "GE" else math.inf
-    slices = list(_windows(lo, x, h, window, strides, [1] * rank, low, high, fill, out_shape))
-    best = _fold(lo, "maximum" if direction == "GE" else "minimum", [s for _, s in slices])
+    largest = direction in ("GE", "GT")
+    slices = list(_windows(lo, x, h, window, strides, [1] * rank, low, high,
+                           -math.inf if largest else math.inf, out_shape))
+    best = _fold(lo, "maximum" if largest else "minimum", [s for _, s in slices])
+    # XLA keeps the selected element while select(selected, next) holds: >= / <= keep the
+    # first of equal extremes, > / < move on to the last.
+    order = slices if direction in ("GE", "LE") else slices[::-1]
     padded = [n + a + b for n, a, b in zip(h.shape, low, high)]
+    identity = IDENTITY[fn]
     placed, taken = [], None
-    for offset, s in slices:
+    for offset, s in order:
         hit = lo.emit("eq", s, best, result=s.type)          # 1.0 / 0.0 in x's dtype
-        if taken is not None:  # only the first element equal to the max in its window
+        if taken is not None:  # only one element per window
             hit = lo.emit("subtract", hit, lo.emit("multiply", hit, taken, result=s.type), result=s.type)
         taken = hit if taken is None else lo.emit("add", taken, hit, result=s.type)
-        share = lo.emit("multiply", src, hit, result=s.type)
+        share = (lo.emit("multiply", src, hit, result=s.type) if fn == "add"
+                 else where(lo, hit, src, identity, s.type))
         # Back to where this window element sits: offset + stride * window index.
         ends = [o + (n - 1) * st + 1 for o, n, st in zip(offset, out_shape, strides)]
         placed.append(pad(lo, share, HostType(h.element, tuple(out_shape)), list(offset),
-                          [p - e for p, e in zip(padded, ends)], [st - 1 for st in strides], 0.0))
-    grad = _fold(lo, "add", placed)
+                          [p - e for p, e in zip(padded, ends)], [st - 1 for st in strides], identity))
+    grad = _fold(lo, COMBINE[fn], placed)
     if any(low + high):
         grad = slice_(lo, grad, low, [a + n for a, n in zip(low, h.shape)], [1] * rank)
-    if init.value:
-        grad = lo.emit("add", grad, float(init.value), result=grad.type)
+    if not bodies.identity_of(fn, init.value):
+        grad = lo.emit(COMBINE[fn], grad, float(init.value), result=grad.type)
     return [grad]

@@ -92,7 +92,7 @@ def plan_frees(program: Program, ctx: CompileContext) -> Program:
                     plan_nested(b.ops)
 
     pinned = {root(v.id) for v in program.inputs} | {root(c.value.id) for c in program.constants} \
-        | {root(v.id) for v in program.outputs}
+        | {root(v.id) for v in program.outputs} | {v.id for b in program.prepare for v in b.results}
     frees = _plan(program.ops, pinned, root)
     plan_nested(program.ops)
     return dataclasses.replace(program, frees=frees)

@@ -252,6 +252,8 @@ class Estimator:
             return dataclasses.replace(ZERO, kind="view")
         if short in NORMS:
             return self.reduction(ins, out, NORMS[short], memory, kind="norm")
+        if short == "rotary_embedding":   # x*cos, rotate_half(x)*sin, their sum: three FPU passes
+            return self.reduction(ins, out, 3, memory, kind="eltwise")
         if short in REDUCTIONS:
             return self.reduction(ins, out, 1, memory)
         if short in CREATION:

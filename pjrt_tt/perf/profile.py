@@ -41,8 +41,9 @@ class Profiler:
 
     RUNS = 2
 
-    def __init__(self, directory: str, system: str, target: str, chips: int = 1):
+    def __init__(self, directory: str, system: str, target: str, chips: int = 1, trace: bool = False):
         self.directory, self.system, self.target, self.chips = directory, system, target, chips
+        self.trace = trace   # the executable replays as a Metal trace from its third run (enable_trace)
         self.runs = 0
         self.index = next(_counter)
 
@@ -65,23 +66,26 @@ class Profiler:
             bound.timer = None
         self.runs += 1
         estimate = estimate_program(program, self.system, mesh_chips=self.chips, measured_host_ns=times)
-        which = "first run, ttnn program cache cold" if self.runs == 1 else f"run {self.runs}, steady state"
-        write(self.directory, estimate, f"{self.target} target, {which}", self.chips, self.index)
+        replay = estimate_program(program, self.system, trace=True, mesh_chips=self.chips) if self.trace else None
+        which = "first run, ttnn program cache cold" if self.runs == 1 else (
+            f"run {self.runs}, {'trace capture' if self.trace else 'steady state'}")
+        write(self.directory, estimate, f"{self.target} target, {which}", self.chips, self.index, replay)
         return result
 
 
-def profiler_for(options, system: str, target: str, chips: int = 1) -> Profiler | None:
+def profiler_for(options, system: str, target: str, chips: int = 1, trace: bool = False) -> Profiler | None:
     directory = requested_dir(options)
-    return Profiler(directory, system, target, chips) if directory else None
+    return Profiler(directory, system, target, chips, trace) if directory else None
 
 
 def write(directory: str, estimate: ProgramEstimate, target: str, chips: int = 1,
-          index: int | None = None) -> tuple[str, str]:
+          index: int | None = None, replay: ProgramEstimate | None = None) -> tuple[str, str]:
+    """`replay`: the same program's estimate as a trace replay (an enable_trace executable)."""
     os.makedirs(directory, exist_ok=True)
     index = next(_counter) if index is None else index
     stem = os.path.join(directory, f"{index:04d}.{estimate.name}.{estimate.chip}")
     with open(stem + ".perf.txt", "w") as f:
-        f.write(table(estimate, target))
+        f.write(table(estimate, target, replay))
     with open(stem + ".trace.json", "w") as f:
         json.dump(chrome_trace(estimate, target, chips), f)
     return stem + ".perf.txt", stem + ".trace.json"
@@ -97,7 +101,7 @@ def _memory(op: prog.Op) -> str:
     return str(mc).replace("ttnn.", "") if mc is not None else "DRAM interleaved"
 
 
-def table(e: ProgramEstimate, target: str) -> str:
+def table(e: ProgramEstimate, target: str, replay: ProgramEstimate | None = None) -> str:
     """The op table: one row per program op, then the summary."""
     lines = [f"pjrt-tt profile of program @{e.name} on {e.chip}: device times are ESTIMATES "
              f"(pjrt_tt/perf, calibration in docs/perf.md); host times measured ({target})",
@@ -113,11 +117,13 @@ def table(e: ProgramEstimate, target: str) -> str:
         lines.append(f"{r.index:>4}  {r.cost.device_us:>10.2f}  {r.host_ns / 1e3:>8.1f}  {r.cost.bound:<8}  "
                      f"{r.cost.flops / 1e9:>8.3f}  {r.cost.bytes / 1e6:>8.2f}  {r.op.fn:<28}  {fmt:<10}  "
                      f"{_memory(r.op):<16}  {_shapes(r.op)}  |  {r.op.origin}{where}")
-    lines += ["", *summary(e, target)]
+    lines += ["", *summary(e, target, replay)]
     return "\n".join(lines) + "\n"
 
 
-def summary(e: ProgramEstimate, target: str) -> list[str]:
+def summary(e: ProgramEstimate, target: str, replay: ProgramEstimate | None = None) -> list[str]:
+    """The summary lines; HOST-BOUND when the measured host dispatch of a run exceeds its
+    estimated device time; TRACE (with `replay`) what replaying the program as a trace saves."""
     by_bound: dict[str, float] = {}
     by_op: dict[str, tuple[int, float]] = {}
     for r in e.rows:
@@ -126,6 +132,17 @@ def summary(e: ProgramEstimate, target: str) -> list[str]:
         by_op[r.op.fn] = (n + 1, t + r.cost.device_ns)
     dev = e.device_ns or 1.0
     top = sorted(by_op.items(), key=lambda kv: -kv[1][1])[:8]
+    flag = []
+    if e.host_ns > e.device_ns and e.ops():   # the card would wait for the host on every op
+        flag = [f"  HOST-BOUND: host dispatch {e.host_ns / e.ops() / 1e3:.1f} us per op ({target}, measured) "
+                f"against {e.device_ns / e.ops() / 1e3:.1f} us estimated device time per op: the host "
+                f"bounds throughput ({e.host_ns / dev:.1f}x the device time per call); "
+                + ("its trace replays remove the per-op dispatch (TRACE below)" if replay is not None else
+                   "replay it as a trace (compile option enable_trace) or fuse its small ops")]
+    if replay is not None:
+        flag.append(f"  TRACE (enable_trace): from run 3 on a replay dispatches the whole program in one call: "
+                    f"host {replay.host_ns / 1e3:.1f} us (estimate) instead of {e.host_ns / 1e3:.1f} us, one run "
+                    f"{replay.wall_ns / 1e3:.1f} us instead of {e.wall_ns / 1e3:.1f} us (estimates)")
     return [
         f"summary (estimates): {e.ops()} ttnn ops; device {e.device_ns / 1e3:.1f} us; host dispatch "
         f"{e.host_ns / 1e3:.1f} us ({target}); one run without trace {e.wall_ns / 1e3:.1f} us "
@@ -134,6 +151,7 @@ def summary(e: ProgramEstimate, target: str) -> list[str]:
         + ", ".join(f"{k} {100 * v / dev:.0f}%" for k, v in sorted(by_bound.items(), key=lambda kv: -kv[1])),
         "  top ops by estimated device time: "
         + ", ".join(f"{fn} x{n} {t / 1e3:.1f} us" for fn, (n, t) in top),
+        *flag,
     ]
 
 

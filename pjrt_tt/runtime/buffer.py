@@ -1,12 +1,20 @@
-"""Buffers: a ttnn tensor on one chip, seen by the framework as a typed array."""
+"""Buffers: a ttnn tensor on one chip, seen by the framework as a typed array.
+
+A buffer keeps the framework's element type; the chip holds the type that carries it
+(int64 as int32, uint64 as uint32, float64 as float32: dtypes.py). Uploads narrow after a
+range check, downloads widen. A 64-bit integer buffer knows a range its values lie in (measured
+at upload, or the bound the program proved for an output), which executables check against
+the argument range their 32-bit arithmetic is exact for (narrow64.Boundary)."""
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
+import weakref
 
 import numpy as np
 
-from pjrt_tt.dtypes import ElementType
+from pjrt_tt.dtypes import ElementType, narrow_to_device
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.program import HostType, device_array, device_type
 from pjrt_tt.targets.base import device_bytes
@@ -24,17 +32,46 @@ def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides
     return np.ndarray(dims, dtype, buffer=raw, strides=byte_strides)
 
 
+_SERIAL = itertools.count()   # buffer serial numbers, never reused (const-eval cache keys)
+
+
 class Buffer:
     """A PJRT buffer: holds one device tensor handle; freeing it is the target's business."""
 
-    def __init__(self, device, host: HostType, tensor):
+    # one is made per program output per call
+    __slots__ = ("device", "host", "tensor", "value_range", "range_measured", "serial", "_prepared", "_linked",
+                 "__weakref__")
+
+    def __init__(self, device, host: HostType, tensor, value_range=None, measured: bool = False):
         self.device = device
-        self.memory = device.memory
+        # 64-bit integers: (lo, hi) the values lie in, measured or a bound; None: unknown
+        self.value_range, self.range_measured = value_range, measured
         self.host = host
         self.tensor = tensor
-        self.element_type = host.element.pjrt
-        self.dims = tuple(host.shape)
-        self.on_device_size = device_bytes(device_type(host))
+        # const-eval results made from this buffer (passes/const_eval.py), by (program, block,
+        # the serials of the other buffers read): (results, tensors to free); they live as long
+        # as this buffer and the others hold their tensors. Made on first use (most buffers are
+        # outputs that never feed a prepared block).
+        self.serial = next(_SERIAL)
+        self._prepared: dict | None = None
+        self._linked: list | None = None   # (weakref to the buffer keeping an entry that read this one, key)
+
+    # what the shim reads of a new handle (csrc/buffer.cc), worked out when asked
+    @property
+    def memory(self):
+        return self.device.memory
+
+    @property
+    def element_type(self) -> int:
+        return self.host.element.pjrt
+
+    @property
+    def dims(self) -> tuple:
+        return tuple(self.host.shape)
+
+    @property
+    def on_device_size(self) -> int:   # asked rarely: not worked out for every output
+        return device_bytes(device_type(self.host))
 
     @classmethod
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
@@ -43,13 +80,55 @@ class Buffer:
         host = HostType(element, tuple(data.shape))
         t = device_type(host)
         client.target.check_fits(t, device.chip)
+        value_range = narrow_to_device(data, element, f"the {element.numpy.name} array of shape "
+                                                      f"{list(data.shape)} sent to {device.debug_string}")
         tensor = client.deadline.call(f"a transfer of {host} to the TT device", client.target.upload,
                                       device_array(data, host), t, device.chip)
-        return cls(device, host, tensor)
+        return cls(device, host, tensor, value_range, measured=True)
+
+    def prepared(self, key, make, others=()) -> list:
+        """The const-eval results `key` names, made from this buffer and `others` by
+        `make([tensors]) -> (results, owners)` the first time, and kept until any of them
+        is deleted or holds another tensor."""
+        full = (key, tuple(o.serial for o in others))
+        if self._prepared is None:
+            self._prepared = {}
+        hit = self._prepared.get(full)
+        if hit is None:
+            made = make([b.live_tensor("preparing an argument") for b in (self, *others)])
+            hit = self._prepared.setdefault(full, made)
+            if hit is not made:   # another thread made it first
+                self._free_owned([made])
+            else:
+                for o in others:
+                    if o._linked is None:
+                        o._linked = []
+                    o._linked.append((weakref.ref(self), full))
+        return hit[0]
+
+    def _free_owned(self, entries) -> None:
+        target = self.device.client.target
+        for _, owners in entries:
+            for t in owners:
+                target.free(t)
+
+    def _drop_prepared(self) -> None:
+        if not self._prepared and not self._linked:
+            return
+        entries, self._prepared = list((self._prepared or {}).values()), None
+        linked, self._linked = self._linked or [], None
+        for ref, full in linked:   # entries other buffers keep that read this one
+            keeper = ref()
+            entry = keeper._prepared.pop(full, None) if keeper is not None and keeper._prepared else None
+            if entry is not None:
+                entries.append(entry)
+        if self.device.client.deadline.wedged is None:
+            self._free_owned(entries)
 
     def hold(self, tensor) -> None:
         """Hold `tensor` (the same values, e.g. a view of a mesh copy) instead of the current
         one, which goes back to the target (the target's DeviceTensors decides what that frees)."""
+        self._drop_prepared()
         old, self.tensor = self.tensor, tensor
         if old is not None:
             self.device.client.target.free(old)
@@ -60,6 +139,7 @@ class Buffer:
 
     def delete(self) -> None:
         if self.tensor is not None:
+            self._drop_prepared()
             client = self.device.client
             if client.deadline.wedged is None:   # a wedged device would not answer a free either
                 client.target.free(self.tensor)
@@ -85,6 +165,15 @@ class Buffer:
             data = data != 0
         return data.reshape(self.dims).astype(self.host.element.numpy)
 
+    def measured_range(self) -> tuple[int, int] | None:
+        """The range of a 64-bit integer buffer's values, read from the device if only a
+        bound is known (a sync, done once)."""
+        if not self.range_measured and self.host.element.carried_by:
+            data = self.numpy()
+            self.value_range = (int(data.min()), int(data.max())) if data.size else (0, 0)
+            self.range_measured = True
+        return self.value_range
+
     def host_size(self) -> int:
         return math.prod(self.dims) * self.host.element.numpy.itemsize
 
@@ -94,7 +183,7 @@ class Buffer:
             raise InvalidArgument(f"host buffer of {size} bytes is too small for {data.nbytes}")
         ctypes.memmove(address, data.ctypes.data, data.nbytes)
 
-    def copy_to_device(self, device) -> "Buffer":
+    def copy_to_device(self, device) -> "Buffer":   # (the range is measured again)
         return Buffer.from_host(device.client, device, self.host.element, self.numpy())
 
     def copy_to_memory(self, memory) -> "Buffer":

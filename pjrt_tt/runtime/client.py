@@ -95,8 +95,7 @@ class Client:
 
     def buffer_from_host(self, address: int, element_type: int, dims, byte_strides, device, memory):
         from pjrt_tt.runtime.buffer import Buffer, host_view
-        element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device",
-                                                               self.settings.framework)
+        element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device")
         device = memory.devices[0] if memory is not None else device
         # A view, not a copy: the target makes the one copy the device needs (or refuses the
         # transfer first when it does not fit), all before this returns.

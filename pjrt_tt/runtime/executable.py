@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.errors import InvalidArgument, Unimplemented
 from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime.buffer import Buffer
+from pjrt_tt.targets.trace import TracedProgram, trace_refusal
 
 
 class LoadedExecutable:
@@ -24,16 +25,27 @@ class LoadedExecutable:
         if build_options is not None and build_options.device_assignment is not None:
             device_id = assignment_ids(build_options.device_assignment)[0][0]
         device = client.lookup_device(device_id)
-        exe = cls(client, client.compiler.compile(code, fmt, options), device)
-        exe.profiler = profiler_for(options, client.target.system.name, client.target.name)  # perf profile
+        compiled = client.compiler.compile(code, fmt, options)
+        trace = compiled.trace
+        exe = cls(client, compiled, device, trace)
+        exe.profiler = profiler_for(options, client.target.system.name, client.target.name, trace=trace)  # perf profile
         return exe
 
-    def __init__(self, client, compiled, device):
+    def __init__(self, client, compiled, device, trace: bool = False):
         self._describe(client, compiled, [device])
         self._optimized_mlir = None
         target = client.target
-        self._bound = target.bind(self.program, device.chip)
+        if trace and (why := trace_refusal(self.program)) is not None:
+            raise InvalidArgument(f"enable_trace: program {self.name} cannot run as a Metal trace: {why}; "
+                                  f"compile it without enable_trace")
+        self._bound = target.bind(self.program, device.chip, trace)
         self._constants = [target.upload(c.data, c.value.type, device.chip) for c in self.program.constants]
+        # const-eval (passes/const_eval.py): blocks reading inputs are kept with the argument
+        # buffers; a block of constants only is made at the first run and kept here
+        inputs = {v.id: i for i, v in enumerate(self.program.inputs)}
+        consts = {c.value.id: i for i, c in enumerate(self.program.constants)}
+        self._prepare_from = [[(inputs.get(v.id), consts.get(v.id)) for v in p.sources] for p in self.program.prepare]
+        self._const_prepared: dict[int, tuple] = {}
 
     def _describe(self, client, compiled, devices) -> None:
         """What PJRT asks of any executable: its program's name, outputs and devices."""
@@ -42,13 +54,15 @@ class LoadedExecutable:
         self.devices, self.device, self.addressable_devices = devices, devices[0], list(devices)
         self.name = program.name
         self.num_replicas, self.num_partitions = 1, len(devices)
-        self.num_outputs = len(program.outputs)
-        self.output_element_types = [h.element.pjrt for h in program.output_host_types]
-        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types]
+        self.num_outputs = program.framework_outputs   # (without the guards' outputs)
+        self.output_element_types = [h.element.pjrt for h in program.output_host_types[:self.num_outputs]]
+        self.output_dimensions = [tuple(h.shape) for h in program.output_host_types[:self.num_outputs]]
         self.output_memory_kinds = ["device"] * self.num_outputs
+        self.donated_inputs = list(program.donated_inputs)   # the shim marks these deleted after a run
         self.fingerprint = compiled.fingerprint
         self.size_of_generated_code = len(program.ops)
         self.is_deleted = False
+        self._what = f"program {self.name}"   # names a device call that did not return (deadline)
 
     def optimized_program(self) -> tuple[bytes, str]:
         code, fmt = self.compiled.code, self.compiled.format
@@ -72,29 +86,68 @@ class LoadedExecutable:
         program = self.program
         if len(args) != len(program.inputs):
             raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
-        tensors = []
+        tensors, ranges = [], program.input_ranges
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
-            if buf.host != want:
-                raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
-            tensors.append(buf.live_tensor(f"argument {i} of {self.name}"))
+            if buf.host is not want:
+                if buf.host != want:
+                    raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
+                buf.host = want   # equal: the next call compares identities
+            if ranges:
+                check_range(program, i, buf, f"argument {i} of {self.name}")
+            tensor = buf.tensor
+            tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
+        prepared = deadline.call(f"const-eval of program {self.name}", self._prepared, args) \
+            if self._prepare_from else None
         if self.profiler is not None and self.profiler.active:   # perf profile (mock/device wrap the bound program)
-            outputs = deadline.call(f"program {self.name}", self.profiler.run, program,
+            outputs = deadline.call(self._what, self.profiler.run, program,
                                     getattr(self._bound, "bound", self._bound),
-                                    lambda: self._bound.run(tensors, self._constants))
+                                    lambda: self._bound.run(tensors, self._constants, prepared))
         else:
-            outputs = deadline.call(f"program {self.name}", self._bound.run, tensors, self._constants)
-        keep = set(non_donatable_input_indices or ())
-        for i in program.donated_inputs:
-            if i not in keep:
-                args[i].delete()
-        return [[Buffer(self.device, h, t) for h, t in zip(program.output_host_types, outputs)]]
+            outputs = deadline.call(self._what, self._bound.run, tensors, self._constants, prepared)
+        if program.donated_inputs:
+            keep = set(non_donatable_input_indices or ())
+            for i in program.donated_inputs:
+                if i not in keep:
+                    args[i].delete()
+        device = self.device
+        if not program.output_ranges and not program.guards:
+            return [[Buffer(device, h, t) for h, t in zip(program.output_host_types, outputs)]]
+        results = [[Buffer(device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs,
+                                                                       output_bounds(program))]]
+        check_guards(program, self.name, results)
+        return results
+
+    def _prepared(self, args) -> list:
+        """The const-eval results of this run: from each argument buffer's cache (made on a
+        miss), and the constants' (made once)."""
+        out = []
+        for k, sources in enumerate(self._prepare_from):
+            bufs = [args[i] for i, _ in sources if i is not None]
+            if bufs:
+                def make(tensors, k=k, sources=sources):
+                    it = iter(tensors)
+                    return self._bound.prepare(k, [next(it) if i is not None else self._constants[c]
+                                                   for i, c in sources])
+                out += bufs[0].prepared((self.fingerprint, k), make, bufs[1:])
+            else:
+                if k not in self._const_prepared:
+                    self._const_prepared[k] = self._bound.prepare(k, [self._constants[c] for _, c in sources])
+                out += self._const_prepared[k][0]
+        return out
 
     def delete(self) -> None:
         if not self.is_deleted:
+            traced = getattr(self._bound, "bound", None)   # a TracedProgram, or mock/device's _OnChip around one
+            for runner in (self._bound, traced):
+                if self.client.deadline.wedged is None and isinstance(runner, TracedProgram):
+                    runner.release()
             for t in self._constants if self.client.deadline.wedged is None else ():   # (see Buffer.delete)
                 self.client.target.free(t)
-            self._constants = []
+            for _, owners in self._const_prepared.values() if self.client.deadline.wedged is None else ():
+                for t in owners:
+                    self.client.target.free(t)
+            self._constants, self._const_prepared = [], {}
             self.is_deleted = True
 
     def __del__(self):
@@ -119,6 +172,9 @@ class MeshExecutable(LoadedExecutable):
         if build_options.device_assignment is not None:
             ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
         compiled = client.compiler.compile(code, fmt, options)
+        if compiled.trace:
+            raise Unimplemented("enable_trace: Metal trace of SPMD (multi-device) programs is not implemented "
+                                "yet; compile without enable_trace")
         exe = cls(client, compiled, [client.lookup_device(i) for i in ids])
         exe.profiler = profiler_for(options, client.target.system.name, client.target.name, n)  # perf profile
         return exe
@@ -154,6 +210,7 @@ class MeshExecutable(LoadedExecutable):
                 if buf.host != want:
                     raise InvalidArgument(f"argument {i} of {self.name} on device {p} is {buf.host}, "
                                           f"expected its shard {want}")
+                check_range(program, i, buf, f"argument {i} of {self.name} on device {p}")
                 if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(self.devices[p])
                 shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
@@ -178,8 +235,12 @@ class MeshExecutable(LoadedExecutable):
                 for args in argument_lists:
                     args[i].delete()
         per_device = [runner.split(t) for t in outputs]
-        return [[Buffer(d, h, shards[p]) for h, shards in zip(program.output_host_types, per_device)]
-                for p, d in enumerate(self.devices)]
+        bounds = output_bounds(program)
+        results = [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types,
+                                                                                per_device, bounds)]
+                   for p, d in enumerate(self.devices)]
+        check_guards(program, self.name, results)
+        return results
 
     def delete(self) -> None:
         if not self.is_deleted:
@@ -187,3 +248,56 @@ class MeshExecutable(LoadedExecutable):
                 self._runner.free(t)
             self._constants = []
             self.is_deleted = True
+
+
+def check_range(program, i: int, buf: Buffer, what: str) -> None:
+    """A 64-bit integer argument's values must lie in the range the program's 32-bit
+    arithmetic was proven exact for (ingest/narrow64.py); never a silent wrap."""
+    want = program.input_ranges[i] if program.input_ranges else None
+    if want is None:
+        return
+    within = lambda r: r is not None and want[0] <= r[0] and r[1] <= want[1]  # noqa: E731
+    if within(buf.value_range) or within(buf.measured_range()):
+        return
+    lo, hi = buf.value_range
+    raise InvalidArgument(
+        f"{what} is {buf.host.element.numpy.name} with values in [{lo}, {hi}], but the program is exact "
+        f"only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and the program's "
+        f"{buf.host.element.numpy.name} arithmetic ({program.range_limit or 'on this argument'}) runs in "
+        f"32 bits, where larger values could overflow. Keep the values in that range, or compute this "
+        f"part on the CPU")
+
+
+def output_bounds(program) -> list:
+    known = list(program.output_ranges)
+    return known + [None] * (len(program.outputs) - len(known))
+
+
+def check_guards(program, name: str, results: list) -> None:
+    """Values the program could not bound at compile time (a float converted to a 64-bit
+    integer) must lie in the range it assumed for them (narrow64 guards): each device's last
+    2 * len(guards) buffers are their float operands' min and max, read here and removed
+    from `results`. Outside: all outputs freed and an error naming the op, never a wrap."""
+    k = 2 * len(program.guards)
+    if not k:
+        return
+    bad = None
+    for bufs in results:
+        checks = bufs[len(bufs) - k:]
+        del bufs[len(bufs) - k:]
+        values = [float(b.numpy()) for b in checks]
+        for b in checks:
+            b.delete()
+        for (what, lo, hi), low, high in zip(program.guards, values[0::2], values[1::2]):
+            if bad is None and not (lo - 1 < low and high < hi + 1):   # (NaN fails too)
+                bad = (what, lo, hi, low, high)
+    if bad is not None:
+        for bufs in results:
+            for b in bufs:
+                b.delete()
+        what, lo, hi, low, high = bad
+        raise InvalidArgument(
+            f"{what} in {name} converts floats in [{low:.9g}, {high:.9g}] to 64-bit integers, but the "
+            f"program is exact only for results in [{lo}, {hi}] (checked at run time): the chip has no "
+            f"64-bit integers and computes them in 32 bits, where larger values could overflow. Keep "
+            f"the values in that range, or compute this part on the CPU")

@@ -16,7 +16,8 @@ from pjrt_tt.ingest import parse
 from pjrt_tt.spmd import collectives  # noqa: F401  (registers the SPMD lowering rules)
 
 
-def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int]):
+def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int],
+                     strict_64bit: bool = False):
     """(per-device Parsed module, mesh shape, optimized program for the framework);
     `system_mesh`: the mesh of the system it will run on (the mesh chosen is a submesh of it
     when the program allows)."""
@@ -26,11 +27,12 @@ def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int
         raise Unimplemented(f"programs with {options.num_replicas} replicas (pmap-style) are not "
                             f"supported; use jax.jit with shardings (partitions) instead")
     part = partition(code, fmt, options)
-    parsed = parse(part.code, "mlir", from_hlo=True)  # XLA's partitioner output is converted HLO
+    # XLA's partitioner output is converted HLO
+    parsed = parse(part.code, "mlir", from_hlo=True, strict_64bit=strict_64bit)
     # The framework reads shardings from the attributes of the module we hand back; the
     # per-device module carries them in a form jaxlib converts to HLO (the global one may
     # hold sdy.manual_computation, which its conversion drops, losing the shardings).
-    shown = parse(part.code, "mlir")
+    shown = parse(part.code, "mlir", narrow=False)   # keeps the framework's 64-bit types
     annotate(shown.module, part)
     dense_replica_groups(shown.module)   # a form older frameworks (torch_xla 2.9) can read
     mesh_shape = prepare(parsed.module, part.num_partitions, system_mesh)

@@ -18,9 +18,10 @@ first, which keeps XLA's device order.
     all_to_all(split s, concat c)
                                all_gather(c) then mesh_partition(s): moves N x the bytes
                                of a true all_to_all, but every chip runs the same op
-    collective_permute (pairs within one mesh axis, same shift in every group)
-                               all_gather(dim 0), a static reorder of the blocks (zeros
-                               for chips nobody sends to), mesh_partition(dim 0)
+    collective_permute         all_gather(dim 0), a static reorder of the blocks (zeros
+                               for chips nobody sends to), mesh_partition(dim 0): along
+                               one mesh axis when the pairs are one shift along it, else
+                               over the whole mesh
 """
 from __future__ import annotations
 
@@ -181,16 +182,22 @@ def _all_to_all(lo: Lowering, op) -> list:
 
 @rule("stablehlo.collective_permute")
 def _collective_permute(lo: Lowering, op) -> list:
+    """Every chip gathers the blocks, reorders them (the same static reorder on every chip)
+    and keeps its own: along one mesh axis when the pairs are one shift along it, else over
+    the whole mesh (any permutation, e.g. a ring over all 8 chips of a 2x4 t3k)."""
     R, C = lo.ctx.mesh_shape
+    pairs = source_target_pairs(op)
     try:
-        axis, src_of = permute_plan(source_target_pairs(op), R, C)
-    except NotOnMesh as e:
-        raise lo.unsupported(str(e)) from None
+        axis, src_of = permute_plan(pairs, R, C)
+        axes = (axis,)
+    except NotOnMesh:   # partition p sits at (p // C, p % C): block p of a gather over both axes
+        axes = tuple(a for a in (0, 1) if (R, C)[a] > 1)
+        src_of = {t: s for s, t in pairs}
     x = lo.get(op.operands[0])
-    d0 = x.type.shape[0]
-    g = gather(lo, x, 0, (axis,))
+    d0, n = x.type.shape[0], int(np.prod([_size(lo, a) for a in axes]))
+    g = gather(lo, x, 0, axes)
     parts = []
-    for j in range(_size(lo, axis)):
+    for j in range(n):
         if j in src_of:
             s = src_of[j]
             parts.append(lo.emit("slice", g, [s * d0] + [0] * (len(x.type.shape) - 1),
@@ -199,7 +206,7 @@ def _collective_permute(lo: Lowering, op) -> list:
         else:
             parts.append(lo.materialize(Splat(0, host_type(op.results[0]))))
     reordered = lo.emit("concat", parts, 0, result=g.type) if len(parts) > 1 else parts[0]
-    return [partition(lo, reordered, 0, (axis,))]
+    return [partition(lo, reordered, 0, axes)]
 
 
 @custom_call("tt.not_on_mesh")
@@ -248,10 +255,6 @@ def per_device_value(lo, v, vals=None):
     from pjrt_tt.spmd.prepare import _eval
     R, C = lo.ctx.mesh_shape
     h = host_type(v)
-    if h.element.device is None:   # e.g. jax.random's uint64 counters of a sharded result
-        raise lo.unsupported(f"a chip-dependent {h.element.mlir} value (partition_id arithmetic "
-                             f"in 64 bits, as jax.random makes for sharded results); the chip has "
-                             f"no 64-bit types")
     vals = np.stack([np.asarray(_eval(v, p, {})) if vals is None else np.asarray(vals[p])
                      for p in range(R * C)])
     shape = (1,) * max(0, 2 - len(h.shape)) + tuple(h.shape)

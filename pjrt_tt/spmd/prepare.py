@@ -16,7 +16,9 @@ The offset arithmetic is then dead and erased.
 
 The execution mesh: partition p sits at (p // C, p % C) of an R x C mesh; R x C is the
 first factorisation of N for which every collective's replica groups are the rows, the
-columns, or all chips of the mesh, and every partition-dependent slice follows a mesh axis.
+columns, or all chips of the mesh, and every partition-dependent slice follows a mesh axis
+(a collective_permute fits any mesh: collectives.py moves it over the whole mesh when its
+pairs are not one shift along an axis).
 Shapes that are submeshes of the system's mesh are tried first (1 x N first among them):
 real ttnn runs a program only on a submesh (a 1x8 mesh is none of a 2x4 t3k: ttnn
 refuses it, docs/ttnn-facts.md), and the framework's logical mesh does not matter, since
@@ -261,9 +263,7 @@ def choose_mesh(funcs: list, n: int, system_mesh: tuple[int, int]) -> tuple[int,
     for R, C in shapes:
         try:
             for op in (op for func in funcs for op in _ops(func)):
-                if op.name == "stablehlo.collective_permute":
-                    permute_plan(source_target_pairs(op), R, C)
-                elif op.name in COLLECTIVES:
+                if op.name in COLLECTIVES and op.name != "stablehlo.collective_permute":
                     group_axes(replica_groups(op), R, C)
                 elif op.name == "stablehlo.dynamic_slice":
                     slice_plan(op, R, C)

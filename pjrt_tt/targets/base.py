@@ -43,7 +43,9 @@ class Target(abc.ABC):
         target.download(tensor, t)          device tensor -> host numpy of t.dtype's numpy form
         target.free(tensor)                 give a tensor back (a view frees its mesh tensor with
                                             the last view; targets/tensors.py)
-        target.bind(program, chip)          a single-chip program, ready: .run(inputs, constants)
+        target.bind(program, chip, trace)   a single-chip program, ready: .run(inputs, constants);
+                                            trace: run it as a Metal trace from its second run on
+                                            (targets/trace.py; the caller checked trace_refusal)
         target.mesh_runner(program, chips, mesh_shape)
                                             an SPMD per-device program on an R x C mesh (MeshRunner)
         target.memory_stats(chip_index)     PJRT Device_MemoryStats keys (bytes_in_use, bytes_limit...)
@@ -109,7 +111,7 @@ class Target(abc.ABC):
 
     # --- programs -------------------------------------------------------------------------
     @abc.abstractmethod
-    def bind(self, program: Program, chip):
+    def bind(self, program: Program, chip, trace: bool = False):
         """`program` bound to one chip: an object with .run(inputs, constants) -> outputs."""
 
     def mesh_runner(self, program: Program, chips: list, mesh_shape: tuple[int, int]) -> "MeshRunner":

@@ -1,9 +1,11 @@
 """The one program executor: calls a ttnn-shaped module (sim, mock or real ttnn).
 
 A program is bound once per (target, chip): ttnn functions and symbolic arguments are
-resolved up front, so running it is a tight loop of calls. Every result's shape, dtype
-and layout is checked against the program, which is how the sim and real ttnn (mock)
-keep the lowering honest.
+resolved up front, so running it is a tight loop of calls. Every op's result shape, dtype
+and layout is checked against the program the first time the op runs, which is how the sim
+and real ttnn (mock) keep the lowering honest; later runs skip the check, as they get the
+same metadata (a program's input types are checked on every call by the runtime, and no
+op's result metadata depends on values).
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
 
 
 def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
-    """host.read: a rank-0/(1,) device tensor -> Python int or bool. A host sync.
+    """host.read: a rank-0/(1,) device tensor -> Python int, bool or float. A host sync.
     On a mesh every chip's copy is read (ttnn refuses to read a mesh tensor whole without a
     mesh composer): the host drives all chips with one value, so they must agree."""
     def scalar(x):
@@ -75,7 +77,7 @@ def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
             v = values[0]
         else:
             v = scalar(x)
-        return bool(v) if kind == "bool" else int(v)
+        return bool(v) if kind == "bool" else float(v) if kind == "float" else int(v)
     return read
 
 
@@ -100,19 +102,23 @@ class BoundProgram:
         self.timer: Callable | None = None   # perf hook: timer(op, host ns) per op (pjrt_tt/perf)
         self._views = storage_roots(program.ops)
         self.steps = self._bind_block(program.ops, program.frees)
+        self.prepares = [self._bind_prepare(p) for p in program.prepare]
+        self.prepared_ids = [v.id for p in program.prepare for v in p.results]
         self.input_ids = [v.id for v in program.inputs]
         self.const_ids = [c.value.id for c in program.constants]
         self.output_ids = [v.id for v in program.outputs]
 
     # --- binding --------------------------------------------------------------------
-    def _bind_block(self, ops: list, frees: dict) -> list[tuple]:
+    def _bind_block(self, ops: list, frees: dict) -> list[list]:
+        """[fn, build, op, expect, frees, result id] per op; `expect` (the result metadata to
+        check) is dropped once the op's first result passed."""
         steps = []
         for i, op in enumerate(ops):
             drop = [(v.id, v.id not in self._views) for v in frees.get(i, ()) if not v.on_host]
             if isinstance(op, While):
-                steps.append((self._bind_while(op), None, op, None, drop))
+                steps.append([self._bind_while(op), None, op, None, drop, None])
             elif isinstance(op, Switch):
-                steps.append((self._bind_switch(op), None, op, None, drop))
+                steps.append([self._bind_switch(op), None, op, None, drop, None])
             else:
                 if op.fn == HOST_READ:
                     fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype, self.on_mesh), None
@@ -124,8 +130,28 @@ class BoundProgram:
                     except AttributeError:
                         raise TTError(f"the target's ttnn has no `{op.fn}` (needed for {op.origin})") from None
                     expect = self._expected_meta(op.result.type)
-                steps.append((fn, self._arg_builder((op.args, op.kwargs)), op, expect, drop))
+                steps.append([fn, self._arg_builder((op.args, op.kwargs), flat=True), op, expect, drop, op.result.id])
         return steps
+
+    def _bind_prepare(self, p) -> tuple:
+        """A const-eval block: (steps, source ids, result ids, ids to free once run (the
+        intermediates owning storage no result lives in), ids the results' storage belongs to)."""
+        roots = storage_roots(p.ops)
+        kept = {roots.get(v.id, v.id) for v in p.results}
+        made = [op.result.id for op in p.ops if not op.result.on_host]   # (host scalars: nothing to free)
+        drop = [i for i in made if i not in kept and i not in roots]
+        return self._bind_block(p.ops, {}), [v.id for v in p.sources], [v.id for v in p.results], drop, \
+            [i for i in made if i in kept]
+
+    def prepare(self, k: int, sources: list) -> tuple[list, list]:
+        """Runs const-eval block k on its source tensors: (its results, the tensors to
+        deallocate when they are dropped)."""
+        steps, srcs, results, drop, owners = self.prepares[k]
+        env = dict(zip(srcs, sources))
+        self._run_steps(steps, env)
+        for vid in drop:
+            self.ttnn.deallocate(env[vid])
+        return [env[i] for i in results], [env[i] for i in owners]
 
     def _bind_results(self, block) -> Callable[[dict], list]:
         build = self._arg_builder((block.results, {}))
@@ -187,7 +213,10 @@ class BoundProgram:
             env.update(zip(result_ids, out(env)))
         return run_switch
 
-    def _arg_builder(self, spec) -> Callable[[dict], Any]:
+    def _arg_builder(self, spec, flat: bool = False):
+        """env -> (args, kwargs) for `spec` (args, kwargs). `flat`: for the usual op, whose Values
+        sit directly in its positional list, (template, slots, kwargs) instead: the op loop
+        copies the template and fills those slots itself (no call per op)."""
         ttnn, device = self.ttnn, self.device
 
         def build(a) -> Callable[[dict], Any]:
@@ -201,7 +230,8 @@ class BoundProgram:
                 shape = ttnn.Shape(list(a.dims))
                 return lambda env: shape
             if isinstance(a, Construct):
-                obj = resolve_attr(ttnn, a.path)(**{k: build(v)(None) for k, v in a.kwargs})
+                obj = resolve_attr(ttnn, a.path)(*[build(v)(None) for v in a.args],
+                                                 **{k: build(v)(None) for k, v in a.kwargs})
                 return lambda env: obj
             if a is DEVICE:
                 return lambda env: device
@@ -217,6 +247,23 @@ class BoundProgram:
             return lambda env: a
 
         args, kwargs = spec
+        # The usual op: its Values sit directly in the positional list, everything else is
+        # fixed. Then a call copies a template and fills those slots.
+        slots = [(i, a.id) for i, a in enumerate(args) if isinstance(a, Value)]
+        nested = any(isinstance(a, (list, tuple, dict)) for a in args) or any(
+            isinstance(v, (Value, list, tuple, dict)) for v in kwargs.values())
+        if not nested:
+            template = [None if isinstance(a, Value) else build(a)(None) for a in args]
+            fixed_kwargs = {k: build(v)(None) for k, v in kwargs.items()}
+            if flat:
+                return template, slots, fixed_kwargs
+
+            def fill(env):
+                call = template.copy()
+                for i, vid in slots:
+                    call[i] = env[vid]
+                return call, fixed_kwargs
+            return fill
         build_args, build_kwargs = build(list(args)), build(kwargs)
         return lambda env: (build_args(env), build_kwargs(env))
 
@@ -225,34 +272,58 @@ class BoundProgram:
         return tuple(t.shape), resolve_attr(self.ttnn, t.dtype), resolve_attr(self.ttnn, layout)
 
     # --- running --------------------------------------------------------------------
-    def _run_steps(self, steps: list[tuple], env: dict) -> None:
+    def _run_steps(self, steps: list[list], env: dict) -> None:
         deallocate, timer = self.ttnn.deallocate, self.timer
-        for fn, build, op, expect, frees in steps:
+        for step in steps:
+            fn, build, op, expect, frees, rid = step
             if build is None:  # While / Switch: runs its blocks against env
                 fn(env)
             else:
                 if timer is not None:   # perf: host cost of building the args and the ttnn call
                     start = time.perf_counter_ns()
-                args, kwargs = build(env)
+                if type(build) is tuple:   # (template, slots, kwargs): see _arg_builder
+                    args = build[0].copy()
+                    for i, vid in build[1]:
+                        args[i] = env[vid]
+                    kwargs = build[2]
+                else:
+                    args, kwargs = build(env)
                 try:
                     out = fn(*args, **kwargs)
                 except Exception as e:
                     raise op_error(op, e) from e
                 if timer is not None:
                     timer(op, time.perf_counter_ns() - start)
-                if expect is not None and (tuple(out.shape), out.dtype, out.layout) != expect:
-                    raise TTError(
-                        f"ttnn.{op.fn} for {op.origin} returned {list(out.shape)} {out.dtype} "
-                        f"{out.layout} where the program expects {op.result.type} "
-                        f"(a pjrt-tt lowering bug; please report it)")
-                env[op.result.id] = out
+                if expect is not None:
+                    if (tuple(out.shape), out.dtype, out.layout) != expect:
+                        raise TTError(
+                            f"ttnn.{op.fn} for {op.origin} returned {list(out.shape)} {out.dtype} "
+                            f"{out.layout} where the program expects {op.result.type} "
+                            f"(a pjrt-tt lowering bug; please report it)")
+                    step[3] = None   # checked: later runs of this op get the same metadata
+                env[rid] = out
             for vid, owns in frees:
                 t = env.pop(vid)
                 if owns:
                     deallocate(t)
 
-    def run(self, inputs: list, constants: list) -> list:
+    def run(self, inputs: list, constants: list, prepared: list | None = None) -> list:
+        """`prepared`: the const-eval results (program.prepare's, in order) the caller keeps;
+        None runs the blocks here and frees their results after the run."""
         env = dict(zip(self.input_ids, inputs))
         env.update(zip(self.const_ids, constants))
-        self._run_steps(self.steps, env)
+        owned = []
+        if prepared is None and self.prepares:
+            prepared = []
+            for k, (_, srcs, _, _, _) in enumerate(self.prepares):
+                results, owners = self.prepare(k, [env[i] for i in srcs])
+                prepared += results
+                owned += owners
+        if prepared:
+            env.update(zip(self.prepared_ids, prepared))
+        try:
+            self._run_steps(self.steps, env)
+        finally:
+            for t in owned:
+                self.ttnn.deallocate(t)
         return [env[i] for i in self.output_ids]

@@ -13,6 +13,8 @@ from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.program import Program, TensorType
 from pjrt_tt.targets.base import MeshRunner, Target
 from pjrt_tt.targets.executor import BoundProgram
+from pjrt_tt.targets.trace import TracedProgram
+from pjrt_tt.ttnn_facts import NUM_COMMAND_QUEUES, TRACE_REGION_SIZE
 
 
 class SimTarget(Target):
@@ -24,13 +26,16 @@ class SimTarget(Target):
             sim.configure(system.name, dram_mb)
         except ValueError as e:   # PJRT_TT_SIM_DRAM_MB too small
             raise InvalidArgument(str(e)) from None
-        return cls("sim", system, sim, sim.open_mesh_device(sim.MeshShape(*system.mesh_shape)))
+        return cls("sim", system, sim, sim.open_mesh_device(sim.MeshShape(*system.mesh_shape),
+                                                          trace_region_size=TRACE_REGION_SIZE,
+                                                          num_command_queues=NUM_COMMAND_QUEUES))
 
     def _host_form(self, data: np.ndarray, t: TensorType) -> np.ndarray:
         return data   # the sim's Tensor stores its own (one) quantized copy of any numpy array
 
-    def bind(self, program: Program, chip) -> BoundProgram:
-        return BoundProgram(program, self.ttnn, chip)
+    def bind(self, program: Program, chip, trace: bool = False):
+        bound = BoundProgram(program, self.ttnn, chip)
+        return TracedProgram(bound, self.ttnn, chip) if trace else bound
 
     def memory_stats(self, chip_index: int) -> dict[str, int]:
         return dict(self.ttnn.sim_memory_stats(self.mesh, chip_index))

@@ -39,7 +39,7 @@ class DeviceTensors:
 
     def free(self, tensor) -> None:
         """Give `tensor` back: its memory goes now, or with the last view of its mesh tensor."""
-        shared = self._shared.pop(id(tensor), None)
+        shared = self._shared.pop(id(tensor), None) if self._shared else None
         if shared is None:
             self._deallocate(tensor)
             return

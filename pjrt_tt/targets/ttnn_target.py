@@ -22,7 +22,8 @@ from pjrt_tt.errors import FailedPrecondition, Unimplemented
 from pjrt_tt.program import Program, TensorType
 from pjrt_tt.targets.base import MeshRunner, Target
 from pjrt_tt.targets.executor import BoundProgram
-from pjrt_tt.ttnn_facts import L1_SMALL_SIZE
+from pjrt_tt.targets.trace import TracedProgram
+from pjrt_tt.ttnn_facts import L1_SMALL_SIZE, NUM_COMMAND_QUEUES, TRACE_REGION_SIZE
 
 
 def card_present() -> bool:
@@ -48,7 +49,8 @@ class TtnnTarget(Target):
             raise FailedPrecondition("PJRT_TT_TARGET=device but no Tenstorrent card was found "
                                      "(/dev/tenstorrent is empty); use PJRT_TT_TARGET=sim")
         import ttnn
-        mesh = ttnn.open_mesh_device(ttnn.MeshShape(*system.mesh_shape), l1_small_size=L1_SMALL_SIZE)
+        mesh = ttnn.open_mesh_device(ttnn.MeshShape(*system.mesh_shape), l1_small_size=L1_SMALL_SIZE,
+                                     trace_region_size=TRACE_REGION_SIZE, num_command_queues=NUM_COMMAND_QUEUES)
         return cls("device", system, ttnn, mesh, ttnn.close_mesh_device)
 
     def submeshes(self, shape: tuple[int, int]) -> list:
@@ -64,8 +66,15 @@ class TtnnTarget(Target):
             subs = self._submeshes[shape] = list(self.mesh.create_submeshes(self.ttnn.MeshShape(*shape)))
         return subs
 
-    def bind(self, program: Program, chip) -> "_OnChip":
-        return _OnChip(self, BoundProgram(program, self.ttnn, chip), chip)
+    def bind(self, program: Program, chip, trace: bool = False) -> "_OnChip":
+        bound = BoundProgram(program, self.ttnn, chip)
+        if trace:
+            if self.name == "mock":
+                raise Unimplemented("enable_trace: Metal trace cannot run on the mock target (real ttnn "
+                                    "0.81.1 segfaults in trace capture in mock mode, docs/ttnn-facts.md); "
+                                    "use the device or sim target, or compile without enable_trace")
+            bound = TracedProgram(bound, self.ttnn, chip)
+        return _OnChip(self, bound, chip)
 
     def memory_stats(self, chip_index: int) -> dict[str, int]:
         return {"bytes_limit": self.system.arch.dram_bytes}   # ttnn reports no usage per chip
@@ -108,15 +117,27 @@ class _OnChip:
     """A single-chip program on real ttnn: a per-chip view of a mesh tensor lives on the
     mesh, not on the chip, so it is copied onto the chip (through the host) for the run."""
 
-    def __init__(self, target: TtnnTarget, bound: BoundProgram, chip):
+    def __init__(self, target: TtnnTarget, bound, chip):
         self.target, self.bound, self.chip = target, bound, chip
 
-    def run(self, inputs: list, constants: list) -> list:
+    def run(self, inputs: list, constants: list, prepared: list | None = None) -> list:
         target = self.target   # (a host copy of a view keeps its mesh coordinate: rebuild it)
         copies = [target.upload(target.download(t, v.type), v.type, self.chip) if target.tensors.is_view(t) else None
                   for t, v in zip(inputs, self.bound.program.inputs)]
         try:
-            return self.bound.run([c if c is not None else t for c, t in zip(copies, inputs)], constants)
+            return self.bound.run([c if c is not None else t for c, t in zip(copies, inputs)], constants, prepared)
+        finally:
+            for c in copies:
+                if c is not None:
+                    target.free(c)
+
+    def prepare(self, k: int, sources: list) -> tuple[list, list]:
+        """Const-eval block k (its results never share a source's storage: const_eval.py)."""
+        target = self.target
+        copies = [target.upload(target.download(t, v.type), v.type, self.chip) if target.tensors.is_view(t) else None
+                  for t, v in zip(sources, self.bound.program.prepare[k].sources)]
+        try:
+            return self.bound.prepare(k, [c if c is not None else t for c, t in zip(copies, sources)])
         finally:
             for c in copies:
                 if c is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import threading
 import weakref
 
@@ -69,7 +70,7 @@ class _Uploads:
         if hit is not None and hit[0]() is t and hit[1] == self._identity(t) and self._same_contents(t, hit[3]):
             return hit[4]
         sent = t.detach().clone()
-        x = _narrow(sent, name).to(device)
+        x = _to_device(sent, device, name)
         with self._lock:
             self.uploads += 1
             try:
@@ -81,50 +82,37 @@ class _Uploads:
 
 
 _UPLOADS = _Uploads()
-# One thread at a time runs a graph, from upload to results on the CPU. torch_xla 2.9 is
-# not thread-safe here: concurrent syncs fail its "tensor_data" checks (on its CPU device
-# too).
+# One thread at a time runs or extracts a graph (upload to results on the CPU; extraction
+# starts with torch_xla.sync(), which syncs every live device tensor, other threads' too).
+# torch_xla 2.9 is not thread-safe here: concurrent syncs fail its "tensor_data" checks (on
+# its CPU device too), and a run beside another thread's extraction failed in CI with
+# "_check_tensor_need_materialization ... XLATensor without XLAData and IR".
 _RUN_LOCK = threading.RLock()
 
 
-# The chip has no 64-bit integers and torch_xla's XLA_USE_32BIT_LONG mode fails on every
-# cast from or to int64 (torch_xla 2.9, on its CPU device too), so the backend runs
-# torch's int64 (token ids, positions, masks) as int32 and restores int64 on the way out,
-# after checking that every value fits.
-_NARROW = {torch.int64: torch.int32}
-
-
-def _narrow(t: torch.Tensor, name: str) -> torch.Tensor:
-    if t.dtype not in _NARROW:
-        return t
-    to = _NARROW[t.dtype]
-    if t.numel():
-        low, high = torch.aminmax(t)
-        info = torch.iinfo(to)
-        if low < info.min or high > info.max:
-            bad = int(high) if high > info.max else int(low)
-            raise OverflowError(
-                f"torch.compile(backend='tt'): {name} is {t.dtype} and holds {bad}, outside the "
-                f"{to} range [{info.min}, {info.max}]; the chip has no 64-bit integers, so int64 "
-                f"inputs run as {to}. Keep the values in that range, or compute this part on the CPU")
-    return t.to(to)
+def _to_device(t: torch.Tensor, device, name: str) -> torch.Tensor:
+    """`t` on the device; a refused transfer (an int64 value beyond int32, which carries it
+    on the chip) names the graph input it was for."""
+    try:
+        return t.to(device)
+    except RuntimeError as e:
+        if "INVALID_ARGUMENT" not in str(e):
+            raise
+        raise RuntimeError(f"torch.compile(backend='tt'): {name}: {e}") from None
 
 
 def _retarget(gm: torch.fx.GraphModule, device) -> None:
     """Ops that create tensors on the CPU inside the graph (arange, full, _to_copy...)
-    create them on the XLA device instead, where the rest of the graph lives; int64
-    results they ask for become int32."""
+    create them on the XLA device instead, where the rest of the graph lives."""
     def move(v):
-        if isinstance(v, torch.device) and v.type == "cpu":
-            return device
-        return _NARROW.get(v, v) if isinstance(v, torch.dtype) else v
+        return device if isinstance(v, torch.device) and v.type == "cpu" else v
     for node in gm.graph.nodes:
         if node.op == "get_attr":  # constants the graph holds (lifted tensors, buffers)
             owner, _, name = node.target.rpartition(".")
             mod = gm.get_submodule(owner) if owner else gm
             value = getattr(mod, name)
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                moved = _narrow(value, f"the graph constant {node.target!r}").to(device)
+                moved = _to_device(value, device, f"the graph constant {node.target!r}")
                 if isinstance(value, torch.nn.Parameter):
                     moved = torch.nn.Parameter(moved, requires_grad=value.requires_grad)
                 setattr(mod, name, moved)
@@ -134,17 +122,19 @@ def _retarget(gm: torch.fx.GraphModule, device) -> None:
     gm.recompile()
 
 
-def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str]):
+def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[str], options=None):
     from functorch.compile import make_boxed_func
+
+    from pjrt_tt.torch.options import compile_options
 
     device = _xla_device()
     on_cpu = any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in example_inputs)
-    want = _output_dtypes(gm)  # before torch_xla rewrites the graph
     if on_cpu:
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():  # aot calls us under its fake mode; constants are real
             _retarget(gm, device)
-    compiled = _extract(gm, example_inputs, device)
+    with compile_options(options):   # torch.compile(..., options=): for this graph's programs
+        compiled = _watch_fallbacks(_extract(gm, example_inputs, device))
     if not on_cpu:
         return make_boxed_func(compiled)
     # aot's forward takes dynamo's graph inputs in order (parameters included); names
@@ -154,11 +144,7 @@ def _compile_graph(gm: torch.fx.GraphModule, example_inputs, input_names: list[s
 
     def run(*args):
         with _RUN_LOCK:
-            out = _to_cpu(compiled(*_upload(args, names, device)))
-        if isinstance(out, (list, tuple)) and want is not None:
-            out = type(out)(o.to(w) if isinstance(o, torch.Tensor) and w is not None and o.dtype != w else o
-                            for o, w in zip(out, want))
-        return out
+            return _to_cpu(compiled(*_upload(args, names, device)))
 
     return make_boxed_func(run)
 
@@ -171,27 +157,114 @@ def _extract(gm: torch.fx.GraphModule, example_inputs, device):
     (measured: "replace_with already has .meta keys", "assert current_level > 0")."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
     from torch_xla._dynamo import dynamo_bridge
+    import torch_xla
     with unset_fake_temporarily():
         # made on the host and sent: device data, as real inputs are (zeros made on the
         # device would be one more XLA program)
-        args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=_NARROW.get(t.dtype, t.dtype)).to(device)
+        args = [torch.zeros(tuple(int(d) for d in t.shape), dtype=t.dtype).to(device)
                 if isinstance(t, torch.Tensor) else t for t in example_inputs]
-        return dynamo_bridge.extract_compiled_graph(gm, args)
+        # torch_xla's IR debug mode, for this trace only: every op of the program carries
+        # the aten op and the line of the graph's code it came from, which a lowering
+        # failure names (`_in_model_terms` turns that line into the model's own)
+        traces = {n.name: n.meta.get("stack_trace") for n in gm.graph.nodes}  # before torch_xla partitions gm
+        debug = torch_xla._XLAC._get_ir_debug()
+        torch_xla._XLAC._set_ir_debug(True)
+        try:
+            with _RUN_LOCK:
+                return dynamo_bridge.extract_compiled_graph(gm, args)
+        except Exception as e:
+            message = _in_model_terms(str(e), traces)
+            if message == str(e):
+                raise
+            try:
+                again = type(e)(message)
+            except Exception:  # an exception type that does not take one message
+                raise e from None
+            raise again.with_traceback(e.__traceback__) from None
+        finally:
+            torch_xla._XLAC._set_ir_debug(debug)
+
+
+# `<eval_with_key>.3:7:0 via .../torch/_ops.py:841:0`: line 7 of the code torch.fx generated
+# for a graph (and the torch frame it went through), as a lowering error's location says it
+_GRAPH_LINE = re.compile(r"(<eval_with_key>\.\d+):(\d+):\d+(?: via \S+)?")
+_ASSIGNED = re.compile(r"^\s*(\w+)\s*=")
+_TORCH_PATH = re.compile(r"/site-packages/(torch|torch_xla|functorch)/")
+_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def _in_model_terms(message: str, traces: dict) -> str:
+    """A lowering error's graph-code locations replaced by the model's source lines: the
+    graph line names the node it computes, whose stack trace (`traces`: node name -> the
+    trace dynamo recorded from the model's forward) ends at the model's line
+    (model.py:12 in forward: `x = torch.all(m)`)."""
+    import linecache
+
+    def source(match: re.Match) -> str:
+        assigned = _ASSIGNED.match(linecache.getline(match.group(1), int(match.group(2))))
+        frames = _USER_FRAME.findall((traces.get(assigned.group(1)) or "") if assigned else "")
+        if not frames:
+            return match.group(0)
+        # the innermost frame outside torch itself (its wrappers, functional forms): the
+        # model's line that made the op
+        own = [f for f in frames if not _TORCH_PATH.search(f[0])]
+        path, line, function, code = (own or frames)[-1]
+        return f"{path}:{line} in {function}: `{code.strip()}`"
+
+    return _GRAPH_LINE.sub(source, message)
+
+
+class _Fallbacks:
+    """aten ops torch_xla ran on the CPU (its fallback: a host round trip and a split
+    program) while a compiled graph ran, counted from torch_xla's `aten::*` counters around
+    each call and reported once per graph and op set, so users learn it from the backend
+    rather than from torch_xla's metrics."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def snapshot() -> dict[str, int]:
+        import torch_xla.debug.metrics as met
+        return {n: met.counter_value(n) or 0 for n in met.counter_names() if n.startswith("aten::")}
+
+    def record(self, before: dict[str, int], after: dict[str, int], reported: set) -> None:
+        ran = {n: c - before.get(n, 0) for n, c in after.items() if c > before.get(n, 0)}
+        if not ran:
+            return
+        with self._lock:
+            for n, c in ran.items():
+                self.counts[n] = self.counts.get(n, 0) + c
+        new = frozenset(ran) - reported
+        if new:
+            reported.update(new)
+            import warnings
+            warnings.warn(
+                f"torch.compile(backend='tt'): {', '.join(sorted(n[6:] for n in new))} ran on the CPU "
+                f"(torch_xla has no lowering for it, so each call splits the graph and moves tensors "
+                f"to the host and back); pjrt_tt.torch.backend.compile_counts()['cpu_fallbacks'] "
+                f"counts such calls", RuntimeWarning, stacklevel=3)
+
+
+_FALLBACKS = _Fallbacks()
+
+
+def _watch_fallbacks(compiled):
+    reported: set = set()
+
+    def run(*args):
+        before = _FALLBACKS.snapshot()
+        out = compiled(*args)
+        _FALLBACKS.record(before, _FALLBACKS.snapshot(), reported)
+        return out
+
+    return run
 
 
 def _upload(args, names, device) -> list:
     return [(_UPLOADS.get(a, device, name) if a.device.type == "cpu" else a)
             if isinstance(a, torch.Tensor) else a for a, name in zip(args, names)]
-
-
-def _output_dtypes(gm: torch.fx.GraphModule):
-    """The dtype of each graph output (None where unknown), from dynamo's fake values."""
-    node = next(n for n in gm.graph.nodes if n.op == "output")
-    outs = node.args[0]
-    if not isinstance(outs, (list, tuple)):
-        return None
-    vals = [o.meta.get("val") if isinstance(o, torch.fx.Node) else None for o in outs]
-    return [v.dtype if isinstance(v, torch.Tensor) else None for v in vals]
 
 
 def _to_cpu(out):
@@ -206,17 +279,86 @@ def _to_cpu(out):
     return out
 
 
-def tt_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
-    """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs)."""
+def tt_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, **kwargs):
+    """The `torch.compile` backend "tt" (aot_autograd: forward and backward graphs).
+    `options`: compile options (pjrt_tt/torch/options.py), e.g. {"optimization_level": 1}."""
     from torch._decomp import get_decompositions
     from torch._dynamo.backends.common import aot_autograd
     import functools
+
+    from pjrt_tt.torch.options import _checked
+    if options:
+        _checked(options)   # a bad name fails here, naming the known ones
     _xla_device()
+    _rewrite_calls(gm)
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
-    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm))
-    bw_compiler = functools.partial(_compile_graph, input_names=[])  # inputs named by position
+    fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm), options=options)
+    bw_compiler = functools.partial(_compile_graph, input_names=[], options=options)  # inputs named by position
     return aot_autograd(fw_compiler=fw_compiler, bw_compiler=bw_compiler,
                         decompositions=decompositions)(gm, example_inputs, **kwargs)
+
+
+def _rewrite_calls(gm: torch.fx.GraphModule) -> None:
+    """Calls in dynamo's graph that become another form before aot_autograd traces it
+    (REWRITE). scaled_dot_product_attention: left alone, aot picks the kernel for the example
+    inputs' device: traced from CPU tensors that is `_scaled_dot_product_flash_attention_for_cpu`,
+    which torch_xla runs on the CPU (and whose backward it cannot run at all); its math form
+    is traced into ops torch_xla lowers, backward included. adaptive_avg_pool1d: torch_xla's
+    own kernel for it is called on aot's fake tensors when the inputs are on the device, and
+    fails there ("Expected XLA tensor"); the 2-D pool of a height-1 image is decomposed."""
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in REWRITE:
+            node.target = REWRITE[node.target]
+            changed = True
+    if changed:
+        gm.recompile()
+
+
+def _adaptive_avg_pool1d(input, output_size):
+    size = output_size[0] if isinstance(output_size, (list, tuple)) else output_size
+    if size == 1:   # a pooler (Swin): the 2-D op on device tensors fails in aot the same way
+        return input.mean(-1, keepdim=True)
+    return torch.nn.functional.adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
+
+
+def _attention_math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                    enable_gqa=False):
+    """Attention written as HF's eager attention writes it (softmax(q k^T * scale + mask) v,
+    the softmax in float32, grouped key / value heads expanded), the form optimization
+    level 1 fuses into ttnn's SDPA. The causal and boolean masks become additive ones, as
+    scaled_dot_product_attention makes them; a query row whose keys are all masked is 0, as
+    torch's kernels make it (softmax alone gives NaN): a select on the output, outside the
+    fused pattern. With dropout, aten's math form."""
+    # scalars as tensors of the query's dtype: a Python float scalar reaches torch_xla as float64
+    zero, neg = (torch.scalar_tensor(v, dtype=query.dtype, device=query.device) for v in (0.0, float("-inf")))
+    empty = None
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # what scaled_dot_product_attention does before any kernel: True keeps, False -> -inf
+        empty = ~attn_mask.any(-1, keepdim=True)
+        attn_mask = torch.where(attn_mask, zero, neg)
+    elif attn_mask is not None:
+        empty = (attn_mask == neg).all(-1, keepdim=True)
+    if dropout_p:
+        return torch.ops.aten._scaled_dot_product_attention_math(
+            query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+    lq, lk = query.shape[-2], key.shape[-2]
+    if enable_gqa and key.dim() == 4 and key.shape[1] != query.shape[1]:   # HF's repeat_kv
+        b, h, s, d = key.shape
+        n = query.shape[1] // h
+        key = key[:, :, None].expand(b, h, n, s, d).reshape(b, h * n, s, d)
+        value = value[:, :, None].expand(b, h, n, s, value.shape[-1]).reshape(b, h * n, s, value.shape[-1])
+    if is_causal:   # top-left aligned: row i sees keys 0..i, never none
+        attn_mask = torch.where(torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril(), zero, neg)
+    scores = torch.matmul(query, key.transpose(-2, -1)) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    out = torch.matmul(scores.softmax(-1, dtype=torch.float32).to(query.dtype), value)
+    return out if empty is None else torch.where(empty, zero, out)
+
+
+REWRITE = {torch._C._nn.scaled_dot_product_attention: _attention_math,
+           torch.adaptive_avg_pool1d: _adaptive_avg_pool1d}
 
 
 def _input_names(gm: torch.fx.GraphModule) -> list[str]:
@@ -232,15 +374,20 @@ def _input_names(gm: torch.fx.GraphModule) -> list[str]:
 
 # aten ops broken into simpler ones before torch_xla sees them, because torch_xla's own
 # lowering of them uses an XLA op we do not lower (layer norm -> batch_norm_training,
-# batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad).
+# batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad), or it has
+# none and runs them on the CPU: adaptive average pooling whose output size does not divide
+# the input (torch_xla lowers only the divisible case). Attention and 1-D adaptive pooling: REWRITE.
 DECOMPOSE = ("native_layer_norm", "native_layer_norm_backward", "native_batch_norm",
              "native_batch_norm_backward", "_native_batch_norm_legit",
-             "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional")
+             "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
+             "_adaptive_avg_pool2d")
 
 
 def compile_counts() -> dict[str, int]:
     """How often each layer compiled so far: dynamo graphs, torch_xla programs (XLA
-    compiles, cache misses of torch_xla's graph cache) and pjrt-tt lowerings."""
+    compiles, cache misses of torch_xla's graph cache) and pjrt-tt lowerings; and how
+    many aten ops compiled graphs ran on the CPU (torch_xla fallbacks; goal 0, by op in
+    `cpu_fallback_ops()`)."""
     from torch._dynamo.utils import counters
     out = {"dynamo_graphs": int(counters["stats"]["unique_graphs"])}
     try:
@@ -252,4 +399,11 @@ def compile_counts() -> dict[str, int]:
     from pjrt_tt.runtime.client import CLIENTS
     out["tt_lowerings"] = sum(c.compiler.compilations for c in CLIENTS)
     out["weight_uploads"] = _UPLOADS.uploads
+    out["cpu_fallbacks"] = sum(_FALLBACKS.counts.values())
     return out
+
+
+def cpu_fallback_ops() -> dict[str, int]:
+    """aten op -> how many times compiled graphs ran it on the CPU so far."""
+    with _FALLBACKS._lock:
+        return {n[6:]: c for n, c in _FALLBACKS.counts.items()}

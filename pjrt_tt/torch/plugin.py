@@ -8,6 +8,7 @@ import pwd
 from torch_xla.experimental import plugins
 
 from pjrt_tt.jax_plugin import LIBRARY
+from pjrt_tt.torch.options import install_into_torch_xla
 
 
 def _opaque_to_dynamo() -> None:
@@ -20,6 +21,7 @@ def _opaque_to_dynamo() -> None:
 
 
 _opaque_to_dynamo()
+install_into_torch_xla()   # scripts written for tt-xla call torch_xla.set_custom_compile_options
 
 
 class TTPlugin(plugins.DevicePlugin):
@@ -30,9 +32,6 @@ class TTPlugin(plugins.DevicePlugin):
 
     def physical_chip_count(self) -> int:
         return 1   # one process drives every chip of the system (no multi-process PJRT)
-
-    def client_create_options(self) -> dict:
-        return {"framework": "torch"}  # errors advise in torch's terms (Settings.framework)
 
     def requires_xla_coordinator(self) -> bool:
         return False

@@ -2,12 +2,14 @@
 
     PYTHONPATH=$PWD python tests/benchmarks/model_perf.py          (about a minute on 2 cores)
 
-For each model and each optimization level the plugin has (today only level 0: the
-current lowering, no trace), the program is lowered (never run: the estimator reads the
-ttnn program) and its time estimated on a simulated n150 and p150:
+For each model and each optimization level (0: the lowering as is; 1: docs/optimizer.md),
+the program is lowered (never run: the estimator reads the ttnn program) and its time
+estimated on a simulated n150 and p150:
 
   est       estimated throughput at this level: device estimate and the host dispatch
-            measured on mock, pipelined (pjrt_tt/perf/program_cost.py). Level 0 has no trace.
+            measured on mock, pipelined (pjrt_tt/perf/program_cost.py), without trace. The
+            per-call program: level 1's const-eval blocks (weights prepared once per buffer)
+            are not in it.
   traced    the same program replayed from a trace (host dispatch: one replay call)
   limit     physical limit of the model on the chip: max(its matmul FLOPs at the LoFi peak
             rate, the weights (in the row's format) and KV cache read once at peak DRAM
@@ -19,7 +21,7 @@ Models are plain JAX functions of real configs, lowered from shapes alone
 lowered one layer and multiplied by the layer count, plus their embedding and head
 programs. Llama rows use bfp8 weights through the compile option tt_weight_dtype=bfloat8_b
 (docs/numerics.md): weights arrive as bfloat16 program inputs and are typecast to bfp8 on
-every call at level 0. All figures are estimates. Last line: `model_perf: worst ratio R
+every call at level 0, once per weight buffer at level 1. All figures are estimates. Last line: `model_perf: worst ratio R
 over N rows` (R: the lowest est / published at each row's best level).
 """
 from __future__ import annotations
@@ -44,7 +46,7 @@ from pjrt_tt.ttnn_facts import TILE_BYTES  # noqa: E402
 
 BF16 = jnp.bfloat16
 CHIPS = ("n150", "p150")
-LEVELS = {0: ()}   # level -> extra compile options (the next issue adds 1, 2 and trace)
+LEVELS = {0: (("optimization_level", "0"),), 1: (("optimization_level", "1"),)}   # level -> compile options
 # tt-metal's models/tt_transformers decode path, read at tenstorrent/tt-metal
 # models/tt_transformers/tt/{decoder.py@01229001, attention.py@00b769dd, mlp.py@03f118e6}:
 # attention 13 ttnn calls (fused QKV linear, sharded_to_interleaved, reshape,

@@ -77,11 +77,27 @@ from .fpu import (DeviceComputeKernelConfig, MathFidelity, WormholeComputeKernel
                   init_device_compute_kernel_config)
 from .ops_indexing import cumprod, cumsum, embedding, gather, prod, scatter, scatter_add, sort, topk  # noqa: F401
 from .ops import GeluVariant, erfc, gelu  # noqa: F401
-from .ops_nn import conv2d, layer_norm, rms_norm, softmax, transformer  # noqa: F401
+from .ops_nn import (Conv2dConfig, UnaryOpType, UnaryWithParam, conv2d, experimental, layer_norm,  # noqa: F401
+                     rms_norm, softmax, transformer)
 from .ccl import (  # noqa: F401
     MeshModule, MeshTensor, all_gather, all_reduce, combine_device_tensors, get_device_tensors,
     mesh_partition, reduce_scatter, sim_reset_ccl_stats,
 )
+
+from .trace import (  # noqa: F401
+    MeshEvent, MeshTraceId, begin_trace_capture, end_trace_capture, execute_trace, record_event,
+    release_trace, wait_for_event,
+)
+from . import trace as _trace
+
+# Every op the executor can call records itself into an open trace capture (trace.py).
+_NOT_OPS = {"deallocate", "from_device", "to_torch", "from_torch", "is_tensor_storage_on_device",
+            "synchronize_device", "copy", "copy_host_to_device_tensor", "combine_device_tensors",
+            "get_device_tensors"}
+for _name, _fn in list(globals().items()):
+    if (callable(_fn) and not isinstance(_fn, type) and not _name.startswith("_") and _name not in _NOT_OPS
+            and getattr(_fn, "__module__", "").startswith(__name__ + ".ops")):
+        globals()[_name] = _trace.recorded(_fn)
 
 DEVICE_STORAGE_TYPE = StorageType.DEVICE
 TARGET_NAME = "sim"

@@ -10,6 +10,7 @@ address in every bank (lockstep). Each bank is a first-fit free list, so fragmen
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 
@@ -95,7 +96,7 @@ class BankAllocator:
         return max((s for _, s in self.free_blocks), default=0)
 
     def allocate(self, total_size: int, per_bank: int) -> int:
-        per_bank = -(-max(per_bank, 1) // self.alignment) * self.alignment
+        per_bank = -(-(per_bank if per_bank > 1 else 1) // self.alignment) * self.alignment
         for i, (addr, size) in enumerate(self.free_blocks):
             if size >= per_bank:
                 if size == per_bank:
@@ -105,9 +106,11 @@ class BankAllocator:
                 self.live[addr] = (per_bank, total_size)
                 self.allocated += per_bank
                 self.buffer_bytes += total_size
-                self.peak = max(self.peak, self.allocated)
+                if self.allocated > self.peak:
+                    self.peak = self.allocated
                 self.num_allocs += 1
-                self.largest_alloc = max(self.largest_alloc, per_bank * self.num_banks)
+                if per_bank * self.num_banks > self.largest_alloc:
+                    self.largest_alloc = per_bank * self.num_banks
                 return addr
         raise RuntimeError(
             f"TT_FATAL @ tt_metal/impl/allocator/bank_manager.cpp:514: false\ninfo:\n"
@@ -120,16 +123,14 @@ class BankAllocator:
         size, total = self.live.pop(addr)
         self.allocated -= size
         self.buffer_bytes -= total
-        blocks = self.free_blocks
-        blocks.append([addr, size])
-        blocks.sort()
-        merged = [blocks[0]]
-        for a, s in blocks[1:]:
-            if merged[-1][0] + merged[-1][1] == a:
-                merged[-1][1] += s
-            else:
-                merged.append([a, s])
-        self.free_blocks = merged
+        blocks = self.free_blocks   # sorted, never adjacent: merge with the neighbours only
+        i = bisect.bisect_left(blocks, [addr, 0])
+        if i < len(blocks) and addr + size == blocks[i][0]:
+            size += blocks.pop(i)[1]
+        if i > 0 and blocks[i - 1][0] + blocks[i - 1][1] == addr:
+            blocks[i - 1][1] += size
+        else:
+            blocks.insert(i, [addr, size])
 
 
 @dataclasses.dataclass
@@ -148,6 +149,7 @@ class Chip:
     def __init__(self, chip_id: int, system: systems.System, l1_small_size: int = 0):
         arch = system.arch
         self.id, self.system, self.arch_name = chip_id, system, arch.name
+        self.trace_region_size, self.num_command_queues = 0, 1   # set by every open
         gx, gy = arch.compute_grid
         dram_reserved, l1_reserved, granule = _arch_params(arch)
         bank = (_dram_bytes or arch.dram_bytes) // arch.dram_banks - dram_reserved
@@ -243,6 +245,17 @@ class MeshDevice:
 
     def __init__(self, chips: list[Chip], shape: MeshShape):
         self.chips, self._shape, self.is_open = chips, shape, True
+        self._geometries: dict = {}   # (shape, dtype, layout, buffer type) -> buffer_geometry's answer
+        self.capturing = None          # the trace being captured on this mesh (trace.py)
+        self.traces: dict = {}         # trace id -> its captured trace
+
+    @property
+    def trace_region_size(self) -> int:   # as the device was opened (trace.py needs > 0)
+        return self.chips[0].trace_region_size
+
+    @property
+    def num_command_queues(self) -> int:
+        return self.chips[0].num_command_queues
 
     # real ttnn surface
     def id(self) -> int:
@@ -309,8 +322,17 @@ class MeshDevice:
     def buffer_geometry(self, t: Tensor, buffer_type=None) -> tuple[int, int, int, int, int]:
         """(num_pages, page_size, aligned_page_size, per_bank_bytes, total_bytes_reserved) of the
         interleaved buffer that holds `t` on one chip of this mesh."""
-        arch = self.chips[0].system.arch
         bt = buffer_type or (t._mem.buffer_type if t._mem is not None else BufferType.DRAM)
+        key = (t._value.shape, t._dtype, t._layout, bt)
+        geometry = self._geometries.get(key)
+        if geometry is None:   # the same few shapes come again on every run of a program
+            if len(self._geometries) >= 4096:
+                self._geometries.clear()
+            geometry = self._geometries[key] = self._buffer_geometry(t, bt)
+        return geometry
+
+    def _buffer_geometry(self, t: Tensor, bt) -> tuple[int, int, int, int, int]:
+        arch = self.chips[0].system.arch
         padded = t.padded_shape
         if t.layout == Layout.TILE:
             page = tile_bytes(t.dtype)
@@ -355,23 +377,27 @@ class MeshDevice:
 Device = MeshDevice
 
 
-def _open(ids: list[int], shape: MeshShape, l1_small_size: int) -> MeshDevice:
+def _open(ids: list[int], shape: MeshShape, l1_small_size: int, trace_region_size: int = 0,
+          num_command_queues: int = 1) -> MeshDevice:
     system = current_system()
     for i in ids:
         if not 0 <= i < system.num_chips:
             raise fatal("device_id < num_devices",
                         f"Device index {i} out of range: sim system {system.name} has "
                         f"{system.num_chips} chip(s)")
+    if num_command_queues not in (1, 2):
+        raise fatal("num_hw_cqs <= 2", f"num_command_queues must be 1 or 2, got {num_command_queues}")
     for i in ids:
         if i not in _chips:
             _chips[i] = Chip(i, system, l1_small_size)
+        _chips[i].trace_region_size, _chips[i].num_command_queues = int(trace_region_size), int(num_command_queues)
     return MeshDevice([_chips[i] for i in ids], shape)
 
 
 def open_device(device_id: int = 0, l1_small_size: int = DEFAULT_L1_SMALL_SIZE,
                 trace_region_size: int = DEFAULT_TRACE_REGION_SIZE, dispatch_core_config=None,
                 worker_l1_size: int = DEFAULT_WORKER_L1_SIZE, **_ignored) -> MeshDevice:
-    return _open([device_id], MeshShape(1, 1), l1_small_size)
+    return _open([device_id], MeshShape(1, 1), l1_small_size, trace_region_size)
 
 
 def open_mesh_device(mesh_shape: MeshShape | None = None, l1_small_size: int = DEFAULT_L1_SMALL_SIZE,
@@ -386,7 +412,7 @@ def open_mesh_device(mesh_shape: MeshShape | None = None, l1_small_size: int = D
                     f"Requested mesh shape {list(shape)} needs {n} devices but sim system "
                     f"{system.name} has {system.num_chips} (mesh {list(system.mesh_shape)})")
     ids = list(physical_device_ids) or list(range(n))
-    return _open(ids, shape, l1_small_size)
+    return _open(ids, shape, l1_small_size, trace_region_size, num_command_queues)
 
 
 def close_device(device: MeshDevice) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins as _bi
 import enum
+import functools
 import math
 import numbers
 from typing import Sequence
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import fpu
 from .device import MeshDevice
+from .trace import _open as trace_open, check_queue, note_deallocate   # trace_open: the open captures (a list kept in place)
 from .tensor import (BLOCK_DTYPES, DRAM_MEMORY_CONFIG, FLOAT_DTYPES, INT_DTYPES, DataType, Layout,
                      MemoryConfig, Shape, Tensor, _int_from_float, fatal, flush_denormals, padded_shape,
                      quantize, round_bf16, storage_numpy_dtype)
@@ -50,25 +52,65 @@ def _need_tile(op: str, *tensors) -> None:
 
 
 def _out(value: np.ndarray, dtype: DataType, layout: Layout, like: Tensor,
-         memory_config: MemoryConfig | None = None, arithmetic: bool = False) -> Tensor:
+         memory_config: MemoryConfig | None = None, arithmetic: bool = False, fresh: bool = False,
+         flushed: bool = False) -> Tensor:
     """Result tensor: `value` rounded to `dtype`, placed where `like` lives. `arithmetic`: the
     value was computed by the FPU / SFPU, which never produce a denormal (flushed to zero
-    before the packer rounds); values an op only moves or selects keep their bits."""
+    before the packer rounds); values an op only moves or selects keep their bits. `fresh`:
+    `value` is a new array nobody else holds, so a float32 result is stored without a copy.
+    `flushed`: the op cannot have made a denormal (the caller proved it), so none is looked for."""
     if dtype in BLOCK_DTYPES and layout != Layout.TILE:
         raise fatal("layout == Layout::TILE", "Layout must be Layout::TILE for bfloat8_b or bfloat4_b!")
-    dev = like.device() if like is not None else None
-    mem = memory_config or (like.memory_config() if like is not None else None) or DRAM_MEMORY_CONFIG
-    with np.errstate(all="ignore"):
-        value = np.asarray(value)
-        if arithmetic and dtype in FLOAT_DTYPES:
+    dev = like._device if like is not None else None
+    mem = memory_config or (like._mem if like is not None else None) or DRAM_MEMORY_CONFIG
+    if dtype == DataType.FLOAT32:   # flushing and copying float32 raise no floating-point warnings
+        if arithmetic and not flushed:
             value = flush_denormals(value)
-        v = quantize(value, dtype)
-    return Tensor._make(v, dtype, layout, dev, mem if dev is not None else None)
+        keep = (fresh and type(value) is np.ndarray and value.dtype is _F32 and value.flags.c_contiguous
+                and value.flags.writeable)
+        v = value if keep else quantize(value, dtype)
+    else:
+        with np.errstate(all="ignore"):
+            value = np.asarray(value)
+            if arithmetic and not flushed and dtype in FLOAT_DTYPES:
+                value = flush_denormals(value)
+            v = quantize(value, dtype)
+    t = Tensor._make(v, dtype, layout, dev, mem if dev is not None else None)
+    if arithmetic and dtype in _NO_NEW_DENORMALS:   # flushed, and rounding made none
+        t._arith = v
+    return t
+
+
+_F32 = np.dtype(np.float32)
+
+# Formats whose rounding of a flushed float32 never gives a denormal (the smallest normal is a
+# bfloat16 too); block floats can (a small element under a large shared exponent).
+_NO_NEW_DENORMALS = frozenset({DataType.FLOAT32, DataType.BFLOAT16})
+
+
+def _quiet(fn):
+    """`fn` with numpy's floating-point warnings off (overflow to inf, 0/0 are the device's
+    answers, not errors). numpy 1.x ufuncs take the error mask per call (`extobj`), which
+    costs nothing; anything else runs inside np.errstate (~2 us a call)."""
+    if isinstance(fn, np.ufunc) and _EXTOBJ is not None:
+        return functools.partial(fn, extobj=_EXTOBJ)   # (a C-level call: no Python frame per op)
+
+    def run(a, b):
+        with np.errstate(all="ignore"):
+            return fn(a, b)
+    return run
+
+
+try:   # numpy < 2: [buffer size, error mask (0: ignore all), callback]
+    _EXTOBJ = [np.getbufsize(), 0, None]
+    np.add(np.float32(1), np.float32(1), extobj=_EXTOBJ)
+except TypeError:
+    _EXTOBJ = None
 
 
 def _f32(t: Tensor) -> np.ndarray:
     """A float tensor as an arithmetic op reads it: float32, denormals as zeros (Tensix)."""
-    return flush_denormals(t._live_value())
+    return t._arith_value()
 
 
 def _f32_bits(t: Tensor) -> np.ndarray:
@@ -335,9 +377,34 @@ def _scalar_array(s, dtype: DataType) -> np.ndarray:
     return np.asarray(s, np.float32)
 
 
-def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=None,
-            rounding_mode=None, **_ignored) -> Tensor:
+def _activation_kinds(activations) -> tuple:
+    return tuple(getattr(getattr(a, "op_type", a), "name", None) for a in activations)
+
+
+def _fused_relu(name: str, activations) -> bool:
+    """A binary op's `activations` (applied to its result before it is written): the sim
+    models relu (ttnn.UnaryWithParam(RELU) or ttnn.UnaryOpType.RELU) and refuses the rest."""
+    if not activations:
+        return False
+    kinds = list(_activation_kinds(activations))
+    if kinds != ["RELU"]:
+        raise fatal("activations", f"ttnn.{name}: fused activations {kinds} are not modelled by the sim "
+                                   f"(relu only)")
+    return True
+
+
+# The sim's program cache: an op's checks depend only on its operands' metadata (dtype, layout,
+# shape, placement; a scalar's type and value) and its options, so they run once per such key and
+# the validated plan computes every later call. Failing checks are never cached: they raise each time.
+_PLANS: dict = {}
+_PLANS_LIMIT = 4096
+
+
+def _binary_plan(name: str, a, b, dtype, memory_config, rounding_mode, activations):
+    """Checks `name(a, b)` as ttnn does and returns run(a, b) -> Tensor for operands with the
+    same metadata (see _PLANS)."""
     kind, ffn, ifn = _BINARY[name]
+    relu = _fused_relu(name, activations)
     if not (_is_tensor(a) or _is_tensor(b)):
         raise TypeError(f"ttnn.{name}: at least one operand must be a ttnn.Tensor")
     if not _is_tensor(a) and name not in _SCALAR_FIRST:
@@ -401,14 +468,14 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
                     f"Input tensor A dtype DataType::{comp.name} is not supported for binary operation "
                     f"BinaryOpType::{op_type}")
 
-    def val(x):
-        if _is_tensor(x):
-            v = x._live_value()
-            if wide:
-                return v.astype(np.float64)
-            if is_float and x.dtype in INT_DTYPES:
-                return quantize(v, comp)  # typecast to the float operand's dtype first
-            return v.astype(np.float32 if is_float else storage_numpy_dtype(comp), copy=False)
+    def tensor_val(v, is_int: bool):
+        if wide:
+            return v.astype(np.float64)
+        if is_float and is_int:
+            return quantize(v, comp)  # typecast to the float operand's dtype first
+        return v.astype(np.float32 if is_float else storage_numpy_dtype(comp), copy=False)
+
+    def scalar_val(x):
         if wide:
             return np.asarray(x, np.float64)
         if is_float and comp != DataType.FLOAT32:
@@ -417,38 +484,112 @@ def _binary(name: str, a, b, *, dtype=None, memory_config=None, output_tensor=No
             return round_bf16(np.asarray(x, np.float32))
         return _scalar_array(x, DataType.FLOAT32 if is_float else comp)
 
-    va, vb = val(a), val(b)
-    if is_float and not wide:   # the FPU / SFPU read denormal operands as zeros
-        va, vb = flush_denormals(va), flush_denormals(vb)
+    flush = is_float and not wide   # the FPU / SFPU read denormal operands as zeros
+
+    def operand(x):
+        """Per call: the tensor's stored values as the kernel reads them. A scalar: once, now."""
+        if not _is_tensor(x):
+            v = scalar_val(x)
+            v = flush_denormals(v) if flush else v
+            return lambda _: v
+        is_int = x.dtype in INT_DTYPES
+        if flush and not is_int:
+            return Tensor._arith_value
+        if flush:
+            return lambda t: flush_denormals(tensor_val(t._live_value(), is_int))
+        return lambda t: tensor_val(t._live_value(), is_int)
+
+    read_a, read_b = operand(a), operand(b)
     # a Python scalar is no tensor: ttnn takes it at any rank (rank 8 measured on mock)
-    shape = (_broadcast_shape(va.shape, vb.shape) if _is_tensor(a) and _is_tensor(b)
-             else np.broadcast_shapes(va.shape, vb.shape))
-    with np.errstate(all="ignore"):
-        if int_div:  # float64 holds every int32 quotient's integer part exactly
-            q = np.divide(va, vb)
-            v = q.astype(np.float32) if rounding_mode is None else (
-                np.floor(q) if rounding_mode == "floor" else np.trunc(q))
-        elif keep_int_via_float:
-            v = _int_from_float(fn(va, vb), storage_numpy_dtype(comp))
-        elif name == "divide" and rounding_mode is not None:
-            q = fn(va, vb)
-            v = np.floor(q) if rounding_mode == "floor" else np.trunc(q)
-        else:
-            v = fn(va, vb)
-    v = np.broadcast_to(v, shape)
+    sa, sb = np.shape(read_a(a)), np.shape(read_b(b))
+    shape = (_broadcast_shape(sa, sb) if _is_tensor(a) and _is_tensor(b) else np.broadcast_shapes(sa, sb))
+    if relu and (not is_float or kind != "arith"):
+        raise fatal("activations", f"ttnn.{name}: a fused relu is modelled for float arithmetic only")
     out_dtype = dtype or comp
-    if kind != "arith":
-        v = v.astype(np.float32)
     layout = lead.layout
     if out_dtype in BLOCK_DTYPES:
         layout = Layout.TILE
-    return _out(v, out_dtype, layout, lead, memory_config, arithmetic=True)
+    a_is_lead = lead is a
+    quiet_fn = _quiet(fn)
+    flushed = flush and _no_new_denormals(name, kind, a, b, read_a, read_b)
+
+    # a scalar operand's value, read once (one call less per op)
+    const_a = None if _is_tensor(a) else read_a(a)
+    const_b = None if _is_tensor(b) else read_b(b)
+
+    def run(a, b) -> Tensor:
+        va = read_a(a) if const_a is None else const_a
+        vb = read_b(b) if const_b is None else const_b
+        if int_div:  # float64 holds every int32 quotient's integer part exactly
+            with np.errstate(all="ignore"):
+                q = np.divide(va, vb)
+            v = q.astype(np.float32) if rounding_mode is None else (
+                np.floor(q) if rounding_mode == "floor" else np.trunc(q))
+        elif keep_int_via_float:
+            v = _int_from_float(quiet_fn(va, vb), storage_numpy_dtype(comp))
+        elif name == "divide" and rounding_mode is not None:
+            q = quiet_fn(va, vb)
+            v = np.floor(q) if rounding_mode == "floor" else np.trunc(q)
+        else:
+            v = quiet_fn(va, vb)
+        fresh = v.shape == shape
+        if not fresh:
+            v = np.broadcast_to(v, shape)
+        if relu:   # (commutes with the rounding to the result dtype)
+            v, fresh = np.maximum(v, np.float32(0)), True
+        if kind != "arith":
+            v = v.astype(np.float32)
+        return _out(v, out_dtype, layout, a if a_is_lead else b, memory_config, arithmetic=True, fresh=fresh,
+                    flushed=flushed)
+    return run
+
+
+# |s| >= 2**-102: then x + s and x - s (x flushed, float32 arithmetic) is 0 or at least 2**-126.
+_ADD_SAFE = 2.0 ** -102
+
+
+def _no_new_denormals(name: str, kind: str, a, b, read_a, read_b) -> bool:
+    """Whether float32 `name(a, b)` on flushed operands (0 or |x| >= 2**-126) can never give a
+    denormal, whatever the tensors' values: then the result is not searched for one (a pass
+    over it per op). A comparison gives 0 / 1; maximum / minimum select a flushed operand;
+    x * s with |s| >= 1 (or s = 0) is 0 or at least |x|; x +- s with |s| >= 2**-102 (or
+    s = 0): the exact sum of two float32 whose exponents are >= -103 is a multiple of
+    2**-126, so it is 0 or normal, and rounding keeps it so."""
+    if kind != "arith" or name in ("maximum", "minimum"):
+        return True
+    if _is_tensor(a) == _is_tensor(b):
+        return False
+    s = float(np.asarray(read_b(b) if _is_tensor(a) else read_a(a)).reshape(()))
+    if name in ("add", "subtract"):
+        return s == 0 or _bi.abs(s) >= _ADD_SAFE
+    if name == "multiply":
+        return s == 0 or _bi.abs(s) >= 1
+    return False
 
 
 def _make_binary(name):
-    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, **kwargs):
-        return _binary(name, input_tensor_a, input_tensor_b, dtype=dtype, memory_config=memory_config,
-                       **kwargs)
+    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, rounding_mode=None,
+           activations=None, **_ignored):
+        a, b = input_tensor_a, input_tensor_b
+        # The plan of this call's key (made and cached on first use; see _PLANS). The key: per
+        # operand (dtype, layout, shape, on host?) of a tensor, (type, value) of a scalar; an
+        # operand's memory config is no part of it (no check reads it; the result's is found per
+        # call, _out). Written out, not a helper: this runs for every binary op.
+        ka = (a._dtype, a._layout, a._value.shape, a._device is None) if type(a) is Tensor else (type(a), a)
+        kb = (b._dtype, b._layout, b._value.shape, b._device is None) if type(b) is Tensor else (type(b), b)
+        try:
+            key = (name, ka, kb, dtype, memory_config, rounding_mode,
+                   _activation_kinds(activations) if activations else None)
+            plan = _PLANS.get(key)
+        except TypeError:   # an unhashable scalar: plan every call
+            key = plan = None
+        if plan is None:
+            plan = _binary_plan(name, a, b, dtype, memory_config, rounding_mode, activations)
+            if key is not None:
+                if len(_PLANS) >= _PLANS_LIMIT:
+                    _PLANS.clear()
+                _PLANS[key] = plan
+        return plan(a, b)
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (f"ttnn.{name}(a, b, *, dtype=None, memory_config=None) -- sim: elementwise {name} "
                   f"with numpy broadcasting; a or b may be a Python scalar.")
@@ -890,7 +1031,43 @@ def to_device(tensor: Tensor, device: MeshDevice, memory_config=None, **_ignored
 
 
 def from_device(tensor: Tensor, blocking: bool = True, **_ignored) -> Tensor:
+    if getattr(tensor.device(), "capturing", None) is not None:
+        raise fatal("!trace_capture_active", "Reads from the device are not allowed during trace capture")
     return Tensor._make(tensor._live_value(), tensor.dtype, tensor.layout)
+
+
+def copy(input_a: Tensor, input_b: Tensor, **_ignored) -> None:
+    """ttnn.copy: input_a's values into input_b (same shape; converted to input_b's dtype)."""
+    _need_device("copy", input_a, input_b)
+    if tuple(input_a.shape) != tuple(input_b.shape):
+        raise fatal("input_a.logical_shape() == input_b.logical_shape()",
+                    f"ttnn.copy: shapes differ: {list(input_a.shape)} and {list(input_b.shape)}")
+    input_b._overwrite(Tensor._make(quantize(_convert(input_a, input_b.dtype), input_b.dtype),
+                                    input_b.dtype, input_b.layout))
+
+
+def copy_host_to_device_tensor(host_tensor: Tensor, device_tensor: Tensor, cq_id=0, **_ignored) -> None:
+    """ttnn.copy_host_to_device_tensor: a host tensor's values written into an allocated device
+    tensor of the same shape, dtype and layout, on command queue `cq_id` (the way inputs reach
+    a trace's persistent tensors; a write cannot be captured into a trace)."""
+    if not isinstance(host_tensor, Tensor) or host_tensor.device() is not None:
+        raise fatal("host_tensor.storage_type() == StorageType::HOST",
+                    "copy_host_to_device_tensor: the source must be a host tensor")
+    if not isinstance(device_tensor, Tensor) or device_tensor.device() is None:
+        raise fatal("device_tensor.storage_type() == StorageType::DEVICE",
+                    "copy_host_to_device_tensor: the destination must be a device tensor")
+    device_tensor._live_value()
+    check_queue(device_tensor.device(), cq_id)
+    if getattr(device_tensor.device(), "capturing", None) is not None:
+        raise fatal("!trace_capture_active", "Writes to the device are not allowed during trace capture")
+    for what, a, b in (("shape", tuple(host_tensor.shape), tuple(device_tensor.shape)),
+                       ("dtype", host_tensor.dtype, device_tensor.dtype),
+                       ("layout", host_tensor.layout, device_tensor.layout)):
+        if a != b:
+            raise fatal(f"host_tensor.{what}() == device_tensor.{what}()",
+                        f"copy_host_to_device_tensor: the host tensor's {what} {a} differs from the "
+                        f"device tensor's {b}")
+    device_tensor._overwrite(host_tensor)
 
 
 def to_memory_config(tensor: Tensor, memory_config: MemoryConfig, dtype=None, **_ignored) -> Tensor:
@@ -899,6 +1076,8 @@ def to_memory_config(tensor: Tensor, memory_config: MemoryConfig, dtype=None, **
 
 
 def deallocate(tensor: Tensor, force: bool = True) -> None:
+    if trace_open:
+        note_deallocate(tensor)   # a trace being captured still reads it
     tensor.deallocate(force)
 
 
@@ -967,6 +1146,7 @@ def arange(start=0, end=None, step=1, *, dtype=None, device=None, layout=None, m
 
 __all__ = [*(n for n in _UNARY if n != "gelu_tanh"), "GeluVariant", *_BINARY, *_ALIASES, "rsub", "where", "matmul", "linear", "sum", "mean", "max",
            "min", "argmax", "expand", "reshape", "permute", "transpose", "slice", "concat", "repeat", "pad", "to_layout",
-           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "to_memory_config",
+           "typecast", "bitcast", "to_dtype", "clone", "to_device", "from_device", "copy", "copy_host_to_device_tensor",
+           "to_memory_config",
            "deallocate", "is_tensor_storage_on_device", "full", "zeros", "ones", "full_like",
            "zeros_like", "ones_like", "arange"]

@@ -1,10 +1,13 @@
 """Neural-network ops of the sim: conv2d and the fused ops the fusion pass picks
-(softmax, layer_norm, rms_norm, transformer.scaled_dot_product_attention).
+(softmax, layer_norm, rms_norm, transformer.scaled_dot_product_attention,
+experimental.rotary_embedding).
 
 Result metadata follows real ttnn 0.81.1 as measured in mock (docs/ttnn-facts.md,
 "Convolution and fused ops"); values are float32 math rounded once to the output dtype.
 """
 from __future__ import annotations
+
+import enum
 
 import math
 import types
@@ -13,22 +16,45 @@ import numpy as np
 
 from . import fpu, ops as _ops
 from .ops import _f32, _need_device, _need_tile, _out
-from .tensor import DRAM_MEMORY_CONFIG, FLOAT_DTYPES, DataType, Layout, Tensor, fatal
+from .tensor import DRAM_MEMORY_CONFIG, FLOAT_DTYPES, DataType, Layout, Tensor, fatal, quantize
 
-__all__ = ["conv2d", "softmax", "layer_norm", "rms_norm", "transformer"]
+__all__ = ["conv2d", "softmax", "layer_norm", "rms_norm", "transformer", "experimental"]
 
 
 def _pair(v, n=2):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+class UnaryOpType(enum.Enum):
+    """ttnn.UnaryOpType, the members a fused activation uses here."""
+    RELU = "relu"
+
+
+class UnaryWithParam:
+    """ttnn.UnaryWithParam(op_type[, param...]): a unary op fused into another op."""
+
+    def __init__(self, op_type: UnaryOpType, *params):
+        self.op_type, self.params = op_type, params
+
+
+class Conv2dConfig:
+    """ttnn.Conv2dConfig: of its fields the sim models `activation` (applied to the conv's
+    result before it is written, as ttnn fuses it); the others tune performance only."""
+
+    def __init__(self, *, activation: UnaryWithParam | None = None, **_performance_only):
+        if activation is not None and activation.op_type not in (UnaryOpType.RELU,):
+            raise fatal("activation", f"conv2d: fused activation {activation.op_type} is not modelled")
+        self.activation = activation
+
+
 def conv2d(*, input_tensor: Tensor, weight_tensor: Tensor, device, in_channels: int, out_channels: int,
            batch_size: int, input_height: int, input_width: int, kernel_size, stride=(1, 1),
            padding=(0, 0), dilation=(1, 1), groups: int = 1, bias_tensor: Tensor | None = None,
-           dtype=None, memory_config=None, return_output_dim: bool = False,
-           return_weights_and_bias: bool = False, **_ignored):
+           conv_config: Conv2dConfig | None = None, dtype=None, memory_config=None,
+           return_output_dim: bool = False, return_weights_and_bias: bool = False, **_ignored):
     """Input [N,H,W,C] or [1,1,N*H*W,C] (device, any layout); weights [O, C/groups, kh, kw]
-    on the host or on device in ROW_MAJOR; bias [1,1,1,O]. Result [1,1,N*OH*OW,O] TILE."""
+    on the host or on device in ROW_MAJOR; bias [1,1,1,O]; conv_config's activation (relu)
+    applied before the result is written. Result [1,1,N*OH*OW,O] TILE."""
     _need_device("conv2d", input_tensor)
     if weight_tensor.layout != Layout.ROW_MAJOR:
         raise fatal("weight_tensor.layout() == Layout::ROW_MAJOR",
@@ -60,6 +86,8 @@ def conv2d(*, input_tensor: Tensor, weight_tensor: Tensor, device, in_channels: 
         for g in range(groups)], axis=-1)
     if bias_tensor is not None:
         y = y + _f32(bias_tensor).reshape(-1)
+    if conv_config is not None and conv_config.activation is not None:
+        y = np.maximum(y, 0)   # (RELU, the one modelled)
     out = _out(y.reshape(1, 1, n * oh * ow, o), out_dtype, Layout.TILE, input_tensor,
                memory_config or DRAM_MEMORY_CONFIG, arithmetic=True)
     if return_output_dim or return_weights_and_bias:
@@ -164,3 +192,45 @@ def _sdpa(input_tensor_q: Tensor, input_tensor_k: Tensor, input_tensor_v: Tensor
 
 _sdpa.__name__ = "scaled_dot_product_attention"
 transformer = types.SimpleNamespace(scaled_dot_product_attention=_sdpa)
+
+
+def _rotary_embedding(input_tensor: Tensor, cos_cache: Tensor, sin_cache: Tensor, token_index=None, *,
+                      memory_config=None, compute_kernel_config=None) -> Tensor:
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = concat(-x[..., X/2:], x[..., :X/2]);
+    x [B, H, S, X], cos / sin [1, 1, >=S, X] (rows 0..S-1 used, broadcast over B and H).
+    Checks as tt-metal's RotaryEmbedding::validate (all on device, TILE; X a multiple of 64,
+    the kernel swapping whole tiles; cos / sin alike). Result as measured in mock (ttnn
+    0.81.1): x's dtype, shape [B, H, round_up(S, 32), X] (an unaligned S comes back padded).
+    Each product is rounded to x's dtype before the add (the kernel's circular buffers)."""
+    x, c, s = input_tensor, cos_cache, sin_cache
+    _need_device("rotary_embedding", x, c, s)
+    _need_tile("rotary_embedding", x, c, s)
+    if token_index is not None:
+        raise fatal("token_index", "ttnn.experimental.rotary_embedding: the decode form (token_index) "
+                                   "is not modelled by the sim")
+    if len(x.shape) != 4 or x.shape[-1] % 64:
+        raise fatal("input_tensor.padded_shape()[-1] % (TILE_WIDTH * 2) == 0",
+                    f"Input X dimension ({x.shape[-1]}) must be divisible by 64 for tiling.")
+    if c.dtype != s.dtype:
+        raise fatal("cos.dtype() == sin.dtype()", "Cos and Sin dtypes must match")
+    if tuple(c.shape) != tuple(s.shape):
+        raise fatal("cos.padded_shape() == sin.padded_shape()", "Cos and Sin dims must match")
+    b, h, n, w = x.shape
+    if len(c.shape) != 4 or tuple(c.shape[:2]) != (1, 1) or c.shape[-1] != w:
+        raise fatal("cos dims", f"Cosine cache dimensions must match input dimensions. Expected (1, 1, {w}), "
+                                f"but got {list(c.shape)}.")
+    if c.shape[-2] < n:
+        raise fatal("cos rows >= seq_len", f"Cosine cache dimensions must cover the sequence length. Sequence "
+                                           f"length: {n}, Cos cache dimension: {c.shape[-2]}.")
+    v = _f32(x)
+    rot = np.concatenate([-v[..., w // 2:], v[..., :w // 2]], axis=-1)
+    cos, sin = _f32(c)[:, :, :n], _f32(s)[:, :, :n]
+    with np.errstate(all="ignore"):
+        y = quantize(v * cos, x.dtype) + quantize(rot * sin, x.dtype)
+    rows = -(-n // 32) * 32
+    y = np.pad(y, ((0, 0), (0, 0), (0, rows - n), (0, 0)))
+    return _out(y, x.dtype, Layout.TILE, x, memory_config, arithmetic=True)
+
+
+_rotary_embedding.__name__ = "rotary_embedding"
+experimental = types.SimpleNamespace(rotary_embedding=_rotary_embedding)

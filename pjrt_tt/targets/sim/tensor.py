@@ -38,6 +38,10 @@ class TTEnum(enum.Enum):
 
     __str__ = __repr__
 
+    # Members are singletons compared by identity: hash them by identity too (C speed; Enum's
+    # own __hash__ is Python code, and dtype / layout sets are read on every op).
+    __hash__ = object.__hash__
+
 
 class DataType(TTEnum):
     BFLOAT16 = 0
@@ -228,13 +232,33 @@ def flush_denormals(x: np.ndarray) -> np.ndarray:
     bfloat16 denormal as a zero of the same sign and never produce one (docs/numerics.md,
     "Denormals"). `x` itself (as float32) when it holds no denormal."""
     x = np.asarray(x, np.float32)
+    if not has_denormals(x):
+        return x
     bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
     denormal = ((bits & 0x7F800000) == 0) & ((bits & 0x007FFFFF) != 0)
-    if not denormal.any():
-        return x
     out = np.array(x)
     out[denormal.reshape(out.shape)] *= np.float32(0)   # keeps the sign
     return out
+
+
+_MAGNITUDE = np.uint32(0x7FFFFFFF)
+_ONE = np.uint32(1)
+_MIN = np.minimum.reduce
+
+
+def has_denormals(x: np.ndarray) -> bool:
+    """Whether float32 `x` holds a denormal: 0 < |bits| < 0x00800000, i.e. the smallest
+    |bits| - 1 (where zero wraps around to the top) is at most the largest denormal's - 1
+    (0x007FFFFE):
+    three passes and one temporary, the hot path of every arithmetic op."""
+    if x.size == 0:
+        return False
+    if x.ndim == 0:
+        x = x.reshape(1)
+    bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
+    m = np.bitwise_and(bits, _MAGNITUDE)
+    np.subtract(m, _ONE, out=m)
+    return int(_MIN(m, axis=None)) <= 0x007FFFFE   # (a numpy-scalar compare costs a ufunc call)
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:
@@ -408,6 +432,7 @@ class Tensor:
         if dtype in BLOCK_DTYPES and layout != Layout.TILE:
             raise fatal("layout == Layout::TILE", "Layout must be Layout::TILE for bfloat8_b or bfloat4_b!")
         self._value = value
+        self._arith = None   # the values as arithmetic reads them (see _arith_value), once known
         self._dtype = dtype
         self._layout = layout
         self._device = device
@@ -417,11 +442,13 @@ class Tensor:
 
     def _place(self, device, memory_config):
         # The device allocates (device.py owns chips and allocators; this module never imports it).
-        if not hasattr(device, "allocate_buffers"):
-            raise TypeError(f"sim: expected a device from ttnn.open_device / open_mesh_device, got {device!r}")
+        try:
+            allocate = device.allocate_buffers
+        except AttributeError:
+            raise TypeError(f"sim: expected a device from ttnn.open_device / open_mesh_device, got {device!r}") from None
         self._device = device
         self._mem = memory_config or DRAM_MEMORY_CONFIG
-        self._allocs = device.allocate_buffers(self, self._mem)
+        self._allocs = allocate(self, self._mem)
 
     # --- metadata ------------------------------------------------------------------------------
     @property
@@ -493,6 +520,21 @@ class Tensor:
             raise fatal("input_tensor_a.is_allocated()", "Input Tensor A is not allocated")
         return self._value
 
+    def _overwrite(self, other: "Tensor") -> None:
+        """Take `other`'s values (same shape and dtype): a trace replay or ttnn.copy writing
+        into this tensor's buffer. The one place stored values change."""
+        self._value, self._arith = other._value, other._arith
+
+    def _arith_value(self) -> np.ndarray:
+        """A float tensor's values as Tensix arithmetic reads them (float32, denormals as zeros).
+        Stored values change only as a whole (_overwrite), so this is found once per value (an op's flushed result
+        is its own: ops.py's _out says so)."""
+        if self._deallocated:
+            raise fatal("input_tensor_a.is_allocated()", "Input Tensor A is not allocated")
+        if self._arith is None:
+            self._arith = flush_denormals(self._value)
+        return self._arith
+
     # --- host conversion -----------------------------------------------------------------------
     def to_numpy(self, dtype=None) -> np.ndarray:
         """The logical values. Real ttnn returns an object array for bfloat16 (and float32 for
@@ -540,7 +582,8 @@ class Tensor:
 
     def __del__(self):  # like ttnn: a device tensor frees its buffers when garbage-collected
         try:
-            self._free_buffers()
+            if self._allocs:
+                self._free_buffers()
         except Exception:  # interpreter shutdown or a half-built tensor
             pass
 

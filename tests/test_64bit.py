@@ -1,0 +1,313 @@
+"""64-bit types (issue 9; issue 13 item 3): the chip has none, so int64 / uint64 / float64 are
+carried as int32 / uint32 / float32 on the device and keep their 64-bit type at the framework
+boundary (dtypes.py, ingest/narrow64.py, docs/numerics.md).
+
+Checked against XLA:CPU in 64 bits (and eager torch on the CPU): values that fit pass exactly,
+values that do not are refused naming the array / argument and the value, never wrapped;
+float64 results meet the documented float32 bound; the tt_strict_64bit option refuses instead.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close, enable_x64, forward_mock_unchecked, run_both
+
+I32_MIN, I32_MAX = -2**31, 2**31 - 1
+
+# float64 computed as float32 (docs/numerics.md, measured by tests/benchmarks/float64.py):
+# elementwise math within a few float32 ulps of the float64 result
+F64_AS_F32 = dict(rtol=1e-6, atol=1e-6)
+
+
+def _round_trip(x: np.ndarray, tt) -> np.ndarray:
+    with enable_x64():
+        return np.asarray(jax.device_put(x, tt))
+
+
+# --------------------------------------------------------------------- transfer boundaries
+
+@pytest.mark.parametrize("dtype,good", [
+    (np.int64, [I32_MAX, I32_MIN, 0, -1, 7]),
+    (np.uint64, [2**32 - 1, 0, 2**31]),
+])
+def test_64bit_integers_that_fit_round_trip_exactly(tt, dtype, good):
+    x = np.array(good, dtype)
+    assert_close(_round_trip(x, tt), x)   # dtype int64 / uint64 back, values equal
+
+
+@pytest.mark.parametrize("dtype,bad,carrier", [
+    (np.int64, 2**31, "int32"), (np.int64, -2**31 - 1, "int32"), (np.int64, 2**40, "int32"),
+    (np.uint64, 2**32, "uint32"), (np.uint64, 2**64 - 1, "uint32"),
+])
+def test_64bit_integers_that_do_not_fit_are_refused(tt, dtype, bad, carrier):
+    x = np.array([1, bad, 2], dtype)
+    with pytest.raises(Exception) as e:
+        _round_trip(x, tt)
+    message = str(e.value)
+    assert "INVALID_ARGUMENT" in message, message
+    assert f"the {np.dtype(dtype).name} array of shape [3]" in message, message   # names the array
+    assert f"holds {bad} at index [1]" in message and f"the {carrier} range" in message, message
+
+
+def test_a_jit_argument_that_does_not_fit_is_refused(tt):
+    with enable_x64(), pytest.raises(Exception, match=r"INVALID_ARGUMENT: the int64 array .* holds 2147483648"):
+        jax.jit(lambda v: v * 2, device=tt)(np.array([2**31], np.int64))
+
+
+def test_float64_round_trip_is_float32_rounding(tt):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(64) * 10.0 ** rng.integers(-30, 30, 64),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, -1e-30]])
+    got = _round_trip(x, tt)
+    assert_close(got, x.astype(np.float32).astype(np.float64), exact=True)   # round to nearest, nothing else
+    assert got.dtype == np.float64
+
+
+def test_float64_beyond_float32_range_is_refused(tt):
+    with pytest.raises(Exception, match=r"INVALID_ARGUMENT: the float64 array of shape \[2\] .* holds 1e\+300 "
+                                         r"at index \[1\] .* beyond float32's range"):
+        _round_trip(np.array([1.0, 1e300]), tt)
+
+
+def test_pjrt_sees_the_64bit_types():
+    """Buffer_ElementType and the executable's output element types are the framework's
+    (PJRT_Buffer_Type S64 = 5, F64 = 12), while the device holds 32 bits."""
+    from pjrt_tt.runtime.client import CLIENTS
+    jax.devices("tt")
+    client = CLIENTS[0]
+    x = np.array([[3, -4]], np.int64)
+    buf = client.buffer_from_host(x.ctypes.data, 5, x.shape, None, client.devices[0], None)
+    assert buf.element_type == 5 and buf.dims == (1, 2)
+    assert buf.on_device_size == 32 * 32 * 4            # one int32 tile
+    assert buf.numpy().dtype == np.int64 and buf.numpy().tolist() == [[3, -4]]
+    with enable_x64():
+        text = jax.jit(lambda a, b: (a + 1, b * 2.0)).lower(x, np.ones(2)).as_text()
+    exe = client.compile(text.encode(), "mlir", b"")
+    assert exe.output_element_types == [5, 12], exe.output_element_types
+    assert [str(h) for h in exe.program.input_host_types] == ["tensor<1x2xi64>", "tensor<2xf64>"]
+    assert [v.type.dtype for v in exe.program.inputs] == ["int32", "float32"]
+
+
+# --------------------------------------------------------------------- programs (JAX x64)
+
+X = np.random.default_rng(1).standard_normal((4, 40))
+I = (np.arange(160, dtype=np.int64).reshape(4, 40) * 37) % 101 - 50
+
+
+@pytest.mark.parametrize("name,f,args", [
+    ("iota", lambda: jnp.arange(100) * 3 - 7, ()),
+    ("argmax", lambda a: jnp.argmax(a, axis=1), (X,)),
+    ("argmin", lambda a: jnp.argmin(a, axis=0), (X,)),
+    ("argsort", lambda a: jnp.argsort(a, axis=1), (X,)),
+    ("cumsum", lambda a: jnp.cumsum(a, axis=1), (I,)),
+    ("int_arith", lambda a: ((a * 7 - 3) // 5) % 11 + jnp.abs(a), (I,)),
+    ("int_sum", lambda a: a.sum(axis=1), (I,)),
+    ("int_compare", lambda a: jnp.where(a > 3, a, -a), (I,)),
+    ("to_float", lambda a: a.astype(jnp.float64) * 0.5, (I,)),
+])
+def test_x64_integer_programs_match_cpu(tt, cpu, name, f, args):
+    with enable_x64():
+        got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        assert_close(g, w, **(F64_AS_F32 if w.dtype == np.float64 else {}), what=name)
+
+
+@pytest.mark.parametrize("name,f", [
+    ("elementwise", lambda a: jnp.exp(a) * 2.5 + jnp.sin(a) / 3 - jnp.tanh(a) * a),
+    ("reduce", lambda a: jnp.mean(a, axis=1) + jnp.max(a, axis=0)[:4]),
+    ("cumsum", lambda a: jnp.cumsum(a, axis=1)),
+    ("softmax", lambda a: jax.nn.softmax(a, axis=-1)),
+])
+def test_x64_float64_programs_within_the_documented_bound(tt, cpu, name, f):
+    with enable_x64():
+        got, want = run_both(f, X, tt_device=tt, cpu_device=cpu)
+    assert got[0].dtype == np.float64
+    assert_close(got[0], want[0], **F64_AS_F32, what=name)
+
+
+def test_x64_float64_matmul_has_the_float32_matmul_precision(tt, cpu):
+    with enable_x64():
+        got, want = run_both(lambda a, b: a @ b, X, X.T, tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], kind="matmul")
+
+
+def test_x64_random_keys_are_bit_exact(tt, cpu):
+    with enable_x64():
+        def f(seed):
+            key = jax.random.PRNGKey(seed)
+            k1, k2 = jax.random.split(key)
+            return (jax.random.key_data(k1), jax.random.uniform(k2, (3, 5), dtype=jnp.float32),
+                    jax.random.bits(k1, (4,), dtype=jnp.uint32))
+        got, want = run_both(f, np.int64(42), tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        assert_close(g, w, exact=True)
+
+
+def test_x64_random_float64_is_refused_with_what_to_ask_instead(tt):
+    with enable_x64(), pytest.raises(Exception, match=r"UNIMPLEMENTED: `stablehlo.bitcast_convert` .* ui64 as f64.*"
+                                                      r"dtype=jnp.float32"):
+        jax.jit(lambda s: jax.random.normal(jax.random.PRNGKey(s), (4,)), device=tt)(np.int64(1))
+
+
+def test_a_bitcast_that_needs_64_bits_is_refused(tt):
+    with enable_x64(), pytest.raises(Exception, match=r"UNIMPLEMENTED: `stablehlo.bitcast_convert` at .*"
+                                                      r"reinterprets the bits of f64 as i64"):
+        jax.jit(lambda a: jax.lax.bitcast_convert_type(a, jnp.int64), device=tt)(np.ones(3))
+
+
+# ----------------------------------------------------- arithmetic that would overflow int32
+
+def test_int64_argument_arithmetic_is_exact_for_the_range_it_was_proven_for(tt, cpu):
+    """x + 1 on int64 is exact on the chip for x <= 2**31 - 2: those run, 2**31 - 1 (whose
+    result needs 64 bits) is refused at run time naming the argument and the op."""
+    f = lambda v: v + 1  # noqa: E731
+    with enable_x64():
+        x = np.array([I32_MAX - 1, I32_MIN, 0], np.int64)
+        got, want = run_both(f, x, tt_device=tt, cpu_device=cpu)
+        assert_close(got[0], want[0])
+        with pytest.raises(Exception) as e:
+            jax.jit(f, device=tt)(jax.device_put(np.array([I32_MAX], np.int64), tt))
+    message = str(e.value)
+    assert "INVALID_ARGUMENT: argument 0 of jit__lambda is int64 with values in [2147483647, 2147483647]" in message
+    assert "exact only for values in [-2147483648, 2147483646]" in message and "`stablehlo.add` at" in message
+
+
+def test_an_output_bound_carries_into_the_next_program(tt, cpu):
+    """An output's proven bound lets the next program skip reading it back; where the
+    bound is too wide the values are read once and checked."""
+    with enable_x64():
+        a = jax.device_put(np.array([5, -6, 1000], np.int64), tt)
+        b = jax.jit(lambda v: v * 3)(a)             # exact for |v| < 2**31 / 3
+        c = jax.jit(lambda v: v * 1000)(b)          # b's bound is too wide: measured, fits
+        np.testing.assert_array_equal(np.asarray(c), np.array([5, -6, 1000]) * 3000)
+
+
+def test_int64_arithmetic_beyond_int32_is_refused_naming_the_op(tt):
+    """Issue 13 item 3b: `(x.long() * 3_000_000_000) % 1000` can only wrap in 32 bits."""
+    with enable_x64(), pytest.raises(Exception) as e:
+        jax.jit(lambda v: (v.astype(jnp.int64) * 3_000_000_000) % 1000, device=tt)(np.arange(4, dtype=np.int32))
+    message = str(e.value)
+    assert "UNIMPLEMENTED: `stablehlo.multiply` at" in message and "computes 64-bit integers (i64)" in message
+    assert "beyond i32" in message, message
+
+
+def test_float_to_int64_is_checked_at_run_time(tt, cpu):
+    """A float converted to int64 has no compile-time bound: the program assumes it fits the
+    argument range it proves for the rest, and checks the converted floats after each run."""
+    f = lambda x, n: jnp.minimum((x * 1e3).astype(jnp.int64) + n, 5000)  # noqa: E731
+    with enable_x64():
+        x = np.array([1.5, -2.25, 4.0004, -1e6, 1.07e6])   # 1.07e9 < 2**30
+        got, want = run_both(f, x, np.int64(8), tt_device=tt, cpu_device=cpu)
+        assert got[0].dtype == np.int64
+        assert_close(got[0], want[0])
+        # converting log(0) = -inf is implementation-defined (not checked): here a where drops it
+        g = lambda x: jnp.where(x > 0, (jnp.log(x) * 10).astype(jnp.int64), -1)  # noqa: E731
+        got, want = run_both(g, np.array([0.0, 1.0, 5.0, 1e30]), tt_device=tt, cpu_device=cpu)
+        assert_close(got[0], want[0])
+        with pytest.raises(Exception) as e:
+            jax.jit(f, device=tt)(np.array([1.5, 3e6]), np.int64(8))   # 3e9: beyond the range
+    message = str(e.value)
+    assert "INVALID_ARGUMENT: `stablehlo.convert` at" in message and "test_64bit.py" in message, message
+    assert "converts floats in [1500, 3e+09] to 64-bit integers" in message, message
+    assert "exact only for results in [-1073741824, 1073741823] (checked at run time)" in message, message
+
+
+# --------------------------------------------------------------------- tt_strict_64bit
+
+def test_strict_64bit_refuses_naming_the_op(tt):
+    strict = {"tt_strict_64bit": "true"}
+    with enable_x64():
+        with pytest.raises(Exception, match=r"UNIMPLEMENTED: `stablehlo.convert` at .*test_64bit.py:\d+.* computes f64 \(tt_strict_64bit\)"):
+            jax.jit(lambda a: jnp.sin(a.astype(jnp.float64)), compiler_options=strict, device=tt)(np.ones(3, np.float32))
+        with pytest.raises(Exception, match=r"argument 0 of the program is i64 \(tt_strict_64bit\)"):
+            jax.jit(lambda a: a + 1, compiler_options=strict, device=tt)(np.ones(3, np.int64))
+        # 64-bit integers the program only computes with, proven to fit, change nothing: allowed
+        x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+        got = jax.jit(lambda a: jnp.argmax(a, axis=1).astype(jnp.int32), compiler_options=strict, device=tt)(x)
+        np.testing.assert_array_equal(np.asarray(got), np.argmax(x, axis=1).astype(np.int32))
+
+
+# --------------------------------------------------------------------- torch
+
+def _torch(body: str) -> str:
+    pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
+    code = "import torch, torch_xla\ndev = torch_xla.device()\n" + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PJRT_DEVICE="TT"),
+                          capture_output=True, text=True, timeout=600)
+    forward_mock_unchecked(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_torch_eager_int64_and_float64():
+    out = _torch("""
+        ids = torch.tensor([[101, 2023, 2003, 102], [101, 7592, 2088, 102]])   # a tokenizer's int64 ids
+        x = ids.to(dev)
+        back = x.cpu()
+        assert back.dtype == torch.int64 and torch.equal(back, ids), back
+        got = (x * 2 + 1).amax(dim=1).cpu()   # a max reduction from int64's minimum
+        assert got.dtype == torch.int64 and torch.equal(got, (ids * 2 + 1).amax(dim=1)), got
+        got = (x - 2000).sum(dim=1).cpu()
+        assert got.dtype == torch.int64 and torch.equal(got, (ids - 2000).sum(dim=1)), got
+        edge = torch.tensor([2**31 - 1, -2**31], dtype=torch.int64)
+        assert torch.equal(edge.to(dev).cpu(), edge)
+        f = torch.tensor([1.0, 3.14159265358979, -2.5e-7], dtype=torch.float64)
+        fb = f.to(dev).cpu()
+        assert fb.dtype == torch.float64 and torch.equal(fb, f.float().double()), fb
+        y = (f.to(dev) * 2).exp().cpu()
+        assert y.dtype == torch.float64 and torch.allclose(y, (f * 2).exp(), rtol=1e-6, atol=1e-6), y
+        floor = torch.div(x * 7, 3, rounding_mode="floor").cpu()   # through float32, checked at run time
+        assert floor.dtype == torch.int64 and torch.equal(floor, torch.div(ids * 7, 3, rounding_mode="floor")), floor
+        for bad in (2**31, -2**31 - 1):
+            try:
+                torch.tensor([0, bad]).to(dev).cpu()
+            except RuntimeError as e:
+                print("ERROR", e)
+        print("done")
+    """)
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2 and out.rstrip().endswith("done"), out
+    assert "INVALID_ARGUMENT" in errors[0] and "holds 2147483648 at index [1]" in errors[0], errors[0]
+    assert "holds -2147483649 at index [1]" in errors[1], errors[1]
+
+
+def test_torch_compile_int64_embedding_ids_and_strict_option():
+    out = _torch("""
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(50, 8)
+        def f(ids, pos):
+            return emb(ids) * (pos + 1).unsqueeze(-1)
+        ids = torch.tensor([[3, 49, 0, 7], [12, 12, 5, 1]])
+        pos = torch.arange(4).expand(2, 4)
+        got = torch.compile(f, backend="tt")(ids, pos)
+        want = f(ids, pos)
+        err = float((got - want).abs().max())
+        assert got.dtype == torch.float32 and err < 1e-6, err
+        tokens = torch.compile(lambda i: (i * 3) % 1000 + 1, backend="tt")(ids)
+        assert tokens.dtype == torch.int64 and torch.equal(tokens, (ids * 3) % 1000 + 1), tokens
+        halves = torch.compile(lambda i: torch.div(i, 2, rounding_mode="floor") - 1, backend="tt")(ids)
+        assert halves.dtype == torch.int64 and torch.equal(halves, torch.div(ids, 2, rounding_mode="floor") - 1), halves
+        try:
+            torch.compile(lambda i: i + 1, backend="tt", options={"tt_strict_64bit": True})(ids)
+        except Exception as e:
+            print("STRICT", str(e).replace(chr(10), " "))
+        try:
+            torch.compile(lambda x: (x.long() * 3_000_000_000) % 1000, backend="tt")(torch.arange(4, dtype=torch.int32))
+        except Exception as e:
+            print("OVERFLOW", str(e).replace(chr(10), " "))
+        print("done")
+    """)
+    assert out.rstrip().endswith("done"), out
+    strict = [line for line in out.splitlines() if line.startswith("STRICT")]
+    assert strict and "tt_strict_64bit" in strict[0] and "i64" in strict[0], out
+    overflow = [line for line in out.splitlines() if line.startswith("OVERFLOW")]
+    # torch_xla sends the scalar 3_000_000_000 to the device as an int64 argument: refused there,
+    # naming the value and the aten op (an in-graph constant is refused naming the multiply)
+    assert overflow and "holds 3000000000" in overflow[0] and "aten.mul" in overflow[0], out
