@@ -70,8 +70,6 @@ void BindUnimplemented(PJRT_Api& api) {
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_UpdateGlobalProcessInfo)
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_DmaMap)
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_DmaUnmap)
-  PJRT_TT_UNIMPLEMENTED(PJRT_Executable_Serialize)
-  PJRT_TT_UNIMPLEMENTED(PJRT_Executable_DeserializeAndLoad)
   PJRT_TT_UNIMPLEMENTED(PJRT_Executable_GetCompiledMemoryStats)
   PJRT_TT_UNIMPLEMENTED(PJRT_ExecuteContext_Create)
   PJRT_TT_UNIMPLEMENTED(PJRT_ExecuteContext_Destroy)

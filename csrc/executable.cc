@@ -13,6 +13,11 @@ struct PJRT_DeviceAssignmentSerialized {
   std::string bytes;
 };
 
+// Backs the bytes returned by PJRT_Executable_Serialize (pjrt_tt/runtime/serialized.py).
+struct PJRT_SerializedExecutable {
+  std::string bytes;
+};
+
 namespace pjrt_tt {
 namespace {
 
@@ -76,6 +81,28 @@ const std::vector<PJRT_Device*>& AddressableDevices(ExecutableState& s) {
 
 // --------------------------------- Compile -----------------------------------
 
+// A loaded-executable handle around the Python LoadedExecutable `py`, its metadata read
+// now (GIL held by the caller), as a compile and a deserialization both hand out.
+std::shared_ptr<ExecutableState> LoadedState(PJRT_Client* client, py::object py) {
+  auto state = std::make_shared<ExecutableState>();
+  state->client = client;
+  state->num_outputs = py::cast<size_t>(py.attr("num_outputs"));
+  state->num_replicas = py::cast<size_t>(py.attr("num_replicas"));
+  state->num_partitions = py::cast<size_t>(py.attr("num_partitions"));
+  state->donated_inputs = ToInt64Vector(py.attr("donated_inputs"));
+  state->py = PyRef(std::move(py));
+  return state;
+}
+
+// Reads the rest of the metadata (outside the GIL: each asks Python itself) and hands out the handle.
+PJRT_LoadedExecutable* NewLoaded(std::shared_ptr<ExecutableState> state) {
+  OutputTypes(*state);
+  OutputDims(*state);
+  OutputKinds(*state);
+  AddressableDevices(*state);
+  return new PJRT_LoadedExecutable{std::move(state)};
+}
+
 PJRT_Error* ClientCompile(PJRT_Client_Compile_Args* args) {
   return Guard("PJRT_Client_Compile", [&] {
     PJRT_TT_REQUIRE_OUT(args, executable);
@@ -87,22 +114,32 @@ PJRT_Error* ClientCompile(PJRT_Client_Compile_Args* args) {
     size_t format_size = PJRT_TT_IN(program, format_size, 0);
     const char* options = PJRT_TT_IN(args, compile_options, nullptr);
     size_t options_size = options ? PJRT_TT_IN(args, compile_options_size, 0) : 0;
-    auto state = std::make_shared<ExecutableState>();
-    state->client = client;
-    WithPython([&] {
-      py::object py = client->py.get().attr("compile")(py::bytes(code, code_size), py::str(format, format_size),
-                                                       py::bytes(options ? options : "", options_size));
-      state->num_outputs = py::cast<size_t>(py.attr("num_outputs"));
-      state->num_replicas = py::cast<size_t>(py.attr("num_replicas"));
-      state->num_partitions = py::cast<size_t>(py.attr("num_partitions"));
-      state->donated_inputs = ToInt64Vector(py.attr("donated_inputs"));
-      state->py = PyRef(std::move(py));
+    std::shared_ptr<ExecutableState> state = WithPython([&] {
+      return LoadedState(client, client->py.get().attr("compile")(py::bytes(code, code_size),
+                                                                  py::str(format, format_size),
+                                                                  py::bytes(options ? options : "", options_size)));
     });
-    OutputTypes(*state);
-    OutputDims(*state);
-    OutputKinds(*state);
-    AddressableDevices(*state);
-    args->executable = new PJRT_LoadedExecutable{std::move(state)};
+    args->executable = NewLoaded(std::move(state));
+  });
+}
+
+// The bytes are untrusted (a cache file): the runtime checks the header and checksum
+// before reading anything else, and every failure is an error, never a crash.
+PJRT_Error* DeserializeAndLoad(PJRT_Executable_DeserializeAndLoad_Args* args) {
+  return Guard("PJRT_Executable_DeserializeAndLoad", [&] {
+    PJRT_TT_REQUIRE_OUT(args, loaded_executable);
+    PJRT_Client* client = PJRT_TT_ARG(args, client);
+    size_t size = PJRT_TT_IN(args, serialized_executable_size, 0);
+    const char* bytes = PJRT_TT_IN(args, serialized_executable, nullptr);
+    if (bytes == nullptr && size > 0) Fail(PJRT_Error_Code_INVALID_ARGUMENT, "serialized_executable is null");
+    const char* options = PJRT_TT_IN(args, overridden_serialized_compile_options, nullptr);
+    size_t options_size = options ? PJRT_TT_IN(args, overridden_serialized_compile_options_size, 0) : 0;
+    std::shared_ptr<ExecutableState> state = WithPython([&] {
+      py::object override_options = options ? py::object(py::bytes(options, options_size)) : py::object(py::none());
+      return LoadedState(client, client->py.get().attr("deserialize")(py::bytes(bytes ? bytes : "", size),
+                                                                      override_options));
+    });
+    args->loaded_executable = NewLoaded(std::move(state));
   });
 }
 
@@ -190,6 +227,19 @@ PJRT_Error* ExecutableFingerprint(PJRT_Executable_Fingerprint_Args* args) {
     const std::string& fingerprint = StringAttr(s, s.fingerprint, "fingerprint");
     PJRT_TT_OUT(args, executable_fingerprint, fingerprint.data());
     PJRT_TT_OUT(args, executable_fingerprint_size, fingerprint.size());
+  });
+}
+
+PJRT_Error* ExecutableSerialize(PJRT_Executable_Serialize_Args* args) {
+  return Guard("PJRT_Executable_Serialize", [&] {
+    PJRT_TT_REQUIRE_OUT(args, serialized_executable_deleter);
+    ExecutableState& s = *PJRT_TT_ARG(args, executable)->state;
+    auto serialized = std::make_unique<PJRT_SerializedExecutable>();
+    serialized->bytes = WithPython([&] { return py::cast<std::string>(s.py.get().attr("serialize")()); });
+    args->serialized_bytes = serialized->bytes.data();
+    args->serialized_bytes_size = serialized->bytes.size();
+    args->serialized_executable_deleter = [](PJRT_SerializedExecutable* e) { delete e; };
+    args->serialized_executable = serialized.release();
   });
 }
 
@@ -474,6 +524,8 @@ void BindExecutable(PJRT_Api& api) {
   api.PJRT_Executable_OutputDimensions = ExecutableOutputDimensions;
   api.PJRT_Executable_Fingerprint = ExecutableFingerprint;
   api.PJRT_Executable_OptimizedProgram = ExecutableOptimizedProgram;
+  api.PJRT_Executable_Serialize = ExecutableSerialize;
+  api.PJRT_Executable_DeserializeAndLoad = DeserializeAndLoad;
   api.PJRT_LoadedExecutable_Destroy = LoadedDestroy;
   api.PJRT_LoadedExecutable_GetExecutable = LoadedGetExecutable;
   api.PJRT_LoadedExecutable_AddressableDevices = LoadedAddressableDevices;

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Callable
 
 from pjrt_tt.compile_context import CompileContext, build_level, env_options, parse_options
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.errors import InvalidArgument, StaleEntry
 from pjrt_tt.ingest import build_optimization_level, parse
 from pjrt_tt.ingest.isolated import IsolatedReader
 from pjrt_tt.lower import lower_module
@@ -58,6 +58,8 @@ class Compiled:
     mesh_shape: tuple[int, int] = (1, 1)   # the ttnn mesh an SPMD program runs on
     optimized: tuple[bytes, str] | None = None  # what PJRT_Executable_OptimizedProgram returns
     trace: bool = False   # enable_trace: the runtime runs it as a Metal trace (targets/trace.py)
+    key: str = ""         # the cache key: program bytes, format and the settings that change the result
+    checked: bool = False   # the conformance check (mock) accepted it
 
 
 class ProgramCache(Mapping):
@@ -117,33 +119,56 @@ class Compiler:
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None   # see the module doc
         self.reader = IsolatedReader()   # new bytes are read in a helper process first
         self.compilations = 0        # programs lowered (cache misses), for tests and stats
+        self.loads = 0               # programs read back from serialized executables (not lowered)
 
     def compile(self, code: bytes, fmt: str, options=None) -> Compiled:
         """`options` (a parsed CompileOptions): SPMD programs (more than one partition) are
         partitioned first (pjrt_tt.spmd) and run on a ttnn mesh; its env_option_overrides carry
         the compile options (compile_context.py: tt_* numerics, docs/numerics.md; the optimizer's,
         docs/optimizer.md), after those of PJRT_TT_COMPILE_OPTIONS (torch's bridge)."""
+        key, spmd, chosen = self._key(code, fmt, options)
+        hit = self._cache.lookup(key)
+        if hit is not None:
+            return hit
+        index = next(_dump_counter)
+        parsed_text, program, mesh_shape, optimized = self._on_compile_thread(
+            self._lower, code, fmt, options, spmd, chosen, index)
+        if self.settings.dump_dir:
+            self._write(f"{index:04d}.{program.name}.ttnn.txt", program.format())
+        if self.check is not None:
+            self.check(program, mesh_shape)
+        compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized, chosen[1].trace,
+                            key, self.check is not None)
+        self._cache.store(key, compiled)
+        with self._lock:
+            self.compilations += 1
+        return compiled
+
+    def _key(self, code: bytes, fmt: str, options):
+        """(cache key, SPMD?, (numerics, optimizer options)) of a compile of `code`."""
         spmd = options is not None and options.num_replicas * options.num_partitions > 1
         salt = f"spmd{options.num_replicas}x{options.num_partitions}".encode() if spmd else b""
         given = [] if options is None else \
             build_level(build_optimization_level(options)) + list(options.env_option_overrides)
         numerics, optimizer = parse_options(env_options(os.environ) + given, self.system.arch.name)
         salt += numerics.key().encode() + optimizer.key().encode()
-        key = hashlib.sha256(fmt.encode() + salt + b"\0" + code).hexdigest()
-        hit = self._cache.lookup(key)
-        if hit is not None:
-            return hit
-        index = next(_dump_counter)
-        parsed_text, program, mesh_shape, optimized = self._on_compile_thread(
-            self._lower, code, fmt, options, spmd, (numerics, optimizer), index)
-        if self.settings.dump_dir:
-            self._write(f"{index:04d}.{program.name}.ttnn.txt", program.format())
-        if self.check is not None:
-            self.check(program, mesh_shape)
-        compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized, optimizer.trace)
+        return hashlib.sha256(fmt.encode() + salt + b"\0" + code).hexdigest(), spmd, (numerics, optimizer)
+
+    def load(self, compiled: Compiled, options) -> Compiled:
+        """A Compiled read back from a serialized executable (runtime/serialized.py), with the
+        (parsed) compile options it is loaded with: used as it is, without lowering, when this
+        compiler would have made it from the same bytes with the same settings (else
+        StaleEntry: compile afresh); checked with mock here only if it was not when made."""
+        key, _, _ = self._key(compiled.code, compiled.format, options)
+        if key != compiled.key:
+            raise StaleEntry("a serialized pjrt-tt executable compiled with other settings (compile options, "
+                             "PJRT_TT_COMPILE_OPTIONS or the system's architecture differ): compile it again")
+        if self.check is not None and not compiled.checked:
+            self.check(compiled.program, compiled.mesh_shape)
+            compiled = dataclasses.replace(compiled, checked=True)
         self._cache.store(key, compiled)
         with self._lock:
-            self.compilations += 1
+            self.loads += 1
         return compiled
 
     def _lower(self, code: bytes, fmt: str, options, spmd: bool, chosen, index: int):

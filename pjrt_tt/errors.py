@@ -22,6 +22,11 @@ class FailedPrecondition(TTError):
     pjrt_code = 9
 
 
+class StaleEntry(FailedPrecondition):
+    """A serialized executable made by other code, for another system or with other
+    settings (runtime/serialized.py): the framework compiles the program afresh."""
+
+
 class Unimplemented(TTError):
     pjrt_code = 12
 

@@ -91,6 +91,35 @@ class ProgramCaches:
 PROGRAM_CACHES = ProgramCaches()
 
 
+class _ListedPlatform:
+    """A tt backend as jax's persistent-cache gate sees it: one of the platforms it lists."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    platform = "cpu"
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def _join_persistent_cache() -> None:
+    """jax uses its persistent compilation cache (`jax_compilation_cache_dir`) only on a fixed
+    list of platforms (`compilation_cache.is_cache_used`: tpu, gpu, cpu, neuron, in jax 0.7.1
+    and 0.12 alike) and a plugin cannot declare that it serializes; ours do (PJRT_Executable_
+    Serialize, runtime/serialized.py), so tt passes that gate as a listed platform. jax's own
+    key still names the platform `tt` and our platform version; nothing else changes."""
+    from jax._src import compilation_cache
+    original = compilation_cache.is_cache_used
+    if getattr(original, "pjrt_tt", False):
+        return
+
+    def is_cache_used(backend) -> bool:
+        return original(_ListedPlatform(backend) if getattr(backend, "platform", None) == "tt" else backend)
+    is_cache_used.pjrt_tt = True
+    compilation_cache.is_cache_used = is_cache_used
+
+
 def initialize() -> None:
     from jax._src import xla_bridge
     if "HOME" not in os.environ:  # ttnn segfaults on import when HOME is unset
@@ -103,5 +132,6 @@ def initialize() -> None:
         mlir._platforms_with_donation.append("tt")
     _register_composites()
     _register_logistic()
+    _join_persistent_cache()
     from jax._src import util
     util.register_cache(PROGRAM_CACHES, "pjrt-tt program cache (pjrt_tt.compiler.ProgramCache)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pjrt_tt import dtypes, targets
+from pjrt_tt import __version__, dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.runtime.deadline import DEFAULT_SECONDS, Deadline
@@ -11,7 +11,7 @@ from pjrt_tt.settings import Settings
 from pjrt_tt.targets.conformance import ConformanceCheck
 
 PLATFORM_NAME = "tt"
-PLATFORM_VERSION = "pjrt-tt 0.1.0"
+PLATFORM_VERSION = f"pjrt-tt {__version__}"
 
 
 class Memory:
@@ -105,3 +105,8 @@ class Client:
         from pjrt_tt.runtime.executable import LoadedExecutable
         return LoadedExecutable.build(self, code, fmt, compile_options)
 
+
+    def deserialize(self, data: bytes, compile_options: bytes | None):
+        """PJRT_Executable_DeserializeAndLoad: `compile_options` overrides the serialized ones."""
+        from pjrt_tt.runtime.executable import LoadedExecutable
+        return LoadedExecutable.load(self, data, compile_options)

@@ -6,6 +6,7 @@ import numpy as np
 from pjrt_tt.errors import InvalidArgument, Unimplemented
 from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
+from pjrt_tt.runtime import serialized
 from pjrt_tt.runtime.buffer import Buffer
 from pjrt_tt.targets.trace import TracedProgram, trace_refusal
 
@@ -16,20 +17,41 @@ class LoadedExecutable:
     @classmethod
     def build(cls, client, code: bytes, fmt: str, compile_options: bytes) -> "LoadedExecutable":
         options = parse_compile_options(compile_options)
-        replicas = options.num_replicas if options else 1
-        partitions = options.num_partitions if options else 1
-        build_options = options.executable_build_options if options else None
-        if replicas * partitions != 1:
-            return MeshExecutable.build_spmd(client, code, fmt, options)
-        device_id = 0
-        if build_options is not None and build_options.device_assignment is not None:
-            device_id = assignment_ids(build_options.device_assignment)[0][0]
-        device = client.lookup_device(device_id)
-        compiled = client.compiler.compile(code, fmt, options)
-        trace = compiled.trace
-        exe = cls(client, compiled, device, trace)
-        exe.profiler = profiler_for(options, client.target.system.name, client.target.name, trace=trace)  # perf profile
+        devices = _assigned_devices(client, options)   # (refused before any lowering)
+        return cls._bind(client, client.compiler.compile(code, fmt, options), options, compile_options, devices)
+
+    @classmethod
+    def load(cls, client, data: bytes, compile_options: bytes | None) -> "LoadedExecutable":
+        """An executable from `serialize()`'s bytes (PJRT_Executable_DeserializeAndLoad), on the
+        devices of `compile_options` (those it was compiled with when None). Nothing is lowered:
+        the program is read back, checked to be ours, for this system and these settings."""
+        target = client.target
+        entry = serialized.read(data, target.name, target.system.name)
+        if compile_options is None:
+            compile_options = entry.compile_options
+        options = parse_compile_options(compile_options)
+        devices = _assigned_devices(client, options)
+        return cls._bind(client, client.compiler.load(entry.compiled, options), options, compile_options, devices)
+
+    @classmethod
+    def _bind(cls, client, compiled, options, compile_options: bytes, devices) -> "LoadedExecutable":
+        target = client.target
+        if len(devices) > 1:
+            if compiled.trace:
+                raise Unimplemented("enable_trace: Metal trace of SPMD (multi-device) programs is not implemented "
+                                    "yet; compile without enable_trace")
+            exe = MeshExecutable(client, compiled, devices)
+        else:
+            exe = cls(client, compiled, devices[0], compiled.trace)
+        exe.compile_options = compile_options
+        exe.profiler = profiler_for(options, target.system.name, target.name, len(devices),   # perf profile
+                                    trace=compiled.trace)
         return exe
+
+    def serialize(self) -> bytes:
+        """PJRT_Executable_Serialize: the program and what loading it needs (runtime/serialized.py)."""
+        target = self.client.target
+        return serialized.write(self.compiled, self.compile_options, target.name, target.system.name)
 
     def __init__(self, client, compiled, device, trace: bool = False):
         self._describe(client, compiled, [device])
@@ -161,24 +183,6 @@ class MeshExecutable(LoadedExecutable):
     """An SPMD program: one per-device ttnn program run on a mesh of the assigned chips
     (partition p at row p // C, column p % C of the R x C mesh the compiler chose)."""
 
-    @classmethod
-    def build_spmd(cls, client, code: bytes, fmt: str, options) -> "MeshExecutable":
-        n = options.num_replicas * options.num_partitions
-        if n > len(client.devices):
-            raise InvalidArgument(f"a program for {n} devices cannot run on {client.target.system.name}, "
-                                  f"which has {len(client.devices)} TT devices")
-        build_options = options.executable_build_options
-        ids = list(range(n))
-        if build_options.device_assignment is not None:
-            ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
-        compiled = client.compiler.compile(code, fmt, options)
-        if compiled.trace:
-            raise Unimplemented("enable_trace: Metal trace of SPMD (multi-device) programs is not implemented "
-                                "yet; compile without enable_trace")
-        exe = cls(client, compiled, [client.lookup_device(i) for i in ids])
-        exe.profiler = profiler_for(options, client.target.system.name, client.target.name, n)  # perf profile
-        return exe
-
     def __init__(self, client, compiled, devices):
         self._describe(client, compiled, devices)
         program, target = self.program, client.target
@@ -248,6 +252,21 @@ class MeshExecutable(LoadedExecutable):
                 self._runner.free(t)
             self._constants = []
             self.is_deleted = True
+
+
+def _assigned_devices(client, options) -> list:
+    """The devices a program compiled with `options` runs on: partition p on the p-th."""
+    n = options.num_replicas * options.num_partitions if options else 1
+    if n > len(client.devices):
+        raise InvalidArgument(f"a program for {n} devices cannot run on {client.target.system.name}, "
+                              f"which has {len(client.devices)} TT devices")
+    build_options = options.executable_build_options if options else None
+    ids = list(range(n))
+    if build_options is not None and build_options.device_assignment is not None:
+        ids = [d for per_partition in assignment_ids(build_options.device_assignment) for d in per_partition]
+        if n == 1:
+            ids = ids[:1]
+    return [client.lookup_device(i) for i in ids]
 
 
 def check_range(program, i: int, buf: Buffer, what: str) -> None:
