@@ -59,6 +59,25 @@ class AddressableDevices(c.Structure):
                 ("num_addressable_devices", c.c_size_t)]
 
 
+class GetExecutable(c.Structure):
+    _fields_ = [("struct_size", c.c_size_t), ("extension_start", c.c_void_p),
+                ("loaded_executable", c.c_void_p), ("executable", c.c_void_p)]
+
+
+class Serialize(c.Structure):
+    _fields_ = [("struct_size", c.c_size_t), ("extension_start", c.c_void_p),
+                ("executable", c.c_void_p), ("serialized_bytes", c.c_void_p), ("serialized_bytes_size", c.c_size_t),
+                ("serialized_executable", c.c_void_p), ("serialized_executable_deleter", c.c_void_p)]
+
+
+class DeserializeAndLoad(c.Structure):
+    _fields_ = [("struct_size", c.c_size_t), ("extension_start", c.c_void_p),
+                ("client", c.c_void_p), ("serialized_executable", c.c_char_p),
+                ("serialized_executable_size", c.c_size_t), ("loaded_executable", c.c_void_p),
+                ("overridden_serialized_compile_options", c.c_char_p),
+                ("overridden_serialized_compile_options_size", c.c_size_t)]
+
+
 class Handle(c.Structure):   # the args of every *_Destroy entry: struct_size, extension, handle
     _fields_ = [("struct_size", c.c_size_t), ("extension_start", c.c_void_p), ("handle", c.c_void_p)]
 
@@ -138,6 +157,29 @@ class Api:
         args.compile_options, args.compile_options_size = options, len(options)
         self.call("PJRT_Client_Compile", args)
         return args.executable
+
+    def serialize(self, loaded: int) -> bytes:
+        """PJRT_Executable_Serialize of a loaded executable's PJRT_Executable, or PjrtError."""
+        get = GetExecutable(struct_size=c.sizeof(GetExecutable), loaded_executable=loaded)
+        self.call("PJRT_LoadedExecutable_GetExecutable", get)
+        try:
+            args = Serialize(struct_size=c.sizeof(Serialize), executable=get.executable)
+            self.call("PJRT_Executable_Serialize", args)
+            data = c.string_at(args.serialized_bytes, args.serialized_bytes_size)
+            c.CFUNCTYPE(None, c.c_void_p)(args.serialized_executable_deleter)(args.serialized_executable)
+            return data
+        finally:
+            self.destroy("PJRT_Executable_Destroy", get.executable)
+
+    def deserialize(self, client: int, data: bytes, options: bytes | None = None) -> int:
+        """A loaded executable from serialized bytes (the caller destroys it), or PjrtError."""
+        args = DeserializeAndLoad(struct_size=c.sizeof(DeserializeAndLoad), client=client,
+                                  serialized_executable=data, serialized_executable_size=len(data))
+        if options is not None:
+            args.overridden_serialized_compile_options = options
+            args.overridden_serialized_compile_options_size = len(options)
+        self.call("PJRT_Executable_DeserializeAndLoad", args)
+        return args.loaded_executable
 
     def buffer_from_host(self, client: int, device: int, data: c.Array, element_type: int, dims,
                          strides=None, struct_size: int | None = None) -> int:
