@@ -28,25 +28,30 @@ FITTING = {"INVALID_ARGUMENT", "FAILED_PRECONDITION"}
 MAGIC = b"PJRTTT\x00\x01"
 
 
-def _child(cache: Path, *, torch: bool = False) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "torch" if torch else "jax", str(cache)],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ))
+def _child(cache: Path, mode: str = "jax") -> dict:
+    # level 1 with bfloat16 weights: each program has a const-eval block (the weight's typecast),
+    # which must travel with the program and run again after a load
+    env = dict(os.environ, PJRT_TT_COMPILE_OPTIONS='{"optimization_level": "1", "tt_weight_dtype": "bfloat16"}')
+    if mode == "spmd":
+        env["PJRT_TT_SYSTEM"] = "n300"
+    proc = subprocess.run([sys.executable, __file__, mode, str(cache)],
+                          capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode != 0:
         raise AssertionError(f"the child died (exit code {proc.returncode})\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["stderr"] = proc.stderr
     for got, want in zip(out.pop("tt"), out.pop("cpu")):
-        assert_close(np.array(got, np.float32), np.array(want, np.float32), kind="matmul")
+        assert_close(np.array(got, np.float32), np.array(want, np.float32), kind="bfloat16")   # bf16 weights
     return out
 
 
-def _entry(cache: Path) -> Path:
-    """The cache file of the tt executable (the CPU reference's entry is beside it)."""
+def _entries(cache: Path) -> list[Path]:
+    """The cache files of the tt executables (the CPU reference's entry is beside them)."""
     from jax._src import compilation_cache as cc
     ours = [p for p in cache.iterdir()
             if MAGIC in cc.extract_executable_and_time(cc.decompress_executable(p.read_bytes()))[0]]
-    assert len(ours) == 1, sorted(p.name for p in cache.iterdir())
-    return ours[0]
+    assert len(ours) == 2, sorted(p.name for p in cache.iterdir())   # (the child's 2 tt programs)
+    return ours
 
 
 def _rewrite(path: Path, change) -> None:
@@ -72,7 +77,7 @@ def warm(tmp_path_factory) -> tuple[Path, dict]:
     cache = tmp_path_factory.mktemp("warm")
     first = _child(cache)
     assert first["compilations"] >= 1 and first["loads"] == 0, first
-    _entry(cache)
+    _entries(cache)
     return cache, first
 
 
@@ -90,13 +95,13 @@ def test_second_process_hits_without_lowering(warm, tmp_path):
 @pytest.mark.parametrize("damage", ["body_byte", "file_garbage"])
 def test_corrupt_entry_recompiles(warm, tmp_path, damage):
     cache = _copy(warm, tmp_path)
-    path = _entry(cache)
-    if damage == "body_byte":   # a flipped byte in our body: the checksum refuses it
-        _rewrite(path, lambda b: b[:-7] + bytes([b[-7] ^ 0x40]) + b[-6:])
-    else:                        # not even jax's compression: jax's own reader refuses it
-        path.write_bytes(b"\x00garbage" * 50)
+    for path in _entries(cache):
+        if damage == "body_byte":   # a flipped byte in our body: the checksum refuses it
+            _rewrite(path, lambda b: b[:-7] + bytes([b[-7] ^ 0x40]) + b[-6:])
+        else:                        # not even jax's compression: jax's own reader refuses it
+            path.write_bytes(b"\x00garbage" * 50)
     again = _child(cache)
-    assert again["compilations"] >= 1 and again["loads"] == 0, again
+    assert again["compilations"] == 2 and again["loads"] == 0, again
     if damage != "file_garbage":   # jax's warning carries our error
         assert "serialized pjrt-tt executable" in again["stderr"], again["stderr"][-2000:]
     # (jax never overwrites an entry that exists, lru_cache.LRUCache.put: every later process
@@ -110,10 +115,21 @@ def test_entry_from_another_version_recompiles(warm, tmp_path):
         old = b'"pjrt_tt": "%s"' % pjrt_tt.__version__.encode()
         assert old in b
         return b.replace(old, b'"pjrt_tt": "0.0.0"')
-    _rewrite(_entry(cache), other_version)
+    for path in _entries(cache):
+        _rewrite(path, other_version)
     again = _child(cache)
-    assert again["compilations"] >= 1 and again["loads"] == 0, again
+    assert again["compilations"] == 2 and again["loads"] == 0, again
     assert "other code or another system" in again["stderr"], again["stderr"][-2000:]
+
+
+def test_spmd_program_hits(tmp_path):
+    """A program partitioned for a 2-chip mesh (n300): the mesh shape, the device assignment
+    and the output shardings (the optimized program jax reads them from) come back too."""
+    first = _child(tmp_path, "spmd")
+    assert first["compilations"] == 1 and first["loads"] == 0, first
+    second = _child(tmp_path, "spmd")
+    assert second["compilations"] == 0 and second["loads"] == 1, second["stderr"][-3000:]
+    assert second["sharding"] == first["sharding"], (first["sharding"], second["sharding"])
 
 
 def test_jax_serialize_round_trip_in_process(tt_client):
@@ -188,10 +204,10 @@ def test_torch_xla_initialize_cache_second_process(tmp_path):
     reaches PJRT_Executable_DeserializeAndLoad). So the second process recompiles, and this
     checks it does so correctly; when torch_xla reads entries back, `loads` becomes 1 here."""
     pytest.importorskip("torch_xla")
-    first = _child(tmp_path, torch=True)
+    first = _child(tmp_path, "torch")
     assert first["compilations"] >= 1, first
     assert any(tmp_path.iterdir()), "torch_xla wrote no cache entry"
-    second = _child(tmp_path, torch=True)
+    second = _child(tmp_path, "torch")
     assert second["compilations"] + second["loads"] >= 1, second
     if second["loads"] == 0:
         assert "Deserializing serialized executable not supported" in second["stderr"], second["stderr"][-2000:]
@@ -201,28 +217,52 @@ def test_torch_xla_initialize_cache_second_process(tmp_path):
 
 def _mlp(x, w):
     import jax.numpy as jnp
-    return jnp.tanh(x @ w + 1.0).sum(axis=0)
+    return jnp.tanh(x @ w.T + 1.0).sum(axis=0)
+
+
+def _rows(x, w):   # an SPMD program: rows split over the mesh
+    import jax.numpy as jnp
+    return jnp.tanh(x @ w.T + 1.0)
 
 
 def _inputs():
     rng = np.random.default_rng(0)
-    return rng.standard_normal((64, 32)).astype(np.float32), rng.standard_normal((32, 16)).astype(np.float32) / 8
+    return rng.standard_normal((64, 32)).astype(np.float32), rng.standard_normal((16, 32)).astype(np.float32) / 8
 
 
-def _jax_child(cache: str) -> dict:
-    import jax
+def _configure(jax, cache: str) -> None:
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     # jax 0.7.1 writes <cache dir>/xla_gpu_per_fusion_autotune_cache_dir into the compile
     # options, so its keys name the directory; the tests copy one filled directory
     jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+
+
+def _jax_child(cache: str) -> dict:
+    import jax
+    _configure(jax, cache)
     x, w = _inputs()
     tt, cpu = jax.devices("tt")[0], jax.devices("cpu")[0]
-    mlp = jax.jit(_mlp)
-    got = mlp(jax.device_put(x, tt), jax.device_put(w, tt))
-    want = mlp(jax.device_put(x, cpu), jax.device_put(w, cpu))
-    return {"tt": [np.asarray(got).tolist()], "cpu": [np.asarray(want).tolist()]}
+    want = jax.jit(_mlp)(jax.device_put(x, cpu), jax.device_put(w, cpu))
+    # (at level 1 with a const-eval block, see _child; and as a Metal trace)
+    got = [jax.jit(_mlp, compiler_options=options)(jax.device_put(x, tt), jax.device_put(w, tt))
+           for options in ({}, {"enable_trace": True})]
+    return {"tt": [np.asarray(g).tolist() for g in got], "cpu": [np.asarray(want).tolist()] * len(got)}
+
+
+def _spmd_child(cache: str) -> dict:
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    _configure(jax, cache)
+    x, w = _inputs()
+    mesh = Mesh(np.array(jax.devices("tt")[:2]), ("x",))
+    got = jax.jit(_rows)(jax.device_put(x, NamedSharding(mesh, PartitionSpec("x", None))),
+                         jax.device_put(w, NamedSharding(mesh, PartitionSpec())))
+    cpu = jax.devices("cpu")[0]
+    want = jax.jit(_rows)(jax.device_put(x, cpu), jax.device_put(w, cpu))
+    return {"tt": [np.asarray(got).tolist()], "cpu": [np.asarray(want).tolist()],
+            "sharding": str(got.sharding.spec)}
 
 
 def _torch_child(cache: str) -> dict:
@@ -233,14 +273,14 @@ def _torch_child(cache: str) -> dict:
     xr.initialize_cache(cache)
     x, w = (torch.from_numpy(a) for a in _inputs())
     dev = torch_xla.device()
-    got = torch.tanh(x.to(dev) @ w.to(dev) + 1.0).sum(0)
+    got = torch.tanh(x.to(dev) @ w.to(dev).T + 1.0).sum(0)
     torch_xla.sync()
-    want = torch.tanh(x @ w + 1.0).sum(0)
+    want = torch.tanh(x @ w.T + 1.0).sum(0)
     return {"tt": [got.cpu().numpy().tolist()], "cpu": [want.numpy().tolist()]}
 
 
 if __name__ == "__main__":
-    result = (_torch_child if sys.argv[1] == "torch" else _jax_child)(sys.argv[2])
+    result = {"jax": _jax_child, "spmd": _spmd_child, "torch": _torch_child}[sys.argv[1]](sys.argv[2])
     from pjrt_tt.runtime.client import CLIENTS
     result.update(compilations=sum(c.compiler.compilations for c in CLIENTS),
                   loads=sum(c.compiler.loads for c in CLIENTS))

@@ -139,7 +139,7 @@ def test_api_table_is_complete_and_struct_size_is_honoured():
 
         entry = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
         args = (ctypes.c_size_t * 16)(128)  # an args struct the stub never reads past struct_size
-        error = entry(slots["PJRT_Executable_Serialize"])(ctypes.addressof(args))
+        error = entry(slots["PJRT_Executable_GetCompiledMemoryStats"])(ctypes.addressof(args))
         assert error
 
         class MessageArgs(ctypes.Structure):
@@ -152,7 +152,7 @@ def test_api_table_is_complete_and_struct_size_is_honoured():
         full = MessageArgs(struct_size=ctypes.sizeof(MessageArgs), error=error)
         message(ctypes.addressof(full))
         text = ctypes.string_at(full.message, full.message_size).decode()
-        assert text == "PJRT_Executable_Serialize is not implemented by pjrt-tt", text
+        assert text == "PJRT_Executable_GetCompiledMemoryStats is not implemented by pjrt-tt", text
 
         class CodeArgs(ctypes.Structure):
             _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
