@@ -134,9 +134,17 @@ class _Unpickler(pickle.Unpickler):
         self.arrays = arrays
 
     def find_class(self, module: str, name: str):
-        if (module == "pjrt_tt" or module.startswith("pjrt_tt.")) or (module == "builtins" and name in _BUILTINS) \
-                or (module == "copyreg" and name in ("_reconstructor", "__newobj__")):
-            return super().find_class(module, name)
+        # only classes of pjrt_tt (the program IR) and plain builtin containers: never a
+        # function or a dotted path that could reach one
+        if "." not in name:
+            if module == "builtins" and name in _BUILTINS:
+                return super().find_class(module, name)
+            if module == "copyreg" and name == "_reconstructor":
+                return super().find_class(module, name)
+            if module == "pjrt_tt" or module.startswith("pjrt_tt."):
+                found = super().find_class(module, name)
+                if isinstance(found, type) and found.__module__ == module:
+                    return found
         raise pickle.UnpicklingError(f"refers to {module}.{name}, which a pjrt-tt executable never holds")
 
     def persistent_load(self, pid):
@@ -178,9 +186,9 @@ def _parts(body: bytes) -> list[bytes]:
 def read_header(data: bytes) -> tuple[dict, bytes]:
     """The checked header and the body; raises InvalidArgument on bytes that are not a
     whole entry of this format, StaleEntry on one made by other code or ttnn."""
-    what = "a serialized pjrt-tt executable"
+    what = "serialized pjrt-tt executable"
     if len(data) < len(MAGIC) + 4 or data[:len(MAGIC)] != MAGIC:
-        raise InvalidArgument(f"not {what}: the {min(len(data), len(MAGIC))} first bytes are "
+        raise InvalidArgument(f"not a {what}: the {min(len(data), len(MAGIC))} first bytes are "
                               f"{bytes(data[:len(MAGIC)])!r}, expected {MAGIC!r}")
     (n,) = struct.unpack_from(">I", data, len(MAGIC))
     start = len(MAGIC) + 4
@@ -193,7 +201,7 @@ def read_header(data: bytes) -> tuple[dict, bytes]:
     except ValueError as e:
         raise InvalidArgument(f"corrupt {what}: unreadable header ({e})") from None
     if header.get("format") != FORMAT_VERSION:
-        raise StaleEntry(f"{what} in format {header.get('format')!r}; this pjrt-tt reads format "
+        raise StaleEntry(f"a {what} in format {header.get('format')!r}; this pjrt-tt reads format "
                          f"{FORMAT_VERSION}: compile the program again")
     body = data[start + n:]
     if header.get("body_bytes") != len(body) or header.get("body_sha256") != hashlib.sha256(body).hexdigest():
