@@ -10,6 +10,7 @@ results stay right. Garbage bytes through the C API fail with a fitting code, ne
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -148,6 +149,8 @@ def test_jax_serialize_round_trip_in_process(tt_client):
     cpu = jax.devices("cpu")[0]
     want = jax.jit(_mlp)(jax.device_put(x, cpu), jax.device_put(w, cpu))
     assert_close(np.asarray(got), np.asarray(want), kind="matmul")
+    del compiled, loaded, got
+    gc.collect()   # (jax's executables sit in cycles: free their device memory before the next test)
 
 
 def _vhlo() -> bytes:
