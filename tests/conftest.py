@@ -217,6 +217,14 @@ def assert_close(got, want, *, exact: bool = False, kind: str | None = None, pcc
 _pearson = pcc   # assert_close's `pcc` argument shadows the function
 
 
+def opt_level(n: int):
+    """optimization_level n as `jax.jit(compiler_options=...)` takes it in the installed jax:
+    jax 0.12 parses that key into its own `jax.CompilerEffortLevel` (a plain 1 is refused by
+    jax itself, before the plugin), which pjrt-tt maps O0/O1/O2 -> 0/1/2; 0.7.1 passes the int."""
+    effort = getattr(jax, "CompilerEffortLevel", None)
+    return n if effort is None else effort[f"O{n}"]
+
+
 def enable_x64():
     """JAX's 64-bit mode for a `with` block: `jax.enable_x64(True)` in jax 0.12,
     `jax.experimental.enable_x64()` in 0.7.1 (gone from 0.12)."""
