@@ -1,0 +1,184 @@
+"""float16, int8 and int16 -> the wider types carrying them on the chip, with their semantics.
+
+The chip has no float16, int8 or int16. They are carried by float32 and int32 on the device
+while the framework keeps seeing its own types (pjrt_tt/dtypes.py): narrow64.py's rewrite,
+the one road that changes a module's element types, rewrites them like the 64-bit types.
+This module makes the wider arithmetic give the narrow type's results, as XLA:CPU computes
+them (docs/numerics.md):
+
+- int8 / int16 values are kept sign-extended in int32. After every op whose 32-bit result
+  can leave the narrow range (add, subtract, multiply, negate, abs, shift_left, divide of
+  MIN by -1, power, dot_general, reductions, scatter, collectives, converts from wider or
+  unsigned integers, a long iota) the low 8 / 16 bits are sign-extended again (a shift left
+  then an arithmetic shift right): two's complement wrap-around, exactly. Reducer bodies
+  are left alone (the lowering reads them) and the reduction's results are wrapped: add and
+  multiply are exact modulo 2^8 / 2^16 whichever width they run in. Ops that cannot leave
+  the range (max, min, compare, select, clamp, remainder, sign, bit ops of sign-extended
+  values, data movement) need nothing. A logical shift right, popcnt and
+  count_leading_zeros read the narrow bit pattern: their operand is masked first.
+- float -> int8 / int16 converts saturate (XLA:CPU: +-inf and values beyond the range give
+  the type's extremes, NaN gives 0): the int32 convert's result is clamped.
+- A bitcast between int8 and uint8 (int16 and uint16) is the wrap-around convert; other
+  bitcasts from or to these types read bits the carrier does not hold and are refused
+  (UNIMPLEMENTED naming the op and its source line).
+- float16 computes in float32 and is rounded to float16 when downloaded: results are at
+  least as accurate as XLA:CPU's (which rounds every op to float16) and differ from them by
+  CPU's own rounding; a value beyond float16's range inside a program stays finite.
+
+`plan` reads the module while it still has the narrow types; `apply` edits it after the
+rewrite made them 32-bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.errors import Unimplemented
+from pjrt_tt.ingest.attributes import describe_location
+
+WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32"}   # the type the chip computes each in
+_BITS = {"i8": 8, "i16": 16}
+_UNSIGNED = {"i8": "ui8", "i16": "ui16"}
+
+# ops with a reducer / comparator body the lowering reads: their bodies get no wraps
+_BODIED = {"stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.scatter",
+           "stablehlo.select_and_scatter", "stablehlo.all_reduce", "stablehlo.reduce_scatter",
+           "stablehlo.sort"}
+# integer ops whose 32-bit result can leave the int8 / int16 range
+_WRAP = {"stablehlo.add", "stablehlo.subtract", "stablehlo.multiply", "stablehlo.negate",
+         "stablehlo.abs", "stablehlo.shift_left", "stablehlo.shift_right_logical",
+         "stablehlo.divide", "stablehlo.power", "stablehlo.dot_general", "stablehlo.dot",
+         "stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.scatter",
+         "stablehlo.select_and_scatter", "stablehlo.all_reduce", "stablehlo.reduce_scatter"}
+# ops reading the narrow bit pattern of their first operand
+_MASK_FIRST = {"stablehlo.shift_right_logical", "stablehlo.popcnt", "stablehlo.count_leading_zeros"}
+_INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127),
+              "i16": (-32768, 32767)}
+
+
+@dataclasses.dataclass
+class _Edit:
+    kind: str            # "wrap" / "saturate" the value; "mask" op's operand 0; "clz" adjust
+    op: ir.Operation     # the op defining / reading the value
+    value: ir.Value      # the result to wrap, or the operand to mask
+    bits: int
+    before: ir.Operation   # the op the edit is inserted before
+
+
+def plan(module: ir.Module) -> list:
+    """The edits the module's int8 / int16 values need once they are int32 (read before the
+    rewrite); refuses bitcasts the carrier cannot do, naming the op. A same-width integer
+    bitcast becomes the convert it equals here."""
+    bitcasts = []
+    module.operation.walk(lambda op: (bitcasts.append(op) if op.name == "stablehlo.bitcast_convert"
+                                      else None) or ir.WalkResult.ADVANCE)
+    for op in bitcasts:
+        _bitcast(op)
+    edits: list[_Edit] = []
+    for func in module.body.operations:
+        for region in func.operation.regions:
+            _plan_region(region, func.operation.name, edits)
+    return edits
+
+
+def _plan_region(region, owner: str, edits: list) -> None:
+    for block in region.blocks:
+        ops = [op.operation for op in block.operations]
+        for op, after in zip(ops, ops[1:] + [None]):
+            for inner in op.regions:
+                _plan_region(inner, op.name, edits)
+            if owner in _BODIED:
+                continue
+            _plan_op(op, after, edits)
+
+
+def _plan_op(op, after, edits: list) -> None:
+    name = op.name
+    if name in _MASK_FIRST and op.operands and _etype(op.operands[0].type) in _BITS:
+        bits = _BITS[_etype(op.operands[0].type)]
+        edits.append(_Edit("mask", op, op.operands[0], bits, op))
+        if name == "stablehlo.count_leading_zeros":
+            edits.append(_Edit("clz", op, op.results[0], bits, after))
+    for r in op.results:
+        etype = _etype(r.type)
+        if etype not in _BITS:
+            continue
+        bits = _BITS[etype]
+        if name == "stablehlo.convert":
+            src = _etype(op.operands[0].type)
+            if src in ("f16", "bf16", "f32", "f64"):
+                edits.append(_Edit("saturate", op, r, bits, after))
+            elif src not in _INT_RANGE or not _fits(_INT_RANGE[src], _INT_RANGE[etype]):
+                edits.append(_Edit("wrap", op, r, bits, after))
+        elif name == "stablehlo.iota":
+            size = ir.RankedTensorType(r.type).shape[ir.IntegerAttr(op.attributes["iota_dimension"]).value]
+            if size > 2 ** (bits - 1):
+                edits.append(_Edit("wrap", op, r, bits, after))
+        elif name in _WRAP:
+            edits.append(_Edit("wrap", op, r, bits, after))
+
+
+def _fits(inner, outer) -> bool:
+    return outer[0] <= inner[0] and inner[1] <= outer[1]
+
+
+def _bitcast(op):
+    """A bitcast from or to float16 / int8 / int16: the convert it equals (int8 <-> uint8,
+    int16 <-> uint16: two's complement both ways), or refused. Returns the op now standing
+    in its place (None: none is involved)."""
+    src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+    if src not in WIDENED and dst not in WIDENED:
+        return None
+    same_shape = ir.RankedTensorType(op.operands[0].type).shape == ir.RankedTensorType(op.results[0].type).shape
+    if same_shape and (_UNSIGNED.get(src) == dst or _UNSIGNED.get(dst) == src):
+        with op.context, op.location, ir.InsertionPoint(op):
+            new = stablehlo.ConvertOp(op.results[0].type, op.operands[0]).operation
+        op.results[0].replace_all_uses_with(new.results[0])
+        op.erase()
+        return new
+    where = describe_location(op.location)
+    carried = {"f16": "float16 as float32", "i8": "int8 as int32", "i16": "int16 as int32"}
+    what = "; ".join(carried[t] for t in dict.fromkeys((src, dst)) if t in carried)
+    hint = ("jax.random makes float16 numbers from the bits of uint16 ones: ask for float32 ones "
+            "and convert them (jax.random.uniform(key, shape).astype(jnp.float16))"
+            if (src, dst) == ("ui16", "f16") else "convert the values (astype) instead of bitcasting them")
+    raise Unimplemented(
+        f"`stablehlo.bitcast_convert`{' at ' + where if where else ''} reinterprets the bits of "
+        f"{src} as {dst}: the chip carries {what}, where these bits do not exist; {hint}")
+
+
+def apply(edits: list) -> None:
+    """Inserts the wraps, clamps and masks `plan` found, now that the values are int32."""
+    for e in edits:
+        with e.op.context, ir.Location.unknown():
+            if e.kind == "mask":
+                with ir.InsertionPoint(e.before):
+                    masked = stablehlo.AndOp(e.value, _splat(e.value, (1 << e.bits) - 1)).result
+                e.op.operands[0] = masked
+                continue
+            with ir.InsertionPoint(e.before):   # (the op after the value's: no terminator has results)
+                v = e.value
+                if e.kind == "wrap":
+                    shift = _splat(v, 32 - e.bits)
+                    first = stablehlo.ShiftLeftOp(v, shift)
+                    out = stablehlo.ShiftRightArithmeticOp(first.result, shift).result
+                elif e.kind == "saturate":
+                    first = stablehlo.MaxOp(v, _splat(v, -(1 << (e.bits - 1))))
+                    out = stablehlo.MinOp(first.result, _splat(v, (1 << (e.bits - 1)) - 1)).result
+                else:   # clz: counted over 32 bits of the masked value
+                    first = stablehlo.SubtractOp(v, _splat(v, 32 - e.bits))
+                    out = first.result
+            v.replace_all_uses_with(out)
+            first.operation.operands[0] = v
+
+
+def _splat(like: ir.Value, n: int) -> ir.Value:
+    rt = ir.RankedTensorType(like.type)
+    attr = ir.DenseElementsAttr.get_splat(rt, ir.IntegerAttr.get(rt.element_type, n))
+    return stablehlo.ConstantOp(attr).result
+
+
+def _etype(t: ir.Type) -> str:
+    return str(ir.RankedTensorType(t).element_type) if isinstance(t, ir.RankedTensorType) else ""
