@@ -36,7 +36,8 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest.attributes import describe_location
+from pjrt_tt.ingest.attributes import describe_location, splat_value
+from pjrt_tt.ingest.mlir_compat import defining_op
 
 WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32"}   # the type the chip computes each in
 _BITS = {"i8": 8, "i16": 16}
@@ -54,6 +55,9 @@ _WRAP = {"stablehlo.add", "stablehlo.subtract", "stablehlo.multiply", "stablehlo
          "stablehlo.select_and_scatter", "stablehlo.all_reduce", "stablehlo.reduce_scatter"}
 # ops reading the narrow bit pattern of their first operand
 _MASK_FIRST = {"stablehlo.shift_right_logical", "stablehlo.popcnt", "stablehlo.count_leading_zeros"}
+# reducer bodies that only pick one of their arguments (max, min, argmax's compare and select)
+_PICKS = {"stablehlo.maximum", "stablehlo.minimum", "stablehlo.compare", "stablehlo.select",
+          "stablehlo.and", "stablehlo.or", "stablehlo.not", "stablehlo.constant", "stablehlo.return"}
 _INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127),
               "i16": (-32768, 32767)}
 
@@ -65,6 +69,7 @@ class _Edit:
     value: ir.Value      # the result to wrap, or the operand to mask
     bits: int
     before: ir.Operation   # the op the edit is inserted before
+    index: int = 0         # "sentinel": the operand of `op` to replace
 
 
 def plan(module: ir.Module) -> list:
@@ -101,12 +106,15 @@ def _plan_op(op, after, edits: list) -> None:
         edits.append(_Edit("mask", op, op.operands[0], bits, op))
         if name == "stablehlo.count_leading_zeros":
             edits.append(_Edit("clz", op, op.results[0], bits, after))
+    picks = _sentinels(op, after, edits)
     for r in op.results:
         etype = _etype(r.type)
         if etype not in _BITS:
             continue
         bits = _BITS[etype]
-        if name == "stablehlo.convert":
+        if picks:   # a picked element or the init, which saturating gives back as it was
+            edits.append(_Edit("saturate", op, r, bits, after))
+        elif name == "stablehlo.convert":
             src = _etype(op.operands[0].type)
             if src in ("f16", "bf16", "f32", "f64"):
                 edits.append(_Edit("saturate", op, r, bits, after))
@@ -118,6 +126,31 @@ def _plan_op(op, after, edits: list) -> None:
                 edits.append(_Edit("wrap", op, r, bits, after))
         elif name in _WRAP:
             edits.append(_Edit("wrap", op, r, bits, after))
+
+
+def _sentinels(op, after, edits: list) -> bool:
+    """A max / min / argmax reduction of int8 / int16 starts from the type's minimum /
+    maximum, which the lowering takes as the identity only as int32's: a reduction whose body
+    only picks among its arguments gets int32's extreme instead (an empty one gives it back,
+    and the saturation its result gets makes it the narrow extreme again). True for such
+    a reduction (its results are then saturated, not wrapped)."""
+    if op.name not in ("stablehlo.reduce", "stablehlo.reduce_window"):
+        return False
+    if not {o.operation.name for o in op.regions[0].blocks[0].operations} <= _PICKS:
+        return False
+    n = len(op.results)
+    for i in range(n, 2 * n):
+        init = op.operands[i]
+        etype = _etype(init.type)
+        owner = defining_op(init)
+        while owner is not None and owner.name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape"):
+            owner = defining_op(owner.operands[0])
+        if etype in _BITS and owner is not None and owner.name == "stablehlo.constant":
+            value = splat_value(owner.attributes["value"])
+            lo, hi = _INT_RANGE[etype]
+            if value in (lo, hi):
+                edits.append(_Edit("sentinel", op, init, -(2**31) if value == lo else 2**31 - 1, op, i))
+    return True
 
 
 def _fits(inner, outer) -> bool:
@@ -153,6 +186,10 @@ def apply(edits: list) -> None:
     """Inserts the wraps, clamps and masks `plan` found, now that the values are int32."""
     for e in edits:
         with e.op.context, ir.Location.unknown():
+            if e.kind == "sentinel":   # (bits: int32's extreme)
+                with ir.InsertionPoint(e.before):
+                    e.op.operands[e.index] = _splat(e.value, e.bits)
+                continue
             if e.kind == "mask":
                 with ir.InsertionPoint(e.before):
                     masked = stablehlo.AndOp(e.value, _splat(e.value, (1 << e.bits) - 1)).result
