@@ -21,9 +21,10 @@ them (docs/numerics.md):
 - A bitcast between int8 and uint8 (int16 and uint16) is the wrap-around convert; other
   bitcasts from or to these types read bits the carrier does not hold and are refused
   (UNIMPLEMENTED naming the op and its source line).
-- float16 computes in float32 and is rounded to float16 when downloaded: results are at
-  least as accurate as XLA:CPU's (which rounds every op to float16) and differ from them by
-  CPU's own rounding; a value beyond float16's range inside a program stays finite.
+- float16 computes in float32 and is rounded to float16 when downloaded (no rounding after
+  each op: it would cost several ops per op, and results already stay within about a float16
+  ulp of XLA:CPU's and nearer the exact value, tests/benchmarks/float16.py); a value beyond
+  float16's range inside a program stays finite.
 
 `plan` reads the module while it still has the narrow types; `apply` edits it after the
 rewrite made them 32-bit.
