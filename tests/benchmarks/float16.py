@@ -1,8 +1,8 @@
 """float16 on the chip: computed in float32, rounded to float16 when read back (docs/numerics.md,
 "float16, int8, int16"). How far is it from XLA:CPU's float16 (which rounds some
-intermediates to float16), and which of the two is nearer the exact value? Each program runs on tt (the sim's
-model of the card) and on XLA:CPU from the same float16 inputs; the reference is XLA:CPU in
-float32 from those inputs. Prints the markdown table of docs/numerics.md.
+intermediates to float16), and which of the two is nearer the exact value? Each program runs
+on tt (the sim's model of the card) and on XLA:CPU from the same float16 inputs; the reference
+is XLA:CPU in float32 from those inputs. Prints the markdown table of docs/numerics.md.
 
     .venv/bin/python tests/benchmarks/float16.py [--size 4096] [--seed 0]
 
