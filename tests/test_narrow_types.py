@@ -62,6 +62,7 @@ INT_CASES = {
          * x[0, 1].astype(jnp.float32) / 1021).astype(t) for t in (jnp.int8, jnp.int16)), I16),
     "i16 multiply overflows": (lambda x: x * x, I16),
     "i16 sum overflows": (lambda x: jnp.sum(x, axis=1, dtype=jnp.int16), I16),
+    "i8 / i16 pad (a constant pad value)": (lambda x: (jnp.pad(x, 1), jnp.pad(x.astype(jnp.int8), 1, constant_values=7)), I16),
     "u16 arithmetic wraps": (lambda x: x.astype(jnp.uint16) * np.uint16(40) + np.uint16(65000), I16),
 }
 
@@ -80,7 +81,40 @@ F16_CASES = {
     "sum": lambda x: jnp.sum(x, axis=0),
     "to and from int8": lambda x: (x * np.float16(10)).astype(jnp.int8).astype(jnp.float16) / np.float16(3),
     "beyond float16 is inf": lambda x: x * np.float16(60000),
+    "pad": lambda x: jnp.pad(x, 1, constant_values=0.1),
 }
+
+
+# Converts from and to float16 round to float16 (reduce_precision on the chip), so what the
+# program sees of a float16 value there is XLA:CPU's, bit for bit
+F16_CONVERT_CASES = {
+    "computed float16 -> int": lambda x: ((x * np.float16(100)).astype(jnp.int16),
+                                          (x * np.float16(100)).astype(jnp.uint8)),
+    "float32 -> float16 -> float32": lambda x: (x.astype(jnp.float32) / 3).astype(jnp.float16).astype(jnp.float32),
+    "int32 -> float16": lambda x: ((x * np.float16(1000)).astype(jnp.int32) * 3 + 1).astype(jnp.float16),
+    "float32 beyond float16 -> inf": lambda x: (x.astype(jnp.float32) * 70000).astype(jnp.float16),
+    "computed float16 -> float32": lambda x: (x * np.float16(3.7)).astype(jnp.float32),
+}
+
+
+@pytest.mark.parametrize("name", F16_CONVERT_CASES)
+def test_float16_converts_match_cpu_bit_for_bit(tt, cpu, name):
+    got, want = run_both(F16_CONVERT_CASES[name], F16, tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        assert_close(g, w, exact=True, what=name)
+
+
+def test_reduce_precision_matches_cpu_bit_for_bit(tt, cpu):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.standard_normal(512).astype(np.float32) * 10.0 ** rng.integers(-8, 8, 512),
+                        np.array([np.nan, np.inf, -np.inf, 0, -0.0, 65504, 65519, 65520, -1e30, 6.1e-5, 3e-8,
+                                  1 + 2**-11, 1 + 3 * 2**-11], np.float32)])
+    for e, m in [(5, 10), (8, 7), (4, 3)]:
+        got, want = run_both(lambda a: (jax.lax.reduce_precision(a, e, m),
+                                        jax.lax.reduce_precision(np.float32(1 + 2**-11 + 2**-13), e, m) + 0 * a),
+                             x, tt_device=tt, cpu_device=cpu)
+        for g, w in zip(got, want):
+            assert_close(g, w, exact=True, what=f"reduce_precision({e}, {m})")
 
 
 @pytest.mark.parametrize("name", F16_CASES)

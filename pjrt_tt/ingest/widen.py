@@ -21,10 +21,12 @@ them (docs/numerics.md):
 - A bitcast between int8 and uint8 (int16 and uint16) is the wrap-around convert; other
   bitcasts from or to these types read bits the carrier does not hold and are refused
   (UNIMPLEMENTED naming the op and its source line).
-- float16 computes in float32 and is rounded to float16 when downloaded (no rounding after
-  each op: it would cost several ops per op, and results already stay within about a float16
-  ulp of XLA:CPU's and nearer the exact value, tests/benchmarks/float16.py); a value beyond
-  float16's range inside a program stays finite.
+- float16 computes in float32 and is rounded to float16 where it leaves float16: when
+  downloaded, and at every convert to float16 (its result) or from a computed float16 value
+  (its operand), with `stablehlo.reduce_precision` (5, 10). No rounding after other ops: it
+  would cost about ten integer ops per op, and results already stay within about a float16
+  ulp of XLA:CPU's and nearer the exact value (tests/benchmarks/float16.py); a value beyond
+  float16's range inside a program stays finite until then.
 
 `plan` reads the module while it still has the narrow types; `apply` edits it after the
 rewrite made them 32-bit.
@@ -65,9 +67,11 @@ _INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 12
 
 @dataclasses.dataclass
 class _Edit:
-    kind: str            # "wrap" / "saturate" the value; "mask" op's operand 0; "clz" adjust
+    # "wrap" / "saturate" / "round" (to float16) the value; "mask" / "round operand": op's
+    # operand 0; "clz": adjust the count; "sentinel": replace op's init operand `index`
+    kind: str
     op: ir.Operation     # the op defining / reading the value
-    value: ir.Value      # the result to wrap, or the operand to mask
+    value: ir.Value      # the result to edit, or the operand
     bits: int
     before: ir.Operation   # the op the edit is inserted before
     index: int = 0         # "sentinel": the operand of `op` to replace
@@ -102,6 +106,12 @@ def _plan_region(region, owner: str, edits: list) -> None:
 
 def _plan_op(op, after, edits: list) -> None:
     name = op.name
+    if name == "stablehlo.convert":
+        src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+        if dst == "f16" and src != "f16":
+            edits.append(_Edit("round", op, op.results[0], 0, after))
+        elif src == "f16" and dst != "f16" and _computed(op.operands[0]):
+            edits.append(_Edit("round operand", op, op.operands[0], 0, op))
     if name in _MASK_FIRST and op.operands and _etype(op.operands[0].type) in _BITS:
         bits = _BITS[_etype(op.operands[0].type)]
         edits.append(_Edit("mask", op, op.operands[0], bits, op))
@@ -154,6 +164,13 @@ def _sentinels(op, after, edits: list) -> bool:
     return True
 
 
+def _computed(v: ir.Value) -> bool:
+    """Whether a float16 value may hold more than float16 precision here (computed in float32):
+    not an argument, a constant or a convert's result (rounded already)."""
+    owner = defining_op(v)
+    return owner is not None and owner.name not in ("stablehlo.constant", "stablehlo.convert")
+
+
 def _fits(inner, outer) -> bool:
     return outer[0] <= inner[0] and inner[1] <= outer[1]
 
@@ -191,6 +208,10 @@ def apply(edits: list) -> None:
                 with ir.InsertionPoint(e.before):
                     e.op.operands[e.index] = _splat(e.value, e.bits)
                 continue
+            if e.kind == "round operand":
+                with ir.InsertionPoint(e.before):
+                    e.op.operands[0] = _round_f16(e.value)
+                continue
             if e.kind == "mask":
                 with ir.InsertionPoint(e.before):
                     masked = stablehlo.AndOp(e.value, _splat(e.value, (1 << e.bits) - 1)).result
@@ -202,6 +223,9 @@ def apply(edits: list) -> None:
                     shift = _splat(v, 32 - e.bits)
                     first = stablehlo.ShiftLeftOp(v, shift)
                     out = stablehlo.ShiftRightArithmeticOp(first.result, shift).result
+                elif e.kind == "round":
+                    first = _round_f16(v, op=True)
+                    out = first.results[0]
                 elif e.kind == "saturate":
                     first = stablehlo.MaxOp(v, _splat(v, -(1 << (e.bits - 1))))
                     out = stablehlo.MinOp(first.result, _splat(v, (1 << (e.bits - 1)) - 1)).result
@@ -209,7 +233,15 @@ def apply(edits: list) -> None:
                     first = stablehlo.SubtractOp(v, _splat(v, 32 - e.bits))
                     out = first.result
             v.replace_all_uses_with(out)
-            first.operation.operands[0] = v
+            (first if isinstance(first, ir.Operation) else first.operation).operands[0] = v
+
+
+def _round_f16(v: ir.Value, op: bool = False):
+    """`v` (float32 now) rounded to float16's precision and range (lower/bitwise.py)."""
+    i32 = ir.IntegerType.get_signless(32)
+    rounded = ir.Operation.create("stablehlo.reduce_precision", results=[v.type], operands=[v], attributes={
+        "exponent_bits": ir.IntegerAttr.get(i32, 5), "mantissa_bits": ir.IntegerAttr.get(i32, 10)})
+    return rounded if op else rounded.results[0]
 
 
 def _splat(like: ir.Value, n: int) -> ir.Value:
