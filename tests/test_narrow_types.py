@@ -44,6 +44,8 @@ INT_CASES = {
     "i8 shift right arithmetic": (lambda x: x >> 2, I8),
     "i8 popcnt": (jax.lax.population_count, I8),
     "i8 clz": (jax.lax.clz, I8),
+    "popcnt / clz of a saturated convert": (lambda x: (jax.lax.population_count((x.astype(jnp.float32) * 3).astype(jnp.int8)),
+                                                       jax.lax.clz((x.astype(jnp.float32) * -3).astype(jnp.int8))), I8),
     "i8 select": (lambda x: jnp.where(x > 0, x, x * 2), I8),
     "i8 cumsum wraps": (lambda x: jnp.cumsum(x, dtype=jnp.int8), I8),
     "i8 max / min / argmax": (lambda x: (jnp.max(x), jnp.min(x.reshape(2, 4), axis=1), jnp.argmax(x),

@@ -208,14 +208,15 @@ def apply(edits: list) -> None:
                 with ir.InsertionPoint(e.before):
                     e.op.operands[e.index] = _splat(e.value, e.bits)
                 continue
+            # the operand as it is now (an edit of its definer, e.g. a saturation, went first)
             if e.kind == "round operand":
                 with ir.InsertionPoint(e.before):
-                    e.op.operands[0] = _round_f16(e.value)
+                    e.op.operands[0] = _round_f16(e.op.operands[0])
                 continue
             if e.kind == "mask":
+                x = e.op.operands[0]
                 with ir.InsertionPoint(e.before):
-                    masked = stablehlo.AndOp(e.value, _splat(e.value, (1 << e.bits) - 1)).result
-                e.op.operands[0] = masked
+                    e.op.operands[0] = stablehlo.AndOp(x, _splat(x, (1 << e.bits) - 1)).result
                 continue
             with ir.InsertionPoint(e.before):   # (the op after the value's: no terminator has results)
                 v = e.value
