@@ -14,7 +14,9 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
 import sys
+import textwrap
 
 os.environ.setdefault("HOME", pwd.getpwuid(os.getuid()).pw_dir)
 os.environ.setdefault("PJRT_TT_TARGET", "sim")
@@ -296,6 +298,18 @@ def forward_mock_unchecked(stderr: str) -> None:
     for line in stderr.splitlines():
         if MOCK_UNCHECKED_MARKER in line:
             print(line.strip(), file=sys.stderr)
+
+
+def torch_script(body: str) -> str:
+    """Runs `body` in a child Python with torch_xla on the TT device (`dev`; skipped when
+    torch_xla is not installed, as in the jax 0.7.1 environment); returns its stdout."""
+    pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
+    code = "import torch, torch_xla\ndev = torch_xla.device()\n" + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PJRT_DEVICE="TT"),
+                          capture_output=True, text=True, timeout=600)
+    forward_mock_unchecked(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
 
 
 class _StderrTee:
