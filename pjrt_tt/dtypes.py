@@ -1,9 +1,11 @@
 """Element types: one table from MLIR / PJRT / numpy names to what the chip stores.
 
-The chip has no 64-bit types: int64, uint64 and float64 are *carried* by int32, uint32 and
-float32 on the device while keeping their 64-bit type at the framework boundary (buffers,
-program signatures). Values are narrowed on upload after a range check (`narrow_to_device`)
-and widened on download; docs/numerics.md states the rule. Complex types and float16 are
+Types the chip lacks are *carried* by one it has, while keeping their own type at the
+framework boundary (buffers, program signatures): int64, uint64 and float64 by int32, uint32
+and float32 (narrowed on upload after a range check, `narrow_to_device`, and widened on
+download); float16 by float32, int8 and int16 by int32 (widened on upload, exact; rounded /
+narrowed on download: float16 to nearest even, the integers are always in range because the
+programs wrap them, ingest/widen.py). docs/numerics.md states the rules. Complex types are
 refused here, with what to do instead, before anything reaches a target.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ class ElementType:
     numpy: np.dtype         # host representation
     device: str | None      # ttnn DataType that holds it on the chip; None: not supported
     hint: str = ""          # what to do instead, for unsupported types
-    carried_by: str = ""    # a 64-bit type: the MLIR type the chip computes it in (i64 -> i32)
+    carried_by: str = ""    # a type the chip lacks: the MLIR type it computes it in (i64 -> i32, f16 -> f32)
 
     @property
     def is_float(self) -> bool:
@@ -41,9 +43,14 @@ class ElementType:
         return self
 
     @property
-    def narrow(self) -> "ElementType":
-        """The type the chip computes in: itself, or the 32-bit type carrying a 64-bit one."""
+    def carrier(self) -> "ElementType":
+        """The type the chip computes in: itself, or the type carrying one the chip lacks."""
         return BY_MLIR[self.carried_by] if self.carried_by else self
+
+    @property
+    def narrowed(self) -> bool:
+        """A 64-bit type carried in 32 bits: its values must fit the carrier (checked)."""
+        return bool(self.carried_by) and self.numpy.itemsize > self.carrier.numpy.itemsize
 
 
 ELEMENT_TYPES = [
@@ -59,9 +66,9 @@ ELEMENT_TYPES = [
     ElementType("f64", 12, np.dtype(np.float64), "float32", carried_by="f32"),
     ElementType("i64", 5, np.dtype(np.int64), "int32", carried_by="i32"),
     ElementType("ui64", 9, np.dtype(np.uint64), "uint32", carried_by="ui32"),
-    ElementType("f16", 10, np.dtype(np.float16), None, "the chip has no float16; use bfloat16"),
-    ElementType("i8", 2, np.dtype(np.int8), None, "use int32 or uint8"),
-    ElementType("i16", 3, np.dtype(np.int16), None, "use int32 or uint16"),
+    ElementType("f16", 10, np.dtype(np.float16), "float32", carried_by="f32"),
+    ElementType("i8", 2, np.dtype(np.int8), "int32", carried_by="i32"),
+    ElementType("i16", 3, np.dtype(np.int16), "int32", carried_by="i32"),
     ElementType("complex<f32>", 14, np.dtype(np.complex64), None, "the chip has no complex types"),
     ElementType("complex<f64>", 15, np.dtype(np.complex128), None, "the chip has no complex types"),
 ]
@@ -97,13 +104,13 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 def narrow_to_device(data: np.ndarray, element: ElementType, what: str) -> tuple[int, int] | None:
     """Checks that the values of a 64-bit host array fit the 32-bit type carrying it on the
-    chip; raises InvalidArgument naming `what` (the tensor) and the first value that does not.
+    chip (types carried in a wider one, float16 / int8 / int16, always fit: None); raises InvalidArgument naming `what` (the tensor) and the first value that does not.
     Returns the (min, max) of an integer array (the executables check it against the range
     their 64-bit arithmetic is exact for), None for other arrays. Float64 values are
     rounded to float32 (docs/numerics.md); finite ones beyond float32's range are refused
     (they would become infinities)."""
-    if not element.carried_by or data.size == 0:
-        return (0, 0) if element.carried_by and element.numpy.kind in "iu" else None
+    if not element.narrowed or data.size == 0:
+        return (0, 0) if element.narrowed and element.numpy.kind in "iu" else None
     if element.numpy.kind == "f":
         bad = np.isfinite(data) & (np.abs(data) > _F32_MAX)
         if bad.any():
@@ -113,7 +120,7 @@ def narrow_to_device(data: np.ndarray, element: ElementType, what: str) -> tuple
     lo, hi = int(data.min()), int(data.max())
     if lo < info.min or hi > info.max:
         bad = (data < info.min) | (data > info.max)
-        return _refuse(data, bad, element, what, f"outside the {element.narrow.numpy.name} range "
+        return _refuse(data, bad, element, what, f"outside the {element.carrier.numpy.name} range "
                                                  f"[{info.min}, {info.max}]")
     return lo, hi
 
@@ -124,5 +131,5 @@ def _refuse(data: np.ndarray, bad: np.ndarray, element: ElementType, what: str, 
     at = f" at index {list(index)}" if index else ""
     raise InvalidArgument(
         f"{what} holds {value!r}{at} ({int(bad.sum())} value(s) in all), {why}: the chip has no "
-        f"64-bit types, so {element.numpy.name} values are carried as {element.narrow.numpy.name} "
+        f"64-bit types, so {element.numpy.name} values are carried as {element.carrier.numpy.name} "
         f"on the device. Keep the values in that range, or compute this part on the CPU")

@@ -14,7 +14,9 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
 import sys
+import textwrap
 
 os.environ.setdefault("HOME", pwd.getpwuid(os.getuid()).pw_dir)
 os.environ.setdefault("PJRT_TT_TARGET", "sim")
@@ -217,6 +219,14 @@ def assert_close(got, want, *, exact: bool = False, kind: str | None = None, pcc
 _pearson = pcc   # assert_close's `pcc` argument shadows the function
 
 
+def opt_level(n: int):
+    """optimization_level n as `jax.jit(compiler_options=...)` takes it in the installed jax:
+    jax 0.12 parses that key into its own `jax.CompilerEffortLevel` (a plain 1 is refused by
+    jax itself, before the plugin), which pjrt-tt maps O0/O1/O2 -> 0/1/2; 0.7.1 passes the int."""
+    effort = getattr(jax, "CompilerEffortLevel", None)
+    return n if effort is None else effort[f"O{n}"]
+
+
 def enable_x64():
     """JAX's 64-bit mode for a `with` block: `jax.enable_x64(True)` in jax 0.12,
     `jax.experimental.enable_x64()` in 0.7.1 (gone from 0.12)."""
@@ -288,6 +298,18 @@ def forward_mock_unchecked(stderr: str) -> None:
     for line in stderr.splitlines():
         if MOCK_UNCHECKED_MARKER in line:
             print(line.strip(), file=sys.stderr)
+
+
+def torch_script(body: str) -> str:
+    """Runs `body` in a child Python with torch_xla on the TT device (`dev`; skipped when
+    torch_xla is not installed, as in the jax 0.7.1 environment); returns its stdout."""
+    pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
+    code = "import torch, torch_xla\ndev = torch_xla.device()\n" + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PJRT_DEVICE="TT"),
+                          capture_output=True, text=True, timeout=600)
+    forward_mock_unchecked(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
 
 
 class _StderrTee:

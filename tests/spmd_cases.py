@@ -87,8 +87,19 @@ Y = rand(16, 64)
 B = lambda a: a.astype(jnp.bfloat16)  # noqa: E731
 XA, WQ, WK, WV, WO = rand(2, 32, 64), rand(64, 64), rand(64, 64), rand(64, 64), rand(64, 64)
 
+# int16 and float16 (carried as int32 / float32, ingest/widen.py) across chips: a cross-shard
+# int16 sum that overflows, an overflowing product, float16 -> int8 and a float16 product
+I16 = (np.arange(64, dtype=np.int16).reshape(8, 8) * 1021)
+F16 = R.randn(8, 8).astype(np.float16)
+
+
+def narrow_types(a, b):
+    return (jnp.sum(a, axis=0, dtype=jnp.int16), a * a, (b * np.float16(100)).astype(jnp.int8), b * np.float16(3))
+
+
 # name: (mesh shape, fn, args, in specs, out specs)
 JIT = {
+    "narrow_types": ((1, 2), narrow_types, (I16, F16), (P("y"), P("y")), P()),
     "dp_mlp": ((1, 2), mlp, (X, W1, W2), (P("y"), P(), P()), P("y")),
     "tp_column": ((1, 2), lambda x, w: x @ w, (X, W1), (P(), P(None, "y")), P(None, "y")),
     "tp_row": ((1, 2), lambda x, w: x @ w, (X, W1), (P(None, "y"), P("y", None)), P()),

@@ -8,16 +8,11 @@ float64 results meet the documented float32 bound; the tt_strict_64bit option re
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close, enable_x64, forward_mock_unchecked, run_both
+from conftest import assert_close, enable_x64, run_both, torch_script
 
 I32_MIN, I32_MAX = -2**31, 2**31 - 1
 
@@ -236,18 +231,8 @@ def test_strict_64bit_refuses_naming_the_op(tt):
 
 # --------------------------------------------------------------------- torch
 
-def _torch(body: str) -> str:
-    pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
-    code = "import torch, torch_xla\ndev = torch_xla.device()\n" + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PJRT_DEVICE="TT"),
-                          capture_output=True, text=True, timeout=600)
-    forward_mock_unchecked(proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
-
-
 def test_torch_eager_int64_and_float64():
-    out = _torch("""
+    out = torch_script("""
         ids = torch.tensor([[101, 2023, 2003, 102], [101, 7592, 2088, 102]])   # a tokenizer's int64 ids
         x = ids.to(dev)
         back = x.cpu()
@@ -279,7 +264,7 @@ def test_torch_eager_int64_and_float64():
 
 
 def test_torch_compile_int64_embedding_ids_and_strict_option():
-    out = _torch("""
+    out = torch_script("""
         torch.manual_seed(0)
         emb = torch.nn.Embedding(50, 8)
         def f(ids, pos):

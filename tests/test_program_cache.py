@@ -1,10 +1,7 @@
 """Issue 13 item 7: the program cache is bounded (LRU, PJRT_TT_PROGRAM_CACHE_SIZE), is
 emptied by jax.clear_caches(), and neither memory nor pjrt-tt's compile time per program
-grows over many distinct programs."""
+grows over many distinct programs (the compile work runs on a thread of its own)."""
 from __future__ import annotations
-
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -119,29 +116,32 @@ def test_memory_stays_flat_over_2000_distinct_programs():
     assert grown < 15, f"RSS grew {grown:.1f} MB over 2,000 distinct programs"
 
 
-def test_pjrt_tt_compile_time_stays_flat_while_jax_keeps_its_programs(tt, monkeypatch):
+def test_pjrt_tt_mlir_work_runs_on_its_own_compile_thread(tt, monkeypatch):
     """jax keeps an MLIR context alive for every program it lowered (its lowering cache),
     and MLIR's per-thread state grows with them on the thread that used them. pjrt-tt's
     share of a compile (ingest, lowering, passes) ran on that thread and slowed down 2-3x
-    over 1,000 programs; on its own compile thread it stays flat. jax's own share still
-    grows (on CPU as well); tests/benchmarks/compile_scaling.py shows both."""
+    over 1,000 programs; on one compile thread of its own it stays flat. Checked here by
+    where it runs, whichever thread compiles; the times (both shares, over thousands of
+    programs) are tests/benchmarks/compile_scaling.py's to report, not a timed test's."""
+    import threading
     from pjrt_tt import compiler as compiler_module
-    spent: list[float] = []
+    ran_on: list[str] = []
     real = compiler_module.Compiler._lower
 
-    def timed(self, *args):
-        start = time.perf_counter()
-        try:
-            return real(self, *args)
-        finally:
-            spent.append(time.perf_counter() - start)
-    monkeypatch.setattr(compiler_module.Compiler, "_lower", timed)
+    def recorded(self, *args):
+        ran_on.append(threading.current_thread().name)
+        return real(self, *args)
+    monkeypatch.setattr(compiler_module.Compiler, "_lower", recorded)
     f = jax.jit(lambda x: jnp.tanh(x * 2.0 + 1.0).sum(axis=0))
     sharding = jax.sharding.SingleDeviceSharding(tt)
-    for n in range(1000):
-        f.lower(jax.ShapeDtypeStruct((3, 1000 + n), np.float32, sharding=sharding)).compile()
-    first, last = statistics.median(spent[50:250]), statistics.median(spent[-200:])
+
+    def compile_some(first: int):
+        for n in range(first, first + 10):
+            f.lower(jax.ShapeDtypeStruct((3, 2000 + n), np.float32, sharding=sharding)).compile()
+    compile_some(0)                                   # from the main thread
+    worker = threading.Thread(target=compile_some, args=(10,), name="user-thread")
+    worker.start()
+    worker.join(120)
     jax.clear_caches()
-    print(f"pjrt-tt's share of a compile: {1e3 * first:.1f} ms (programs 50-250), {1e3 * last:.1f} ms (800-1000)")
-    assert len(spent) == 1000
-    assert last < 1.5 * first, f"pjrt-tt's compile went from {1e3 * first:.1f} to {1e3 * last:.1f} ms"
+    assert len(ran_on) == 20, ran_on
+    assert len(set(ran_on)) == 1 and ran_on[0].startswith("pjrt-tt-compile"), set(ran_on)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_close
+from conftest import assert_close, opt_level
 from pjrt_tt.targets import sim
 from pjrt_tt.targets.executor import BoundProgram
 
@@ -199,7 +199,7 @@ def test_trace_reads_const_eval_results_and_recaptures_when_a_weight_changes(tt,
     """Level 1 prepares a weight once per buffer (const-eval, outside the trace); the trace
     reads the prepared tensor in place, so a new weight buffer means a new capture, never a
     replay of the old weight's values."""
-    opts = {**TRACE, "optimization_level": 1, "experimental_enable_weight_bfp8_conversion": True}
+    opts = {**TRACE, "optimization_level": opt_level(1), "experimental_enable_weight_bfp8_conversion": True}
     f = jax.jit(lambda x, w: jnp.tanh(x @ w) * 2.0, compiler_options=opts)
     untraced = jax.jit(lambda x, w: jnp.tanh(x @ w) * 2.0,
                        compiler_options={k: v for k, v in opts.items() if k != "enable_trace"})

@@ -22,6 +22,7 @@ so a fix turns them into failures (to be un-marked) the moment it lands.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ import sys
 os.environ.setdefault("PJRT_DEVICE", "TT")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import jax.numpy as jnp  # noqa: E402
 import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -58,10 +60,23 @@ MAMBA_DYNAMO = ("mamba: dynamo itself refuses MambaForCausalLM's forward with th
                 "(MambaCache.__init__ calls torch._dynamo.mark_static_address: \"Attempt to trace forbidden "
                 "callable\"), with backend=\"eager\" on the CPU too, before any backend runs")
 
+BF16_DEPTH = ("{name} bfloat16: {detail}; PCC {pcc} meets the issue's 0.99 but ||err||/||want|| {rel} misses "
+              "the suite's 2**-5 bfloat16 bound (the same figures under jax 0.7.1 and 0.12: the sim is "
+              "deterministic). Both sides round every op to bfloat16 in a different order (CPU eager: one "
+              "kernel per aten op; the card: ttnn's tile math, bfloat16 accumulation in the FPU)")
+MINILM_BF16 = BF16_DEPTH.format(name="minilm", pcc="0.99944", rel="3.49e-2",
+                                detail="the real all-MiniLM-L6-v2 weights over 6 layers; worst element -2.27 vs -2.09")
+MOBILENET_BF16 = BF16_DEPTH.format(name="mobilenet_v2", pcc="0.99909", rel="7.98e-2",
+                                   detail="the tiny random config's logits are ~1e-25 after 52 convs + batch "
+                                          "norms, so every rounding difference is relative to a vanishing signal")
+T5_FLAX_JAX012 = ("transformers' FlaxT5 calls jnp.clip(a_max=...), a keyword jax 0.12 removed (TypeError "
+                  "in the model's own code before anything reaches the plugin); passes under jax 0.7.1")
+
 # The first failure each model meets today in the torch form (keyed by name, or by (name, dtype)).
-TORCH_XFAIL = {"mixtral": MOE_HOST, ("mobilenet_v2", "float32"): TF32_DEPTH, "mamba": MAMBA_DYNAMO}
+TORCH_XFAIL = {"mixtral": MOE_HOST, ("mobilenet_v2", "float32"): TF32_DEPTH, "mamba": MAMBA_DYNAMO,
+               ("minilm", "bfloat16"): MINILM_BF16, ("mobilenet_v2", "bfloat16"): MOBILENET_BF16}
 # The first failure of the Flax class today (same for both dtypes unless keyed by dtype).
-FLAX_XFAIL: dict = {}
+FLAX_XFAIL: dict = {} if "a_max" in inspect.signature(jnp.clip).parameters else {"t5": T5_FLAX_JAX012}
 # The quick set (`pytest -m "not slow"`): one case of each kind, one dtype each (each case costs
 # a fresh process, a dynamo trace, a lowering and the sim: 10-40 s on 2 shared cores); a Llama
 # in float32 on the device also runs in the Getting Started and generate() tests. The rest of
@@ -155,7 +170,16 @@ def test_getting_started_flow(child, where):
 
 # ------------------------------------------------------------------ generate()
 
-@pytest.mark.parametrize("do_sample", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["greedy", "sampled"])
+SAMPLED_DIVERGES = ("sampled generate(): tokens leave CPU's at the third generated token (index 10 of 40) and "
+                    "stay apart; the greedy form is equal for 32 steps, so the argmax of the logits agrees "
+                    "while a seeded draw over the same softmax does not (not yet traced to its op)")
+INT64_RANGE = ("generate() on the device: the int64 cache-position arithmetic was proven exact for the first "
+               "call's values ([-63, 63]) and a later step's [16, 127] is refused with a clear error (never "
+               "wrapped); a program proven for one call's ranges is not re-proven for wider ones yet")
+
+
+@pytest.mark.parametrize("do_sample", [False, pytest.param(True, marks=[
+    pytest.mark.slow, pytest.mark.xfail(strict=True, reason=SAMPLED_DIVERGES)])], ids=["greedy", "sampled"])
 def test_generate_with_static_cache_matches_cpu(child, do_sample):
     """`model.forward` compiled, `generate()` with cache_implementation="static", model and
     prompt on the CPU (the backend moves them; generate's own bookkeeping and the sampling
@@ -169,6 +193,7 @@ def test_generate_with_static_cache_matches_cpu(child, do_sample):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=INT64_RANGE)
 def test_generate_greedy_on_device_matches_cpu(child):
     """The same with model and prompt moved `.to(device)`: tokens equal to CPU, two model
     graphs. generate's own tensor bookkeeping then runs on the device too, as lazy torch_xla

@@ -1,4 +1,6 @@
-"""64-bit types -> the 32-bit types that carry them on the chip, only where that is exact.
+"""64-bit types -> the 32-bit types that carry them on the chip, only where that is exact;
+and the module's one rewrite of element types the chip lacks (float16, int8 and int16 too,
+whose semantics ingest/widen.py keeps).
 
 The chip has no 64-bit types. int64, uint64 and float64 are carried by int32, uint32 and
 float32 on the device while the framework keeps seeing its 64-bit types (pjrt_tt/dtypes.py):
@@ -36,6 +38,7 @@ from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.errors import Unimplemented
+from pjrt_tt.ingest import widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
 from pjrt_tt.ingest.mlir_compat import as_operation, defining_op, users
 
@@ -47,6 +50,7 @@ _TYPE_RANGE = {"i1": (0, 1), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16
 # what a 64-bit integer element type becomes, and the values it can then hold
 _NARROW = {"i64": ("i32", np.int32), "ui64": ("ui32", np.uint32)}
 _CARRIER = {"i64": "i32", "ui64": "ui32", "f64": "f32"}
+_REWRITTEN = {**_CARRIER, **widen.WIDENED}   # every type the chip lacks -> its carrier
 
 # ops whose result i holds values of operand i (or of operand 0 when there is one operand)
 _SAME_VALUES = {"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
@@ -78,8 +82,9 @@ class Boundary:
 
 
 def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
-    """Rewrite the module's 64-bit types to 32 bits (or raise Unimplemented); returns what
-    the framework sees of @main."""
+    """Rewrite the module's 64-bit types to 32 bits (or raise Unimplemented), and its
+    float16 / int8 / int16 types to float32 / int32 (widen.py); returns what the framework
+    sees of @main."""
     # private functions nothing calls (HLO's reducer computations, left behind by its
     # conversion to StableHLO) would be checked for arguments of any 64-bit value
     with module.context:
@@ -91,6 +96,7 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     entry = main.regions[0].blocks[0]
     inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
     _saturate_sentinels(module)
+    edits = widen.plan(module)
     ops = []
     module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
     wide = [(op, v) for op in ops for v in _defined(op) if _etype(v.type) in _CARRIER]
@@ -104,8 +110,9 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
         guardable = [] if strict else _guardable(entry)
         ranges, out_ranges, limit, guards = _prove(funcs, main, entry, inputs,
                                                    [(o, v) for o, v in wide if _wide(v.type)], guardable)
-    if wide:
+    if any(_etype(v.type) in _REWRITTEN for op in ops for v in _defined(op)):
         _rewrite(ops)
+    widen.apply(edits)
     if guards:
         _return_guards(main, [op for op, _, _, _ in guards])
     return Boundary(inputs, outputs, ranges, out_ranges, limit,
@@ -738,27 +745,29 @@ def _type_range(t: ir.Type):
 
 def _narrow_type(t: ir.Type) -> ir.Type:
     rt = ir.RankedTensorType(t)
-    element = {"i64": ir.IntegerType.get_signless, "ui64": ir.IntegerType.get_unsigned,
-               "f64": lambda _: ir.F32Type.get()}[_etype(t)](32)
+    element = {"i32": ir.IntegerType.get_signless, "ui32": ir.IntegerType.get_unsigned,
+               "f32": lambda _: ir.F32Type.get()}[_REWRITTEN[_etype(t)]](32)
     return ir.RankedTensorType.get(rt.shape, element)
 
 
-_NUMPY = {"i64": (np.int64, np.int32), "ui64": (np.uint64, np.uint32), "f64": (np.float64, np.float32)}
+_NUMPY = {"i64": (np.int64, np.int32), "ui64": (np.uint64, np.uint32), "f64": (np.float64, np.float32),
+          "f16": (np.float16, np.float32), "i8": (np.int8, np.int32), "i16": (np.int16, np.int32)}
 
 
 def _rewrite(ops: list) -> None:
-    """Every 64-bit value, constant and function signature -> 32 bits (integers proven to fit;
-    float64 constants rounded to float32, those beyond its range becoming infinities)."""
+    """Every value, constant and function signature of a type the chip lacks -> its carrier
+    (64-bit integers proven to fit; float64 constants rounded to float32, those beyond its
+    range becoming infinities; float16, int8, int16 exactly)."""
     with ops[0].context, ir.Location.unknown():
         for op in ops:
             etype = _etype(op.results[0].type) if op.name == "stablehlo.constant" else ""
-            if etype in _CARRIER:
+            if etype in _REWRITTEN:
                 wide, narrow = _NUMPY[etype]
                 with np.errstate(over="ignore"):
                     data = np.ascontiguousarray(constant_array(op.attributes["value"], wide).astype(narrow))
                 op.attributes["value"] = ir.DenseElementsAttr.get(data, type=_narrow_type(op.results[0].type))
             for v in _defined(op):
-                if _etype(v.type) in _CARRIER:
+                if _etype(v.type) in _REWRITTEN:
                     v.set_type(_narrow_type(v.type))
         for op in ops:   # functions (reducers, callees) now take and return 32 bits
             if op.name == "func.func" and op.regions[0].blocks:

@@ -1,4 +1,5 @@
-"""Bit rules: and/or/xor/not, shifts, popcnt, count_leading_zeros, bitcast_convert.
+"""Bit rules: and/or/xor/not, shifts, popcnt, count_leading_zeros, bitcast_convert,
+reduce_precision (on the float32 bit pattern).
 
 Booleans (bfloat16 0/1 on the chip) use ttnn's logical ops; integers its bitwise ops, which take
 int32 / uint32 (uint16 partly; uint8 never), so uint8 / uint16 are computed in uint32.
@@ -7,6 +8,9 @@ for an arithmetic right shift); ttnn documents that only for its binary left shi
 amounts are guarded with a where.
 """
 from __future__ import annotations
+
+import numpy as np
+from jaxlib.mlir import ir
 
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import (NARROW, WIDE, binary, entries, host_type, like, narrow_back, predicate,
@@ -93,6 +97,8 @@ def _shift(lo: Lowering, op) -> list:
     out = result_type(op)
     x, amount = entries(lo, op)
     kind = op.operation.name
+    if isinstance(x, Splat) and isinstance(amount, Splat) and out.dtype in ("int32", "uint32"):
+        return [Splat(_fold_shift(kind, int(x.value), int(amount.value), out.dtype), host_type(op.results[0]))]
     if out.dtype in NARROW:
         bits = 8 if out.dtype == "uint8" else 16
         xw, aw = lo.typecast(lo.materialize(x), WIDE), retype(lo, amount, WIDE)
@@ -105,6 +111,19 @@ def _shift(lo: Lowering, op) -> list:
             return [narrow_back(lo, lo.emit("bitcast", r, dtype_attr(WIDE), result=like(out, WIDE)), out.dtype)]
         return [narrow_back(lo, shift(lo, kind, xw, aw, like(out, WIDE), bits), out.dtype)]
     return [shift(lo, kind, lo.materialize(x), amount, out)]
+
+
+def _fold_shift(kind: str, x: int, amount: int, dtype: str) -> int:
+    """A 32-bit shift of constants with XLA's semantics (the amount read as unsigned)."""
+    s, u = amount & 0xFFFFFFFF, x & 0xFFFFFFFF
+    if kind == "stablehlo.shift_left":
+        r = (u << s) & 0xFFFFFFFF if s < 32 else 0
+    elif kind == "stablehlo.shift_right_logical":
+        r = u >> s if s < 32 else 0
+    else:
+        r = ((u ^ 0x80000000) - 0x80000000) >> min(s, 31)
+    r &= 0xFFFFFFFF
+    return r - (1 << 32) if dtype == "int32" and r >= 1 << 31 else r
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,3 +214,61 @@ def _bitcast_convert(lo: Lowering, op) -> list:
         u = lo.emit("bitcast", x, dtype_attr("uint32"), result=like(out, "uint32"))
         return [lo.emit("bitcast", u, dtype_attr(b), result=out)]
     raise lo.unsupported(f"bitcast_convert {src.element.mlir} -> {dst.element.mlir} has no ttnn bitcast")
+
+
+# ---------------------------------------------------------------------------------------------
+# reduce_precision: XLA's algorithm on the float32 bit pattern, in uint32 integer ops
+# ---------------------------------------------------------------------------------------------
+
+@rule("stablehlo.reduce_precision")
+def _reduce_precision(lo: Lowering, op) -> list:
+    """The mantissa rounded to `mantissa_bits` (to nearest, ties to even: add half an ulp less
+    one plus the last kept bit, then truncate); exponents above the reduced range give +-inf,
+    those at or below its smallest normal +-0 (XLA flushes the reduced type's denormals too);
+    NaN stays NaN. float16 values (carried as float32, ingest/widen.py) are rounded with
+    (5, 10) where they are converted."""
+    out = result_type(op)
+    e_bits = ir.IntegerAttr(op.attributes["exponent_bits"]).value
+    m_bits = ir.IntegerAttr(op.attributes["mantissa_bits"]).value
+    entry = lo.entry(op.operands[0])
+    if isinstance(entry, Splat):   # (a pad value, a constant operand: kept a constant)
+        return [Splat(_reduced(float(entry.value), e_bits, m_bits), host_type(op.results[0]))]
+    x = lo.typecast(lo.materialize(entry), "float32")   # bf16: exactly
+    if m_bits >= 23 and e_bits >= 8:
+        return [lo.typecast(x, out.dtype)]
+    u32 = like(x.type, "uint32")
+    b = lo.emit("bitcast", x, dtype_attr("uint32"), result=u32)
+    if m_bits < 23:
+        cut = 23 - m_bits
+        b = _add(lo, _add(lo, b, _and(lo, _srl(lo, b, cut), 1)), (1 << (cut - 1)) - 1)
+        b = _and(lo, b, (0xFFFFFFFF << cut) & 0xFFFFFFFF)
+    if e_bits < 8:
+        bias = (1 << (e_bits - 1)) - 1
+        exponent, sign = _and(lo, b, 0x7F800000), _and(lo, b, 0x80000000)
+        over = predicate(lo, "gt", exponent, Splat((127 + bias) << 23, None), x.type.shape)
+        under = predicate(lo, "le", exponent, Splat((127 - bias) << 23, None), x.type.shape)
+        b = where(lo, under, sign, b, u32)
+        b = where(lo, over, lo.emit("bitwise_or", sign, 0x7F800000, result=u32), b, u32)
+    r = lo.emit("bitcast", b, dtype_attr("float32"), result=x.type)
+    if m_bits < 23:   # a NaN whose payload was cut would read as an infinity
+        r = where(lo, lo.emit("isnan", x, result=x.type), x, r, x.type)
+    return [lo.typecast(r, out.dtype)]
+
+
+def _reduced(value: float, e_bits: int, m_bits: int) -> float:
+    """reduce_precision of one float32 value, as the rule above computes it."""
+    x = np.float32(value)
+    if np.isnan(x) or (m_bits >= 23 and e_bits >= 8):
+        return float(x)
+    b = int(np.array(x).view(np.uint32))
+    if m_bits < 23:
+        cut = 23 - m_bits
+        b = ((b + ((b >> cut) & 1) + (1 << (cut - 1)) - 1) & (0xFFFFFFFF << cut)) & 0xFFFFFFFF
+    if e_bits < 8:
+        bias = (1 << (e_bits - 1)) - 1
+        exponent, sign = b & 0x7F800000, b & 0x80000000
+        if exponent > (127 + bias) << 23:
+            b = sign | 0x7F800000
+        elif exponent <= (127 - bias) << 23:
+            b = sign
+    return float(np.array(b, np.uint32).view(np.float32))

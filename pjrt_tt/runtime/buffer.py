@@ -1,8 +1,9 @@
 """Buffers: a ttnn tensor on one chip, seen by the framework as a typed array.
 
 A buffer keeps the framework's element type; the chip holds the type that carries it
-(int64 as int32, uint64 as uint32, float64 as float32: dtypes.py). Uploads narrow after a
-range check, downloads widen. A 64-bit integer buffer knows a range its values lie in (measured
+(int64 as int32, uint64 as uint32, float64 as float32; float16 as float32, int8 / int16 as
+int32: dtypes.py). 64-bit uploads narrow after a range check and downloads widen; float16 /
+int8 / int16 uploads widen (exact) and downloads convert back (float16 rounds to nearest even). A 64-bit integer buffer knows a range its values lie in (measured
 at upload, or the bound the program proved for an output), which executables check against
 the argument range their 32-bit arithmetic is exact for (narrow64.Boundary)."""
 from __future__ import annotations
@@ -163,12 +164,13 @@ class Buffer:
                                     self.live_tensor("reading a buffer"), t)
         if self.host.element.is_bool:
             data = data != 0
-        return data.reshape(self.dims).astype(self.host.element.numpy)
+        with np.errstate(over="ignore"):   # float32 beyond float16's range: +-inf, as on CPU
+            return data.reshape(self.dims).astype(self.host.element.numpy)
 
     def measured_range(self) -> tuple[int, int] | None:
         """The range of a 64-bit integer buffer's values, read from the device if only a
         bound is known (a sync, done once)."""
-        if not self.range_measured and self.host.element.carried_by:
+        if not self.range_measured and self.host.element.narrowed:
             data = self.numpy()
             self.value_range = (int(data.min()), int(data.max())) if data.size else (0, 0)
             self.range_measured = True

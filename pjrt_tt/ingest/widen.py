@@ -1,0 +1,255 @@
+"""float16, int8 and int16 -> the wider types carrying them on the chip, with their semantics.
+
+The chip has no float16, int8 or int16. They are carried by float32 and int32 on the device
+while the framework keeps seeing its own types (pjrt_tt/dtypes.py): narrow64.py's rewrite,
+the one road that changes a module's element types, rewrites them like the 64-bit types.
+This module makes the wider arithmetic give the narrow type's results, as XLA:CPU computes
+them (docs/numerics.md):
+
+- int8 / int16 values are kept sign-extended in int32. After every op whose 32-bit result
+  can leave the narrow range (add, subtract, multiply, negate, abs, shift_left, divide of
+  MIN by -1, power, dot_general, reductions, scatter, collectives, converts from wider or
+  unsigned integers, a long iota) the low 8 / 16 bits are sign-extended again (a shift left
+  then an arithmetic shift right): two's complement wrap-around, exactly. Reducer bodies
+  are left alone (the lowering reads them) and the reduction's results are wrapped: add and
+  multiply are exact modulo 2^8 / 2^16 whichever width they run in. Ops that cannot leave
+  the range (max, min, compare, select, clamp, remainder, sign, bit ops of sign-extended
+  values, data movement) need nothing. A logical shift right, popcnt and
+  count_leading_zeros read the narrow bit pattern: their operand is masked first.
+- float -> int8 / int16 converts saturate (XLA:CPU: +-inf and values beyond the range give
+  the type's extremes, NaN gives 0): the int32 convert's result is clamped.
+- A bitcast between int8 and uint8 (int16 and uint16) is the wrap-around convert; other
+  bitcasts from or to these types read bits the carrier does not hold and are refused
+  (UNIMPLEMENTED naming the op and its source line).
+- float16 computes in float32 and is rounded to float16 where it leaves float16: when
+  downloaded, and at every convert to float16 (its result) or from a computed float16 value
+  (its operand), with `stablehlo.reduce_precision` (5, 10). No rounding after other ops: it
+  would cost about ten integer ops per op, and results already stay within about a float16
+  ulp of XLA:CPU's and nearer the exact value (tests/benchmarks/float16.py); a value beyond
+  float16's range inside a program stays finite until then.
+
+`plan` reads the module while it still has the narrow types; `apply` edits it after the
+rewrite made them 32-bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
+
+from pjrt_tt.errors import Unimplemented
+from pjrt_tt.ingest.attributes import describe_location, splat_value
+from pjrt_tt.ingest.mlir_compat import defining_op
+
+WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32"}   # the type the chip computes each in
+_BITS = {"i8": 8, "i16": 16}
+_UNSIGNED = {"i8": "ui8", "i16": "ui16"}
+
+# ops with a reducer / comparator body the lowering reads: their bodies get no wraps
+_BODIED = {"stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.scatter",
+           "stablehlo.select_and_scatter", "stablehlo.all_reduce", "stablehlo.reduce_scatter",
+           "stablehlo.sort"}
+# integer ops whose 32-bit result can leave the int8 / int16 range
+_WRAP = {"stablehlo.add", "stablehlo.subtract", "stablehlo.multiply", "stablehlo.negate",
+         "stablehlo.abs", "stablehlo.shift_left", "stablehlo.shift_right_logical",
+         "stablehlo.divide", "stablehlo.power", "stablehlo.dot_general", "stablehlo.dot",
+         "stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.scatter",
+         "stablehlo.select_and_scatter", "stablehlo.all_reduce", "stablehlo.reduce_scatter"}
+# ops reading the narrow bit pattern of their first operand
+_MASK_FIRST = {"stablehlo.shift_right_logical", "stablehlo.popcnt", "stablehlo.count_leading_zeros"}
+# reducer bodies that only pick one of their arguments (max, min, argmax's compare and select)
+_PICKS = {"stablehlo.maximum", "stablehlo.minimum", "stablehlo.compare", "stablehlo.select",
+          "stablehlo.and", "stablehlo.or", "stablehlo.not", "stablehlo.constant", "stablehlo.return"}
+_INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127),
+              "i16": (-32768, 32767)}
+
+
+@dataclasses.dataclass
+class _Edit:
+    # "wrap" / "saturate" / "round" (to float16) the value; "mask" / "round operand": op's
+    # operand 0; "clz": adjust the count; "sentinel": replace op's init operand `index`
+    kind: str
+    op: ir.Operation     # the op defining / reading the value
+    value: ir.Value      # the result to edit, or the operand
+    bits: int
+    before: ir.Operation   # the op the edit is inserted before
+    index: int = 0         # "sentinel": the operand of `op` to replace
+
+
+def plan(module: ir.Module) -> list:
+    """The edits the module's int8 / int16 values need once they are int32 (read before the
+    rewrite); refuses bitcasts the carrier cannot do, naming the op. A same-width integer
+    bitcast becomes the convert it equals here."""
+    bitcasts = []
+    module.operation.walk(lambda op: (bitcasts.append(op) if op.name == "stablehlo.bitcast_convert"
+                                      else None) or ir.WalkResult.ADVANCE)
+    for op in bitcasts:
+        _bitcast(op)
+    edits: list[_Edit] = []
+    for func in module.body.operations:
+        for region in func.operation.regions:
+            _plan_region(region, func.operation.name, edits)
+    return edits
+
+
+def _plan_region(region, owner: str, edits: list) -> None:
+    for block in region.blocks:
+        ops = [op.operation for op in block.operations]
+        for op, after in zip(ops, ops[1:] + [None]):
+            for inner in op.regions:
+                _plan_region(inner, op.name, edits)
+            if owner in _BODIED:
+                continue
+            _plan_op(op, after, edits)
+
+
+def _plan_op(op, after, edits: list) -> None:
+    name = op.name
+    if name == "stablehlo.convert":
+        src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+        if dst == "f16" and src != "f16":
+            edits.append(_Edit("round", op, op.results[0], 0, after))
+        elif src == "f16" and dst != "f16" and _computed(op.operands[0]):
+            edits.append(_Edit("round operand", op, op.operands[0], 0, op))
+    if name in _MASK_FIRST and op.operands and _etype(op.operands[0].type) in _BITS:
+        bits = _BITS[_etype(op.operands[0].type)]
+        edits.append(_Edit("mask", op, op.operands[0], bits, op))
+        if name == "stablehlo.count_leading_zeros":
+            edits.append(_Edit("clz", op, op.results[0], bits, after))
+    picks = _sentinels(op, after, edits)
+    for r in op.results:
+        etype = _etype(r.type)
+        if etype not in _BITS:
+            continue
+        bits = _BITS[etype]
+        if picks:   # a picked element or the init, which saturating gives back as it was
+            edits.append(_Edit("saturate", op, r, bits, after))
+        elif name == "stablehlo.convert":
+            src = _etype(op.operands[0].type)
+            if src in ("f16", "bf16", "f32", "f64"):
+                edits.append(_Edit("saturate", op, r, bits, after))
+            elif src not in _INT_RANGE or not _fits(_INT_RANGE[src], _INT_RANGE[etype]):
+                edits.append(_Edit("wrap", op, r, bits, after))
+        elif name == "stablehlo.iota":
+            size = ir.RankedTensorType(r.type).shape[ir.IntegerAttr(op.attributes["iota_dimension"]).value]
+            if size > 2 ** (bits - 1):
+                edits.append(_Edit("wrap", op, r, bits, after))
+        elif name in _WRAP:
+            edits.append(_Edit("wrap", op, r, bits, after))
+
+
+def _sentinels(op, after, edits: list) -> bool:
+    """A max / min / argmax reduction of int8 / int16 starts from the type's minimum /
+    maximum, which the lowering takes as the identity only as int32's: a reduction whose body
+    only picks among its arguments gets int32's extreme instead (an empty one gives it back,
+    and the saturation its result gets makes it the narrow extreme again). True for such
+    a reduction (its results are then saturated, not wrapped)."""
+    if op.name not in ("stablehlo.reduce", "stablehlo.reduce_window"):
+        return False
+    if not {o.operation.name for o in op.regions[0].blocks[0].operations} <= _PICKS:
+        return False
+    n = len(op.results)
+    for i in range(n, 2 * n):
+        init = op.operands[i]
+        etype = _etype(init.type)
+        owner = defining_op(init)
+        while owner is not None and owner.name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape"):
+            owner = defining_op(owner.operands[0])
+        if etype in _BITS and owner is not None and owner.name == "stablehlo.constant":
+            value = splat_value(owner.attributes["value"])
+            lo, hi = _INT_RANGE[etype]
+            if value in (lo, hi):
+                edits.append(_Edit("sentinel", op, init, -(2**31) if value == lo else 2**31 - 1, op, i))
+    return True
+
+
+def _computed(v: ir.Value) -> bool:
+    """Whether a float16 value may hold more than float16 precision here (computed in float32):
+    not an argument, a constant or a convert's result (rounded already)."""
+    owner = defining_op(v)
+    return owner is not None and owner.name not in ("stablehlo.constant", "stablehlo.convert")
+
+
+def _fits(inner, outer) -> bool:
+    return outer[0] <= inner[0] and inner[1] <= outer[1]
+
+
+def _bitcast(op):
+    """A bitcast from or to float16 / int8 / int16: the convert it equals (int8 <-> uint8,
+    int16 <-> uint16: two's complement both ways), or refused. Returns the op now standing
+    in its place (None: none is involved)."""
+    src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+    if src not in WIDENED and dst not in WIDENED:
+        return None
+    same_shape = ir.RankedTensorType(op.operands[0].type).shape == ir.RankedTensorType(op.results[0].type).shape
+    if same_shape and (_UNSIGNED.get(src) == dst or _UNSIGNED.get(dst) == src):
+        with op.context, op.location, ir.InsertionPoint(op):
+            new = stablehlo.ConvertOp(op.results[0].type, op.operands[0]).operation
+        op.results[0].replace_all_uses_with(new.results[0])
+        op.erase()
+        return new
+    where = describe_location(op.location)
+    carried = {"f16": "float16 as float32", "i8": "int8 as int32", "i16": "int16 as int32"}
+    what = "; ".join(carried[t] for t in dict.fromkeys((src, dst)) if t in carried)
+    hint = ("jax.random makes float16 numbers from the bits of uint16 ones: ask for float32 ones "
+            "and convert them (jax.random.uniform(key, shape).astype(jnp.float16))"
+            if (src, dst) == ("ui16", "f16") else "convert the values (astype) instead of bitcasting them")
+    raise Unimplemented(
+        f"`stablehlo.bitcast_convert`{' at ' + where if where else ''} reinterprets the bits of "
+        f"{src} as {dst}: the chip carries {what}, where these bits do not exist; {hint}")
+
+
+def apply(edits: list) -> None:
+    """Inserts the wraps, clamps and masks `plan` found, now that the values are int32."""
+    for e in edits:
+        with e.op.context, ir.Location.unknown():
+            if e.kind == "sentinel":   # (bits: int32's extreme)
+                with ir.InsertionPoint(e.before):
+                    e.op.operands[e.index] = _splat(e.value, e.bits)
+                continue
+            # the operand as it is now (an edit of its definer, e.g. a saturation, went first)
+            if e.kind == "round operand":
+                with ir.InsertionPoint(e.before):
+                    e.op.operands[0] = _round_f16(e.op.operands[0])
+                continue
+            if e.kind == "mask":
+                x = e.op.operands[0]
+                with ir.InsertionPoint(e.before):
+                    e.op.operands[0] = stablehlo.AndOp(x, _splat(x, (1 << e.bits) - 1)).result
+                continue
+            with ir.InsertionPoint(e.before):   # (the op after the value's: no terminator has results)
+                v = e.value
+                if e.kind == "wrap":
+                    shift = _splat(v, 32 - e.bits)
+                    first = stablehlo.ShiftLeftOp(v, shift)
+                    out = stablehlo.ShiftRightArithmeticOp(first.result, shift).result
+                elif e.kind == "round":
+                    first = _round_f16(v, op=True)
+                    out = first.results[0]
+                elif e.kind == "saturate":
+                    first = stablehlo.MaxOp(v, _splat(v, -(1 << (e.bits - 1))))
+                    out = stablehlo.MinOp(first.result, _splat(v, (1 << (e.bits - 1)) - 1)).result
+                else:   # clz: counted over 32 bits of the masked value
+                    first = stablehlo.SubtractOp(v, _splat(v, 32 - e.bits))
+                    out = first.result
+            v.replace_all_uses_with(out)
+            (first if isinstance(first, ir.Operation) else first.operation).operands[0] = v
+
+
+def _round_f16(v: ir.Value, op: bool = False):
+    """`v` (float32 now) rounded to float16's precision and range (lower/bitwise.py)."""
+    i32 = ir.IntegerType.get_signless(32)
+    rounded = ir.Operation.create("stablehlo.reduce_precision", results=[v.type], operands=[v], attributes={
+        "exponent_bits": ir.IntegerAttr.get(i32, 5), "mantissa_bits": ir.IntegerAttr.get(i32, 10)})
+    return rounded if op else rounded.results[0]
+
+
+def _splat(like: ir.Value, n: int) -> ir.Value:
+    rt = ir.RankedTensorType(like.type)
+    attr = ir.DenseElementsAttr.get_splat(rt, ir.IntegerAttr.get(rt.element_type, n))
+    return stablehlo.ConstantOp(attr).result
+
+
+def _etype(t: ir.Type) -> str:
+    return str(ir.RankedTensorType(t).element_type) if isinstance(t, ir.RankedTensorType) else ""
