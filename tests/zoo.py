@@ -508,32 +508,56 @@ class Isolated:
     tensors behind (a refused upload leaves one with no data) that make every later sync in
     the process fail (measured: convnext passing alone, failing after resnet)."""
 
-    def __init__(self):
-        self._pool = self._start()
+    def __init__(self, workers: int = 1):
+        self._workers = workers
+        self._pool = self._start(workers)
 
     @staticmethod
-    def _start():
+    def _start(workers: int):
         import concurrent.futures
         import multiprocessing
         ctx = multiprocessing.get_context("forkserver")
         # modules only: no runtime (no threads, no device) may exist before the fork
         ctx.set_forkserver_preload(["torch", "torch_xla", "torch_xla._dynamo.dynamo_bridge", "transformers",
                                     "pjrt_tt.runtime.bridge", "pjrt_tt.compiler", "pjrt_tt.torch.backend", "zoo"])
-        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1)
+        return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1)
 
     def __call__(self, fn, *args, **kw):
         """fn's result; a child that died (a crash) is reported as {"error": ...} and the
         next call gets a new pool."""
+        return self.submit(fn, *args, **kw)()
+
+    def submit(self, fn, *args, **kw):
+        """Starts fn in a child now (up to `workers` at once) and returns a function that
+        waits for its result. A death breaks the whole pool, so the cases it took down with
+        it run again one at a time: only the case that dies reports the death."""
         from concurrent.futures.process import BrokenProcessPool
         try:
-            return self._pool.submit(fn, *args, **kw).result()
-        except BrokenProcessPool as e:
-            self._pool.shutdown(wait=False)
-            self._pool = self._start()
-            return {"error": f"the child process died: {e}"}
+            future = self._pool.submit(fn, *args, **kw)
+        except BrokenProcessPool:   # a death seen by nobody yet
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = self._start(self._workers)
+            future = self._pool.submit(fn, *args, **kw)
+        pool = self._pool
+
+        def result():
+            try:
+                return future.result()
+            except BrokenProcessPool as e:
+                if pool is self._pool:
+                    self._pool = self._start(self._workers)
+                    pool.shutdown(cancel_futures=True)
+                alone = self._start(1)
+                try:
+                    return alone.submit(fn, *args, **kw).result()
+                except BrokenProcessPool:
+                    return {"error": f"the child process died: {e}"}
+                finally:
+                    alone.shutdown()   # (wait=False with max_tasks_per_child raises in the pool's thread)
+        return result
 
     def close(self):
-        self._pool.shutdown()
+        self._pool.shutdown(cancel_futures=True)
 
 
 def lowering_failure_case() -> str:
