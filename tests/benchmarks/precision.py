@@ -10,7 +10,8 @@ rounding errors are measured in (it stays meaningful where terms cancel), max an
 elements; float32's unit roundoff is 2^-24 = 6.0e-8. "XLA:CPU" is jax on the CPU for reference.
 Device time is an **estimate** (pjrt_tt/perf: the ttnn program the setting lowers to, costed
 op by op on an n150 and a p150; no card was used) with the ttnn op count; "x DEFAULT" is the
-n150 estimate relative to DEFAULT's.
+n150 estimate relative to DEFAULT's. A second table estimates a larger matmul (--large), where
+the matmuls' compute rather than per-op cost dominates.
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--large", type=int, default=2048, help="a second size, estimated only (not run)")
     args = ap.parse_args()
     rows = measure(args.size, args.seed)
     print(f"{args.size}x{args.size} @ {args.size}x{args.size} float32, standard normal, seed {args.seed}; "
@@ -95,6 +97,13 @@ def main() -> None:
         n150, p150 = est["n150"], est["p150"]
         print(f"| {label} | {mx:.2e} | {mean:.2e} | {n150[0] / 1e3:.1f} us | {n150[0] / base:.2f} | "
               f"{p150[0] / 1e3:.1f} us | {n150[1]} |")
+    print(f"\n{args.large}^3, estimated device time only (not run)\n")
+    print("| setting | n150 (est.) | x DEFAULT | p150 (est.) | x DEFAULT |")
+    print("|---|---|---|---|---|")
+    large = {label: estimate(p, args.large) for label, p in SETTINGS[:3] + SETTINGS[7:8]}
+    for label, est in large.items():
+        print(f"| {label} | {est['n150'][0] / 1e3:.1f} us | {est['n150'][0] / large['DEFAULT']['n150'][0]:.2f} | "
+              f"{est['p150'][0] / 1e3:.1f} us | {est['p150'][0] / large['DEFAULT']['p150'][0]:.2f} |")
 
 
 if __name__ == "__main__":
