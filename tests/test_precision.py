@@ -25,7 +25,7 @@ def well(m=64, k=256, n=48):
 
 def ill(m=64, k=256, n=48):
     """Products that cancel: each row of a is paired with its negation plus a small perturbation,
-    so |A||B| is ~1e4 x |AB| (condition ~1e4)."""
+    so |A||B| is ~2e5 x |AB| (median over elements)."""
     a, b = well(m, k // 2, n)
     a2 = np.concatenate([a, -a * (1 + 1e-4 * RNG.standard_normal(a.shape).astype(np.float32))], axis=1)
     return a2.astype(np.float32), np.concatenate([b, b], axis=0)
@@ -124,3 +124,18 @@ def test_refused(tt, preset):
     assert "UNIMPLEMENTED" in msg or isinstance(e.value, Unimplemented), msg
     assert "stablehlo.dot_general" in msg and f"dot algorithm {name}" in msg, msg
     assert "test_precision.py:" in msg, msg   # the user's line
+
+
+def test_fidelity_option_leaves_precision_configs(tt):
+    """tt_math_fidelity=LoFi changes the DEFAULT dot's matmul, not HIGHEST's HiFi4 split."""
+    from conftest import NewPrograms
+    a, b = well(32, 64, 72)   # shapes no other test compiles
+    f = jax.jit(lambda x, y: (lax.dot(x, y, precision=P.HIGHEST), lax.dot(x, y)),
+                compiler_options={"tt_math_fidelity": "LoFi"})
+    with NewPrograms() as seen:
+        hi, lo = f(jax.device_put(a, tt), jax.device_put(b, tt))
+    fids = sorted(str(dict(op.kwargs["compute_kernel_config"].kwargs)["math_fidelity"])
+                  for op in seen.one().ops if op.fn == "matmul")
+    assert fids == ["ttnn.MathFidelity.HiFi4"] * 6 + ["ttnn.MathFidelity.LoFi"], fids
+    assert scaled_error(np.asarray(hi), a, b).max() <= 8 * U * 16
+    assert scaled_error(np.asarray(lo), a, b).max() > 2.0 ** -10
