@@ -139,3 +139,20 @@ def test_fidelity_option_leaves_precision_configs(tt):
     assert fids == ["ttnn.MathFidelity.HiFi4"] * 6 + ["ttnn.MathFidelity.LoFi"], fids
     assert scaled_error(np.asarray(hi), a, b).max() <= 8 * U * 16
     assert scaled_error(np.asarray(lo), a, b).max() > 2.0 ** -10
+
+
+def test_torch_mat_mul_precision_highest():
+    """torch_xla's set_mat_mul_precision("highest") reaches the dots as HIGHEST (its own graph
+    cache keeps the first setting of a process, so the child sets it once)."""
+    from conftest import torch_script
+    out = torch_script("""
+        import numpy as np, torch_xla.backends
+        torch_xla.backends.set_mat_mul_precision("highest")
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((64, 256)).astype(np.float32)
+        b = rng.standard_normal((256, 48)).astype(np.float32)
+        c = (torch.from_numpy(a).to(dev) @ torch.from_numpy(b).to(dev)).cpu().numpy()
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        print((np.abs(c - a64 @ b64) / (np.abs(a64) @ np.abs(b64))).max())
+    """)
+    assert float(out.split()[-1]) <= 8 * U * 16
