@@ -3,9 +3,16 @@
 Any dot_general is brought to ttnn's batched form [B..., M, K] x [B..., K, N] by
 permuting and reshaping the operands, then reshaped back to StableHLO's result order
 (batch dims, lhs free dims, rhs free dims).
+
+`precision_config` and `algorithm` are honoured (docs/numerics.md, "Precision of dots"):
+DEFAULT is ttnn's fast default (float32 operands read as TF32); a higher request splits each
+float32 operand into bfloat16 parts, x = p0 + p1 (+ p2), whose products the matrix unit
+computes exactly at HiFi4 and sums in float32 (fp32_dest_acc_en), and adds the leading part
+products: HIGH 3 of them, HIGHEST 6 (float32 accuracy).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from jaxlib.mlir.dialects import stablehlo
@@ -13,7 +20,105 @@ from jaxlib.mlir.dialects import stablehlo
 from pjrt_tt.lower.builder import Lowering
 from pjrt_tt.lower.helpers import host_type, result_type
 from pjrt_tt.lower.registry import rule
-from pjrt_tt.program import TensorType, dtype_attr
+from pjrt_tt.program import Attr, Construct, TensorType, Value, dtype_attr
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How a matmul honours a precision request."""
+    parts: int             # bfloat16 parts per float32 operand; 0: the operands as they are
+    terms: int             # how many part products are summed (_PAIRS order)
+    fp32_acc: bool = True  # float32 accumulation (Dst and the sum of the terms), else bfloat16
+
+
+# Part products by decreasing size (part i is ~2^-8i of the operand): x3 drops p1*p1,
+# x6 keeps everything above float32's rounding.
+_PAIRS = [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0), (1, 2), (2, 1), (2, 2)]
+_PRECISIONS = {"DEFAULT": 0, "HIGH": 1, "HIGHEST": 2}
+_BY_PRECISION = {1: _Plan(2, 3), 2: _Plan(3, 6)}
+# (lhs type, rhs type, accumulation type, lhs components, rhs components, primitive ops) -> plan
+_ALGORITHMS = {
+    ("bf16", "bf16", "f32", 1, 1, 1): _Plan(1, 1),     # BF16_BF16_F32
+    ("bf16", "bf16", "f32", 1, 1, 3): _Plan(2, 3),     # BF16_BF16_F32_X3
+    ("bf16", "bf16", "f32", 1, 1, 6): _Plan(3, 6),     # BF16_BF16_F32_X6
+    ("bf16", "bf16", "f32", 1, 1, 9): _Plan(3, 9),     # BF16_BF16_F32_X9
+    ("bf16", "bf16", "bf16", 1, 1, 1): _Plan(1, 1, fp32_acc=False),   # BF16_BF16_BF16
+    ("f32", "f32", "f32", 1, 1, 1): _Plan(3, 6),       # F32_F32_F32: x6 is float32-accurate
+    # TF32_TF32_F32: the unpacker reads float32 as TF32 when Dst is float32 (sim/fpu.py)
+    ("tf32", "tf32", "f32", 1, 1, 1): _Plan(0, 1),
+}
+_SUPPORTED = ("BF16_BF16_F32, BF16_BF16_F32_X3, BF16_BF16_F32_X6, BF16_BF16_F32_X9, BF16_BF16_BF16, "
+              "TF32_TF32_F32, F32_F32_F32 (or precision=HIGH / HIGHEST)")
+_FLOATS = ("float32", "bfloat16")
+
+
+def _plan(lo: Lowering, op) -> _Plan | None:
+    """What the op's algorithm / precision_config asks for; None: ttnn's default matmul."""
+    attrs = op.attributes
+    if "algorithm" in attrs:
+        a = stablehlo.DotAlgorithm(attrs["algorithm"])
+        key = (str(a.lhs_precision_type), str(a.rhs_precision_type), str(a.accumulation_type),
+               a.lhs_component_count, a.rhs_component_count, a.num_primitive_operations)
+        if key not in _ALGORITHMS:
+            name = f"{key[0]}_{key[1]}_{key[2]}{f'_X{key[5]}' if key[5] > 1 else ''}".upper()  # jax's preset name
+            raise lo.unsupported(
+                f"dot algorithm {name} (lhs {key[0]}, rhs {key[1]}, accumulation {key[2]}, components {key[3]} x "
+                f"{key[4]}, {key[5]} primitive operation(s)) cannot be honoured on the chip, whose matrix unit "
+                f"multiplies bfloat16 / TF32 / block floats only and accumulates in float32 or bfloat16; "
+                f"algorithms it runs: {_SUPPORTED}")
+        return _ALGORITHMS[key]
+    if "precision_config" not in attrs:
+        return None
+    level = max((_PRECISIONS.get(stablehlo.PrecisionAttr(p).value, 0) for p in attrs["precision_config"]),
+                default=0)
+    return _BY_PRECISION.get(level)
+
+
+def _config(fp32_acc: bool) -> Construct:
+    # HiFi4 multiplies bfloat16 exactly; ttnn uses a given config as is, so every field is set
+    return Construct("WormholeComputeKernelConfig", (
+        ("math_fidelity", Attr("MathFidelity.HiFi4")), ("math_approx_mode", False),
+        ("fp32_dest_acc_en", fp32_acc), ("packer_l1_acc", not fp32_acc)))
+
+
+def _parts(lo: Lowering, x: Value, n: int) -> list[Value]:
+    """x as n bfloat16 parts, each the bf16 rounding of what the previous ones leave. The
+    subtractions are exact: a part shares the remainder's leading bits, and ttnn computes a
+    float32 - float32 of one shape on the SFPU in float32. Made once per operand and block."""
+    if x.type.dtype != "float32":
+        return [lo.typecast(x, "bfloat16")]
+
+    def split() -> list[Value]:
+        parts, rest = [], x
+        for i in range(n):
+            parts.append(lo.typecast(rest, "bfloat16"))
+            if i + 1 < n:
+                rest = lo.emit("subtract", rest, lo.typecast(parts[-1], "float32"), result=rest.type)
+        return parts
+    return lo.memo(("bf16 parts", x.id, n), split)
+
+
+def _matmul(lo: Lowering, op, lhs: Value, rhs: Value, out: TensorType) -> Value:
+    """lhs @ rhs ([..., M, K] x [..., K, N]) in out's dtype, at the op's requested precision."""
+    if lhs.type.dtype != rhs.type.dtype:  # mixed precision: compute in the result type
+        lhs, rhs = lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype)
+    plan = _plan(lo, op) if lhs.type.dtype in _FLOATS else None
+    if plan is None:
+        kwargs = {} if out.dtype == lhs.type.dtype else {"dtype": dtype_attr(out.dtype)}
+        return lo.emit("matmul", lhs, rhs, result=out, **kwargs)
+    acc = "float32" if plan.fp32_acc else "bfloat16"
+    kwargs = {"dtype": dtype_attr(acc), "compute_kernel_config": _config(plan.fp32_acc)}
+    if plan.parts == 0:
+        a, b, pairs = [lhs], [rhs], [(0, 0)]
+    else:
+        a, b = _parts(lo, lhs, plan.parts), _parts(lo, rhs, plan.parts)
+        pairs = [(i, j) for i, j in _PAIRS[:plan.terms] if i < len(a) and j < len(b)]
+    acc_type = TensorType(out.shape, acc)
+    total = None
+    for i, j in reversed(pairs):  # smallest first, so they add up before meeting the largest
+        term = lo.emit("matmul", a[i], b[j], result=acc_type, **kwargs)
+        total = term if total is None else lo.emit("add", total, term, result=acc_type)
+    return lo.typecast(total, out.dtype)
 
 
 @rule("stablehlo.dot_general")
@@ -32,10 +137,7 @@ def _dot_general(lo: Lowering, op) -> list:
     lhs = lo.reshape(lo.permute(lo.get(op.operands[0]), lb + lf + lc), (*batch, m, k))
     rhs = lo.reshape(lo.permute(lo.get(op.operands[1]), rb + rc + rf), (*batch, k, n))
     out = result_type(op)
-    if lhs.type.dtype != rhs.type.dtype:  # mixed precision: compute in the result type
-        lhs, rhs = lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype)
-    kwargs = {} if out.dtype == lhs.type.dtype else {"dtype": dtype_attr(out.dtype)}
-    product = lo.emit("matmul", lhs, rhs, result=TensorType((*batch, m, n), out.dtype), **kwargs)
+    product = _matmul(lo, op, lhs, rhs, TensorType((*batch, m, n), out.dtype))
     return [lo.reshape(product, out.shape)]
 
 
@@ -47,6 +149,5 @@ def _dot(lo: Lowering, op) -> list:
     k = host_type(op.operands[0]).shape[-1]
     n = host_type(op.operands[1]).shape[-1] if len(host_type(op.operands[1]).shape) == 2 else 1
     out = result_type(op)
-    product = lo.emit("matmul", lo.reshape(x, (m, k)), lo.reshape(y, (k, n)),
-                      result=TensorType((m, n), out.dtype))
+    product = _matmul(lo, op, lo.reshape(x, (m, k)), lo.reshape(y, (k, n)), TensorType((m, n), out.dtype))
     return [lo.reshape(product, out.shape)]

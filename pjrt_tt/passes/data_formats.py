@@ -19,7 +19,8 @@ config.
 - tt_math_fidelity (LoFi|HiFi2|HiFi3|HiFi4), tt_fp32_dest_acc_en, tt_packer_l1_acc,
   tt_math_approx_mode (booleans): every matmul / linear gets a compute_kernel_config with
   these; the fields not given take ttnn's default for that op's dtypes (a config passed to
-  ttnn is used exactly as given, so all fields are set).
+  ttnn is used exactly as given, so all fields are set). Matmuls of a dot whose precision /
+  algorithm asked for more than DEFAULT keep the config the lowering gave them.
 """
 from __future__ import annotations
 
@@ -236,7 +237,8 @@ class _Rewriter:
     def configs(self, n: Numerics) -> None:
         given = {_CONFIG_FIELDS[k]: v for k, v in n.options if k in _CONFIG_FIELDS}
         for op, _ in _ops(self.program.ops):
-            if op.fn not in MATMULS:
+            # a config the lowering set honours the dot's precision / algorithm: it stays
+            if op.fn not in MATMULS or "compute_kernel_config" in op.kwargs:
                 continue
             a, b = op.args[0].type.dtype, op.args[1].type.dtype
             grid = "core_grid" in op.kwargs or "program_config" in op.kwargs
