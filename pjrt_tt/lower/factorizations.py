@@ -24,10 +24,12 @@ from pjrt_tt import dtypes
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, predicate, result_type, where
 from pjrt_tt.lower.registry import custom_call, rule
-from pjrt_tt.program import HostType, TensorType, Value
+from pjrt_tt.program import Block, HostType, ScalarType, ShapeArg, TensorType, Value, While
 
 # Columns a factorization is unrolled over: ~4-20 ttnn ops each (a 512-column QR is ~10k ops).
 UNROLL_LIMIT = 512
+# Eigh unrolls one sweep, n - 1 rounds of ~70 ops, in a host loop.
+EIGH_LIMIT = 256
 _F32 = dtypes.from_mlir("f32")
 
 
@@ -236,3 +238,136 @@ def _householder_product(lo: Lowering, op) -> list:
     if q.type.shape != out.shape:   # no reflectors: the identity, per matrix
         q = m.add(q, lo.materialize(Splat(0.0, HostType(_F32, out.shape))))
     return [lo.typecast(q, out.dtype)]
+
+
+def _round_robin(n: int) -> list[tuple[int, int]]:
+    """Where the next round's positions come from, as (start, stop) runs of this round's
+    positions (pairs are (i, i + n/2)): position 0 stays, the others move one step round the
+    ring 1 .. k-1, n-1 .. k, so every two indices meet once in n - 1 rounds and the order is
+    back where it started after them."""
+    k = n // 2
+    if k == 1:
+        return [(0, 2)]
+    runs = [(0, 1), (k, k + 1), (1, k - 1), (k + 1, n), (k - 1, k)]
+    return [(a, b) for a, b in runs if b > a]
+
+
+def _jacobi_round(m: _Mat, a: Value, v: Value, k: int) -> tuple[Value, Value]:
+    """One parallel Jacobi round: k disjoint rotations (i, i + k) zero a_{i,i+k}; then the
+    positions move (_round_robin). Golub & Van Loan's symmetric Schur 2x2: tau =
+    (a_qq - a_pp) / 2 a_pq, t = sign(tau) / (|tau| + sqrt(1 + tau^2)), c = 1/sqrt(1 + t^2), s = t c;
+    no rotation where a_pq = 0 (and where tau overflows: t = 0)."""
+    n = 2 * k
+    d = m.diag(a)
+    app, aqq = m.part(d, 0, 1, 0, k), m.part(d, 0, 1, k, n)
+    apq = m.sum(m.mul(m.part(a, 0, k, k, n), m.const(np.eye(k))), -2)       # [..., 1, k]
+    rotate = m.test("ne", apq, 0.0)
+    tau = m.binary("divide", m.sub(aqq, app), m.where(rotate, m.mul(apq, 2.0), 1.0))
+    sign = m.where(m.test("ge", tau, 0.0), 1.0, -1.0)
+    root = m.unary("sqrt", m.add(m.mul(tau, tau), 1.0))
+    t = m.where(rotate, m.binary("divide", sign, m.add(m.unary("abs", tau), root)), 0.0)
+    c = m.unary("rsqrt", m.add(m.mul(t, t), 1.0))
+    s = m.mul(t, c)
+    runs = _round_robin(n)
+
+    def moved(first: Value, second: Value, dim: int) -> Value:
+        """concat(first, second) along dim (rows -2 / columns -1), positions moved."""
+        parts = []
+        for lo_, hi in runs:
+            src, off = (first, 0) if lo_ < k else (second, k)
+            parts.append(m.part(src, lo_ - off, hi - off, 0, src.type.shape[-1]) if dim == -2 else
+                         m.part(src, 0, src.type.shape[-2], lo_ - off, hi - off))
+        return m.concat(parts, len(first.type.shape) + dim)
+
+    def rows(x: Value) -> Value:   # J^T x: row p' = c p - s q, row q' = s p + c q
+        cc, ss = m.t(c), m.t(s)
+        top, bottom = m.part(x, 0, k, 0, n), m.part(x, k, n, 0, n)
+        return moved(m.sub(m.mul(top, cc), m.mul(bottom, ss)), m.add(m.mul(top, ss), m.mul(bottom, cc)), -2)
+
+    def columns(x: Value) -> Value:   # x J: column p' = c p - s q, column q' = s p + c q
+        rows_ = x.type.shape[-2]
+        left, right = m.part(x, 0, rows_, 0, k), m.part(x, 0, rows_, k, n)
+        return moved(m.sub(m.mul(left, c), m.mul(right, s)), m.add(m.mul(left, s), m.mul(right, c)), -1)
+
+    return columns(rows(a)), columns(v)
+
+
+def _host_loop(lo: Lowering, inits: list[Value], max_trips: int, more, body) -> list[Value]:
+    """A host-driven loop over device values: `more(params)` (a host bool, may read the
+    device) and a trip count bound decide whether `body(params)` (fresh values) runs again."""
+    params = [lo.new_value(v.type) for v in inits]
+    trips = lo.new_value(ScalarType("int"))
+    with lo.block() as cond_ops:
+        go = more(params)
+        below = lo.emit("host.lt", trips, max_trips, result=ScalarType("bool"))
+        pred = lo.emit("host.logical_and", below, go, result=ScalarType("bool"))
+    with lo.block() as body_ops:
+        nxt = body(params)
+        counted = lo.emit("host.add", trips, 1, result=ScalarType("int"))
+    results = [lo.new_value(v.type) for v in inits]
+    origin = f"{lo.origin} {lo.location}" if lo.location else lo.origin
+    lo.ops.append(While(list(inits) + [0], params + [trips], Block(cond_ops, [pred]),
+                        Block(body_ops, list(nxt) + [counted]), results + [lo.new_value(ScalarType("int"))],
+                        origin))
+    return results
+
+
+@custom_call("Eigh")
+def _eigh(lo: Lowering, op) -> list:
+    """Symmetric eigendecomposition A = V diag(w) V^T by cyclic parallel Jacobi, as XLA's
+    own Eigh expander computes it (jax on TPU / for tt, torch_xla): backend_config is
+    "lower,sort,max_sweeps,tol". A host loop runs whole sweeps (n - 1 rounds of n/2 rotations,
+    unrolled) until the off-diagonal part is below tol * ||A||_F (one device read per
+    sweep). An odd n gets a zero row and column that no rotation touches."""
+    shape = host_type(op.operands[0]).shape
+    n = shape[-1]
+    _check(lo, op, n)
+    if n > EIGH_LIMIT:
+        raise lo.unsupported(f"matrices of {n} columns (one Jacobi sweep is unrolled: up to {EIGH_LIMIT})")
+    config = ir.StringAttr(op.attributes["backend_config"]).value.split(",")
+    lower, sort = bool(int(config[0])), bool(int(config[1]))
+    max_sweeps, tol = int(config[2]), float(config[3])
+    vec_i = 0 if len(host_type(op.results[0]).shape) == len(shape) else 1
+    m = _Mat(lo)
+    a = m.f32(lo.get(op.operands[0]))
+    lead = a.type.shape[:-2]
+    if not lower:
+        a = m.t(a)
+    a = m.add(m.mul(a, m.const(np.tril(np.ones((n, n))))), m.t(m.mul(a, m.const(np.tril(np.ones((n, n)), -1)))))
+    size = n + n % 2
+    if size != n:
+        column = lo.materialize(Splat(0.0, HostType(_F32, lead + (n, 1))))
+        row = lo.materialize(Splat(0.0, HostType(_F32, lead + (1, size))))
+        a = m.concat([m.concat([a, column], len(lead) + 1), row], len(lead))
+    v = m.add(m.const(np.eye(size)), lo.materialize(Splat(0.0, HostType(_F32, lead + (size, size)))))
+    off_mask = m.const(1.0 - np.eye(size))
+
+    def unconverged(params):
+        x = params[0]
+        sq = m.mul(x, x)
+        off, total = m.sum(m.sum(m.mul(sq, off_mask), -1), -2), m.sum(m.sum(sq, -1), -2)
+        flag = predicate(lo, "gt", off, m.mul(total, tol * tol), off.type.shape)   # [..., 1, 1]
+        if lead:
+            flag = lo.emit("max", flag, dim=list(range(len(lead))), keepdim=True,
+                           result=dataclasses.replace(flag.type, shape=(1,) * len(flag.type.shape)))
+        return lo.host_scalar(lo.reshape(flag, (1,)), "bool")
+
+    def sweep(params):
+        x, vecs = params
+        for _ in range(size - 1):
+            x, vecs = _jacobi_round(m, x, vecs, size // 2)
+        return [x, vecs]
+
+    a, v = _host_loop(lo, [a, v], max_sweeps, unconverged, sweep)
+    w = m.diag(a)
+    if size != n:
+        w, v = m.part(w, 0, 1, 0, n), m.part(v, 0, n, 0, n)
+    if sort:
+        idx = lo.emit("sort[1]", w, -1, descending=False, stable=True, result=dataclasses.replace(w.type, dtype="uint32"))
+        w = lo.emit("gather", w, -1, idx, result=w.type)
+        rep = lo.emit("repeat", idx, ShapeArg((1,) * len(lead) + (n, 1)),
+                      result=dataclasses.replace(idx.type, shape=lead + (n, n)))
+        v = lo.emit("gather", v, -1, rep, result=v.type)
+    out_v, out_w = result_type(op, vec_i), result_type(op, 1 - vec_i)
+    outs = [lo.typecast(v, out_v.dtype), lo.typecast(lo.reshape(w, out_w.shape), out_w.dtype)]
+    return outs if vec_i == 0 else outs[::-1]
