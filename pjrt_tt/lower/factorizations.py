@@ -247,7 +247,7 @@ def _round_robin(n: int) -> list[tuple[int, int]]:
     back where it started after them."""
     k = n // 2
     if k == 1:
-        return [(0, 2)]
+        return [(0, 1), (1, 2)]
     runs = [(0, 1), (k, k + 1), (1, k - 1), (k + 1, n), (k - 1, k)]
     return [(a, b) for a, b in runs if b > a]
 
@@ -362,7 +362,7 @@ def _eigh(lo: Lowering, op) -> list:
     w = m.diag(a)
     if size != n:
         w, v = m.part(w, 0, 1, 0, n), m.part(v, 0, n, 0, n)
-    if sort:
+    if sort and n > 1:   # (one eigenvalue: already in order)
         idx = lo.emit("sort[1]", w, -1, descending=False, stable=True, result=dataclasses.replace(w.type, dtype="uint32"))
         w = lo.emit("gather", w, -1, idx, result=w.type)
         rep = lo.emit("repeat", idx, ShapeArg((1,) * len(lead) + (n, 1)),
