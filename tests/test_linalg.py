@@ -137,7 +137,8 @@ def test_solve_and_inv(tt, cpu):
 def test_multivariate_normal_and_orthogonal_init(tt, cpu):
     cov = _spd((), 4) / 4
     f = lambda c: jax.random.multivariate_normal(jax.random.key(0), jnp.zeros(4), c, shape=(3,))
-    assert_close(_on(f, tt, cov), _on(f, cpu, cov), rtol=1e-4, atol=1e-5)
+    # the samples are L @ z, a dot_general: the card's TF32 matmul bound
+    assert_close(_on(f, tt, cov), _on(f, cpu, cov), kind="matmul")
     g = lambda z: jax.nn.initializers.orthogonal()(jax.random.key(1), (8, 8)) + z
     z = np.zeros((8, 8), np.float32)
     got = _on(g, tt, z)
