@@ -62,6 +62,30 @@ def _register_logistic() -> None:
     mlir.register_lowering(lax_internal.logistic_p, rule, platform="tt")
 
 
+def _register_eigh() -> None:
+    """jax has no eigh lowering for a platform without its own kernels (only cpu / gpu / tpu
+    register one). Emit what it emits for small matrices on TPU, and torch_xla for any: the
+    custom call "Eigh" (XLA's Jacobi eigensolver: "lower,sort,max_sweeps,tol"), lowered by
+    pjrt_tt/lower/factorizations.py. TPU's larger-matrix road (QDWH) runs on matmuls, which
+    are TF32 on the card."""
+    import inspect
+    from jax._src.interpreters import mlir
+    from jax._src.lax import linalg
+    typed = (lambda ctx, aval: mlir.aval_to_ir_type(ctx.module_context, aval)) \
+        if len(inspect.signature(mlir.aval_to_ir_type).parameters) > 1 else \
+        (lambda ctx, aval: mlir.aval_to_ir_type(aval))
+
+    def rule(ctx, operand, *, lower, sort_eigenvalues, subset_by_index, **_):
+        n = ctx.avals_in[0].shape[-1]
+        if subset_by_index is not None and tuple(subset_by_index) != (0, n):
+            raise NotImplementedError("eigh with subset_by_index on tt (all eigenvalues only)")
+        v_aval, w_aval = ctx.avals_out
+        op = mlir.custom_call("Eigh", result_types=[typed(ctx, v_aval), typed(ctx, w_aval)], operands=[operand],
+                              backend_config=f"{int(lower)},{int(sort_eigenvalues)},100,1e-6", api_version=1)
+        return op.results
+    mlir.register_lowering(linalg.eigh_p, rule, platform="tt")
+
+
 class ProgramCaches:
     """pjrt-tt's program caches (one per client) as jax's cache management sees them, so
     `jax.clear_caches()` empties them too. jax holds registered caches weakly: the module
@@ -132,6 +156,7 @@ def initialize() -> None:
         mlir._platforms_with_donation.append("tt")
     _register_composites()
     _register_logistic()
+    _register_eigh()
     _join_persistent_cache()
     from jax._src import util
     util.register_cache(PROGRAM_CACHES, "pjrt-tt program cache (pjrt_tt.compiler.ProgramCache)")

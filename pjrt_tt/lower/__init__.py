@@ -24,6 +24,7 @@ from pjrt_tt.lower import composite, conv  # noqa: F401
 from pjrt_tt.lower import indexing, windows  # noqa: F401
 from pjrt_tt.lower import bitwise, random  # noqa: F401
 from pjrt_tt.lower import normalization  # noqa: F401
+from pjrt_tt.lower import factorizations  # noqa: F401
 from pjrt_tt.lower.builder import Lowering
 from pjrt_tt.lower.helpers import host_type
 from pjrt_tt.lower.registry import CUSTOM_CALLS, FUSED_COMPOSITES, RULES
