@@ -329,8 +329,9 @@ def _round_float8(v: ir.Value, fmt: str):
     nan = k(0x7FC00000)
     r = stablehlo.SelectOp(cmp(r, k(_f32_bits(float(info.max))), "GT"), k(0x7F800000) if has_inf else nan, r).result
     r = stablehlo.SelectOp(cmp(a, k(0x7F800000), "GT"), nan, r).result
-    if fnuz:   # no -0: a zero is +0 (the sign of NaN does not show either)
+    if fnuz:   # no -0 and one NaN: a zero is +0, a NaN reads back as float32's +NaN
         sign = stablehlo.SelectOp(cmp(r, k(0), "EQ"), k(0), sign).result
+        sign = stablehlo.SelectOp(cmp(r, nan, "EQ"), k(0), sign).result
     r = stablehlo.OrOp(r, sign).result
     return stablehlo.BitcastConvertOp(f32, r).result, first.operation
 
