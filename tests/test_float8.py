@@ -30,6 +30,12 @@ _EDGE = [0.0, -0.0, 448.0, 464.0, 464.00003, 480.0, 57344.0, 61440.0, 61439.996,
 EDGE = np.array(_EDGE + [-v for v in _EDGE], np.float32)
 
 
+# jax 0.7.1's XLA:CPU converts float32 -> e4m3fn / e5m2 through float16 (rounding twice:
+# 61439.996 -> 61440 -> inf) and float8 -> float8 underflows to +0 whatever the sign; there
+# the reference is ml_dtypes' single rounding (what jax 0.12's XLA:CPU gives)
+OLD_XLA = tuple(int(p) for p in jax.__version__.split(".")[:2]) < (0, 8)
+
+
 def bits(a) -> np.ndarray:
     a = np.asarray(a)
     return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[a.itemsize])
@@ -56,6 +62,9 @@ def test_convert_into_float8_bit_exact(name, source, tt, cpu):
     # NaN stays NaN, but its sign and payload bits may differ (XLA:CPU keeps payload bits a
     # float32 carrier and ml_dtypes' download do not): docs/numerics.md
     known = np.isnan(x.astype(np.float32))
+    if OLD_XLA and source == "f32 edges":
+        want = [x.astype(dt), x.astype(dt).astype(np.float32)]
+        known = known | np.isnan(want[1])   # (ml_dtypes reads the fnuz NaN as -NaN)
     assert_bits(got[0], want[0], f"{source} -> {name}", known)
     assert_bits(got[1], want[1], f"{source} -> {name} -> f32", known)
 
@@ -75,6 +84,8 @@ def test_convert_out_of_float8_and_transfers(name, tt, cpu):
         o = np.dtype(o)
         if o.kind == "i":   # (NaN -> int: XLA's value is unspecified)
             assert_bits(g[~nan], w[~nan], f"{name} -> {o.name}")
+        elif OLD_XLA and o.itemsize == 1:
+            assert_bits(g, w, f"{name} -> {o.name}", nan | ((g.astype(np.float32) == 0) & (w.astype(np.float32) == 0)))
         elif o == np.float16:   # float16's subnormals: test_float16_subnormals_flushed below
             sub = np.abs(x.astype(np.float32)) < 2.0 ** -14
             assert_bits(g[~sub], w[~sub], f"{name} -> {o.name}", nan[~sub])
