@@ -3,9 +3,9 @@
 Types the chip lacks are *carried* by one it has, while keeping their own type at the
 framework boundary (buffers, program signatures): int64, uint64 and float64 by int32, uint32
 and float32 (narrowed on upload after a range check, `narrow_to_device`, and widened on
-download); float16 by float32, int8 and int16 by int32 (widened on upload, exact; rounded /
-narrowed on download: float16 to nearest even, the integers are always in range because the
-programs wrap them, ingest/widen.py). docs/numerics.md states the rules. Complex types are
+download); float16 and the float8 types by float32, int8 and int16 by int32 (widened on
+upload, exact; rounded / narrowed on download: the floats to nearest even, the integers are
+always in range because the programs wrap them, ingest/widen.py). docs/numerics.md states the rules. Complex types are
 refused here, with what to do instead, before anything reaches a target.
 """
 from __future__ import annotations
@@ -16,6 +16,14 @@ import ml_dtypes
 import numpy as np
 
 from pjrt_tt.errors import InvalidArgument, UnsupportedDtype
+
+
+# float8 flavours: MLIR name -> (PJRT_Buffer_Type, ml_dtypes name). Every value of each is a
+# float32 one, so float32 carries them; ingest/widen.py rounds into them as XLA:CPU does.
+FLOAT8 = {"f8E5M2": (16, "float8_e5m2"), "f8E4M3FN": (17, "float8_e4m3fn"),
+          "f8E4M3B11FNUZ": (18, "float8_e4m3b11fnuz"), "f8E5M2FNUZ": (19, "float8_e5m2fnuz"),
+          "f8E4M3FNUZ": (20, "float8_e4m3fnuz"), "f8E4M3": (26, "float8_e4m3"),
+          "f8E3M4": (27, "float8_e3m4")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +37,7 @@ class ElementType:
 
     @property
     def is_float(self) -> bool:
-        return self.mlir in ("f32", "bf16", "f16", "f64")
+        return self.mlir in ("f32", "bf16", "f16", "f64") or self.mlir in FLOAT8
 
     @property
     def is_bool(self) -> bool:
@@ -69,6 +77,8 @@ ELEMENT_TYPES = [
     ElementType("f16", 10, np.dtype(np.float16), "float32", carried_by="f32"),
     ElementType("i8", 2, np.dtype(np.int8), "int32", carried_by="i32"),
     ElementType("i16", 3, np.dtype(np.int16), "int32", carried_by="i32"),
+    *(ElementType(name, code, np.dtype(getattr(ml_dtypes, host)), "float32", carried_by="f32")
+      for name, (code, host) in FLOAT8.items()),
     ElementType("complex<f32>", 14, np.dtype(np.complex64), None, "the chip has no complex types"),
     ElementType("complex<f64>", 15, np.dtype(np.complex128), None, "the chip has no complex types"),
 ]

@@ -37,6 +37,7 @@ import numpy as np
 from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import stablehlo
 
+from pjrt_tt.dtypes import FLOAT8
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
@@ -751,7 +752,8 @@ def _narrow_type(t: ir.Type) -> ir.Type:
 
 
 _NUMPY = {"i64": (np.int64, np.int32), "ui64": (np.uint64, np.uint32), "f64": (np.float64, np.float32),
-          "f16": (np.float16, np.float32), "i8": (np.int8, np.int32), "i16": (np.int16, np.int32)}
+          "f16": (np.float16, np.float32), "i8": (np.int8, np.int32), "i16": (np.int16, np.int32),
+          **{name: (np.float32, np.float32) for name in FLOAT8}}   # (the constant's values are exact in float32)
 
 
 def _rewrite(ops: list) -> None:

@@ -27,6 +27,13 @@ them (docs/numerics.md):
   would cost about ten integer ops per op, and results already stay within about a float16
   ulp of XLA:CPU's and nearer the exact value (tests/benchmarks/float16.py); a value beyond
   float16's range inside a program stays finite until then.
+- float8 (e4m3fn, e5m2 and the other flavours ml_dtypes knows) computes in float32 too, but is
+  rounded after every op that computes a float8 result (a convert into float8 included), not
+  only at converts: a float8 ulp is 2^-3 or 2^-2 of the value, and XLA:CPU rounds each op's
+  result. The rounding (`_round_float8`) works on the float32 bit pattern in integer ops, to
+  nearest even with the type's subnormals (reduce_precision flushes them); beyond the largest
+  finite value it gives +-inf (e5m2, e4m3, e3m4) or NaN (the types without an infinity), as
+  XLA:CPU does. Ops that only move or pick values (reshape, slice, select, max...) are exact.
 
 `plan` reads the module while it still has the narrow types; `apply` edits it after the
 rewrite made them 32-bit.
@@ -35,14 +42,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import ml_dtypes
+import numpy as np
+
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
+from pjrt_tt.dtypes import BY_MLIR, FLOAT8
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import describe_location, splat_value
 from pjrt_tt.ingest.mlir_compat import defining_op
 
-WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32"}   # the type the chip computes each in
+WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32", **{name: "f32" for name in FLOAT8}}   # the type the chip computes each in
 _BITS = {"i8": 8, "i16": 16}
 _UNSIGNED = {"i8": "ui8", "i16": "ui16"}
 
@@ -61,6 +72,14 @@ _MASK_FIRST = {"stablehlo.shift_right_logical", "stablehlo.popcnt", "stablehlo.c
 # reducer bodies that only pick one of their arguments (max, min, argmax's compare and select)
 _PICKS = {"stablehlo.maximum", "stablehlo.minimum", "stablehlo.compare", "stablehlo.select",
           "stablehlo.and", "stablehlo.or", "stablehlo.not", "stablehlo.constant", "stablehlo.return"}
+# ops whose float8 results are values of their float8 operands (or constants): not rounded
+_EXACT8 = {"stablehlo.constant", "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
+           "stablehlo.slice", "stablehlo.reverse", "stablehlo.concatenate", "stablehlo.select",
+           "stablehlo.pad", "stablehlo.dynamic_slice", "stablehlo.dynamic_update_slice", "stablehlo.gather",
+           "stablehlo.maximum", "stablehlo.minimum", "stablehlo.clamp", "stablehlo.negate", "stablehlo.abs",
+           "stablehlo.sign", "mhlo.copy", "stablehlo.optimization_barrier", "stablehlo.all_gather",
+           "stablehlo.all_to_all", "stablehlo.collective_permute", "stablehlo.while", "stablehlo.if",
+           "stablehlo.case", "func.call", "stablehlo.sort", "stablehlo.get_tuple_element", "stablehlo.tuple"}
 _INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127),
               "i16": (-32768, 32767)}
 
@@ -75,6 +94,7 @@ class _Edit:
     bits: int
     before: ir.Operation   # the op the edit is inserted before
     index: int = 0         # "sentinel": the operand of `op` to replace
+    fmt: str = ""          # "round8": the float8 type rounded into
 
 
 def plan(module: ir.Module) -> list:
@@ -106,6 +126,10 @@ def _plan_region(region, owner: str, edits: list) -> None:
 
 def _plan_op(op, after, edits: list) -> None:
     name = op.name
+    for r in op.results:
+        if _etype(r.type) in FLOAT8 and name not in _EXACT8 and not (
+                name == "stablehlo.convert" and _etype(op.operands[0].type) == _etype(r.type)):
+            edits.append(_Edit("round8", op, r, 0, after, fmt=_etype(r.type)))
     if name == "stablehlo.convert":
         src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
         if dst == "f16" and src != "f16":
@@ -213,6 +237,12 @@ def apply(edits: list) -> None:
                 with ir.InsertionPoint(e.before):
                     e.op.operands[0] = _round_f16(e.op.operands[0])
                 continue
+            if e.kind == "round8":
+                with ir.InsertionPoint(e.before):
+                    out, first = _round_float8(e.value, e.fmt)
+                e.value.replace_all_uses_with(out)
+                first.operands[0] = e.value
+                continue
             if e.kind == "mask":
                 x = e.op.operands[0]
                 with ir.InsertionPoint(e.before):
@@ -249,6 +279,61 @@ def _splat(like: ir.Value, n: int) -> ir.Value:
     rt = ir.RankedTensorType(like.type)
     attr = ir.DenseElementsAttr.get_splat(rt, ir.IntegerAttr.get(rt.element_type, n))
     return stablehlo.ConstantOp(attr).result
+
+
+def _f32_bits(x: float) -> int:
+    return int(np.array(x, np.float32).view(np.uint32))
+
+
+def _round_float8(v: ir.Value, fmt: str):
+    """`v` (float32) rounded to the float8 type `fmt`: to nearest, ties to even, in int32 ops
+    on the bit pattern. A value in fmt's normal range rounds its mantissa at bit 23 - m (the
+    carry moves into the exponent); one below it keeps n = the significand (implicit bit
+    included) shifted right by as many more bits as its exponent is short, rounded the same
+    way, and becomes n * 2^(emin - m), exactly (n has at most m + 1 bits). Returns (the
+    rounded value, the first op, whose operand 0 is `v`)."""
+    info = ml_dtypes.finfo(BY_MLIR[fmt].numpy)
+    m, emin = int(info.nmant), int(info.minexp)
+    has_inf = bool(np.isinf(np.array(np.inf, np.float32).astype(BY_MLIR[fmt].numpy).astype(np.float32)))
+    fnuz = fmt.endswith("FNUZ")
+    f32 = ir.RankedTensorType(v.type)
+    i32t = ir.RankedTensorType.get(f32.shape, ir.IntegerType.get_signless(32))
+    first = stablehlo.BitcastConvertOp(i32t, v)
+    b = first.result
+
+    def k(n):
+        return _splat(b, n - (1 << 32) if n >= 1 << 31 else n)
+
+    def cmp(x, y, direction):
+        return stablehlo.CompareOp(x, y, stablehlo.ComparisonDirectionAttr.get(direction)).result
+
+    a = stablehlo.AndOp(b, k(0x7FFFFFFF)).result
+    sign = stablehlo.AndOp(b, k(0x80000000)).result
+    cut = 23 - m
+    lsb = stablehlo.AndOp(stablehlo.ShiftRightLogicalOp(a, k(cut)).result, k(1)).result
+    normal = stablehlo.AddOp(stablehlo.AddOp(a, lsb).result, k((1 << (cut - 1)) - 1)).result
+    normal = stablehlo.AndOp(normal, k((0xFFFFFFFF << cut) & 0xFFFFFFFF)).result
+    exponent = stablehlo.ShiftRightLogicalOp(a, k(23)).result
+    first_normal = 127 + emin   # fmt's smallest normal exponent, biased as float32's
+    c = stablehlo.SubtractOp(k(cut + first_normal), exponent).result
+    c = stablehlo.ClampOp(k(cut), c, k(31)).result
+    s = stablehlo.OrOp(stablehlo.AndOp(a, k(0x7FFFFF)).result, k(0x800000)).result
+    slsb = stablehlo.AndOp(stablehlo.ShiftRightLogicalOp(s, c).result, k(1)).result
+    half = stablehlo.ShiftLeftOp(k(1), stablehlo.SubtractOp(c, k(1)).result).result
+    n = stablehlo.AddOp(stablehlo.AddOp(s, slsb).result, stablehlo.SubtractOp(half, k(1)).result).result
+    n = stablehlo.ShiftRightLogicalOp(n, c).result
+    quantum = ir.DenseElementsAttr.get_splat(f32, ir.FloatAttr.get(ir.F32Type.get(), 2.0 ** (emin - m)))
+    sub = stablehlo.MulOp(stablehlo.ConvertOp(f32, n).result, stablehlo.ConstantOp(quantum).result).result
+    sub = stablehlo.BitcastConvertOp(i32t, sub).result
+    r = stablehlo.SelectOp(cmp(exponent, k(first_normal), "LT"), sub, normal).result
+    nan = k(0x7FC00000)
+    r = stablehlo.SelectOp(cmp(r, k(_f32_bits(float(info.max))), "GT"), k(0x7F800000) if has_inf else nan, r).result
+    r = stablehlo.SelectOp(cmp(a, k(0x7F800000), "GT"), nan, r).result
+    if fnuz:   # no -0 and one NaN: a zero is +0, a NaN reads back as float32's +NaN
+        sign = stablehlo.SelectOp(cmp(r, k(0), "EQ"), k(0), sign).result
+        sign = stablehlo.SelectOp(cmp(r, nan, "EQ"), k(0), sign).result
+    r = stablehlo.OrOp(r, sign).result
+    return stablehlo.BitcastConvertOp(f32, r).result, first.operation
 
 
 def _etype(t: ir.Type) -> str:
