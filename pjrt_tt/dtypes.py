@@ -5,7 +5,8 @@ framework boundary (buffers, program signatures): int64, uint64 and float64 by i
 and float32 (narrowed on upload after a range check, `narrow_to_device`, and widened on
 download); float16 by float32, int8 and int16 by int32 (widened on upload, exact; rounded /
 narrowed on download: float16 to nearest even, the integers are always in range because the
-programs wrap them, ingest/widen.py). docs/numerics.md states the rules. Complex types are
+programs wrap them, ingest/widen.py); complex64 by float32 [2, *shape] holding its real and
+imaginary planes (ingest/complex64.py). docs/numerics.md states the rules. complex128 is
 refused here, with what to do instead, before anything reaches a target.
 """
 from __future__ import annotations
@@ -50,7 +51,12 @@ class ElementType:
     @property
     def narrowed(self) -> bool:
         """A 64-bit type carried in 32 bits: its values must fit the carrier (checked)."""
-        return bool(self.carried_by) and self.numpy.itemsize > self.carrier.numpy.itemsize
+        return bool(self.carried_by) and not self.is_complex and self.numpy.itemsize > self.carrier.numpy.itemsize
+
+    @property
+    def is_complex(self) -> bool:
+        """complex64: carried as two planes of its carrier, (re, im), on a leading axis."""
+        return self.numpy.kind == "c"
 
 
 ELEMENT_TYPES = [
@@ -69,8 +75,11 @@ ELEMENT_TYPES = [
     ElementType("f16", 10, np.dtype(np.float16), "float32", carried_by="f32"),
     ElementType("i8", 2, np.dtype(np.int8), "int32", carried_by="i32"),
     ElementType("i16", 3, np.dtype(np.int16), "int32", carried_by="i32"),
-    ElementType("complex<f32>", 14, np.dtype(np.complex64), None, "the chip has no complex types"),
-    ElementType("complex<f64>", 15, np.dtype(np.complex128), None, "the chip has no complex types"),
+    # (re, im) planes: float32 [2, *shape] on the device (ingest/complex64.py)
+    ElementType("complex<f32>", 14, np.dtype(np.complex64), "float32", carried_by="f32"),
+    ElementType("complex<f64>", 15, np.dtype(np.complex128), None,
+                "the chip has no complex types; pjrt-tt carries complex64 (as pairs of float32), "
+                "not complex128: compute in complex64"),
 ]
 
 BY_MLIR = {t.mlir: t for t in ELEMENT_TYPES}
