@@ -39,7 +39,8 @@ _PER_PLANE = {"stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_i
               "stablehlo.broadcast"}
 
 
-def has_complex(module: ir.Module) -> bool:
+def has_complex(module: ir.Module):
+    """The first op computing a complex value (None: there is none)."""
     found = []
 
     def visit(op):
@@ -50,14 +51,14 @@ def has_complex(module: ir.Module) -> bool:
         return ir.WalkResult.ADVANCE
 
     module.operation.walk(visit)
-    return bool(found)
+    return found[0] if found else None
 
 
 def split_complex(module: ir.Module, main) -> None:
     """Rewrites @main's complex<f32> values as (re, im) pairs of float32 values; @main's
     complex arguments and results become float32 [2, *shape]. Raises Unimplemented naming
     the first op on complex values it cannot write in real ops."""
-    if not has_complex(module):
+    if has_complex(module) is None:
         return
     entry = main.regions[0].blocks[0]
     _inline_calls(module, entry)
