@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from jaxlib.mlir import ir, passmanager
+from jaxlib.mlir import ir
 
 from pjrt_tt.ingest.mlir_compat import as_operation
 
@@ -134,8 +134,20 @@ def _inline_calls(module: ir.Module, entry) -> None:
                     _remap(copy, mapping)
                     mapping.update(zip(inner.results, copy.results))
             call.erase()
-    with module.context:
-        passmanager.PassManager.parse("builtin.module(symbol-dce)").run(module.operation)
+    # the inlined functions nothing calls now go (not with a pass: running one invalidates
+    # the bindings' op handles in jaxlib 0.7.1)
+    used = set()
+
+    def visit(op):
+        for attr in ("callee", "decomposition"):
+            if attr in op.attributes:
+                used.add(ir.FlatSymbolRefAttr(op.attributes[attr]).value)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    for name, func in funcs.items():
+        if name != "main" and name not in used and _touches(func):
+            func.erase()
 
 
 def _touches(func) -> bool:
