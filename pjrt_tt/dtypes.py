@@ -5,7 +5,9 @@ framework boundary (buffers, program signatures): int64, uint64 and float64 by i
 and float32 (narrowed on upload after a range check, `narrow_to_device`, and widened on
 download); float16 and the float8 types by float32, int8 and int16 by int32 (widened on
 upload, exact; rounded / narrowed on download: the floats to nearest even, the integers are
-always in range because the programs wrap them, ingest/widen.py). docs/numerics.md states the rules. Complex types are
+always in range because the programs wrap them, ingest/widen.py); complex64 by float32
+[2, *shape] holding its real and imaginary planes (ingest/complex64.py). docs/numerics.md
+states the rules. complex128 is
 refused here, with what to do instead, before anything reaches a target.
 """
 from __future__ import annotations
@@ -58,7 +60,12 @@ class ElementType:
     @property
     def narrowed(self) -> bool:
         """A 64-bit type carried in 32 bits: its values must fit the carrier (checked)."""
-        return bool(self.carried_by) and self.numpy.itemsize > self.carrier.numpy.itemsize
+        return bool(self.carried_by) and not self.is_complex and self.numpy.itemsize > self.carrier.numpy.itemsize
+
+    @property
+    def is_complex(self) -> bool:
+        """complex64: carried as two planes of its carrier, (re, im), on a leading axis."""
+        return self.numpy.kind == "c"
 
 
 ELEMENT_TYPES = [
@@ -79,8 +86,11 @@ ELEMENT_TYPES = [
     ElementType("i16", 3, np.dtype(np.int16), "int32", carried_by="i32"),
     *(ElementType(name, code, np.dtype(getattr(ml_dtypes, host)), "float32", carried_by="f32")
       for name, (code, host) in FLOAT8.items()),
-    ElementType("complex<f32>", 14, np.dtype(np.complex64), None, "the chip has no complex types"),
-    ElementType("complex<f64>", 15, np.dtype(np.complex128), None, "the chip has no complex types"),
+    # (re, im) planes: float32 [2, *shape] on the device (ingest/complex64.py)
+    ElementType("complex<f32>", 14, np.dtype(np.complex64), "float32", carried_by="f32"),
+    ElementType("complex<f64>", 15, np.dtype(np.complex128), None,
+                "the chip has no complex types; pjrt-tt carries complex64 (as pairs of float32), "
+                "not complex128: compute in complex64"),
 ]
 
 BY_MLIR = {t.mlir: t for t in ELEMENT_TYPES}

@@ -251,15 +251,38 @@ class HostType:
 
 
 def device_type(h: HostType) -> TensorType:
-    """How a framework tensor is held on the chip: rank-0 as shape (1,), TILE layout."""
+    """How a framework tensor is held on the chip: rank-0 as shape (1,), TILE layout;
+    complex64 as float32 [2, *shape], its (re, im) planes leading (TILE pads the last two
+    dims to 32: a trailing 2 would cost 16x)."""
+    if h.element.is_complex:
+        return TensorType((2, *h.shape), h.element.device, TILE)
     return TensorType(h.shape or (1,), h.element.device, TILE)
 
 
 def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
-    """Host data in the form `device_type(h)` holds it (bool -> 0/1, rank-0 -> (1,)); `data`
-    itself (or a view of it) when it is in that form already: no copy."""
+    """Host data in the form `device_type(h)` holds it (bool -> 0/1, rank-0 -> (1,), complex
+    -> its planes: one copy); `data` itself (or a view of it) when it is in that form
+    already: no copy."""
     t = device_type(h)
+    if h.element.is_complex:
+        planes = np.empty(t.shape, DEVICE_NUMPY[t.dtype])
+        planes[0], planes[1] = np.real(data), np.imag(data)
+        return planes
     return np.asarray(data).astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
+
+
+def host_array(data: np.ndarray, h: HostType) -> np.ndarray:
+    """The inverse of `device_array`: data read from a `device_type(h)` tensor -> the
+    framework's array (complex planes interleaved again)."""
+    if h.element.is_complex:
+        planes = np.asarray(data, np.float32).reshape(device_type(h).shape)
+        out = np.empty(h.shape, h.element.numpy)
+        out.real, out.imag = planes[0], planes[1]
+        return out
+    if h.element.is_bool:
+        data = data != 0
+    with np.errstate(over="ignore"):   # float32 beyond float16's range: +-inf, as on CPU
+        return data.reshape(h.shape).astype(h.element.numpy)
 
 
 @dataclasses.dataclass(eq=False)

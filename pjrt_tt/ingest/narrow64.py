@@ -1,6 +1,7 @@
 """64-bit types -> the 32-bit types that carry them on the chip, only where that is exact;
 and the module's one rewrite of element types the chip lacks (float16, int8 and int16 too,
-whose semantics ingest/widen.py keeps).
+whose semantics ingest/widen.py keeps; complex64 first, as pairs of float32 values:
+ingest/complex64.py).
 
 The chip has no 64-bit types. int64, uint64 and float64 are carried by int32, uint32 and
 float32 on the device while the framework keeps seeing its 64-bit types (pjrt_tt/dtypes.py):
@@ -39,7 +40,7 @@ from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.dtypes import FLOAT8
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest import widen
+from pjrt_tt.ingest import complex64, widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
 from pjrt_tt.ingest.mlir_compat import as_operation, defining_op, users
 
@@ -96,6 +97,7 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
     entry = main.regions[0].blocks[0]
     inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
+    complex64.split_complex(module, main)
     _saturate_sentinels(module)
     edits = widen.plan(module)
     ops = []

@@ -89,7 +89,9 @@ def _framework_type(t: ir.Type, logical: str) -> HostType:
     64-bit type narrowing replaced by its carrier, or the type itself."""
     h = host_type(t)
     if logical and logical != h.element.mlir:
-        return HostType(dtypes.from_mlir(logical), h.shape)
+        element = dtypes.from_mlir(logical)
+        # complex64 is [2, *shape] on the chip: its planes (ingest/complex64.py)
+        return HostType(element, h.shape[1:] if element.is_complex else h.shape)
     return h
 
 

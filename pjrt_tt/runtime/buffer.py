@@ -2,7 +2,7 @@
 
 A buffer keeps the framework's element type; the chip holds the type that carries it
 (int64 as int32, uint64 as uint32, float64 as float32; float16 as float32, int8 / int16 as
-int32: dtypes.py). 64-bit uploads narrow after a range check and downloads widen; float16 /
+int32; complex64 as float32 [2, *dims] (re, im): dtypes.py). 64-bit uploads narrow after a range check and downloads widen; float16 /
 int8 / int16 uploads widen (exact) and downloads convert back (float16 rounds to nearest even). A 64-bit integer buffer knows a range its values lie in (measured
 at upload, or the bound the program proved for an output), which executables check against
 the argument range their 32-bit arithmetic is exact for (narrow64.Boundary)."""
@@ -17,7 +17,7 @@ import numpy as np
 
 from pjrt_tt.dtypes import ElementType, narrow_to_device
 from pjrt_tt.errors import InvalidArgument
-from pjrt_tt.program import HostType, device_array, device_type
+from pjrt_tt.program import HostType, device_array, device_type, host_array
 from pjrt_tt.targets.base import device_bytes
 
 
@@ -162,10 +162,7 @@ class Buffer:
         client = self.device.client
         data = client.deadline.call(f"a read of a {self.host} buffer", client.target.download,
                                     self.live_tensor("reading a buffer"), t)
-        if self.host.element.is_bool:
-            data = data != 0
-        with np.errstate(over="ignore"):   # float32 beyond float16's range: +-inf, as on CPU
-            return data.reshape(self.dims).astype(self.host.element.numpy)
+        return host_array(data, self.host)
 
     def measured_range(self) -> tuple[int, int] | None:
         """The range of a 64-bit integer buffer's values, read from the device if only a

@@ -1,0 +1,467 @@
+"""complex64 -> pairs of float32 values: the complex arithmetic, written as real StableHLO.
+
+The chip has no complex types. Inside a program every complex<f32> value becomes two
+float32 values of the same shape, its real and imaginary planes, and every op on complex
+values becomes real ops on the planes: the lowering, the passes and the targets never see
+a complex type, and the mock checks the real program like any other. Data movement ops
+(reshape, transpose, slice, gather...) run once per plane with their own attributes
+unchanged, so no dimension number is touched. At @main's boundary a complex argument or
+result is one float32 tensor [2, *shape] holding the (re, im) planes, leading so that
+TILE padding costs nothing (docs/ttnn-facts.md); the framework keeps seeing complex64
+with its own dims, and the buffers convert (program.device_array / host_array).
+
+Lowered: constants, convert (to complex: imaginary part 0; complex to real: the real
+part, as StableHLO defines it), real, imag, complex, add, subtract, negate, multiply,
+divide, abs, exp, log, sqrt, sign, compare EQ / NE, select, the data movement ops,
+dot_general (four real dots), and reduce with an add body. Everything else on complex
+values is refused (UNIMPLEMENTED naming the op and its source line): never a wrong answer.
+docs/numerics.md ("complex64") states the formulas and their accuracy.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from jaxlib.mlir import ir
+
+from pjrt_tt.ingest.mlir_compat import as_operation
+
+from pjrt_tt.errors import Unimplemented
+from pjrt_tt.ingest.attributes import describe_location
+
+COMPLEX = "complex<f32>"
+
+# ops whose complex operands and results are moved, not computed: the same op per plane
+_PER_PLANE = {"stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_in_dim",
+              "stablehlo.slice", "stablehlo.dynamic_slice", "stablehlo.dynamic_update_slice",
+              "stablehlo.concatenate", "stablehlo.pad", "stablehlo.reverse", "stablehlo.gather",
+              "stablehlo.add", "stablehlo.subtract", "stablehlo.negate", "mhlo.copy",
+              "stablehlo.broadcast"}
+
+
+def has_complex(module: ir.Module):
+    """The first op computing a complex value (None: there is none)."""
+    found = []
+
+    def visit(op):
+        if any(_is_complex(r.type) for r in op.results) or any(
+                _is_complex(a.type) for region in op.regions for b in region.blocks for a in b.arguments):
+            found.append(op)
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    return found[0] if found else None
+
+
+def split_complex(module: ir.Module, main) -> None:
+    """Rewrites @main's complex<f32> values as (re, im) pairs of float32 values; @main's
+    complex arguments and results become float32 [2, *shape]. Raises Unimplemented naming
+    the first op on complex values it cannot write in real ops."""
+    if has_complex(module) is None:
+        return
+    entry = main.regions[0].blocks[0]
+    _inline_calls(module, entry)
+    pairs: dict = {}
+    with module.context:
+        ops = [op.operation for op in entry.operations]
+        if ops:
+            with ops[0].location, ir.InsertionPoint(ops[0]):
+                for arg in list(entry.arguments):
+                    if _is_complex(arg.type):
+                        shape = _shape(arg.type)
+                        arg.set_type(_planes_type(shape))
+                        pairs[arg] = tuple(_reshape(_slice0(arg, k), shape) for k in (0, 1))
+        dead = []
+        for op in ops:
+            if op.name == "func.return":
+                _return(op, pairs)
+                continue
+            touches = any(v in pairs for v in op.operands) or any(_is_complex(r.type) for r in op.results)
+            if not touches:
+                if _inner_complex(op):
+                    raise _refusal(op, "holds complex values in its body")
+                continue
+            with op.location, ir.InsertionPoint(op):
+                out = _rewrite(op, pairs)
+            for r, new in zip(op.results, out):
+                if _is_complex(r.type):
+                    pairs[r] = new
+                else:
+                    r.replace_all_uses_with(new)
+            dead.append(op)
+        for op in reversed(dead):
+            op.erase()
+        ret = entry.operations[len(entry.operations) - 1]
+        main.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(
+            [a.type for a in entry.arguments], [v.type for v in ret.operands]))
+    left = []
+
+    def visit(op):
+        if any(_is_complex(r.type) for r in op.results):
+            left.append(op)
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    if left:   # (a function @main calls, a loop body...)
+        raise _refusal(left[0], "computes complex values outside @main's own body")
+
+
+def _inline_calls(module: ir.Module, entry) -> None:
+    """jnp functions are outlined (a func.call of `jit(_where)`, `jit(angle)`...) and the
+    planes are rewritten in @main's own body: calls of functions that touch complex values
+    are inlined there first (MLIR's inliner does not inline StableHLO)."""
+    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
+             for op in module.body.operations if op.operation.name == "func.func"}
+    while True:
+        calls = [op.operation for op in entry.operations if op.operation.name == "func.call"]
+        calls = [c for c in calls if _touches(funcs.get(ir.FlatSymbolRefAttr(c.attributes["callee"]).value))]
+        if not calls:
+            break
+        for call in calls:
+            callee = funcs[ir.FlatSymbolRefAttr(call.attributes["callee"]).value]
+            body = callee.regions[0].blocks[0]
+            mapping = dict(zip(body.arguments, call.operands))
+            with ir.InsertionPoint(call):
+                for inner in body.operations:
+                    inner = inner.operation
+                    if inner.name == "func.return":
+                        for r, v in zip(call.results, inner.operands):
+                            r.replace_all_uses_with(mapping.get(v, v))
+                        break
+                    copy = as_operation(inner.clone())
+                    _remap(copy, mapping)
+                    mapping.update(zip(inner.results, copy.results))
+            call.erase()
+    # the inlined functions nothing calls now go (not with a pass: running one invalidates
+    # the bindings' op handles in jaxlib 0.7.1)
+    used = set()
+
+    def visit(op):
+        for attr in ("callee", "decomposition"):
+            if attr in op.attributes:
+                used.add(ir.FlatSymbolRefAttr(op.attributes[attr]).value)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    for name, func in funcs.items():
+        if name != "main" and name not in used and _touches(func):
+            func.erase()
+
+
+def _touches(func) -> bool:
+    return func is not None and bool(func.regions[0].blocks) and (
+        any(_is_complex(a.type) for a in func.regions[0].blocks[0].arguments) or _inner_complex(func))
+
+
+def _remap(op, mapping: dict) -> None:
+    """Operands of `op` and of the ops in its regions that are callee values -> the caller's."""
+    for i, v in enumerate(op.operands):
+        if v in mapping:
+            op.operands[i] = mapping[v]
+    for region in op.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                _remap(inner.operation, mapping)
+
+
+def _rewrite(op, pairs: dict) -> list:
+    """The replacement of each result of `op`: a (re, im) pair for a complex result, a value
+    for a real one."""
+    name = op.name
+    ins = [pairs.get(v, v) for v in op.operands]
+    if name == "stablehlo.constant":
+        data = _complex_constant(op)
+        return [tuple(_constant(np.ascontiguousarray(part.astype(np.float32))) for part in (data.real, data.imag))]
+    if name == "stablehlo.convert":
+        return [_convert(op, ins[0])]
+    if name == "stablehlo.real":
+        return [ins[0][0]]
+    if name == "stablehlo.imag":
+        return [ins[0][1]]
+    if name == "stablehlo.complex":
+        return [(ins[0], ins[1])]
+    if name == "stablehlo.select":
+        p, (a, b), (c, d) = ins
+        return [(_op("stablehlo.select", p, a, c), _op("stablehlo.select", p, b, d))]
+    if name in _PER_PLANE and not op.regions and all(_is_complex(r.type) for r in op.results):
+        return [tuple(_clone(op, [x[k] if isinstance(x, tuple) else x for x in ins]) for k in (0, 1))]
+    if name == "stablehlo.multiply":
+        return [_mul(*ins)]
+    if name == "stablehlo.divide":
+        return [_div(*ins)]
+    if name == "stablehlo.abs":
+        return [_abs(ins[0])]
+    if name == "stablehlo.exponential":
+        a, b = ins[0]
+        e = _op("stablehlo.exponential", a)
+        return [(_op("stablehlo.multiply", e, _op("stablehlo.cosine", b)),
+                 _op("stablehlo.multiply", e, _op("stablehlo.sine", b)))]
+    if name == "stablehlo.log":
+        a, b = ins[0]
+        return [(_op("stablehlo.log", _abs(ins[0])), _op("stablehlo.atan2", b, a))]
+    if name == "stablehlo.sqrt":
+        return [_sqrt(ins[0])]
+    if name == "stablehlo.sign":
+        a, b = ins[0]
+        r = _abs(ins[0])
+        zero = _op("stablehlo.compare", r, _splat(r, 0.0), direction="EQ")
+        safe = _op("stablehlo.select", zero, _splat(r, 1.0), r)
+        return [(_op("stablehlo.divide", a, safe), _op("stablehlo.divide", b, safe))]
+    if name == "stablehlo.compare":
+        return [_compare(op, *ins)]
+    if name == "stablehlo.dot_general":
+        return [_dot(op, *ins)]
+    if name == "stablehlo.reduce":
+        return _reduce(op, ins)
+    raise _refusal(op, "is not lowered for complex numbers")
+
+
+# --- the arithmetic --------------------------------------------------------------------
+
+def _mul(x, y):
+    (a, b), (c, d) = x, y
+    m = lambda p, q: _op("stablehlo.multiply", p, q)  # noqa: E731
+    return (_op("stablehlo.subtract", m(a, c), m(b, d)), _op("stablehlo.add", m(a, d), m(b, c)))
+
+
+def _div(x, y):
+    """(a + bi) / (c + di) = ((ac + bd) + (bc - ad)i) / (c^2 + d^2), with both parts of the
+    divisor scaled by the larger of |c|, |d| first (Smith's idea, without a branch), so that
+    the squares neither overflow nor underflow for any finite nonzero divisor."""
+    (a, b), (c, d) = x, y
+    m = lambda p, q: _op("stablehlo.multiply", p, q)  # noqa: E731
+    s = _op("stablehlo.maximum", _op("stablehlo.abs", c), _op("stablehlo.abs", d))
+    s = _op("stablehlo.select", _op("stablehlo.compare", s, _splat(s, 0.0), direction="EQ"), _splat(s, 1.0), s)
+    c, d = _op("stablehlo.divide", c, s), _op("stablehlo.divide", d, s)
+    den = _op("stablehlo.multiply", _op("stablehlo.add", m(c, c), m(d, d)), s)
+    return (_op("stablehlo.divide", _op("stablehlo.add", m(a, c), m(b, d)), den),
+            _op("stablehlo.divide", _op("stablehlo.subtract", m(b, c), m(a, d)), den))
+
+
+def _abs(x):
+    """|a + bi| = s * sqrt((a/s)^2 + (b/s)^2), s = max(|a|, |b|): no overflow of the squares
+    for any finite value (s = 0 gives 0, an infinite part gives +inf as hypot does)."""
+    a, b = x
+    aa, ab = _op("stablehlo.abs", a), _op("stablehlo.abs", b)
+    s = _op("stablehlo.maximum", aa, ab)
+    zero = _op("stablehlo.compare", s, _splat(s, 0.0), direction="EQ")
+    inf = _op("stablehlo.compare", s, _splat(s, np.inf), direction="EQ")
+    safe = _op("stablehlo.select", zero, _splat(s, 1.0), s)
+    p, q = _op("stablehlo.divide", aa, safe), _op("stablehlo.divide", ab, safe)
+    r = _op("stablehlo.multiply", s, _op("stablehlo.sqrt", _op("stablehlo.add", _op("stablehlo.multiply", p, p),
+                                                               _op("stablehlo.multiply", q, q))))
+    return _op("stablehlo.select", inf, s, r)
+
+
+def _sqrt(x):
+    """The principal square root: re = sqrt((|z| + a) / 2), im = sign(b) sqrt((|z| - a) / 2),
+    each computed from the other where it would cancel (a < 0 for re, a > 0 for im):
+    re * im = b / 2."""
+    a, b = x
+    r = _abs(x)
+    half = lambda v: _op("stablehlo.multiply", v, _splat(v, 0.5))  # noqa: E731
+    t = _op("stablehlo.sqrt", half(_op("stablehlo.add", r, _op("stablehlo.abs", a))))  # the larger part
+    t_safe = _op("stablehlo.select", _op("stablehlo.compare", t, _splat(t, 0.0), direction="EQ"), _splat(t, 1.0), t)
+    u = _op("stablehlo.divide", half(_op("stablehlo.abs", b)), t_safe)            # the smaller part
+    neg = _op("stablehlo.compare", a, _splat(a, 0.0), direction="LT")
+    re = _op("stablehlo.select", neg, u, t)
+    im = _op("stablehlo.select", neg, t, u)
+    bneg = _op("stablehlo.compare", b, _splat(b, 0.0), direction="LT")
+    return (re, _op("stablehlo.select", bneg, _op("stablehlo.negate", im), im))
+
+
+def _compare(op, x, y):
+    direction = re.search(r"comparison_direction\s+(\w+)", str(op.attributes["comparison_direction"])).group(1)
+    if direction not in ("EQ", "NE"):
+        raise _refusal(op, f"compares complex numbers with {direction}, which has no order")
+    (a, b), (c, d) = x, y
+    join = "stablehlo.and" if direction == "EQ" else "stablehlo.or"
+    return _op(join, _op("stablehlo.compare", a, c, direction=direction),
+               _op("stablehlo.compare", b, d, direction=direction))
+
+
+def _convert(op, x):
+    dst = _etype(op.results[0].type)
+    if dst == COMPLEX:
+        if isinstance(x, tuple):   # complex -> complex
+            return x
+        f32 = ir.RankedTensorType.get(_shape(x.type), ir.F32Type.get())
+        re = x if _etype(x.type) == "f32" else _generic("stablehlo.convert", f32, [x])
+        return (re, _splat(re, 0.0))
+    if isinstance(x, tuple):   # complex -> real: the real part
+        re = x[0]
+        return re if dst == "f32" else _generic("stablehlo.convert", op.results[0].type, [re])
+    raise _refusal(op, "converts between complex types pjrt-tt does not carry")
+
+
+def _dot(op, x, y):
+    """Four real dots with the op's own dimension numbers and precision."""
+    if not (isinstance(x, tuple) and isinstance(y, tuple)):
+        raise _refusal(op, "mixes a complex operand with a real one")
+    (a, b), (c, d) = x, y
+    out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
+    attrs = _attributes(op)
+    dot = lambda p, q: _generic(op.name, out, [p, q], attrs)  # noqa: E731
+    return (_op("stablehlo.subtract", dot(a, c), dot(b, d)), _op("stablehlo.add", dot(a, d), dot(b, c)))
+
+
+def _reduce(op, ins):
+    """A sum of complex values: one sum per plane (other bodies are refused)."""
+    n = len(op.results)
+    body = op.regions[0].blocks[0]
+    kinds = [o.operation.name for o in body.operations]
+    if n != 1 or kinds != ["stablehlo.add", "stablehlo.return"]:
+        raise _refusal(op, "reduces complex values with a body other than a single add")
+    (x, init) = ins
+    out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
+    scalar = ir.RankedTensorType.get([], ir.F32Type.get())
+    planes = []
+    for k in (0, 1):
+        red = ir.Operation.create("stablehlo.reduce", results=[out], operands=[x[k], init[k]],
+                                  attributes={"dimensions": op.attributes["dimensions"]}, regions=1)
+        block = red.regions[0].blocks.append(scalar, scalar)
+        with ir.InsertionPoint(block):
+            s = _op("stablehlo.add", *block.arguments)
+            ir.Operation.create("stablehlo.return", operands=[s])
+        planes.append(red.results[0])
+    return [tuple(planes)]
+
+
+def _return(ret, pairs: dict) -> None:
+    """@main returns each complex result as float32 [2, *shape]."""
+    operands = list(ret.operands)
+    if not any(v in pairs for v in operands):
+        return
+    with ret.location, ir.InsertionPoint(ret):
+        new = []
+        for v in operands:
+            if v not in pairs:
+                new.append(v)
+                continue
+            shape = _shape(pairs[v][0].type)
+            one = ir.RankedTensorType.get([1, *shape], ir.F32Type.get())
+            planes = [_generic("stablehlo.reshape", one, [p]) for p in pairs[v]]
+            i64 = ir.IntegerType.get_signless(64)
+            new.append(_generic("stablehlo.concatenate", _planes_type(shape), planes,
+                                {"dimension": ir.IntegerAttr.get(i64, 0)}))
+        ir.Operation.create("func.return", operands=new)
+    ret.erase()
+
+
+# --- building ops ----------------------------------------------------------------------
+
+def _generic(name: str, result: ir.Type, operands: list, attrs: dict | None = None) -> ir.Value:
+    return ir.Operation.create(name, results=[result], operands=list(operands), attributes=attrs or {}).results[0]
+
+
+def _op(name: str, *operands, direction: str = "") -> ir.Value:
+    """An elementwise op on float32 values (compare: of `direction`, giving i1)."""
+    result = operands[-1].type if name == "stablehlo.select" else operands[0].type
+    attrs = {}
+    if name == "stablehlo.compare":
+        result = ir.RankedTensorType.get(_shape(result), ir.IntegerType.get_signless(1))
+        attrs["comparison_direction"] = ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>")
+        if _etype(operands[0].type) == "f32":
+            attrs["compare_type"] = ir.Attribute.parse("#stablehlo<comparison_type FLOAT>")
+    return _generic(name, result, operands, attrs)
+
+
+def _clone(op, operands: list) -> ir.Value:
+    """`op` itself (one result) on float32 planes."""
+    out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
+    return _generic(op.name, out, operands, _attributes(op))
+
+
+def _attributes(op) -> dict:
+    attrs = op.attributes
+    return {attrs[i].name: attrs[i].attr for i in range(len(attrs))}
+
+
+def _splat(like: ir.Value, value: float) -> ir.Value:
+    return _constant(np.full(_shape(like.type), value, np.float32))
+
+
+def _constant(data: np.ndarray) -> ir.Value:
+    t = ir.RankedTensorType.get(list(data.shape), ir.F32Type.get())
+    attr = ir.DenseElementsAttr.get_splat(t, ir.FloatAttr.get(ir.F32Type.get(), float(data.flat[0]))) \
+        if data.size and (data == data.flat[0]).all() and not np.isnan(data.flat[0]) \
+        else ir.DenseElementsAttr.get(data, type=t)
+    return _generic("stablehlo.constant", t, [], {"value": attr})
+
+
+def _slice0(arg: ir.Value, k: int) -> ir.Value:
+    """Plane k of a [2, *shape] value, as [1, *shape]."""
+    shape = _shape(arg.type)
+    out = ir.RankedTensorType.get([1, *shape[1:]], ir.F32Type.get())
+    return _generic("stablehlo.slice", out, [arg], {
+        "start_indices": ir.DenseI64ArrayAttr.get([k] + [0] * (len(shape) - 1)),
+        "limit_indices": ir.DenseI64ArrayAttr.get([k + 1] + list(shape[1:])),
+        "strides": ir.DenseI64ArrayAttr.get([1] * len(shape))})
+
+
+def _reshape(v: ir.Value, shape: list) -> ir.Value:
+    return _generic("stablehlo.reshape", ir.RankedTensorType.get(list(shape), ir.F32Type.get()), [v])
+
+
+_ELEMENTS = re.compile(r"dense<(.*)>\s*:\s*tensor<", re.S)
+
+
+def _complex_constant(op) -> np.ndarray:
+    """The value of a complex constant, read from the op's text: the bindings abort the
+    process when the attribute of a complex constant is read as an array."""
+    shape = _shape(op.results[0].type)
+    m = _ELEMENTS.search(str(op))
+    body = m.group(1).strip() if m else ""
+    count = int(np.prod(shape))
+    if body.startswith('"0x'):   # hex: (re, im) float32 pairs, little-endian
+        raw = np.frombuffer(bytes.fromhex(body[3:-1]), dtype=np.complex64)
+    else:
+        tokens = [t for t in re.split(r"[\s,\[\]()]+", body) if t]
+        bits = [np.array([int(t, 16)], np.uint32).view(np.float32)[0] if t.startswith("0x") else float(t)
+                for t in tokens]
+        pairs = np.array(bits, np.float32).reshape(-1, 2)
+        raw = (pairs[:, 0] + 1j * pairs[:, 1]).astype(np.complex64)
+    if raw.size not in (1, count):
+        raise _refusal(op, "holds a complex constant pjrt-tt could not read")
+    return (np.broadcast_to(raw, (count,)) if raw.size == 1 else raw).reshape(shape)
+
+
+# --- types -----------------------------------------------------------------------------
+
+def _etype(t: ir.Type) -> str:
+    return str(ir.RankedTensorType(t).element_type) if isinstance(t, ir.RankedTensorType) else ""
+
+
+def _is_complex(t: ir.Type) -> bool:
+    return _etype(t) == COMPLEX
+
+
+def _shape(t: ir.Type) -> list:
+    return list(ir.RankedTensorType(t).shape)
+
+
+def _planes_type(shape: list) -> ir.Type:
+    return ir.RankedTensorType.get([2, *shape], ir.F32Type.get())
+
+
+def _inner_complex(op) -> bool:
+    for region in op.regions:
+        for block in region.blocks:
+            if any(_is_complex(a.type) for a in block.arguments):
+                return True
+            for inner in block.operations:
+                inner = inner.operation
+                if any(_is_complex(r.type) for r in inner.results) or _inner_complex(inner):
+                    return True
+    return False
+
+
+def _refusal(op, why: str) -> Unimplemented:
+    where = describe_location(op.location)
+    return Unimplemented(
+        f"`{op.name}`{' at ' + where if where else ''} {why}: the chip has no complex types, and "
+        f"pjrt-tt carries complex64 as pairs of float32 values only through the ops "
+        f"docs/numerics.md (\"complex64\") lists. Compute this part on the CPU, or write it "
+        f"with real and imaginary parts (jnp.real / jnp.imag)")

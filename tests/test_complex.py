@@ -1,0 +1,129 @@
+"""complex64 (issue 12): carried as (re, im) pairs of float32 values (ingest/complex64.py),
+[2, *dims] float32 on the device; the framework keeps seeing complex64.
+
+Against XLA:CPU: transfers exact; elementwise arithmetic within the float32 bounds; dots
+with the chip's float32 matmul bound (TF32 operands, docs/numerics.md); ops not written in
+real ops refused naming the op and source line. Complex values are compared as their
+real and imaginary planes.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import assert_close, run_both
+
+RNG = np.random.default_rng(0)
+
+
+def _c(*shape):
+    return (RNG.standard_normal(shape) + 1j * RNG.standard_normal(shape)).astype(np.complex64)
+
+
+Z, W = _c(4, 8), _c(4, 8)
+
+
+def planes(z):
+    z = np.asarray(z)
+    return np.stack([z.real, z.imag]) if z.dtype.kind == "c" else z
+
+
+def check(got, want, **kw):
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+        assert_close(planes(g), planes(w), **kw)
+
+
+def test_transfers_round_trip_exactly(tt):
+    special = np.array([0, -0.0 + 1j, np.inf - 2j, complex(np.nan, 3), 1e-40 + 1e38j], np.complex64)
+    for x in (Z, special, np.complex64(2 - 3j), np.zeros((0, 3), np.complex64), Z.T):   # Z.T: strided
+        y = jax.device_put(x, tt)
+        assert y.dtype == np.complex64 and y.shape == np.shape(x)
+        assert_close(planes(np.asarray(y)), planes(np.asarray(x)), exact=True)
+        out = jax.jit(lambda a: a)(y)   # an argument returned as it is
+        assert_close(planes(np.asarray(out)), planes(np.asarray(x)), exact=True)
+
+
+CASES = {
+    "add sub neg": lambda a, b: (a + b, a - b, -a),
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "abs": lambda a, b: jnp.abs(a),
+    "exp": lambda a, b: jnp.exp(a),
+    "log": lambda a, b: jnp.log(a),
+    "sqrt": lambda a, b: jnp.sqrt(a),
+    "sign": lambda a, b: jnp.sign(a),
+    "real imag": lambda a, b: (jnp.real(a), jnp.imag(b)),
+    "complex": lambda a, b: jax.lax.complex(jnp.real(a), jnp.imag(b)),
+    "conj": lambda a, b: jnp.conj(a),
+    "angle": lambda a, b: jnp.angle(a),
+    "eq ne": lambda a, b: (a == b, a != a.conj(), a == a),
+    "where": lambda a, b: jnp.where(jnp.real(a) > 0, a, b),
+    "f32 -> complex -> f32": lambda a, b: (jnp.real(a).astype(jnp.complex64) * b,
+                                            jax.lax.convert_element_type(a, jnp.float32)),
+    "scalar constant": lambda a, b: a * (1 + 2j) - 3j,
+    "array constant (hex)": lambda a, b: a * jnp.asarray(np.arange(32).reshape(4, 8) * (1 - 0.5j), jnp.complex64),
+    "rotary exp(1j*theta)": lambda a, b: jnp.exp(1j * jnp.real(b)) * a,
+    "sin (jax writes it in real ops)": lambda a, b: jnp.sin(a),
+    "sum": lambda a, b: (a.sum(), a.sum(axis=0), jnp.mean(b, axis=1)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_elementwise_and_reductions_match_cpu(tt, cpu, name):
+    got, want = run_both(CASES[name], Z, W, tt_device=tt, cpu_device=cpu)
+    check(got, want, what=name)
+
+
+MOVES = {
+    "reshape transpose": lambda a: (a.reshape(2, 16), a.T),
+    "broadcast": lambda a: jnp.broadcast_to(a[:, None, :], (4, 3, 8)),
+    "slice reverse": lambda a: (a[1:3, ::2], a[::-1]),
+    "concatenate pad": lambda a: (jnp.concatenate([a, a.conj()], 1), jnp.pad(a, 1)),
+    "dynamic slice / update": lambda a: (jax.lax.dynamic_slice(a, (jnp.int32(1), jnp.int32(2)), (2, 3)),
+                                         jax.lax.dynamic_update_slice(a, a[:2, :2] * 2, (jnp.int32(1), jnp.int32(3)))),
+    "gather": lambda a: a[jnp.array([3, 0, 2])],
+}
+
+
+@pytest.mark.parametrize("name", MOVES)
+def test_data_movement_is_exact(tt, cpu, name):
+    got, want = run_both(MOVES[name], Z, tt_device=tt, cpu_device=cpu)
+    check(got, want, exact=True, what=name)
+
+
+def test_matmul_and_batched_dot_general(tt, cpu):
+    a, b, x, y = _c(32, 64), _c(64, 48), _c(3, 16, 64), _c(3, 64, 8)
+    got, want = run_both(lambda a, b, x, y: (a @ b, jnp.einsum("bij,bjk->bik", x, y),
+                                             jnp.einsum("ij,bjk->bki", a[:16], y)),
+                         a, b, x, y, tt_device=tt, cpu_device=cpu)
+    check(got, want, kind="matmul")   # PCC >= 0.999 and 2**-7 relative (the float32 matmul bound)
+
+
+def test_grad_through_a_complex_intermediate(tt, cpu):
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+    theta = RNG.standard_normal((4, 8)).astype(np.float32)
+
+    def loss(x, theta):
+        z = x * jnp.exp(1j * theta)
+        return jnp.sum(jnp.abs(z * (0.5 + 1j)) ** 2 + jnp.real(z))
+    got, want = run_both(jax.value_and_grad(loss, argnums=(0, 1)), x, theta, tt_device=tt, cpu_device=cpu)
+    check(got, want, what="value and grad")
+
+
+REFUSED = {
+    "stablehlo.tanh": lambda a: jnp.tanh(a),
+    "stablehlo.reduce": lambda a: jnp.prod(a),
+    "stablehlo.while": lambda a: jax.lax.fori_loop(0, 3, lambda i, v: v * v, a),
+    "stablehlo.power": lambda a: a ** a,
+}
+
+
+@pytest.mark.parametrize("op", REFUSED)
+def test_unlowered_complex_ops_are_refused_naming_the_op(tt, op):
+    with pytest.raises(Exception) as e:
+        jax.jit(REFUSED[op])(jax.device_put(Z, tt))
+    msg = str(e.value)
+    assert "UNIMPLEMENTED" in msg and f"`{op}`" in msg and "test_complex.py" in msg, msg
