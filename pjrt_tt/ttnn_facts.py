@@ -83,3 +83,5 @@ def l1_bank_bytes(arch) -> int:
     """One core's L1 bank for buffers: its SRAM less firmware and the L1_SMALL region every
     target opens with (the sim leaves L1_SMALL out of the bank; ttnn's view does not)."""
     return arch.l1_bytes - L1_FIRMWARE_BYTES.get(arch.name, 0) - L1_SMALL_SIZE
+# Operands real ttnn refuses in L1 (measured in mock): op -> keyword arguments.
+L1_REFUSED_OPERANDS = {"transformer.scaled_dot_product_attention": ("attn_mask",)}

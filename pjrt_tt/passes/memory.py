@@ -8,7 +8,8 @@ weights and outputs stay in DRAM (the runtime owns them across calls).
 A storage (a tensor and its reshape views) goes to L1 when
 - its producer and every consumer are ops measured in mock to accept L1 operands and a
   `memory_config` (L1_OPS: ttnn 0.81.1, docs/ttnn-facts.md "L1 placement"), at the top level
-  (values inside loops / branches, or captured by them, stay where the lowering put them);
+  (values inside loops / branches, or captured by them, stay where the lowering put them),
+  and none takes it as an operand ttnn wants in DRAM (L1_REFUSED_OPERANDS: SDPA's mask);
 - at every op of its lifetime the L1 in use per core, plus it, plus that op's own circular
   buffers (cb_bytes_per_core), stays within the per-core L1 bank less a margin.
 Storages are taken greedily in program order; one that does not fit spills (stays in DRAM).
@@ -23,7 +24,7 @@ import dataclasses
 from pjrt_tt import program as prog
 from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.program import STRUCTURED, Attr, Program, Value, storage_roots
-from pjrt_tt.ttnn_facts import L1_OPS, L1_SAFETY_FRACTION, TILE_BYTES, TILE_SIZE, l1_bank_bytes
+from pjrt_tt.ttnn_facts import L1_OPS, L1_REFUSED_OPERANDS, L1_SAFETY_FRACTION, TILE_BYTES, TILE_SIZE, l1_bank_bytes
 
 L1 = Attr("L1_MEMORY_CONFIG")
 DRAM = Attr("DRAM_MEMORY_CONFIG")
@@ -120,6 +121,8 @@ def place_activations(program: Program, ctx: CompileContext) -> Program:
             ok = ok and all(not isinstance(ops[j], STRUCTURED)
                             and (ops[j].fn in L1_OPS or ops[j].fn in prog.VIEW_OPS or ops[j].fn == prog.HOST_READ)
                             for j in used.get(r.id, []))
+            ok = ok and not any(isinstance(ops[j].kwargs.get(kw), Value) and ops[j].kwargs[kw].id == r.id
+                                for j in used.get(r.id, []) for kw in L1_REFUSED_OPERANDS.get(ops[j].fn, ()))
             eligible[g] = eligible.get(g, True) and ok
 
     reserve = [0 if isinstance(op, STRUCTURED) or op.fn.startswith("host.") else cb_bytes_per_core(op, grid)
