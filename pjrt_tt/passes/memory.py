@@ -73,6 +73,8 @@ def cb_bytes_per_core(op: prog.Op, grid: tuple[int, int]) -> int:
                 + 2 * pcm * pcn * TILE_BYTES[out.dtype])
     if name in ("softmax", "layer_norm", "rms_norm"):   # whole rows of tiles, several buffers
         return 16 * _tiles(out.shape[-1]) * 4096
+    if name == "conv2d":   # halo and sharded input in L1, not modelled: nothing in L1 beside it
+        return 1 << 40
     if "scaled_dot_product_attention" in op.fn:
         return 256 << 10
     return 64 << 10
