@@ -73,6 +73,12 @@ def cb_bytes_per_core(op: prog.Op, grid: tuple[int, int]) -> int:
                 + 2 * pcm * pcn * TILE_BYTES[out.dtype])
     if name in ("softmax", "layer_norm", "rms_norm"):   # whole rows of tiles, several buffers
         return 16 * _tiles(out.shape[-1]) * 4096
+    if name in ("concat", "pad", "slice", "permute", "transpose", "repeat", "expand", "to_layout"):
+        # unaligned data movement re-lays its operands out through temporaries placed like
+        # the result (mock: ResNet's max-pool padding concat needed 824,448 B per core beyond
+        # its operands): room for a copy of every operand and of the result
+        cores = grid[0] * grid[1]
+        return 64 << 10 if cores == 0 else (64 << 10) + sum(per_core_bytes(t, cores) for t in ins + [out])
     if name == "conv2d":   # halo and sharded input in L1, not modelled: nothing in L1 beside it
         return 1 << 40
     if "scaled_dot_product_attention" in op.fn:
