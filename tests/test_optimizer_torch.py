@@ -177,3 +177,20 @@ def test_compiled_sdpa_becomes_ttnns_attention_at_level_1(dev, form):
     p = new.biggest()
     fns = [op.fn for op in p.ops]
     assert fns.count("transformer.scaled_dot_product_attention") == 1 and "softmax" not in fns, p.format()
+
+
+def test_hf_llama_layer_level_2_places_activations_in_l1(dev):
+    """options={"optimization_level": 2}: activations in L1 (passes/memory.py), values as at
+    level 1's bounds against eager CPU."""
+    from pjrt_tt.passes.memory import l1_placed
+    m = _llama()
+    with torch.no_grad():
+        ids = torch.randint(0, 128, (1, 96))   # a length no other test compiles (torch_xla caches per graph)
+        want = np_(m(ids).logits)
+        torch._dynamo.reset()
+        with NewPrograms() as new:
+            got = np_(torch.compile(m, backend="tt", options={"optimization_level": 2})(ids).logits)
+    assert_close(got, want, kind="bfloat16")
+    p = new.biggest()
+    placed = {v.id for v in l1_placed(p)}
+    assert placed and not placed & {v.id for v in p.outputs}, p.format()

@@ -132,10 +132,16 @@ class Estimator:
             return self.cores * self.arch.noc_bytes_per_cycle * self.arch.clock_hz
         return self.arch.dram_bytes_per_s * self.eff.dram
 
+    def _memory_ns(self, nbytes: float, memory) -> float:
+        """`memory`: "dram", "l1", or the fraction of the bytes that live in L1 (a program op
+        whose operands are placed apart): each share at its own rate."""
+        share = {"dram": 0.0, "l1": 1.0}.get(memory, memory) if isinstance(memory, str) else float(memory)
+        return nbytes * (share / self._bandwidth("l1") + (1.0 - share) / self._bandwidth("dram")) * 1e9
+
     def _roofline(self, kind: str, cycles: float, nbytes: float, flops: float, memory: str,
                   calibrated: bool) -> OpCost:
         compute_ns = cycles / self.arch.clock_hz / self.eff.compute * 1e9
-        memory_ns = nbytes / self._bandwidth(memory) * 1e9
+        memory_ns = self._memory_ns(nbytes, memory)
         work = max(compute_ns, memory_ns)
         bound = "compute" if compute_ns >= memory_ns else "memory"
         if self.eff.overhead_ns > work:
@@ -222,8 +228,9 @@ class Estimator:
         return OpCost(kind, self.eff.overhead_ns + ns, 0.0, moved, "memory", False)
 
     # --- program ops --------------------------------------------------------------------
-    def op(self, op: prog.Op, mesh_chips: int = 1) -> OpCost:
-        """The estimate for one program op (host ops cost no device time)."""
+    def op(self, op: prog.Op, mesh_chips: int = 1, l1: frozenset = frozenset()) -> OpCost:
+        """The estimate for one program op (host ops cost no device time); `l1`: ids of the
+        program's values that live in L1 (program_cost.l1_values), priced at the NoC rate."""
         if op.fn.startswith("host."):
             return ZERO
         name = op.fn.split("[", 1)[0]
@@ -232,7 +239,7 @@ class Estimator:
                if isinstance(v.type, prog.TensorType)]
         out_t = op.result.type
         out = (out_t.shape, out_t.dtype, out_t.layout) if isinstance(out_t, prog.TensorType) else ((1,), "int32", prog.TILE)
-        memory = _memory_of(op)
+        memory = _memory_of(op, l1)
         if short in ("matmul", "linear") and len(ins) >= 2:
             return self._program_matmul(op, ins, out, memory)
         if short == "conv2d":
@@ -298,9 +305,15 @@ def _same_tiles(a, b) -> bool:
     return tuple(sa[-1:]) == tuple(sb[-1:]) and tile_count(sa) == tile_count(sb)
 
 
-def _memory_of(op: prog.Op) -> str:
+def _memory_of(op: prog.Op, l1: frozenset = frozenset()):
+    """The share of the op's bytes (operands read, result written) that live in L1."""
+    tensors = [v for v in op.operands() + [op.result] if isinstance(v.type, prog.TensorType)]
+    total = sum(tensor_bytes(v.type.shape, v.type.dtype, v.type.layout) for v in tensors)
+    if not total:
+        return "dram"
     mc = op.kwargs.get("memory_config")
-    return "l1" if mc is not None and "L1" in str(mc) else "dram"
+    placed = set(l1) | ({op.result.id} if mc is not None and "L1" in str(mc) else set())
+    return sum(tensor_bytes(v.type.shape, v.type.dtype, v.type.layout) for v in tensors if v.id in placed) / total
 
 
 def _fidelity_of(op: prog.Op) -> str | None:

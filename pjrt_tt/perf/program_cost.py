@@ -72,6 +72,14 @@ def flatten(ops: list, where: str = "") -> list[tuple[prog.Op, str]]:
     return out
 
 
+def l1_values(ops: list) -> frozenset:
+    """Ids of the values that live in L1: results of ops placed there (level 2's
+    memory_config) and the reshape views of them."""
+    placed = {op.result.id for op in ops if isinstance(op, prog.Op) and "L1" in str(op.kwargs.get("memory_config"))}
+    roots = prog.storage_roots(ops)
+    return frozenset(placed | {v for v, r in roots.items() if r in placed})
+
+
 def estimate_program(program: prog.Program, chip: str, trace: bool = False, mesh_chips: int = 1,
                      measured_host_ns: dict[int, float] | None = None,
                      estimator: Estimator | None = None) -> ProgramEstimate:
@@ -81,8 +89,9 @@ def estimate_program(program: prog.Program, chip: str, trace: bool = False, mesh
     rows, host_t, dev_t = [], 0.0, 0.0
     if trace:
         host_t = host.trace_replay_ns()
+    l1 = l1_values(program.ops)
     for i, (op, where) in enumerate(flatten(program.ops)):
-        cost = est.op(op, mesh_chips)
+        cost = est.op(op, mesh_chips, l1)
         if op.fn.startswith("host."):
             h = 0.0 if op.fn != prog.HOST_READ else host.dispatch_ns("from_device")
         elif measured_host_ns is not None and id(op) in measured_host_ns:

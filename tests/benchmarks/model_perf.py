@@ -46,7 +46,7 @@ from pjrt_tt.ttnn_facts import TILE_BYTES  # noqa: E402
 
 BF16 = jnp.bfloat16
 CHIPS = ("n150", "p150")
-LEVELS = {0: (("optimization_level", "0"),), 1: (("optimization_level", "1"),)}   # level -> compile options
+LEVELS = {0: (("optimization_level", "0"),), 1: (("optimization_level", "1"),), 2: (("optimization_level", "2"),)}   # level -> compile options
 # tt-metal's models/tt_transformers decode path, read at tenstorrent/tt-metal
 # models/tt_transformers/tt/{decoder.py@01229001, attention.py@00b769dd, mlp.py@03f118e6}:
 # attention 13 ttnn calls (fused QKV linear, sharded_to_interleaved, reshape,

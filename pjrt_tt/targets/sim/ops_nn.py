@@ -163,6 +163,8 @@ def _sdpa(input_tensor_q: Tensor, input_tensor_k: Tensor, input_tensor_v: Tensor
         if t.dtype not in FLOAT_DTYPES - {DataType.FLOAT32}:
             raise fatal("dtype is bf16 or block float", f"Data type of input tensor must be BFLOAT16, BFLOAT8_B, "
                                                         f"or BFLOAT4_B and is DataType::{t.dtype.name}")
+    if attn_mask is not None and attn_mask.memory_config().buffer_type != DRAM_MEMORY_CONFIG.buffer_type:
+        raise fatal("mask buffer_type == DRAM", "When mask is provided to SDPA, it must be in DRAM")   # (mock)
     if any(len(t.shape) != 4 for t in (q, k, v)):
         raise fatal("rank == 4", "ShapeBase[] index out of range. 3 not in [-4, 3)")
     if q.shape[-1] % 32:
