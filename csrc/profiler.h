@@ -6,7 +6,7 @@
 // the structs are declared here, field for field as in openxla/xla's
 // xla/backends/profiler/plugin/profiler_c_api.h (PLUGIN_PROFILER_VERSION 1) and
 // xla/pjrt/c/pjrt_c_api_profiler_extension.h (PJRT_API_PROFILER_EXTENSION_VERSION 1), the
-// layout jaxlib 0.7.1, jaxlib 0.12 and torch_xla 2.9 read (checked: tests/test_profiler.py).
+// layout jaxlib 0.7.1, jaxlib 0.12 (tests/test_profiler.py) and torch_xla 2.9 (by hand) read.
 // The later additions to PLUGIN_Profiler_Api (consume, serialize) are left out: jaxlib 0.7.1
 // and torch_xla 2.9 accept only this exact size, and jaxlib 0.12 falls back to collect_data.
 #pragma once
