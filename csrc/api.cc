@@ -6,6 +6,7 @@
 
 #include "bridge.h"
 #include "common.h"
+#include "profiler.h"
 
 namespace pjrt_tt {
 
@@ -113,7 +114,7 @@ PJRT_Error* UnknownEntry(void*) {
 PJRT_Api MakeApi() {
   PJRT_Api api{};
   api.struct_size = PJRT_Api_STRUCT_SIZE;
-  api.extension_start = nullptr;
+  api.extension_start = ProfilerExtension();
   api.pjrt_api_version.struct_size = PJRT_Api_Version_STRUCT_SIZE;
   api.pjrt_api_version.extension_start = nullptr;
   api.pjrt_api_version.major_version = PJRT_API_MAJOR;

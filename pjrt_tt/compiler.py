@@ -109,8 +109,9 @@ class ProgramCache(Mapping):
 
 
 class Compiler:
-    def __init__(self, settings, check: ConformanceCheck | None = None):
+    def __init__(self, settings, check: ConformanceCheck | None = None, recorder=None):
         self.settings = settings
+        self.recorder = recorder     # spans for profiler sessions (runtime/profiler.py), or None
         self.check = check           # called with each newly lowered program, one chip or a mesh
         self.hook = load_hook(settings.compile_hook)   # (parsed, program, ctx) after each new compile
         self.system = get_system(settings.system)
@@ -126,9 +127,13 @@ class Compiler:
         partitioned first (pjrt_tt.spmd) and run on a ttnn mesh; its env_option_overrides carry
         the compile options (compile_context.py: tt_* numerics, docs/numerics.md; the optimizer's,
         docs/optimizer.md), after those of PJRT_TT_COMPILE_OPTIONS (torch's bridge)."""
+        rec = self.recorder if self.recorder is not None and self.recorder.active else None
+        start = rec.now() if rec else 0
         key, spmd, chosen = self._key(code, fmt, options)
         hit = self._cache.lookup(key)
         if hit is not None:
+            if rec:
+                rec.host("Compile", f"compile {hit.program.name}", start, rec.now(), {"cache": "hit"})
             return hit
         index = next(_dump_counter)
         parsed_text, program, mesh_shape, optimized = self._on_compile_thread(
@@ -136,7 +141,13 @@ class Compiler:
         if self.settings.dump_dir:
             self._write(f"{index:04d}.{program.name}.ttnn.txt", program.format())
         if self.check is not None:
+            checked = rec.now() if rec else 0
             self.check(program, mesh_shape)
+            if rec:
+                rec.host("Compile", "mock check", checked, rec.now())
+        if rec:
+            rec.host("Compile", f"compile {program.name}", start, rec.now(),
+                     {"cache": "miss", "ops": len(program.ops), "format": fmt})
         compiled = Compiled(program, key[:32], code, fmt, parsed_text, mesh_shape, optimized, chosen[1].trace,
                             key, self.check is not None)
         self._cache.store(key, compiled)
@@ -174,19 +185,33 @@ class Compiler:
     def _lower(self, code: bytes, fmt: str, options, spmd: bool, chosen, index: int):
         """Bytes -> (StableHLO text, ttnn program, mesh shape, optimized program): the part
         of a compile that holds MLIR objects (run on the compile thread)."""
+        rec = self.recorder if self.recorder is not None and self.recorder.active else None
+        last = [rec.now() if rec else 0]
+
+        def phase(name: str) -> None:   # a profiler span from the previous phase's end
+            if rec:
+                now = rec.now()
+                rec.host("Compile", name, last[0], now)
+                last[0] = now
+
         self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
+        phase("read check")
         numerics, optimizer = chosen
         strict = numerics.get("tt_strict_64bit") == "true"
         if spmd:
             parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape, strict)
         else:
             parsed, mesh_shape, optimized = parse(code, fmt, strict_64bit=strict), (1, 1), None
+        phase("partition" if spmd else "ingest")
         ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system,
                              optimizer=optimizer)
         text = parsed.text()
         if self.settings.dump_dir:  # the StableHLO goes out first, so it is there even when lowering fails
             self._write(f"{index:04d}.stablehlo.mlir", text)
-        program = run_passes(lower_module(parsed, ctx), ctx)
+        lowered = lower_module(parsed, ctx)
+        phase("lower")
+        program = run_passes(lowered, ctx)
+        phase("passes")
         if self.hook is not None:
             self.hook(parsed, program, ctx)
         return text, program, ctx.mesh_shape, optimized

@@ -55,15 +55,18 @@ class Profiler:
         """run() once with per-op host timing on `bound` (a BoundProgram), then write the
         profile of `program`; returns run()'s result."""
         times: dict[int, float] = {}
+        outer = bound.timer   # a profiler session's op spans (runtime/profiler.py) keep going
 
         def record(op, ns):
             times[id(op)] = times.get(id(op), 0.0) + ns   # a loop body's op: all its trips
+            if outer is not None:
+                outer(op, ns)
 
         bound.timer = record
         try:
             result = run()
         finally:
-            bound.timer = None
+            bound.timer = outer
         self.runs += 1
         estimate = estimate_program(program, self.system, mesh_chips=self.chips, measured_host_ns=times)
         replay = estimate_program(program, self.system, trace=True, mesh_chips=self.chips) if self.trace else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.runtime.client import Client
+from pjrt_tt.runtime.profiler import RECORDER, Session
 
 
 def plugin_attributes() -> dict:
@@ -17,3 +18,8 @@ def plugin_attributes() -> dict:
 
 def create_client(options: dict) -> Client:
     return Client(options)
+
+
+def profiler_session(options: bytes) -> Session:
+    """PLUGIN_Profiler_Create: `options` is a serialized tensorflow.ProfileOptions."""
+    return Session(RECORDER, options)

@@ -83,8 +83,13 @@ class Buffer:
         client.target.check_fits(t, device.chip)
         value_range = narrow_to_device(data, element, f"the {element.numpy.name} array of shape "
                                                       f"{list(data.shape)} sent to {device.debug_string}")
+        recorder = client.recorder
+        start = recorder.now() if recorder.active else 0
         tensor = client.deadline.call(f"a transfer of {host} to the TT device", client.target.upload,
                                       device_array(data, host), t, device.chip)
+        if start:
+            recorder.host("Transfers", "host to device", start, recorder.now(),
+                          {"device": device.id, "shape": str(host), "bytes": data.nbytes})
         return cls(device, host, tensor, value_range, measured=True)
 
     def prepared(self, key, make, others=()) -> list:
@@ -177,7 +182,12 @@ class Buffer:
         return math.prod(self.dims) * self.host.element.numpy.itemsize
 
     def to_host(self, address: int, size: int) -> None:
+        recorder = self.device.client.recorder
+        start = recorder.now() if recorder.active else 0
         data = np.ascontiguousarray(self.numpy())
+        if start:
+            recorder.host("Transfers", "device to host", start, recorder.now(),
+                          {"device": self.device.id, "shape": str(self.host), "bytes": data.nbytes})
         if size < data.nbytes:
             raise InvalidArgument(f"host buffer of {size} bytes is too small for {data.nbytes}")
         ctypes.memmove(address, data.ctypes.data, data.nbytes)

@@ -7,6 +7,7 @@ from pjrt_tt import __version__, dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.runtime.deadline import DEFAULT_SECONDS, Deadline
+from pjrt_tt.runtime.profiler import RECORDER
 from pjrt_tt.settings import Settings
 from pjrt_tt.targets.conformance import ConformanceCheck
 
@@ -75,7 +76,8 @@ class Client:
         # Every new program also runs once on real ttnn (mock): a program the sim accepts is
         # one real ttnn accepts.
         check = ConformanceCheck(system) if self.settings.check_with_mock else None
-        self.compiler = Compiler(self.settings, check)
+        self.recorder = RECORDER   # profiler sessions are process-wide (runtime/profiler.py)
+        self.compiler = Compiler(self.settings, check, self.recorder)
         CLIENTS.append(self)
 
     def lookup_device(self, device_id: int) -> Device:

@@ -8,6 +8,7 @@ from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
 from pjrt_tt.runtime import serialized
 from pjrt_tt.runtime.buffer import Buffer
+from pjrt_tt.runtime.profiler import DEVICE_PLANE
 from pjrt_tt.targets.trace import TracedProgram, trace_refusal
 
 
@@ -100,6 +101,36 @@ class LoadedExecutable:
         return _jax.DeviceAssignment.create(np.array([[self.device.id]])).serialize()
 
     def execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
+        recorder = self.client.recorder
+        if not recorder.active:   # no profiler session: the only cost of profiling here
+            return self._execute(argument_lists, non_donatable_input_indices)
+        return self._execute_recorded(recorder, argument_lists, non_donatable_input_indices)
+
+    def _execute_recorded(self, recorder, argument_lists, non_donatable_input_indices):
+        """execute() with profiler spans: the run on each device's plane, and (unless the
+        session said tt_op_spans=False) each ttnn call on the first device's."""
+        bound = self._bound_program()
+        first = DEVICE_PLANE.format(self.devices[0].id)
+        timed = recorder.op_spans and bound is not None and bound.timer is None
+        if timed:
+            bound.timer = recorder.op_timer(first, self.name)
+        start = recorder.now()
+        try:
+            return self._execute(argument_lists, non_donatable_input_indices)
+        finally:
+            end = recorder.now()
+            if timed:
+                bound.timer = None
+            stats = {"target": self.client.target.name, "devices": len(self.devices)}
+            for d in self.devices:
+                recorder.add(DEVICE_PLANE.format(d.id), "TT programs", self.name, start, end, stats)
+
+    def _bound_program(self):
+        """The BoundProgram (targets/executor.py) a run goes through, for the per-op timer."""
+        bound = getattr(self._bound, "bound", self._bound)   # mock/device wrap it
+        return bound if hasattr(bound, "timer") else None
+
+    def _execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
         if self.is_deleted:
             raise InvalidArgument(f"executable {self.name} was deleted")
         if len(argument_lists) != 1:
@@ -197,7 +228,11 @@ class MeshExecutable(LoadedExecutable):
         from jax._src.lib import _jax
         return _jax.DeviceAssignment.create(np.array([[d.id for d in self.devices]])).serialize()
 
-    def execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
+    def _bound_program(self):
+        bound = self._runner.bound
+        return bound if hasattr(bound, "timer") else None
+
+    def _execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
         if self.is_deleted:
             raise InvalidArgument(f"executable {self.name} was deleted")
         n = len(self.devices)
