@@ -183,3 +183,15 @@ def test_rejections_are_clear(tt):
         jax.jit(lambda x, i: x.at[i].multiply(2.0))(x, i)
     with pytest.raises(Exception, match="lexicographic"):
         jax.jit(lambda x: lax.sort((x, x), num_keys=2))(x)
+
+
+@pytest.mark.parametrize("config", [[(1, 2, 0), (0, 3, 0)], [(1, 2, 1), (0, 3, 2)], [(-1, 2, 1), (2, -1, 0)],
+                                    [(0, 0, 0), (-2, -1, 1)]],
+                         ids=["edge", "interior", "negative after interior", "interior then cut both ends"])
+def test_pad_with_a_value_computed_at_run_time(tt, cpu, config):
+    """The pad value is an argument (jnp.pad(x, constant_values=v) with a traced v; a float16
+    pad value rounded on the device): the blocks are it broadcast. Negative edges cut after
+    the interior padding, as StableHLO orders them (they were cut first: a wrong shape)."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    got, want = run_both(lambda a, v: lax.pad(a, v * 2, config), x, np.float32(1.5), tt_device=tt, cpu_device=cpu)
+    assert_close(got, want, exact=True)

@@ -87,7 +87,7 @@ F16_CASES = {
 }
 
 
-# Converts from and to float16 round to float16 (reduce_precision on the chip), so what the
+# Converts from and to float16 round to float16 (bit ops on the chip), so what the
 # program sees of a float16 value there is XLA:CPU's, bit for bit
 F16_CONVERT_CASES = {
     "computed float16 -> int": lambda x: ((x * np.float16(100)).astype(jnp.int16),

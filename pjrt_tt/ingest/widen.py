@@ -23,14 +23,15 @@ them (docs/numerics.md):
   (UNIMPLEMENTED naming the op and its source line).
 - float16 computes in float32 and is rounded to float16 where it leaves float16: when
   downloaded, and at every convert to float16 (its result) or from a computed float16 value
-  (its operand), with `stablehlo.reduce_precision` (5, 10). No rounding after other ops: it
+  (its operand), with float8's rounding below (reduce_precision (5, 10) would flush float16's
+  subnormals, which XLA:CPU's convert keeps). No rounding after other ops: it
   would cost about ten integer ops per op, and results already stay within about a float16
   ulp of XLA:CPU's and nearer the exact value (tests/benchmarks/float16.py); a value beyond
   float16's range inside a program stays finite until then.
 - float8 (e4m3fn, e5m2 and the other flavours ml_dtypes knows) computes in float32 too, but is
   rounded after every op that computes a float8 result (a convert into float8 included), not
   only at converts: a float8 ulp is 2^-3 or 2^-2 of the value, and XLA:CPU rounds each op's
-  result. The rounding (`_round_float8`) works on the float32 bit pattern in integer ops, to
+  result. The rounding (`_round_float`) works on the float32 bit pattern in integer ops, to
   nearest even with the type's subnormals (reduce_precision flushes them); beyond the largest
   finite value it gives +-inf (e5m2, e4m3, e3m4) or NaN (the types without an infinity), as
   XLA:CPU does. Ops that only move or pick values (reshape, slice, select, max...) are exact.
@@ -50,7 +51,7 @@ from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.dtypes import BY_MLIR, FLOAT8
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest.attributes import describe_location, splat_value
+from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value
 from pjrt_tt.ingest.mlir_compat import defining_op
 
 WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32", **{name: "f32" for name in FLOAT8}}   # the type the chip computes each in
@@ -235,13 +236,14 @@ def apply(edits: list) -> None:
             # the operand as it is now (an edit of its definer, e.g. a saturation, went first)
             if e.kind == "round operand":
                 with ir.InsertionPoint(e.before):
-                    e.op.operands[0] = _round_f16(e.op.operands[0])
+                    e.op.operands[0] = _round_float(e.op.operands[0], "f16")[0]
                 continue
             if e.kind == "round8":
                 with ir.InsertionPoint(e.before):
-                    out, first = _round_float8(e.value, e.fmt)
+                    out, first = _round_float(e.value, e.fmt)
                 e.value.replace_all_uses_with(out)
-                first.operands[0] = e.value
+                if first is not None:
+                    first.operands[0] = e.value
                 continue
             if e.kind == "mask":
                 x = e.op.operands[0]
@@ -255,8 +257,10 @@ def apply(edits: list) -> None:
                     first = stablehlo.ShiftLeftOp(v, shift)
                     out = stablehlo.ShiftRightArithmeticOp(first.result, shift).result
                 elif e.kind == "round":
-                    first = _round_f16(v, op=True)
-                    out = first.results[0]
+                    out, first = _round_float(v, "f16")
+                    if first is None:   # (a constant, rounded here)
+                        v.replace_all_uses_with(out)
+                        continue
                 elif e.kind == "saturate":
                     first = stablehlo.MaxOp(v, _splat(v, -(1 << (e.bits - 1))))
                     out = stablehlo.MinOp(first.result, _splat(v, (1 << (e.bits - 1)) - 1)).result
@@ -265,14 +269,6 @@ def apply(edits: list) -> None:
                     out = first.result
             v.replace_all_uses_with(out)
             (first if isinstance(first, ir.Operation) else first.operation).operands[0] = v
-
-
-def _round_f16(v: ir.Value, op: bool = False):
-    """`v` (float32 now) rounded to float16's precision and range (lower/bitwise.py)."""
-    i32 = ir.IntegerType.get_signless(32)
-    rounded = ir.Operation.create("stablehlo.reduce_precision", results=[v.type], operands=[v], attributes={
-        "exponent_bits": ir.IntegerAttr.get(i32, 5), "mantissa_bits": ir.IntegerAttr.get(i32, 10)})
-    return rounded if op else rounded.results[0]
 
 
 def _splat(like: ir.Value, n: int) -> ir.Value:
@@ -285,13 +281,22 @@ def _f32_bits(x: float) -> int:
     return int(np.array(x, np.float32).view(np.uint32))
 
 
-def _round_float8(v: ir.Value, fmt: str):
-    """`v` (float32) rounded to the float8 type `fmt`: to nearest, ties to even, in int32 ops
+def _round_float(v: ir.Value, fmt: str):
+    """`v` (float32) rounded to the float16 / float8 type `fmt`: to nearest, ties to even, in int32 ops
     on the bit pattern. A value in fmt's normal range rounds its mantissa at bit 23 - m (the
     carry moves into the exponent); one below it keeps n = the significand (implicit bit
     included) shifted right by as many more bits as its exponent is short, rounded the same
     way, and becomes n * 2^(emin - m), exactly (n has at most m + 1 bits). Returns (the
-    rounded value, the first op, whose operand 0 is `v`)."""
+    rounded value, the first op, whose operand 0 is `v`; None when `v` is a converted
+    constant, rounded here so that it stays a constant, e.g. a pad value)."""
+    owner = defining_op(v)
+    while owner is not None and owner.name == "stablehlo.convert":
+        owner = defining_op(owner.operands[0])
+    if owner is not None and owner.name == "stablehlo.constant":
+        data = constant_array(owner.attributes["value"], np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.ascontiguousarray(data.astype(BY_MLIR[fmt].numpy).astype(np.float32))
+        return stablehlo.ConstantOp(ir.DenseElementsAttr.get(data, type=v.type)).result, None
     info = ml_dtypes.finfo(BY_MLIR[fmt].numpy)
     m, emin = int(info.nmant), int(info.minexp)
     has_inf = bool(np.isinf(np.array(np.inf, np.float32).astype(BY_MLIR[fmt].numpy).astype(np.float32)))

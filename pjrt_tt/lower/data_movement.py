@@ -108,9 +108,8 @@ def _pad(lo: Lowering, op) -> list:
     slice, reshape and concat with constant blocks: ttnn.pad cannot pad the front of a
     TILE tensor on device."""
     value = lo.entry(op.operands[1])
-    if not isinstance(value, Splat):
-        raise lo.unsupported("padding with a value computed at run time")
+    fill = value.value if isinstance(value, Splat) else lo.materialize(value)
     low, high, interior = (_dims(op, n) for n in ("edge_padding_low", "edge_padding_high",
                                                   "interior_padding"))
     h = host_type(op.operands[0])
-    return [pad(lo, lo.get(op.operands[0]), h, low, high, interior, value.value)]
+    return [pad(lo, lo.get(op.operands[0]), h, low, high, interior, fill)]

@@ -146,22 +146,20 @@ def slice_(lo: Lowering, x: Value, starts, ends, steps) -> Value:
 
 
 def pad(lo: Lowering, x, h: HostType, low, high, interior, fill):
-    """`x` (of host type `h`) padded with the constant `fill`."""
+    """`x` (of host type `h`) padded with `fill`: a constant, or a scalar Value computed at
+    run time (a pad value passed into an outlined function, then rounded to float16)."""
     element, shape = h.element, list(h.shape)
 
     def block(dims: list[int], d: int, size: int):
         dims = [size if i == d else s for i, s in enumerate(dims)]
-        return lo.materialize(Splat(fill, HostType(element, tuple(dims))))
+        host = HostType(element, tuple(dims))
+        if isinstance(fill, Value):
+            return lo.materialize(Broadcast(lo.reshape(fill, (1,) * len(dims)), host))
+        return lo.materialize(Splat(fill, host))
 
     def concat(parts, d: int, dims: list[int]):
         return lo.emit("concat", parts, d, result=dataclasses.replace(x.type, shape=tuple(dims)))
 
-    if any(p < 0 for p in low + high):  # negative edge padding removes elements
-        starts = [max(-p, 0) for p in low]
-        ends = [s - max(-p, 0) for s, p in zip(shape, high)]
-        shape = [e - s for s, e in zip(starts, ends)]
-        x = lo.emit("slice", x, starts, ends, [1] * len(shape),
-                    result=dataclasses.replace(x.type, shape=tuple(shape)))
     for d, p in enumerate(interior):
         if p > 0 and shape[d] > 1:
             # Interleave: [n, 1] ++ [n, p] fill along a new axis, merge, drop the tail.
@@ -173,6 +171,12 @@ def pad(lo: Lowering, x, h: HostType, low, high, interior, fill):
             shape[d] = n + (n - 1) * p
             x = lo.emit("slice", flat, [0] * len(shape), list(shape), [1] * len(shape),
                         result=dataclasses.replace(x.type, shape=tuple(shape)))
+    if any(p < 0 for p in low + high):  # negative edge padding removes elements (after the interior, as StableHLO orders them)
+        starts = [max(-p, 0) for p in low]
+        ends = [s - max(-p, 0) for s, p in zip(shape, high)]
+        shape = [e - s for s, e in zip(starts, ends)]
+        x = lo.emit("slice", x, starts, ends, [1] * len(shape),
+                    result=dataclasses.replace(x.type, shape=tuple(shape)))
     for d in range(len(shape)):
         before, after = max(low[d], 0), max(high[d], 0)
         if before or after:
