@@ -106,6 +106,28 @@ def test_float16_converts_match_cpu_bit_for_bit(tt, cpu, name):
         assert_close(g, w, exact=True, what=name)
 
 
+@pytest.mark.parametrize("via,value,want", [("i32", 2.7, 2.0), ("bf16", 1.00390625, 1.0)])
+def test_float16_rounding_of_a_constant_keeps_the_converts_before_it(tt, via, value, want):
+    """A float32 constant converted to `via`, then to float16: the rounding into float16 is
+    folded into the constant, but only past converts that keep values (it once folded past
+    the truncation to int32 and gave 2.69921875). jax folds such chains itself, so the
+    program is written out; the reference is numpy's convert chain."""
+    from test_control_flow import run_mlir
+    text = f"""module @m {{
+  func.func public @main(%arg0: tensor<4xf16>) -> tensor<4xf16> {{
+    %c = stablehlo.constant dense<{value!r}> : tensor<4xf32>
+    %v = stablehlo.convert %c : (tensor<4xf32>) -> tensor<4x{via}>
+    %h = stablehlo.convert %v : (tensor<4x{via}>) -> tensor<4xf16>
+    %r = stablehlo.add %h, %arg0 : tensor<4xf16>
+    return %r : tensor<4xf16>
+  }}
+}}"""
+    host = {"i32": np.int32, "bf16": jnp.bfloat16}[via]
+    assert np.float16(host(np.float32(value))) == want   # the reference chain
+    (got,) = run_mlir(text, np.zeros(4, np.float16))
+    assert_close(np.asarray(got, np.float16), np.full(4, want, np.float16), exact=True, what=f"f32 -> {via} -> f16")
+
+
 def test_reduce_precision_matches_cpu_bit_for_bit(tt, cpu):
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.standard_normal(512).astype(np.float32) * 10.0 ** rng.integers(-8, 8, 512),

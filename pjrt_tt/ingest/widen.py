@@ -290,7 +290,7 @@ def _round_float(v: ir.Value, fmt: str):
     rounded value, the first op, whose operand 0 is `v`; None when `v` is a converted
     constant, rounded here so that it stays a constant, e.g. a pad value)."""
     owner = defining_op(v)
-    while owner is not None and owner.name == "stablehlo.convert":
+    while owner is not None and owner.name == "stablehlo.convert" and _exact_convert(owner):
         owner = defining_op(owner.operands[0])
     if owner is not None and owner.name == "stablehlo.constant":
         data = constant_array(owner.attributes["value"], np.float32)
@@ -339,6 +339,13 @@ def _round_float(v: ir.Value, fmt: str):
         sign = stablehlo.SelectOp(cmp(r, nan, "EQ"), k(0), sign).result
     r = stablehlo.OrOp(r, sign).result
     return stablehlo.BitcastConvertOp(f32, r).result, first.operation
+
+
+def _exact_convert(op) -> bool:
+    """A convert that keeps every value (into float32 from float32 or bfloat16): the constant
+    behind it may be rounded in its place. Not one that truncates or rounds (float -> int,
+    float32 -> bfloat16): folding past it would skip that step."""
+    return _etype(op.results[0].type) == "f32" and _etype(op.operands[0].type) in ("f32", "bf16")
 
 
 def _etype(t: ir.Type) -> str:
