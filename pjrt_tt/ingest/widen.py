@@ -287,8 +287,9 @@ def _round_float(v: ir.Value, fmt: str):
     carry moves into the exponent); one below it keeps n = the significand (implicit bit
     included) shifted right by as many more bits as its exponent is short, rounded the same
     way, and becomes n * 2^(emin - m), exactly (n has at most m + 1 bits). Returns (the
-    rounded value, the first op, whose operand 0 is `v`; None when `v` is a converted
-    constant, rounded here so that it stays a constant, e.g. a pad value)."""
+    rounded value, the first op, whose operand 0 is `v`; None when `v` is a constant behind
+    value-keeping converts, rounded here so that it stays a constant: a splat the lowering
+    folds, no device ops)."""
     owner = defining_op(v)
     while owner is not None and owner.name == "stablehlo.convert" and _exact_convert(owner):
         owner = defining_op(owner.operands[0])

@@ -105,8 +105,8 @@ def _iota(lo: Lowering, op) -> list:
 @rule("stablehlo.pad")
 def _pad(lo: Lowering, op) -> list:
     """Edge and interior padding (what the gradient of a slice produces), built from
-    slice, reshape and concat with constant blocks: ttnn.pad cannot pad the front of a
-    TILE tensor on device."""
+    slice, reshape and concat with blocks of the pad value (a constant, or a value computed
+    at run time, repeated): ttnn.pad cannot pad the front of a TILE tensor on device."""
     value = lo.entry(op.operands[1])
     fill = value.value if isinstance(value, Splat) else lo.materialize(value)
     low, high, interior = (_dims(op, n) for n in ("edge_padding_low", "edge_padding_high",
