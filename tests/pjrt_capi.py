@@ -120,8 +120,9 @@ class Api:
         text = c.string_at(msg.message, msg.message_size).decode("utf-8", "replace")
         code = ErrorCode(struct_size=c.sizeof(ErrorCode), error=error)
         self.raw("PJRT_Error_GetCode", code)
-        c.CFUNCTYPE(None, c.c_void_p)(self.slots["PJRT_Error_Destroy"])(
-            c.addressof(Handle(struct_size=c.sizeof(Handle), handle=error)))
+        # the args are kept in a name: addressof() of a temporary hands C freed memory
+        destroy = Handle(struct_size=c.sizeof(Handle), handle=error)
+        c.CFUNCTYPE(None, c.c_void_p)(self.slots["PJRT_Error_Destroy"])(c.addressof(destroy))
         return PjrtError(code.code, text)
 
     def call(self, entry: str, args) -> None:

@@ -171,8 +171,11 @@ def child(seed: int, cases: int, outdir: Path, legs: list[str]) -> None:
         if outcome not in FITTING and outcome != "OK":
             unfit.append(f"{case}: {outcome}: {detail[:400]}")
 
+    slowest: list[tuple[float, str]] = []
+
     def attempt(case: dict, fn) -> None:
         current.write_text(json.dumps(case))   # what killed us, if this call does
+        began = time.perf_counter()
         try:
             handle, destroy = fn()
             if handle and destroy:
@@ -180,6 +183,9 @@ def child(seed: int, cases: int, outdir: Path, legs: list[str]) -> None:
             record(case["what"], "OK")
         except PjrtError as e:
             record(f"{case}", CODES.get(e.code, str(e.code)), e.message)
+        slowest.append((round(time.perf_counter() - began, 2), json.dumps(case)[:20000]))
+        slowest.sort(reverse=True)
+        del slowest[3:]
 
     start = time.time()
     for n in range(cases):
@@ -232,7 +238,7 @@ def child(seed: int, cases: int, outdir: Path, legs: list[str]) -> None:
     current.unlink(missing_ok=True)
     (outdir / "summary.json").write_text(json.dumps(
         {"cases": cases, "counts": counts, "unfit": unfit, "seconds": round(time.time() - start, 1),
-         "reader_restarts": restarts}))
+         "reader_restarts": restarts, "slowest": slowest}))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,14 @@ import time
 
 from pjrt_tt.errors import InvalidArgument
 
-# time a read may take: a base (the helper's start-up is not counted) plus the time to move
-# and read large constants (bytecode reads at well over 100 MB/s here)
-TIMEOUT_SECONDS = 60.0
+# Time a read may take before the helper counts as hung (jaxlib 0.12's reader loops forever
+# on some bit-flipped artifacts). The helper's start-up is not counted. Measured here: ops
+# read and check at ~3.4 s per MB of bytecode (20000 ops, 384 KB: 1.3 s), constants at well
+# over 100 MB/s; so a base, ~6x that per MB of the first 64 MB (ops), and a rate for the
+# rest (constants).
+TIMEOUT_SECONDS = 10.0
+TIMEOUT_SECONDS_PER_MB_OF_OPS = 20.0
+OPS_MB = 64
 TIMEOUT_SECONDS_PER_GB = 60.0
 VERDICTS_KEPT = 4096            # hashes of bytes already read (32 bytes each, plus refusals' text)
 
@@ -37,11 +42,15 @@ _OK, _REFUSED, _RAISED = b"o", b"r", b"x"
 
 def read_program(code: bytes, fmt: str) -> None:
     """What ingest does with the raw bytes before anything else reads them (the helper
-    runs it; raises InvalidArgument when ingest would refuse them)."""
-    from pjrt_tt.ingest import _hlo_to_stablehlo, _read_module, new_context
+    runs it; raises InvalidArgument when ingest would refuse them): the bytecode reader, and
+    check_module, which reads every op's attributes once. The bindings abort the process (a
+    C++ exception with no handler) on some corrupt attributes, e.g. a bit-flipped one that
+    reads back as a location (tests/test_fuzz.py); once all of them read here, the same
+    reads in-process are safe."""
+    from pjrt_tt.ingest import _hlo_to_stablehlo, _read_module, check_module, new_context
     if fmt == "hlo":
         code = _hlo_to_stablehlo(code)
-    _read_module(new_context(), bytes(code))
+    check_module(_read_module(new_context(), bytes(code)))
 
 
 class IsolatedReader:
@@ -83,7 +92,8 @@ class IsolatedReader:
             self._start()
         proc = self._proc
         self.reads += 1
-        timeout = TIMEOUT_SECONDS + TIMEOUT_SECONDS_PER_GB * len(code) / 1e9
+        mb = len(code) / 1e6
+        timeout = TIMEOUT_SECONDS + TIMEOUT_SECONDS_PER_MB_OF_OPS * min(mb, OPS_MB) + TIMEOUT_SECONDS_PER_GB * mb / 1e3
         try:
             proc.stdin.write(_FORMATS[fmt] + struct.pack("<Q", len(code)) + code)
             proc.stdin.flush()
