@@ -65,6 +65,33 @@ def test_fuzz_bit_flipped_portable_artifacts(tmp_path):
     print("isolated reader restarts (helper deaths + 1):", summary.get("reader_restarts"))
 
 
+def test_artifact_whose_attribute_read_aborts_the_bindings():
+    """A bit-flipped artifact (from the fuzz corpus) that jaxlib 0.12 reads without complaint
+    but whose attribute walk in check_module aborts the process: the bindings throw a C++
+    exception with no handler when an attribute reads back as a location. Compiled in a
+    child process, so a regression fails this test instead of killing the run."""
+    pytest.importorskip("xla_plugins.xla_cpu_pjrt")
+    artifact = Path(__file__).parent / "data" / "attribute_read_aborts_the_bindings.mlirbc"
+    script = f"""
+import sys
+sys.path[:0] = [{str(Path(__file__).parent)!r}]
+from pjrt_capi import Api, CODES, PjrtError
+from jax._src.lib import _jax
+api = Api({str(LIBRARY)!r})
+client = api.client()
+options = bytes(_jax.CompileOptions().SerializeAsString())
+try:
+    api.compile(client, open({str(artifact)!r}, "rb").read(), "mlir", options)
+    print("OK")
+except PjrtError as e:
+    print(CODES.get(e.code, e.code))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"the process died (exit code {proc.returncode}):\n{proc.stderr[-2000:]}"
+    # jaxlib 0.7.1 reads the flipped attribute as a valid one and compiles the program
+    assert proc.stdout.split()[-1] in FITTING | {"OK"}, proc.stdout
+
+
 # --- the child ----------------------------------------------------------------------
 
 def _corpus():
