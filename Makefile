@@ -14,6 +14,10 @@ VENV_JAX07  ?= .venv-jax07
 PY          := $(VENV)/bin/python
 PY_JAX07    := $(VENV_JAX07)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test, whole files to a worker (module fixtures and the zoo's
+# child processes stay in one worker). 2 = CI's cores; 0 runs in the pytest process itself.
+TEST_WORKERS ?= 2
+XDIST_ARGS  := -n $(TEST_WORKERS) --dist loadfile
 # The jax 0.7.1 run: the JAX-facing files (ingest, lowering, SPMD, runtime, errors, fuzz,
 # models, versions). Left out: the torch files (torch_xla lives only in the default
 # environment) and files whose code paths do not depend on the JAX release (the sim's own
@@ -40,17 +44,17 @@ demo: setup
 test: setup setup-jax07
 	@status=0; \
 	echo "== default environment ($(VENV)): the whole suite"; \
-	$(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS) || status=1; \
 	echo "== jax 0.7.1 environment ($(VENV_JAX07)): the JAX-facing tests"; \
 	OP_COVERAGE_LOG=$(CURDIR)/.op-coverage-jax07.jsonl \
-	  $(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS) || status=1; \
+	  $(PY_JAX07) -m pytest $(XDIST_ARGS) $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-default: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 test-jax07: setup-jax07
-	OP_COVERAGE_LOG=$(CURDIR)/.op-coverage-jax07.jsonl $(PY_JAX07) -m pytest $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS)
+	OP_COVERAGE_LOG=$(CURDIR)/.op-coverage-jax07.jsonl $(PY_JAX07) -m pytest $(XDIST_ARGS) $(JAX07_PYTEST_ARGS) $(PYTEST_ARGS)
 
 bench: setup
 	for b in tests/benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -20,6 +20,12 @@ import textwrap
 
 os.environ.setdefault("HOME", pwd.getpwuid(os.getuid()).pw_dir)
 os.environ.setdefault("PJRT_TT_TARGET", "sim")
+# make test runs pytest-xdist workers side by side (one per core): each worker's spinning
+# thread pools (OpenMP: torch's intra-op threads) get its share of the cores, so they do not
+# spin for each other's. Set before torch is imported anywhere in this process.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)))
 MOCK_AVAILABLE = shutil.which("riscv64-unknown-elf-ld") is not None
 if os.environ.get("CI") == "true":
     if not MOCK_AVAILABLE:
@@ -341,12 +347,17 @@ def pytest_runtest_makereport(item, call):
     if not lines:
         return
     allowed = any(item.nodeid.endswith(key) for key in MOCK_UNCHECKED_ALLOWED)
-    _UNCHECKED.extend((item.nodeid, line, allowed) for line in lines)
+    # on the report, which pytest-xdist carries to the controller (pytest_runtest_logreport)
+    report.mock_unchecked = [(item.nodeid, line, allowed) for line in lines]
     if not allowed and report.passed:
         report.outcome = "failed"
         report.longrepr = ("the mock could not check a program of this test (every program the suite "
                            "lowers must run on real ttnn, or the test be listed in conftest's "
                            "MOCK_UNCHECKED_ALLOWED with why):\n  " + "\n  ".join(lines))
+
+
+def pytest_runtest_logreport(report):
+    _UNCHECKED.extend(tuple(entry) for entry in getattr(report, "mock_unchecked", ()))
 
 
 def pytest_terminal_summary(terminalreporter):

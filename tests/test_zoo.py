@@ -88,9 +88,11 @@ FAST_FLAX = {("bert", "float32")}
 
 @pytest.fixture(scope="module")
 def child():
-    """Runs a zoo function in a fresh process (see the module doc), two at a time: the test
-    process only waits meanwhile, so a 2-core machine runs the torch zoo in about half the time."""
-    iso = zoo.Isolated(workers=min(2, os.cpu_count() or 1))
+    """Runs a zoo function in a fresh process (see the module doc), one per core left by the
+    other pytest-xdist workers (the test process only waits meanwhile): two at a time on a
+    2-core machine alone, one beside a second xdist worker."""
+    others = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1
+    iso = zoo.Isolated(workers=max(1, min(2, (os.cpu_count() or 1) - others)), busy_elsewhere=others)
     yield iso
     iso.close()
 

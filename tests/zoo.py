@@ -500,12 +500,13 @@ def getting_started_as_documented() -> str:
     return ""
 
 
-def _share_cores(workers: int) -> None:
-    """Children running side by side each get an equal share of torch's threads: left at
-    torch's default, two children on two cores spin for each other's cores (measured on 14
-    zoo cases, 2 cores: 120 s at the default, 98 s at one thread each, 178 s one at a time)."""
+def _share_cores(processes: int) -> None:
+    """Processes running side by side (these children, and other pytest-xdist workers) each
+    get an equal share of torch's threads: left at torch's default, two children on two cores
+    spin for each other's cores (measured on 14 zoo cases, 2 cores: 120 s at the default,
+    98 s at one thread each, 178 s one at a time)."""
     import torch
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
 
 
 class Isolated:
@@ -516,12 +517,13 @@ class Isolated:
     tensors behind (a refused upload leaves one with no data) that make every later sync in
     the process fail (measured: convnext passing alone, failing after resnet)."""
 
-    def __init__(self, workers: int = 1):
-        self._workers = workers
+    def __init__(self, workers: int = 1, busy_elsewhere: int = 0):
+        """`busy_elsewhere`: other processes running beside these children (pytest-xdist
+        workers), counted when sharing the cores."""
+        self._workers, self._busy_elsewhere = workers, busy_elsewhere
         self._pool = self._start(workers)
 
-    @staticmethod
-    def _start(workers: int):
+    def _start(self, workers: int):
         import concurrent.futures
         import multiprocessing
         ctx = multiprocessing.get_context("forkserver")
@@ -529,7 +531,8 @@ class Isolated:
         ctx.set_forkserver_preload(["torch", "torch_xla", "torch_xla._dynamo.dynamo_bridge", "transformers",
                                     "pjrt_tt.runtime.bridge", "pjrt_tt.compiler", "pjrt_tt.torch.backend", "zoo"])
         return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
-                                                      initializer=_share_cores, initargs=(workers,))
+                                                      initializer=_share_cores,
+                                                      initargs=(workers + self._busy_elsewhere,))
 
     def __call__(self, fn, *args, **kw):
         """fn's result; a child that died (a crash) is reported as {"error": ...} and the
