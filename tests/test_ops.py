@@ -116,6 +116,62 @@ def test_matmul_mixed_precision(tt, cpu):
     check(tt, cpu, lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b, kind="matmul")
 
 
+# Integer dots: the matrix unit multiplies floats only, so these run as exact elementwise
+# products and sums (lower/linalg.py), wrapping around like XLA's. Values past 2^24 and
+# products past 2^31 would be wrong through a float matmul.
+INT_DOTS = {
+    "matmul_wraps": (lambda a, b: a @ b, (5, 70), (70, 3), np.int32, -2**20, 2**20),
+    "batched": (lambda a, b: jnp.einsum("bij,bjk->bik", a, b), (2, 4, 6), (2, 6, 5), np.int32, -100, 100),
+    "uint32": (lambda a, b: a @ b, (3, 9), (9, 2), np.uint32, 0, 2**31),
+    "int8_vector": (jnp.dot, (40,), (40,), np.int8, -50, 50),
+    "int32_from_int8": (lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.int32), (6, 33), (33, 4),
+                        np.int8, -128, 127),
+}
+
+
+@pytest.mark.parametrize("name", INT_DOTS)
+def test_integer_dots_are_exact(tt, cpu, name):
+    fn, sa, sb, dtype, low, high = INT_DOTS[name]
+    a, b = (RNG.integers(low, high, s, dtype=dtype) for s in (sa, sb))
+    check(tt, cpu, fn, a, b, exact=True)
+
+
+def test_integer_dot_in_chunks_is_exact(tt, cpu, monkeypatch):
+    """K split into chunks whose partial sums add up (a small chunk forced)."""
+    from pjrt_tt.lower import linalg
+    monkeypatch.setattr(linalg, "INTEGER_PRODUCT_ELEMENTS", 64)
+    a, b = RNG.integers(-1000, 1000, (4, 37), dtype=np.int32), RNG.integers(-1000, 1000, (37, 5), dtype=np.int32)
+    check(tt, cpu, lambda a, b: a @ b, a, b, exact=True)
+
+
+def test_integer_dot_too_large_is_refused_with_a_reason(tt):
+    a = jnp.zeros((2048, 4096), jnp.int32, device=tt)
+    with pytest.raises(Exception, match="UNIMPLEMENTED.*integer dot of 2048x4096 by 4096x2048"):
+        jax.jit(lambda a, b: a @ b)(a, a.T).block_until_ready()
+
+
+# reduce with an init value that is no identity (a constant, or one computed at run time),
+# and over a dim of size 0 (every result is the init)
+INIT_REDUCTIONS = {
+    "max_runtime_float": (lambda x, i: jax.lax.reduce(x, i, jax.lax.max, (0,)),
+                          lambda: (rand((4, 3)), np.float32(0.5))),
+    "add_runtime_int": (lambda x, i: jax.lax.reduce(x, i, jax.lax.add, (1,)),
+                        lambda: (RNG.integers(-9, 9, (4, 3), dtype=np.int32), np.int32(7))),
+    "min_constant_int": (lambda x: jnp.min(x, axis=1, initial=3), lambda: (RNG.integers(-9, 9, (4, 30), dtype=np.int32),)),
+    "max_empty_int": (lambda x: jnp.max(x, axis=0, initial=-1), lambda: (np.zeros((0, 3), np.int32),)),
+    "sum_empty_float": (lambda x: jnp.sum(x, axis=1), lambda: (np.zeros((5, 0), np.float32),)),
+    "max_empty_runtime_init": (lambda x, i: jax.lax.reduce(x, i, jax.lax.max, (0, 1)),
+                               lambda: (np.zeros((0, 4), np.float32), np.float32(-2.5))),
+    "any_empty": (lambda x: jnp.any(x, axis=0), lambda: (np.zeros((0, 6), bool),)),
+}
+
+
+@pytest.mark.parametrize("name", INIT_REDUCTIONS)
+def test_reductions_with_init_values_and_empty_dims(tt, cpu, name):
+    fn, args = INIT_REDUCTIONS[name]
+    check(tt, cpu, fn, *args(), exact=True)
+
+
 REDUCTIONS = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}
 
 

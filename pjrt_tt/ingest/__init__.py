@@ -255,18 +255,25 @@ def _at(op) -> str:
 # HLO ops that hlo_to_stablehlo leaves in the mhlo dialect (StableHLO has no such op),
 # and the op jax emits for the same thing, which the lowering knows.
 _MHLO_AS = {"mhlo.erf": "chlo.erf"}
+# HLO ops that are the identity on values (XLA's partitioner inserts copies, also inside
+# loop bodies and outlined functions): their uses take the operand instead.
+_MHLO_IDENTITY = {"mhlo.copy"}
 
 
 def _as_jax_emits(module: ir.Module) -> None:
     found = []
 
     def visit(op):
-        if op.name in _MHLO_AS:
+        if op.name in _MHLO_AS or op.name in _MHLO_IDENTITY:
             found.append(op)
         return ir.WalkResult.ADVANCE
 
     module.operation.walk(visit)
     for op in found:
+        if op.name in _MHLO_IDENTITY:
+            op.results[0].replace_all_uses_with(op.operands[0])
+            op.erase()
+            continue
         with op.context, op.location, ir.InsertionPoint(op):
             new = ir.Operation.create(_MHLO_AS[op.name], results=[r.type for r in op.results],
                                       operands=list(op.operands))

@@ -18,7 +18,7 @@ import math
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.lower.builder import Lowering
-from pjrt_tt.lower.helpers import host_type, result_type
+from pjrt_tt.lower.helpers import host_type, result_type, slice_
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import Attr, Construct, TensorType, Value, dtype_attr
 
@@ -102,6 +102,8 @@ def _matmul(lo: Lowering, op, lhs: Value, rhs: Value, out: TensorType) -> Value:
     """lhs @ rhs ([..., M, K] x [..., K, N]) in out's dtype, at the op's requested precision."""
     if lhs.type.dtype != rhs.type.dtype:  # mixed precision: compute in the result type
         lhs, rhs = lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype)
+    if out.dtype not in _FLOATS:
+        return _integer_matmul(lo, lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype), out)
     plan = _plan(lo, op) if lhs.type.dtype in _FLOATS else None
     if plan is None:
         kwargs = {} if out.dtype == lhs.type.dtype else {"dtype": dtype_attr(out.dtype)}
@@ -119,6 +121,42 @@ def _matmul(lo: Lowering, op, lhs: Value, rhs: Value, out: TensorType) -> Value:
         term = lo.emit("matmul", a[i], b[j], result=acc_type, **kwargs)
         total = term if total is None else lo.emit("add", total, term, result=acc_type)
     return lo.typecast(total, out.dtype)
+
+
+# Elements of one partial product [..., M, k, N] of an integer dot (64 MB of int32).
+INTEGER_PRODUCT_ELEMENTS = 1 << 24
+INTEGER_MAX_CHUNKS = 256
+
+
+def _integer_matmul(lo: Lowering, lhs: Value, rhs: Value, out: TensorType) -> Value:
+    """An integer dot, exact with XLA's wrap-around: ttnn.matmul takes floats only (it
+    refuses INT32 / UINT32 inputs), and a float matmul would round products past 2^24. So
+    the products are an elementwise multiply [..., M, k, 1] x [..., 1, k, N] summed over k,
+    in chunks of K that keep each partial product within INTEGER_PRODUCT_ELEMENTS."""
+    *batch, m, k = lhs.type.shape
+    n = rhs.type.shape[-1]
+    rows = math.prod(batch) * m * n
+    chunk = max(1, INTEGER_PRODUCT_ELEMENTS // max(rows, 1))
+    chunks = -(-k // chunk)
+    if chunks > INTEGER_MAX_CHUNKS:
+        raise lo.unsupported(
+            f"an integer dot of {'x'.join(map(str, (*batch, m, k)))} by {k}x{n}: the chip's matrix unit "
+            f"multiplies floats only, so pjrt-tt computes integer dots exactly with elementwise "
+            f"products, which this size would need {chunks} steps of (at most {INTEGER_MAX_CHUNKS}); "
+            f"convert the operands to float32 if rounding past 2^24 is acceptable")
+    total, rank, ones = None, len(lhs.type.shape), [1] * len(lhs.type.shape)
+    zeros = [0] * (rank - 2)
+    for start in range(0, k, chunk):
+        stop = min(k, start + chunk)
+        a = slice_(lo, lhs, zeros + [0, start], [*batch, m, stop], ones)
+        b = slice_(lo, rhs, zeros + [start, 0], [*batch, stop, n], ones)
+        a = lo.reshape(a, (*batch, m, stop - start, 1))
+        b = lo.reshape(b, (*batch, 1, stop - start, n))
+        product = lo.emit("multiply", a, b, result=TensorType((*batch, m, stop - start, n), out.dtype))
+        summed = lo.emit("sum", product, dim=[rank - 1], keepdim=True,
+                         result=TensorType((*batch, m, 1, n), out.dtype))
+        total = summed if total is None else lo.emit("add", total, summed, result=summed.type)
+    return lo.reshape(total, out.shape)
 
 
 @rule("stablehlo.dot_general")

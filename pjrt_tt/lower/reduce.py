@@ -11,10 +11,10 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower import bodies
-from pjrt_tt.lower.builder import Lowering, Splat
-from pjrt_tt.lower.helpers import REDUCERS, host_type, result_type
+from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
+from pjrt_tt.lower.helpers import REDUCERS, binary, host_type, result_type
 from pjrt_tt.lower.registry import rule
-from pjrt_tt.program import TensorType, layout_attr
+from pjrt_tt.program import HostType, TensorType, layout_attr
 
 
 @rule("stablehlo.reduce")
@@ -30,25 +30,36 @@ def _reduce(lo: Lowering, op) -> list:
         raise lo.unsupported("bitwise and/or reductions on integers are not lowered yet")
     dims = sorted(int(d) for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"]))
     operand, init = op.operands
+    init_entry = lo.entry(init)
+    in_shape = list(host_type(operand).shape)
+    if any(in_shape[d] == 0 for d in dims):   # nothing to reduce: every result is the init
+        return [_filled(lo, init_entry, host_type(op.results[0]))]
     x = lo.get(operand)
     out = result_type(op)
     if reduction == "prod" and out.dtype not in ("float32", "bfloat16"):
         raise lo.unsupported("integer products (ttnn.prod takes floats only)")
     if dims:
-        in_shape = list(host_type(operand).shape)
         # ttnn.prod takes one dim at a time; the others take them all at once.
         for group in ([[d] for d in dims] if reduction == "prod" else [dims]):
             in_shape = [1 if d in group else s for d, s in enumerate(in_shape)]
             x = lo.emit(reduction, x, dim=group[0] if reduction == "prod" else group, keepdim=True,
                         result=dataclasses.replace(x.type, shape=tuple(in_shape)))
         x = lo.reshape(x, out.shape)
-    init_entry = lo.entry(init)
     if isinstance(init_entry, Splat) and bodies.identity_of(kind, init_entry.value):
         return [x]
-    # A constant non-identity init folds in: reduce(x, init) == combine(reduce(x), init).
-    if isinstance(init_entry, Splat) and out.dtype in ("float32", "bfloat16"):
-        return [lo.emit(combine, x, float(init_entry.value), result=out)]
-    raise lo.unsupported("reductions with a non-constant or integer non-identity initial value")
+    # Any other init (a constant, or a value computed at run time) folds in:
+    # reduce(x, init) == combine(reduce(x), init), the combiner being associative.
+    return [binary(lo, combine, x, init_entry, out, commutative=True)]
+
+
+def _filled(lo: Lowering, init: Entry, h: HostType) -> Entry:
+    """The 0-d `init` as an entry of shape h (kept lazy: a splat, or a broadcast)."""
+    if isinstance(init, Splat):
+        return Splat(init.value, h)
+    x = lo.materialize(init)
+    if not h.shape:
+        return x
+    return Broadcast(lo.reshape(x, (1,) * len(h.shape)), h)
 
 
 def _arg_reduce(lo: Lowering, op) -> list:

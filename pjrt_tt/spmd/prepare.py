@@ -306,10 +306,6 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
         elif name != "main":
             live.append(f)
     with module.context, ir.Location.unknown():
-        for op in list(_ops(main)):
-            if op.name == "mhlo.copy":
-                op.results[0].replace_all_uses_with(op.operands[0])
-                op.erase()
         R, C = choose_mesh(live, n, system_mesh)
         plans = []      # decided on the untouched module, then applied
         for op in _ops(main):
