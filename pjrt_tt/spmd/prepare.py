@@ -375,8 +375,9 @@ def _fold_partition_values(func, n: int) -> None:
             if foldable(v) and v not in todo:
                 todo.append(v)
     block = func.regions[0].blocks[0]
-    for v in todo:
-        vals = [np.asarray(_eval(v, p, {})).tolist() for p in range(n)]
+    # all evaluated before any is replaced: one may be computed from another
+    values = [[np.asarray(_eval(v, p, {})).tolist() for p in range(n)] for v in todo]
+    for v, vals in zip(todo, values):
         with ir.InsertionPoint.at_block_begin(block):
             new = stablehlo.CustomCallOp([v.type], [], call_target_name=ir.StringAttr.get("tt.per_device"))
         new.attributes["tt.info"] = ir.StringAttr.get(json.dumps(vals))
