@@ -138,6 +138,12 @@ SM = {
     "all_gather": ((1, 2), lambda x: jax.lax.all_gather(x, "y", axis=1, tiled=True), P(None, "y"), P()),
     "psum_scatter": ((1, 2), lambda x: jax.lax.psum_scatter(x, "y", scatter_dimension=1, tiled=True),
                      P(), P(None, "y")),
+    # a rank-1 reduce_scatter (ttnn's takes rank >= 2)
+    "psum_scatter_1d": ((1, 2), lambda x: jax.lax.psum_scatter(x.reshape(-1), "y", scatter_dimension=0, tiled=True),
+                        P(), P("y")),
+    # each chip writes its shard at its own offset (XLA writes this for reshards to unreduced)
+    "update_at_axis_index": ((1, 4), lambda x: jax.lax.dynamic_update_slice(
+        jnp.full((8, 64), -1.0, x.dtype), x, (0, jax.lax.axis_index("y") * 16)), P(None, "y"), P(None, "y")),
     "ppermute": ((1, 4), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 1) % 4) for i in range(4)]),
                  P("y"), P("y")),
     # a ring over all 8 chips of a t3k is no shift along an axis of its 2x4 mesh: moved over the whole mesh
@@ -252,7 +258,7 @@ def oversized_model(tt, cpu):
 
 APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form"}   # jit cases multiply matrices: the "matmul" bounds
 EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
-         "sharded_random", "transpose_reshard", "scatter_add_rows"}   # cases that only move, select or make bits (or one x3)
+         "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index"}   # cases that only move, select or make bits (or one x3)
 
 
 def gspmd_form(devs):

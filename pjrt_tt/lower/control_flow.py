@@ -10,11 +10,14 @@ literal, a loop counter, int math on those: `Lowering.shadow`); otherwise it is 
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import numpy as np
 from jaxlib.mlir import ir
 
+from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
-from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.helpers import host_type, predicate
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import (DEVICE, HOST_READ, ROW_MAJOR, TILE, Block, ScalarType, ShapeArg, Switch,
                              TensorType, Value, While, device_type, dtype_attr, layout_attr, storage_roots)
@@ -222,9 +225,18 @@ def _dynamic_update_slice(lo: Lowering, op) -> list:
     out = device_type(x_h)
     if u_h.shape == x_h.shape:
         return [lo.entry(op.operands[1])]
+    chips = [_per_chip_ints(v) for v in op.operands[2:]]
+    if any(c is not None for c in chips):
+        return [_update_per_chip(lo, op, chips)]
     starts = _starts(lo, op.operands[2:], x_h.shape, u_h.shape)
     x, u = lo.get(op.operands[0]), lo.get(op.operands[1])
-    padding = [(s, lo.host_op("sub", d - n, s)) for s, d, n in zip(starts, x_h.shape, u_h.shape)]
+    mask, placed = _placed(lo, u, starts, out)
+    return [lo.emit("where", mask, placed, x, result=out)]
+
+
+def _placed(lo: Lowering, u: Value, starts: list, out: TensorType) -> tuple[Value, Value]:
+    """(a 0/1 mask of where the update goes, the update padded out to `out`'s shape)."""
+    padding = [(s, lo.host_op("sub", d - n, s)) for s, d, n in zip(starts, out.shape, u.type.shape)]
 
     def place(v: Value) -> Value:
         rm = dataclasses.replace(v.type, layout=ROW_MAJOR)
@@ -242,4 +254,51 @@ def _dynamic_update_slice(lo: Lowering, op) -> list:
 
     where = [(p.id if isinstance(p, Value) else p) for pair in padding for p in pair]
     key = ("dynamic_update_slice mask", u.type.shape, out.shape, *where)
-    return [lo.emit("where", lo.memo(key, mask), place(u), x, result=out)]
+    return lo.memo(key, mask), place(u)
+
+
+def _per_chip_ints(v: ir.Value) -> list[int] | None:
+    """A start index that differs from chip to chip: its value on each chip, which
+    spmd/prepare.py evaluated when it folded the partition_id arithmetic into a
+    `custom_call @tt.per_device`; None for any other index."""
+    op = defining_op(v)
+    if (op is None or op.name != "stablehlo.custom_call"
+            or ir.StringAttr(op.attributes["call_target_name"]).value != "tt.per_device"):
+        return None
+    return [int(np.asarray(x).reshape(-1)[0]) for x in json.loads(ir.StringAttr(op.attributes["tt.info"]).value)]
+
+
+def _update_per_chip(lo: Lowering, op, chips: list) -> Value:
+    """A dynamic_update_slice whose starts depend on the chip (XLA's partitioner writes a
+    shard back at its own offset): each chip's starts are known at compile time, so the
+    update is placed at each distinct set of starts and every chip keeps its own, chosen by
+    comparing its index values on the device (the same ops on every chip)."""
+    x_h, u_h = host_type(op.operands[0]), host_type(op.operands[1])
+    out = device_type(x_h)
+    n = len(next(c for c in chips if c is not None))
+    per_dim = []
+    for v, c in zip(op.operands[2:], chips):
+        if c is None:
+            s = lo.host_scalar(lo.entry(v))
+            if isinstance(s, Value):
+                raise lo.unsupported("a dynamic_update_slice whose starts depend both on the chip and on "
+                                     "values computed at run time")
+            c = [s] * n
+        per_dim.append(c)
+    his = [d - k for d, k in zip(x_h.shape, u_h.shape)]
+    starts = [tuple(min(max(per_dim[d][p], 0), his[d]) for d in range(len(his))) for p in range(n)]
+    x, u = lo.get(op.operands[0]), lo.get(op.operands[1])
+    acc = x
+    for place in dict.fromkeys(starts):   # distinct, in chip order
+        chosen = None   # 1 on the chips whose starts are `place` (their index values, compared)
+        for d, (v, c) in enumerate(zip(op.operands[2:], chips)):
+            if c is None or len({min(max(k, 0), his[d]) for k in c}) == 1:
+                continue
+            index = lo.get(v)
+            hit = predicate(lo, "eq", index, Splat(place[d], host_type(v)), index.type.shape)
+            chosen = hit if chosen is None else lo.emit("multiply", chosen, hit, result=hit.type)
+        mask, placed = _placed(lo, u, list(place), out)
+        if chosen is not None:
+            mask = lo.emit("multiply", mask, lo.reshape(chosen, (1,) * len(out.shape)), result=mask.type)
+        acc = lo.emit("where", mask, placed, acc, result=out)
+    return acc

@@ -26,6 +26,7 @@ first, which keeps XLA's device order.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 from jaxlib.mlir import ir
@@ -97,6 +98,9 @@ def _mesh_partition(lo, x, dim, n, axis):
 
 
 def reduce_scatter(lo, x, dim, axes):
+    if len(x.type.shape) == 1:   # ttnn's reduce_scatter takes rank >= 2: [n] -> [1, n]
+        return lo.reshape(reduce_scatter(lo, lo.reshape(x, (1, x.type.shape[0])), 1, axes),
+                          (x.type.shape[0] // math.prod(_size(lo, a) for a in axes),))
     for a in axes:
         x = lo.emit("reduce_scatter", x, dim=dim, cluster_axis=a,
                     result=_with_dim(x, dim, x.type.shape[dim] // _size(lo, a)))

@@ -188,12 +188,18 @@ def _eval(v: ir.Value, p: int, memo: dict):
         out = np.clip(x, lo_, hi).astype(_NP.get(etype, np.int64))
     elif name == "stablehlo.select":
         out = np.where(args[0], args[1], args[2])
+    elif name == "stablehlo.compare":   # jax wraps negative indices: select(x < 0, x + n, x)
+        direction = stablehlo.ComparisonDirectionAttr(op.attributes["comparison_direction"]).value
+        a, b = (np.asarray(x).astype(np.int64) for x in args)
+        out = _COMPARE[direction](a, b)
     else:
         raise NotOnMesh(f"cannot evaluate {name} per device")
     memo[v] = out
     return out
 
 
+_COMPARE = {"EQ": np.equal, "NE": np.not_equal, "LT": np.less, "LE": np.less_equal, "GT": np.greater,
+            "GE": np.greater_equal}
 _BINARY = {"stablehlo.add": np.add, "stablehlo.subtract": np.subtract, "stablehlo.multiply": np.multiply,
            "stablehlo.divide": lambda a, b: np.trunc(a / b).astype(np.int64),
            "stablehlo.remainder": np.fmod, "stablehlo.maximum": np.maximum, "stablehlo.minimum": np.minimum}
@@ -308,7 +314,8 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
     with module.context, ir.Location.unknown():
         R, C = choose_mesh(live, n, system_mesh)
         plans = []      # decided on the untouched module, then applied
-        for op in _ops(main):
+        # (every live function: jaxlib 0.12 outlines shard_map and manual-computation bodies)
+        for op in (op for func in live for op in _ops(func)):
             if op.name != "stablehlo.dynamic_slice":
                 continue
             src = defining_op(op.operands[0])
@@ -331,10 +338,12 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
             # the offsets are known (or refused): the partition_id arithmetic goes dead
             _replace(op, "tt.mesh_slice" if isinstance(plan, list) else "tt.not_on_mesh",
                      [op.operands[0]], _encode(plan) if isinstance(plan, list) else plan)
-        _dce(main)
+        for func in live:
+            _dce(func)
         _DEPENDS.clear()   # the module changed
-        _fold_partition_values(main, R * C)
-        _dce(main)
+        for func in live:
+            _fold_partition_values(func, R * C)
+            _dce(func)
     _DEPENDS.clear()
     return R, C
 

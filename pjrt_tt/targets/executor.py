@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pjrt_tt.errors import ResourceExhausted, TTError
+from pjrt_tt.errors import ResourceExhausted, TTError, Unimplemented
 from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Construct, Program, ShapeArg, Switch, TensorType,
                              Value, While, storage_roots)
 
@@ -48,6 +48,8 @@ def out_of_memory(e: Exception, where: str) -> ResourceExhausted | None:
 
 
 def op_error(op, e: Exception) -> TTError:
+    if isinstance(e, TTError):   # ours, from a host step: keeps its code, gains the op it was for
+        return type(e)(f"{op.origin}: {e}")
     return (out_of_memory(e, f"in ttnn.{op.fn} for {op.origin}")
             or TTError(f"ttnn.{op.fn} failed for {op.origin}: {ttnn_message(e)}"))
 
@@ -71,9 +73,10 @@ def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
         if on_mesh:
             values = [scalar(s) for s in ttnn.get_device_tensors(x)]
             if any(v != values[0] for v in values):
-                raise RuntimeError(f"the value differs across the mesh's chips ({values}), but the host "
-                                   f"drives every chip with one value (a loop count, a branch, an "
-                                   f"offset); this partitioned program is not supported on a mesh")
+                raise Unimplemented(f"a value the host must read differs across the mesh's chips "
+                                    f"({values}), but the host drives every chip with one value (a loop "
+                                    f"count, a branch, an offset); pjrt-tt does not run this partitioned "
+                                    f"program on a mesh")
             v = values[0]
         else:
             v = scalar(x)
