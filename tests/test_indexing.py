@@ -103,6 +103,22 @@ def test_scatter(tt, cpu, mode, dtype):
     check(tt, cpu, lambda x, i, u: getattr(x.at[i], mode)(u), x, i, u, exact=mode != "add")  # add rounds
 
 
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("mode", ["subtract", "multiply"])
+def test_scatter_subtract_and_multiply(tt, cpu, mode, dtype):
+    """Duplicate ids included; both round once per update, in another order than XLA's."""
+    x, u = rand((10, 7), dtype), rand((4, 7), dtype)
+    check(tt, cpu, lambda x, i, u: getattr(x.at[i], mode)(u), x, np.array([8, 1, 8, 4], np.int32), u)
+
+
+def test_scatter_integer_subtract_and_boolean_or_and(tt, cpu):
+    i = np.array([5, 0, 5, 2], np.int32)
+    x, u = RNG.integers(-99, 99, (6, 3), dtype=np.int32), RNG.integers(-99, 99, (4, 3), dtype=np.int32)
+    check(tt, cpu, lambda x, i, u: x.at[i].subtract(u), x, i, u, exact=True)
+    b, ub = RNG.random((6, 3)) > 0.5, RNG.random((4, 3)) > 0.5
+    check(tt, cpu, lambda x, i, u: (x.at[i].max(u), x.at[i].min(u)), b, i, ub, exact=True)
+
+
 def test_scatter_elements_and_out_of_bounds(tt, cpu):
     x = rand((6, 5))
     i = np.array([[0, 4], [5, 0], [7, 1], [2, -9]], np.int32)  # two rows out of bounds: dropped
@@ -179,8 +195,8 @@ def test_max_pool_grad(tt, cpu):
 def test_rejections_are_clear(tt):
     x = jax.device_put(rand((6, 5)), tt)
     i = jax.device_put(np.array([1, 3], np.int32), tt)
-    with pytest.raises(Exception, match="scatter combiners other than set, add, max and min"):
-        jax.jit(lambda x, i: x.at[i].multiply(2.0))(x, i)
+    with pytest.raises(Exception, match="scatter multiply of integers"):
+        jax.jit(lambda x, i: x.at[i].multiply(2))(x.astype(jnp.int32), i)
     with pytest.raises(Exception, match="lexicographic"):
         jax.jit(lambda x: lax.sort((x, x), num_keys=2))(x)
 

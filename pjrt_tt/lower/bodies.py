@@ -106,6 +106,7 @@ COMBINERS = {
     "max": lambda a, b: (max(a, b),),
     "min": lambda a, b: (min(a, b),),
     "set": lambda a, b: (b,),
+    "sub": lambda a, b: (a - b,),   # scatter's subtract (no reduction: not associative)
 }
 BOOL_COMBINERS = {"or": lambda a, b: (a or b,), "and": lambda a, b: (a and b,), "set": lambda a, b: (b,)}
 

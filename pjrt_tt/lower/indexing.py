@@ -40,7 +40,7 @@ from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, result_type, slice_
 from pjrt_tt.lower.registry import custom_call, rule
-from pjrt_tt.program import HostType, TensorType, Value, dtype_attr, layout_attr
+from pjrt_tt.program import DEVICE, HostType, ShapeArg, TensorType, Value, dtype_attr, layout_attr
 
 I32, U32 = dtypes.BY_MLIR["i32"], dtypes.BY_MLIR["ui32"]
 
@@ -223,29 +223,43 @@ def _gather(lo: Lowering, op) -> list:
 
 # --- scatter ----------------------------------------------------------------------------
 
-COMBINERS = {"set": "scatter", "add": "scatter_add", "max": "max", "min": "min"}
+# scatter body -> how: ttnn.scatter / scatter_add, or the one-hot form (max, min, prod).
+# Booleans: or / and are max / min of 0/1; subtract adds the negated updates.
+COMBINERS = {"set": "scatter", "add": "scatter_add", "sub": "scatter_add", "max": "max", "min": "min",
+             "or": "max", "and": "min", "mul": "prod"}
 MAX_ONE_HOT = 1 << 22  # elements of the (rows, updates, width) mask of a scatter max / min
 
 
 def _combiner(lo: Lowering, region) -> str:
     kind = bodies.combiner(region)
     if kind not in COMBINERS:
-        raise lo.unsupported(f"scatter combiners other than set, add, max and min (got "
-                             f"{bodies.op_names(region)}): ttnn.scatter reduces only by add")
+        raise lo.unsupported(f"scatter combiners other than set, add, subtract, multiply, max, min, and, or "
+                             f"(got {bodies.op_names(region)})")
     return COMBINERS[kind]
 
 
 def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value, src: Value, op) -> Value:
-    """Scatter max / min, which ttnn.scatter lacks: a one-hot mask (rows, updates, 1) of which
-    update hits which row selects the update or else the operand's row, reduced over the
-    updates axis. Exact, duplicates included; dropped updates (row == rows) match no row."""
+    """Scatter max / min / multiply, which ttnn.scatter lacks: a one-hot mask (rows, updates,
+    1) of which update hits which row selects the update or else the operand's row (for a
+    product: 1), reduced over the updates axis (then times the operand). max / min are
+    exact, duplicates included; a product multiplies in another order than XLA's sequence
+    (one rounding per factor either way). Dropped updates (row == rows) match no row."""
     r, w, m = rows.rows, rows.width, index.type.shape[0]
+    if fn == "prod" and x.type.dtype not in ("float32", "bfloat16"):
+        raise lo.unsupported("scatter multiply of integers (ttnn.prod takes floats only)")
     if r * m * w > MAX_ONE_HOT:
         raise lo.unsupported(f"scatter {fn} of {m} x {w} updates into {r} rows: the one-hot mask "
                              f"({r * m * w} elements) would be too large")
     ids = _i32_const(lo, np.arange(r).reshape(r, 1, 1))
     hit = lo.emit("eq", ids, lo.reshape(index, (1, m, 1)), result=TensorType((r, m, 1), x.type.dtype),
                   dtype=dtype_attr(x.type.dtype))
+    if fn == "prod":   # where no update hits, a factor of 1; one dim at a time (ttnn.prod)
+        ones = lo.emit("full", ShapeArg((r, 1, w)), 1.0, result=_typed(x, (r, 1, w)), dtype=dtype_attr(x.type.dtype),
+                       layout=layout_attr("TILE"), device=DEVICE)
+        masked = lo.emit("where", hit, lo.reshape(src, (1, m, w)), ones, result=_typed(x, (r, m, w)))
+        factor = lo.emit("prod", masked, dim=1, keepdim=True, result=_typed(x, (r, 1, w)))
+        best = lo.emit("multiply", lo.reshape(x, (r, 1, w)), factor, result=factor.type)
+        return lo.reshape(best, result_type(op).shape)
     # Where no update hits, the operand's own row stands in: no fill value needed.
     masked = lo.emit("where", hit, lo.reshape(src, (1, m, w)), lo.reshape(x, (r, 1, w)),
                      result=_typed(x, (r, m, w)))
@@ -257,6 +271,7 @@ def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value
 def _scatter(lo: Lowering, op) -> list:
     if len(op.results) != 1:
         raise lo.unsupported("scatters of several operands at once")
+    kind = bodies.combiner(op.regions[0])
     fn = _combiner(lo, op.regions[0])
     dn = stablehlo.ScatterDimensionNumbers(op.attributes["scatter_dimension_numbers"])
     operand, indices, updates = op.operands
@@ -270,8 +285,10 @@ def _scatter(lo: Lowering, op) -> list:
         sizes[d] = ushape[p]
     index_map = _ints(dn.scattered_dims_to_operand_dims)
     x, idx, src = lo.get(operand), _int32_index(lo, lo.get(indices)), lo.get(updates)
+    if kind == "sub":
+        src = lo.emit("neg", src, result=src.type)
     d = _along_axis(shape, ishape, dn.index_vector_dim, index_map, inserted, batching, window_dims)
-    if d is not None and fn not in ("max", "min"):  # take_along_axis's transpose: torch.scatter itself
+    if d is not None and fn not in ("max", "min", "prod"):  # take_along_axis's transpose: torch.scatter itself
         idx = lo.reshape(idx, src.type.shape)
         ok = _binary(lo, "logical_and", _binary(lo, "ge", idx, 0), _binary(lo, "lt", idx, shape[d]))
         idx = _binary(lo, "add", _binary(lo, "multiply", _binary(lo, "subtract", idx, shape[d]), ok), shape[d])
@@ -279,7 +296,7 @@ def _scatter(lo: Lowering, op) -> list:
     rows = RowMap(shape, ushape, window, [p for p in range(len(ushape)) if p not in window_dims],
                   index_map, batching, sizes)
     index = rows.index(lo, idx, ishape, dn.index_vector_dim, clamp=False)
-    if fn in ("max", "min"):
+    if fn in ("max", "min", "prod"):
         return [_scatter_extreme(lo, fn, rows, x, index, src, op)]
     index, w = rows.widen(lo, index), rows.width
     got = _scatter_into(lo, fn, lo.reshape(x, (rows.rows, w)), 0, index, lo.reshape(src, index.type.shape))
