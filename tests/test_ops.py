@@ -163,6 +163,10 @@ INIT_REDUCTIONS = {
     "max_empty_runtime_init": (lambda x, i: jax.lax.reduce(x, i, jax.lax.max, (0, 1)),
                                lambda: (np.zeros((0, 4), np.float32), np.float32(-2.5))),
     "any_empty": (lambda x: jnp.any(x, axis=0), lambda: (np.zeros((0, 6), bool),)),
+    # integer products (ttnn.prod takes floats): halves multiplied, odd sizes padded with 1
+    "prod_int_wraps": (lambda x: (jnp.prod(x, axis=1), jnp.prod(x, axis=(0, 2)), jnp.prod(x)),
+                       lambda: (RNG.integers(-40, 40, (3, 7, 5), dtype=np.int32),)),
+    "prod_uint32": (lambda x: jnp.prod(x, axis=0), lambda: (RNG.integers(1, 2**20, (9, 4), dtype=np.uint32),)),
 }
 
 

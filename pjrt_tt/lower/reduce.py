@@ -12,9 +12,9 @@ from jaxlib.mlir import ir
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
-from pjrt_tt.lower.helpers import REDUCERS, binary, host_type, result_type
+from pjrt_tt.lower.helpers import REDUCERS, binary, fill, host_type, result_type, slice_
 from pjrt_tt.lower.registry import rule
-from pjrt_tt.program import HostType, TensorType, layout_attr
+from pjrt_tt.program import HostType, TensorType, Value, layout_attr
 
 
 @rule("stablehlo.reduce")
@@ -37,19 +37,38 @@ def _reduce(lo: Lowering, op) -> list:
     x = lo.get(operand)
     out = result_type(op)
     if reduction == "prod" and out.dtype not in ("float32", "bfloat16"):
-        raise lo.unsupported("integer products (ttnn.prod takes floats only)")
-    if dims:
+        x = _integer_product(lo, x, dims)   # ttnn.prod takes floats only
+    elif dims:
         # ttnn.prod takes one dim at a time; the others take them all at once.
         for group in ([[d] for d in dims] if reduction == "prod" else [dims]):
             in_shape = [1 if d in group else s for d, s in enumerate(in_shape)]
             x = lo.emit(reduction, x, dim=group[0] if reduction == "prod" else group, keepdim=True,
                         result=dataclasses.replace(x.type, shape=tuple(in_shape)))
-        x = lo.reshape(x, out.shape)
+    x = lo.reshape(x, out.shape)
     if isinstance(init_entry, Splat) and bodies.identity_of(kind, init_entry.value):
         return [x]
     # Any other init (a constant, or a value computed at run time) folds in:
     # reduce(x, init) == combine(reduce(x), init), the combiner being associative.
     return [binary(lo, combine, x, init_entry, out, commutative=True)]
+
+
+def _integer_product(lo: Lowering, x: Value, dims: list[int]) -> Value:
+    """The product over `dims` (kept as size 1) of an integer tensor, exact and wrapping as
+    XLA's: halves multiplied elementwise until one slab is left (an odd size gets a slab of
+    ones), log2(n) multiplies per dim."""
+    for d in dims:
+        while x.type.shape[d] > 1:
+            shape = list(x.type.shape)
+            if shape[d] % 2:
+                one = fill(lo, 1, dataclasses.replace(x.type, shape=tuple(shape[:d] + [1] + shape[d + 1:])))
+                shape[d] += 1
+                x = lo.emit("concat", [x, one], d, result=dataclasses.replace(x.type, shape=tuple(shape)))
+            half = shape[:d] + [shape[d] // 2] + shape[d + 1:]
+            rank, ones = len(shape), [1] * len(shape)
+            a = slice_(lo, x, [0] * rank, half, ones)
+            b = slice_(lo, x, [0] * d + [half[d]] + [0] * (rank - d - 1), shape, ones)
+            x = lo.emit("multiply", a, b, result=a.type)
+    return x
 
 
 def _filled(lo: Lowering, init: Entry, h: HostType) -> Entry:
