@@ -76,10 +76,6 @@ void CheckHostShape(const std::vector<int64_t>& dims, const int64_t* strides, si
   if (num_strides != 0 && num_strides != dims.size())
     Fail(PJRT_Error_Code_INVALID_ARGUMENT, "num_byte_strides is " + std::to_string(num_strides) +
                                                " for a host buffer of " + std::to_string(dims.size()) + " dims");
-  for (size_t i = 0; i < num_strides; ++i)
-    if (strides[i] < 0)
-      Fail(PJRT_Error_Code_UNIMPLEMENTED, "negative byte strides are not supported (byte_strides[" +
-                                              std::to_string(i) + "] is " + std::to_string(strides[i]) + ")");
   if (elements > 0 && data == nullptr)
     Fail(PJRT_Error_Code_INVALID_ARGUMENT, "data is null for a host buffer of " + std::to_string(elements) +
                                                " elements");

@@ -67,7 +67,16 @@ def pytest_report_header(config):
             f"mock check={'on' if os.environ['PJRT_TT_CHECK_WITH_MOCK'] == '1' else 'OFF'}")
 
 
+# The longest files first: make test hands whole files to two xdist workers in collection
+# order, so a long file collected last (the zoo, ~40% of the default run) would run alone at
+# the end while the other worker idles.
+LONGEST_FIRST = ("test_zoo.py", "test_fuzz.py", "test_program_cache.py", "test_deep_programs.py",
+                 "test_spmd.py", "test_models.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: files keep their order
     if card_present():
         return
     skip = pytest.mark.skip(reason="needs a Tenstorrent card (none found in /dev/tenstorrent)")

@@ -183,14 +183,15 @@ class Api:
         return args.loaded_executable
 
     def buffer_from_host(self, client: int, device: int, data: c.Array, element_type: int, dims,
-                         strides=None, struct_size: int | None = None) -> int:
-        """A buffer (the caller destroys it), or PjrtError."""
+                         strides=None, struct_size: int | None = None, at: int = 0) -> int:
+        """A buffer (the caller destroys it), or PjrtError. `at`: the byte of `data` where
+        element [0, ..] is (negative strides reach below it)."""
         dims_array = (c.c_int64 * max(len(dims), 1))(*dims)
         strides_array = (c.c_int64 * max(len(strides or ()), 1))(*(strides or ()))
         holder = (c.c_char * (c.sizeof(BufferFromHost) + 64))()
         args = BufferFromHost.from_buffer(holder)
         args.struct_size = struct_size if struct_size is not None else c.sizeof(BufferFromHost)
-        args.client, args.data, args.type = client, c.addressof(data), element_type
+        args.client, args.data, args.type = client, c.addressof(data) + at, element_type
         args.dims, args.num_dims = c.addressof(dims_array), len(dims)
         if strides is not None:
             args.byte_strides, args.num_byte_strides = c.addressof(strides_array), len(strides)

@@ -249,11 +249,12 @@ def child(seed: int, cases: int, outdir: Path, legs: list[str]) -> None:
             if rng.random() < 0.3:
                 strides = [rng.choice([-8, 0, 4, 8, 16]) for _ in range(rng.choice([rank, max(rank - 1, 0), rank + 1]))]
             etype = rng.choice([11, 11, 4, 13, 1, 5, 12, 14, 0, 99, -1])
-            if all(d >= 0 for d in dims) and np.prod([min(d, 2**20) for d in dims], dtype=np.float64) * 8 > len(host):
+            if all(d >= 0 for d in dims) and np.prod([min(d, 2**20) for d in dims], dtype=np.float64) * 8 > len(host) // 2:
                 dims = [min(d, 2) for d in dims]   # keep the data within our host memory
             case = {"what": f"buffer type {etype} dims {dims} strides {strides}"}
-            attempt(case, lambda: (api.buffer_from_host(client, device, host, etype, dims, strides),
-                                   "PJRT_Buffer_Destroy"))
+            # element [0, ..] in the middle of `host`: negative strides read below it
+            attempt(case, lambda: (api.buffer_from_host(client, device, host, etype, dims, strides,
+                                                        at=len(host) // 2), "PJRT_Buffer_Destroy"))
         else:   # bad struct sizes for BufferFromHostBuffer
             size = rng.choice([0, 8, 24, 40, 56, 72, 88, 104, ctypes.sizeof(BufferFromHost) + 16])
             case = {"what": f"buffer struct_size {size}"}

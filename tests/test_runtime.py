@@ -74,8 +74,13 @@ def test_round_trip_exact(tt, dtype, shape):
     assert_close(jax.device_get(y), x, exact=True)
 
 
-def test_non_contiguous_host_array(tt):
-    x = np.arange(60, dtype=np.float32).reshape(6, 10)[:, ::3]
+@pytest.mark.parametrize("view", ["strided", "reversed", "reversed_strided", "transposed_reversed"])
+def test_non_contiguous_host_array(tt, view):
+    """Host arrays reach the plugin with their byte strides (negative for a reversed view:
+    element [0, ..] is not the lowest address)."""
+    base = np.arange(60, dtype=np.float32).reshape(6, 10)
+    x = {"strided": base[:, ::3], "reversed": base[::-1], "reversed_strided": base[::-2, ::-3],
+         "transposed_reversed": base.T[::-1, 1:]}[view]
     np.testing.assert_array_equal(np.asarray(jax.device_put(x, tt)), x)
 
 

@@ -22,15 +22,18 @@ from pjrt_tt.targets.base import device_bytes
 
 
 def host_view(address: int, dtype: np.dtype, dims: tuple[int, ...], byte_strides) -> np.ndarray:
-    """A numpy view of framework memory at `address` (no copy)."""
+    """A numpy view of framework memory at `address` (no copy), the address of element
+    [0, ..]. A negative stride (a reversed view, e.g. numpy's x[::-1]) reaches memory below
+    it: the view's buffer starts at the lowest byte any element uses."""
     if byte_strides is None or len(byte_strides) == 0:
         byte_strides = tuple(int(np.prod(dims[i + 1:], dtype=np.int64)) * dtype.itemsize
                              for i in range(len(dims)))
     if any(d == 0 for d in dims):
         return np.zeros(dims, dtype)
+    below = -sum((d - 1) * s for d, s in zip(dims, byte_strides) if s < 0)
     extent = sum((d - 1) * abs(s) for d, s in zip(dims, byte_strides)) + dtype.itemsize
-    raw = (ctypes.c_char * extent).from_address(address)
-    return np.ndarray(dims, dtype, buffer=raw, strides=byte_strides)
+    raw = (ctypes.c_char * extent).from_address(address - below)
+    return np.ndarray(dims, dtype, buffer=raw, offset=below, strides=byte_strides)
 
 
 _SERIAL = itertools.count()   # buffer serial numbers, never reused (const-eval cache keys)

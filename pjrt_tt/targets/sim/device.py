@@ -149,7 +149,6 @@ class Chip:
     def __init__(self, chip_id: int, system: systems.System, l1_small_size: int = 0):
         arch = system.arch
         self.id, self.system, self.arch_name = chip_id, system, arch.name
-        self.trace_region_size, self.num_command_queues = 0, 1   # set by every open
         gx, gy = arch.compute_grid
         dram_reserved, l1_reserved, granule = _arch_params(arch)
         bank = (_dram_bytes or arch.dram_bytes) // arch.dram_banks - dram_reserved
@@ -243,19 +242,22 @@ class MeshDevice:
     """A mesh of simulated chips (open_device gives a 1x1 mesh, as real ttnn does).
     A tensor placed on a mesh is replicated: it occupies memory on every chip of the mesh."""
 
-    def __init__(self, chips: list[Chip], shape: MeshShape):
+    def __init__(self, chips: list[Chip], shape: MeshShape, trace_region_size: int = 0, num_command_queues: int = 1):
         self.chips, self._shape, self.is_open = chips, shape, True
+        # the device's own, as it was opened (a chip's other openers do not change them);
+        # submeshes share their parent's
+        self._trace_region_size, self._num_command_queues = int(trace_region_size), int(num_command_queues)
         self._geometries: dict = {}   # (shape, dtype, layout, buffer type) -> buffer_geometry's answer
         self.capturing = None          # the trace being captured on this mesh (trace.py)
         self.traces: dict = {}         # trace id -> its captured trace
 
     @property
     def trace_region_size(self) -> int:   # as the device was opened (trace.py needs > 0)
-        return self.chips[0].trace_region_size
+        return self._trace_region_size
 
     @property
     def num_command_queues(self) -> int:
-        return self.chips[0].num_command_queues
+        return self._num_command_queues
 
     # real ttnn surface
     def id(self) -> int:
@@ -305,7 +307,7 @@ class MeshDevice:
         for i in range(0, rows, r):
             for j in range(0, cols, c):
                 chips = [self.chips[(i + a) * cols + (j + b)] for a in range(r) for b in range(c)]
-                out.append(MeshDevice(chips, MeshShape(r, c)))
+                out.append(MeshDevice(chips, MeshShape(r, c), self._trace_region_size, self._num_command_queues))
         return out
 
     def create_submesh(self, submesh_shape, offset=None) -> "MeshDevice":
@@ -313,7 +315,7 @@ class MeshDevice:
         i, j = tuple(offset) if offset is not None else (0, 0)
         cols = self._shape[1]
         return MeshDevice([self.chips[(i + a) * cols + (j + b)] for a in range(r) for b in range(c)],
-                          MeshShape(r, c))
+                          MeshShape(r, c), self._trace_region_size, self._num_command_queues)
 
     def get_devices(self) -> list["MeshDevice"]:
         return self.create_submeshes(MeshShape(1, 1))
@@ -390,8 +392,7 @@ def _open(ids: list[int], shape: MeshShape, l1_small_size: int, trace_region_siz
     for i in ids:
         if i not in _chips:
             _chips[i] = Chip(i, system, l1_small_size)
-        _chips[i].trace_region_size, _chips[i].num_command_queues = int(trace_region_size), int(num_command_queues)
-    return MeshDevice([_chips[i] for i in ids], shape)
+    return MeshDevice([_chips[i] for i in ids], shape, trace_region_size, num_command_queues)
 
 
 def open_device(device_id: int = 0, l1_small_size: int = DEFAULT_L1_SMALL_SIZE,
