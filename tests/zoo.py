@@ -95,7 +95,12 @@ def _cfg(cls_name, **kw):
     return make
 
 
+TORCH_CLASSES: list[str] = []   # the transformers classes the zoo builds (preloaded: Isolated)
+
+
 def _model(cls_name, config):
+    TORCH_CLASSES.append(cls_name)
+
     def make():
         import transformers
         return getattr(transformers, cls_name)(config())
@@ -509,6 +514,13 @@ def _share_cores(processes: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
 
 
+def model_modules() -> list[str]:
+    """The transformers modules that define the zoo's torch classes, by name (not imported)."""
+    import transformers
+    where = transformers._class_to_module   # the lazy module's own table (transformers 4.57)
+    return sorted({f"transformers.{where[c]}" for c in TORCH_CLASSES if c in where})
+
+
 class Isolated:
     """Runs functions of this module each in a fresh child process forked from a server
     that has imported torch, torch_xla and transformers once (so a child starts in ~1 s).
@@ -527,9 +539,13 @@ class Isolated:
         import concurrent.futures
         import multiprocessing
         ctx = multiprocessing.get_context("forkserver")
-        # modules only: no runtime (no threads, no device) may exist before the fork
+        # modules only: no runtime (no threads, no device) may exist before the fork. transformers
+        # imports lazily: its generation utilities (which import scikit-learn) and each family's
+        # modeling module cost a child ~7 s of a ~25 s case when imported after the fork.
         ctx.set_forkserver_preload(["torch", "torch_xla", "torch_xla._dynamo.dynamo_bridge", "transformers",
-                                    "pjrt_tt.runtime.bridge", "pjrt_tt.compiler", "pjrt_tt.torch.backend", "zoo"])
+                                    "transformers.generation.utils", "transformers.modeling_utils",
+                                    *model_modules(), "pjrt_tt.runtime.bridge", "pjrt_tt.compiler",
+                                    "pjrt_tt.torch.backend", "zoo"])
         return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
                                                       initializer=_share_cores,
                                                       initargs=(workers + self._busy_elsewhere,))
