@@ -88,11 +88,12 @@ FAST_FLAX = {("bert", "float32")}
 
 @pytest.fixture(scope="module")
 def child():
-    """Runs a zoo function in a fresh process (see the module doc), one per core left by the
-    other pytest-xdist workers (the test process only waits meanwhile): two at a time on a
-    2-core machine alone, one beside a second xdist worker."""
+    """Runs a zoo function in a fresh process (see the module doc), two at a time (the test
+    process only waits meanwhile), one torch thread each beside the other pytest-xdist
+    worker: the zoo is the longest file, and with one child at a time it ran alone at the
+    end of the run while the other worker idled."""
     others = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1
-    iso = zoo.Isolated(workers=max(1, min(2, (os.cpu_count() or 1) - others)), busy_elsewhere=others)
+    iso = zoo.Isolated(workers=min(2, os.cpu_count() or 1), busy_elsewhere=others)
     yield iso
     iso.close()
 
