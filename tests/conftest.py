@@ -25,7 +25,7 @@ os.environ.setdefault("PJRT_TT_TARGET", "sim")
 # spin for each other's. Set before torch is imported anywhere in this process.
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _XDIST_WORKERS > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _XDIST_WORKERS)))
 MOCK_AVAILABLE = shutil.which("riscv64-unknown-elf-ld") is not None
 if os.environ.get("CI") == "true":
     if not MOCK_AVAILABLE:

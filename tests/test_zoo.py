@@ -93,7 +93,7 @@ def child():
     worker: the zoo is the longest file, and with one child at a time it ran alone at the
     end of the run while the other worker idled."""
     others = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1
-    iso = zoo.Isolated(workers=min(2, os.cpu_count() or 1), busy_elsewhere=others)
+    iso = zoo.Isolated(workers=min(2, len(os.sched_getaffinity(0))), busy_elsewhere=others)
     yield iso
     iso.close()
 

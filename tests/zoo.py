@@ -511,7 +511,7 @@ def _share_cores(processes: int) -> None:
     spin for each other's cores (measured on 14 zoo cases, 2 cores: 120 s at the default,
     98 s at one thread each, 178 s one at a time)."""
     import torch
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
 
 
 def model_modules() -> list[str]:
