@@ -63,6 +63,33 @@ def test_conv1d(tt, cpu):
     assert_close(got[0], want[0], kind="matmul")
 
 
+@pytest.mark.parametrize("dims,groups", [(("NC", "OI", "NC"), 1), (("CN", "IO", "CN"), 1), (("NC", "OI", "NC"), 2)],
+                         ids=["NC", "CN", "grouped"])
+def test_conv_without_spatial_dims(dims, groups, tt, cpu):
+    """A convolution over features only (lax allows it): lowered as 1-D of length 1, with
+    its gradients. The reference is the same computation written as per-group dots on
+    XLA:CPU: jaxlib 0.7.1's XLA:CPU gets the grouped convolution itself wrong (max error 2.9
+    against numpy on this case; jaxlib 0.12's is right)."""
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (), [], dimension_numbers=dims, feature_group_count=groups)
+
+    def dots(x, w):   # NC x OI -> NC in the test's layouts, group by group
+        xn, wo = (x, w) if dims[0] == "NC" else (x.T, w.T)
+        i, o = wo.shape[1], wo.shape[0] // groups
+        y = jnp.concatenate([xn[:, g * i:(g + 1) * i] @ wo[g * o:(g + 1) * o].T for g in range(groups)], 1)
+        return y if dims[0] == "NC" else y.T
+
+    def with_grads(f):
+        return lambda x, w: (f(x, w), jax.grad(lambda x, w: (f(x, w) ** 2).sum(), argnums=(0, 1))(x, w))
+    x = _rand(4, 6) if dims[0] == "NC" else _rand(6, 4)
+    w = _rand(5 if groups == 1 else 4, 6 // groups)
+    w = w if dims[1] == "OI" else w.T
+    got, _ = run_both(with_grads(conv), x, w, tt_device=tt, cpu_device=cpu)
+    _, want = run_both(with_grads(dots), x, w, tt_device=tt, cpu_device=cpu)
+    for a, b in zip(got, want):
+        assert_close(a, b, kind="matmul")
+
+
 @pytest.mark.parametrize("grad", [False, True])
 def test_conv3d(grad, tt, cpu):
     f = lambda x, w: lax.conv_general_dilated(x, w, (2, 1, 1), ((1, 1), (0, 1), (1, 0)),  # noqa: E731

@@ -16,7 +16,8 @@ exactly around it (measured in mock, docs/ttnn-facts.md "Convolution and fused o
   "Reader indices buffer page size 68 exceeds worst-case CB size 64");
 - 3 spatial dims: one conv2d per depth tap over the depth planes it reads (in the
   batch), summed.
-Rejected: 0 or >= 4 spatial dims, integer element types.
+- 0 spatial dims (a dot over the features): 1-D of length 1.
+Rejected: >= 4 spatial dims, integer element types.
 """
 from __future__ import annotations
 
@@ -196,8 +197,8 @@ def _convolution(lo: Lowering, op) -> list:
     out = result_type(op)
     if out.dtype not in ("float32", "bfloat16"):
         raise lo.unsupported(f"convolution of {out.dtype} (ttnn.conv2d takes floats only)")
-    if ns not in (1, 2, 3):
-        raise lo.unsupported(f"convolution with {ns} spatial dims (1-D, 2-D and 3-D are lowered to ttnn.conv2d)")
+    if ns not in (0, 1, 2, 3):
+        raise lo.unsupported(f"convolution with {ns} spatial dims (0-D to 3-D are lowered to ttnn.conv2d)")
     strides = _ints(op, "window_strides", ns, 1)
     pad = _ints(op, "padding", 2 * ns, 0)
     lhs_dil = _ints(op, "lhs_dilation", ns, 1)
@@ -212,7 +213,11 @@ def _convolution(lo: Lowering, op) -> list:
     w = lo.permute(lo.get(op.operands[1]), [dn.kernel_output_feature_dimension,
                                             dn.kernel_input_feature_dimension, *dn.kernel_spatial_dimensions])
     x, w = lo.typecast(x, out.dtype), lo.typecast(w, out.dtype)
-    if ns == 1:  # 1-D as 2-D with a unit height
+    if ns == 0:  # no spatial dims (a dot over features, grouped or not) as 1-D of length 1
+        x = lo.reshape(x, (x.type.shape[0], 1, x.type.shape[1]))
+        w = lo.reshape(w, (*w.type.shape, 1))
+        strides, pad, lhs_dil, rhs_dil, reversal = [1], [0, 0], [1], [1], [False]
+    if ns <= 1:  # 1-D as 2-D with a unit height
         strides, pad, lhs_dil, rhs_dil, reversal = [1, *strides], [0, 0, *pad], [1, *lhs_dil], \
             [1, *rhs_dil], [False, *reversal]
         n_, l_, c_ = x.type.shape
@@ -242,8 +247,9 @@ def _convolution(lo: Lowering, op) -> list:
         w = reverse(lo, w, [2 + i for i, r in enumerate(reversal) if r])
 
     y = (_conv2d if len(spatial) == 2 else _conv3d)(lo, x, w, strides, pad, rhs_dil, fgc)
-    if ns == 1:
-        y = lo.reshape(y, (y.type.shape[0], y.type.shape[2], y.type.shape[3]))
+    if ns <= 1:   # [N, 1, L, O] -> [N, L, O], or [N, O] (L == 1) for no spatial dims
+        n_, _, l_, o_ = y.type.shape
+        y = lo.reshape(y, (n_, l_, o_) if ns == 1 else (n_, o_))
     ours = [dn.output_batch_dimension, *dn.output_spatial_dimensions, dn.output_feature_dimension]
     assert tuple(y.type.shape) == tuple(out.shape[i] for i in ours), (y.type.shape, out.shape)
     return [lo.permute(y, [ours.index(i) for i in range(len(ours))])]
