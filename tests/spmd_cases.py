@@ -193,6 +193,26 @@ def submeshes(devs):
     return outs, ["submesh", "submesh"]
 
 
+def mesh_3d(devs):
+    """A (2, 2, 2) jax mesh on the 8 chips of a 2x4 t3k: collectives over its middle axis group
+    chips {0, 2}, {1, 3}, {4, 6}, {5, 7} (a strided part of each ttnn row), over its inner
+    and outer axes rows of 2 / columns, over two axes at once {0, 2, 4, 6}, ... psum, pmax,
+    all_gather and a jit whose partitioner sums partial products over the middle axis."""
+    mesh = Mesh(np.array(devs[:8]).reshape(2, 2, 2), ("a", "b", "c"))
+    x = (np.random.RandomState(3).randn(8, 16)).astype(np.float32)
+
+    def body(x):
+        return (jax.lax.psum(x, "b"), jax.lax.pmax(x, "b"), jax.lax.all_gather(x, "b", axis=1, tiled=True),
+                jax.lax.psum(x, ("a", "b")), jax.lax.pmin(x, "c"))
+    spec = P(("a", "b", "c"))
+    f = jax.jit(shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=(spec,) * 5, check_rep=False))
+    outs = [np.asarray(r) for r in f(jax.device_put(x, NamedSharding(mesh, spec)))]
+    ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
+    mm = jax.jit(lambda x, w: x @ w, in_shardings=(ns(P(None, "b")), ns(P("b", None))), out_shardings=ns(P()))
+    outs.append(np.asarray(mm(jax.device_put(x, ns(P(None, "b"))), jax.device_put(W1[:16], ns(P("b", None))))))
+    return outs, ["mesh_3d"] * len(outs)
+
+
 def devices_memory(tt):
     """Every chip is listed (ids, mesh coords, process 0) and holds its own memory."""
     import pjrt_tt.systems as systems
@@ -256,7 +276,7 @@ def oversized_model(tt, cpu):
             "chip_limit": limit, "held_per_chip": held, "oom": error[:600], "tt_spec": [], "cpu_spec": []}
 
 
-APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form"}   # jit cases multiply matrices: the "matmul" bounds
+APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d"}   # jit cases multiply matrices: the "matmul" bounds
 EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
          "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index"}   # cases that only move, select or make bits (or one x3)
 
@@ -311,6 +331,9 @@ def run_case(case, tt, cpu):
     elif case == "submeshes":
         a, sa = submeshes(tt)
         b, sb = submeshes(cpu)
+    elif case == "mesh_3d":
+        a, sa = mesh_3d(tt)
+        b, sb = mesh_3d(cpu)
     else:
         runner = run_jit if case in JIT else run_sm
         a, sa = runner(tt, case)

@@ -31,9 +31,10 @@ import math
 import numpy as np
 from jaxlib.mlir import ir
 
+from pjrt_tt import dtypes
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Lowering, Splat
-from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.helpers import host_type, where
 from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import HostType
 from pjrt_tt.spmd.prepare import (NotOnMesh, decode, group_axes, permute_plan, replica_groups,
@@ -125,7 +126,10 @@ def _all_reduce(lo: Lowering, op) -> list:
     kind = _reducer(op)
     if kind not in ("add", "maximum", "minimum"):
         raise lo.unsupported(f"all_reduce with a `{kind}` reduction")
-    axes = _axes(lo, replica_groups(op))
+    groups = replica_groups(op)
+    if _span(lo, groups) is not None:   # not rows/columns: gather, then keep my group's
+        return [_all_reduce_of_groups(lo, lo.get(v), groups, kind) for v in op.operands]
+    axes = _axes(lo, groups)
     out = []
     for v in op.operands:
         e = lo.entry(v)
@@ -152,8 +156,92 @@ def _all_reduce_by_gather(lo, x, axes, kind):
 @rule("stablehlo.all_gather")
 def _all_gather(lo: Lowering, op) -> list:
     dim = ir.IntegerAttr(op.attributes["all_gather_dim"]).value
-    axes = _axes(lo, replica_groups(op))
+    groups = replica_groups(op)
+    if _span(lo, groups) is not None:
+        return [_all_gather_of_groups(lo, lo.get(v), groups, dim) for v in op.operands]
+    axes = _axes(lo, groups)
     return [gather(lo, lo.get(v), dim, axes) for v in op.operands]
+
+
+# --- groups that are no row / column (jax's 3-axis meshes on a 2-D ttnn mesh) -----------
+# E.g. a (2, 2, 2) jax mesh on a 2x4 t3k: its middle axis groups chips {0, 2}, {1, 3}, ...,
+# a strided part of each row. ttnn's CCLs take whole rows or columns (cluster_axis), so
+# every chip gathers the mesh axes its group spans and keeps its own group's members, by
+# a per-chip 0/1 table (the same ops on every chip).
+
+def _span(lo, groups) -> tuple[int, ...] | None:
+    """None when the groups are rows / columns (ttnn's CCLs take them as they are); else
+    the mesh axes the groups span (their members gathered along them)."""
+    R, C = lo.ctx.mesh_shape
+    try:
+        group_axes(groups, R, C)
+        return None
+    except NotOnMesh:
+        pass
+    groups = [g for g in groups if g]
+    if sorted(p for g in groups for p in g) != list(range(R * C)) or len({len(g) for g in groups}) != 1:
+        raise lo.unsupported(f"replica groups {groups} do not split the {R}x{C} mesh's chips into equal groups")
+    rows = any(len({p // C for p in g}) > 1 for g in groups)
+    cols = any(len({p % C for p in g}) > 1 for g in groups)
+    return tuple(a for a, spans in ((0, rows), (1, cols)) if spans)
+
+
+def _gathered(lo, x, span):
+    """x of every chip along the span axes, stacked on a new leading dim, and for chip p
+    the chip each row came from: (tensor [S, ...], source(p, j))."""
+    R, C = lo.ctx.mesh_shape
+    g = gather(lo, lo.reshape(x, (1, *x.type.shape)), 0, span)
+
+    def source(p: int, j: int) -> int:
+        r, c = divmod(p, C)
+        if span == (0, 1):
+            return j
+        return j * C + c if span == (0,) else r * C + j
+    return g, source
+
+
+def _members(lo, groups, span, source, pick):
+    """A per-chip bfloat16 0/1 table [S] (reshaped to broadcast over the gathered rows):
+    1 where row j of chip p's gather is `pick(p's group)` (a set of chips)."""
+    R, C = lo.ctx.mesh_shape
+    size = math.prod(_size(lo, a) for a in span)
+    group_of = {p: g for g in groups for p in g}
+    vals = np.array([[source(p, j) in pick(group_of[p]) for j in range(size)] for p in range(R * C)],
+                    dtype=np.float32)
+    return per_chip_table(lo, vals, HostType(dtypes.BY_MLIR["bf16"], (size,)))
+
+
+def _masked(lo, g, mask, other):
+    """where(mask, g, other) with the [S] mask broadcast over g's trailing dims."""
+    m = lo.reshape(mask, (g.type.shape[0],) + (1,) * (len(g.type.shape) - 1))
+    return where(lo, m, g, other, g.type)
+
+
+def _all_reduce_of_groups(lo, x, groups, kind):
+    span = _span(lo, groups)
+    g, source = _gathered(lo, x, span)
+    mask = _members(lo, groups, span, source, lambda group: set(group))
+    floats = x.type.dtype in ("float32", "bfloat16")
+    neutral = {"add": 0, "maximum": -math.inf if floats else -2**31, "minimum": math.inf if floats else 2**31 - 1}[kind]
+    kept = _masked(lo, g, mask, neutral)
+    fn = {"add": "sum", "maximum": "max", "minimum": "min"}[kind]
+    out = lo.emit(fn, kept, dim=[0], keepdim=True, result=dataclasses.replace(g.type, shape=(1, *x.type.shape)))
+    return lo.reshape(out, x.type.shape)
+
+
+def _all_gather_of_groups(lo, x, groups, dim):
+    """Member k of my group's x, for k in group order, concatenated along dim."""
+    span = _span(lo, groups)
+    g, source = _gathered(lo, x, span)
+    parts = []
+    for k in range(len(groups[0])):
+        mask = _members(lo, groups, span, source, lambda group, k=k: {group[k]})
+        one = lo.emit("sum", _masked(lo, g, mask, 0), dim=[0], keepdim=True,
+                      result=dataclasses.replace(g.type, shape=(1, *x.type.shape)))
+        parts.append(lo.reshape(one, x.type.shape))
+    if len(parts) == 1:
+        return parts[0]
+    return lo.emit("concat", parts, dim, result=_with_dim(x, dim, x.type.shape[dim] * len(parts)))
 
 
 @rule("stablehlo.reduce_scatter")
@@ -258,9 +346,15 @@ def per_device_value(lo, v, vals=None):
     ttnn.mesh_partition leaves each chip its own entry (the same ops on every chip)."""
     from pjrt_tt.spmd.prepare import _eval
     R, C = lo.ctx.mesh_shape
-    h = host_type(v)
     vals = np.stack([np.asarray(_eval(v, p, {})) if vals is None else np.asarray(vals[p])
                      for p in range(R * C)])
+    return per_chip_table(lo, vals, host_type(v))
+
+
+def per_chip_table(lo, vals: np.ndarray, h: HostType):
+    """vals[p] (of h's shape) on chip p: a constant replicated on every chip, split by
+    ttnn.mesh_partition over both mesh axes."""
+    R, C = lo.ctx.mesh_shape
     shape = (1,) * max(0, 2 - len(h.shape)) + tuple(h.shape)
     x = lo.constant(vals.reshape((R, C) + shape), HostType(h.element, (R, C) + shape))
     for dim, axis in ((0, 0), (1, 1)):
