@@ -68,6 +68,11 @@ CASES = {
     "rotary exp(1j*theta)": lambda a, b: jnp.exp(1j * jnp.real(b)) * a,
     "sin (jax writes it in real ops)": lambda a, b: jnp.sin(a),
     "sum": lambda a, b: (a.sum(), a.sum(axis=0), jnp.mean(b, axis=1)),
+    "rsqrt": lambda a, b: jax.lax.rsqrt(a),
+    # jax emits these as composites: their decompositions are inlined and written in real ops
+    "arccos arcsin": lambda a, b: (jnp.arccos(a * 0.7), jnp.arcsin(b * 0.7)),
+    "arcsinh arctanh": lambda a, b: (jnp.arcsinh(a), jnp.arctanh(b * 0.7)),
+    "cosh sinh": lambda a, b: (jnp.cosh(a), jnp.sinh(b)),
 }
 
 

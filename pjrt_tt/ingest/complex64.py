@@ -12,8 +12,9 @@ with its own dims, and the buffers convert (program.device_array / host_array).
 
 Lowered: constants, convert (to complex: imaginary part 0; complex to real: the real
 part, as StableHLO defines it), real, imag, complex, add, subtract, negate, multiply,
-divide, abs, exp, log, sqrt, sign, compare EQ / NE, select, the data movement ops,
-dot_general (four real dots), and reduce with an add body. Everything else on complex
+divide, abs, exp, log, sqrt, rsqrt, sign, compare EQ / NE, select, the data movement ops,
+dot_general (four real dots), and reduce with an add body; composites (jax's acos, asinh,
+...) and calls are inlined first, so their decompositions' ops are what must be lowered. Everything else on complex
 values is refused (UNIMPLEMENTED naming the op and its source line): never a wrong answer.
 docs/numerics.md ("complex64") states the formulas and their accuracy.
 """
@@ -114,13 +115,16 @@ def _inline_calls(module: ir.Module, entry) -> None:
     are inlined there first (MLIR's inliner does not inline StableHLO)."""
     funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
              for op in module.body.operations if op.operation.name == "func.func"}
+    # a composite (jax's acos, asinh, ...) is a call of its decomposition for this purpose
+    target = {"func.call": "callee", "stablehlo.composite": "decomposition"}
     while True:
-        calls = [op.operation for op in entry.operations if op.operation.name == "func.call"]
-        calls = [c for c in calls if _touches(funcs.get(ir.FlatSymbolRefAttr(c.attributes["callee"]).value))]
+        calls = [op.operation for op in entry.operations if op.operation.name in target]
+        calls = [c for c in calls
+                 if _touches(funcs.get(ir.FlatSymbolRefAttr(c.attributes[target[c.name]]).value))]
         if not calls:
             break
         for call in calls:
-            callee = funcs[ir.FlatSymbolRefAttr(call.attributes["callee"]).value]
+            callee = funcs[ir.FlatSymbolRefAttr(call.attributes[target[call.name]]).value]
             body = callee.regions[0].blocks[0]
             mapping = dict(zip(body.arguments, call.operands))
             with ir.InsertionPoint(call):
@@ -203,6 +207,9 @@ def _rewrite(op, pairs: dict) -> list:
         return [(_op("stablehlo.log", _abs(ins[0])), _op("stablehlo.atan2", b, a))]
     if name == "stablehlo.sqrt":
         return [_sqrt(ins[0])]
+    if name == "stablehlo.rsqrt":   # 1 / sqrt(z), the principal branch as XLA's
+        root = _sqrt(ins[0])
+        return [_div((_splat(root[0], 1.0), _splat(root[0], 0.0)), root)]
     if name == "stablehlo.sign":
         a, b = ins[0]
         r = _abs(ins[0])
