@@ -143,6 +143,17 @@ def test_sort_int_and_payload(tt, cpu):
     check(tt, cpu, lambda k: (jnp.sort(k[0]), lax.top_k(k, 2)), k)
 
 
+def test_int32_keys_past_2_24_sort_exactly(tt, cpu):
+    """float32 merges distinct int32 keys past 2**24 (16777217 -> 16777216): sort, argsort
+    (both directions, stable ties) and top_k order them exactly."""
+    edge = np.array([16777217, 16777216, -16777217, -16777216, 2**31 - 1, -2**31, 2**30 + 1, 2**30, 7, 7, -1, 0],
+                    np.int32)
+    x = np.stack([RNG.permutation(edge), RNG.integers(-2**31, 2**31 - 1, 12, dtype=np.int64).astype(np.int32)])
+    check(tt, cpu, lambda x: (jnp.sort(x, axis=1), jnp.argsort(x, axis=1, stable=True),
+                              jnp.argsort(x, axis=1, descending=True, stable=True), jnp.sort(x, axis=0)), x, exact=True)
+    check(tt, cpu, lambda x: lax.top_k(x, 5), x, exact=True)
+
+
 # --- reductions -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16", "i32"])

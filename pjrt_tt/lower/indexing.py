@@ -22,8 +22,9 @@ What each becomes (ttnn 0.81.1 as measured in mock, docs/ttnn-facts.md "Indexing
 - sort with one key (jnp.sort, argsort's iota payload) -> the indices of ttnn.sort, then
   ttnn.gather for every operand (an iota payload is the indices themselves).
 - top_k (custom_call @mhlo.topk) -> the indices of ttnn.topk, then ttnn.gather.
-ttnn.sort / ttnn.topk take floats only: int32 keys are ordered through float32 (exact below
-2**24); the values returned are gathered from the int32 operand, so they stay exact.
+ttnn.sort / ttnn.topk take floats only: int32 keys are ordered exactly by two stable sorts of
+their 16-bit digits as float32 (float32 itself merges distinct keys past 2**24); the values
+returned are gathered from the int32 operand, so they stay exact.
 """
 from __future__ import annotations
 
@@ -407,12 +408,30 @@ def _gathered(lo: Lowering, operands: list, dim: int, idx: Value) -> list:
     return outs
 
 
+def _int32_order(lo: Lowering, x: Value, dim: int, descending: bool) -> Value:
+    """The uint32 indices that sort int32 keys along dim, exactly: ttnn sorts floats only,
+    and float32 merges distinct keys past 2**24 (16777217 sorted before 16777216). So two
+    stable sorts by 16-bit digits (LSD radix), each exact in float32: the low digit
+    `x & 0xFFFF`, then the high digit `(x >> 16) + 32768` (biased: signed order)."""
+    def digit(v: Value) -> Value:
+        return lo.typecast(v, "float32")
+    low = digit(lo.emit("bitwise_and", x, 0xFFFF, result=x.type))
+    high = digit(lo.emit("add", lo.emit("bitwise_right_shift", x, 16, result=x.type), 32768, result=x.type))
+    by_low = lo.emit("sort[1]", low, dim, descending=descending, stable=True, result=_typed(low, dtype="uint32"))
+    by_high = lo.emit("sort[1]", _take(lo, high, dim, by_low), dim, descending=descending, stable=True,
+                      result=_typed(low, dtype="uint32"))
+    return _take(lo, by_low, dim, by_high)
+
+
 @rule("stablehlo.sort")
 def _sort(lo: Lowering, op) -> list:
     dim = ir.IntegerAttr(op.attributes["dimension"]).value
     descending = _sort_order(lo, op.regions[0])
     stable = "is_stable" in op.attributes and ir.BoolAttr(op.attributes["is_stable"]).value
-    key = _float_key(lo, lo.get(op.operands[0]), host_type(op.operands[0]).shape[dim])
+    x = lo.get(op.operands[0])
+    if x.type.dtype == "int32":
+        return _gathered(lo, list(op.operands), dim, _int32_order(lo, x, dim, descending))
+    key = _float_key(lo, x, host_type(op.operands[0]).shape[dim])
     idx = lo.emit("sort[1]", key, dim, descending=descending, stable=stable,
                   result=_typed(key, dtype=_index_dtype(key)))
     return _gathered(lo, list(op.operands), dim, idx)
@@ -424,8 +443,12 @@ def _topk(lo: Lowering, op) -> list:
     k = ir.IntegerAttr(attrs["k"]).value
     largest = "largest" not in attrs or ir.BoolAttr(attrs["largest"]).value
     x = lo.get(op.operands[0])
-    key = _float_key(lo, x, host_type(op.operands[0]).shape[-1])
     shape = tuple(host_type(op.results[0]).shape) or (1,)
+    if x.type.dtype == "int32":   # the exact order (see _int32_order), its first k
+        order = _int32_order(lo, x, len(shape) - 1, descending=largest)
+        idx = slice_(lo, order, [0] * len(shape), list(shape), [1] * len(shape))
+        return [_take(lo, x, len(shape) - 1, idx), lo.typecast(idx, "int32")]
+    key = _float_key(lo, x, host_type(op.operands[0]).shape[-1])
     idx = lo.emit("topk[1]", key, k, dim=-1, largest=largest, sorted=True,
                   result=TensorType(shape, _index_dtype(key)))
     return [_take(lo, x, len(shape) - 1, idx), lo.typecast(idx, "int32")]
