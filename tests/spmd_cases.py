@@ -144,6 +144,9 @@ SM = {
     # each chip writes its shard at its own offset (XLA writes this for reshards to unreduced)
     "update_at_axis_index": ((1, 4), lambda x: jax.lax.dynamic_update_slice(
         jnp.full((8, 64), -1.0, x.dtype), x, (0, jax.lax.axis_index("y") * 16)), P(None, "y"), P(None, "y")),
+    # offsets past the end on two chips: clamped to the same start, which both chips keep
+    "update_past_the_end": ((1, 4), lambda x: jax.lax.dynamic_update_slice(
+        jnp.full((8, 64), -1.0, x.dtype), x, (0, jax.lax.axis_index("y") * 32)), P(None, "y"), P(None, "y")),
     "ppermute": ((1, 4), lambda x: jax.lax.ppermute(x, "y", [(i, (i + 1) % 4) for i in range(4)]),
                  P("y"), P("y")),
     # a ring over all 8 chips of a t3k is no shift along an axis of its 2x4 mesh: moved over the whole mesh
@@ -278,7 +281,8 @@ def oversized_model(tt, cpu):
 
 APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d"}   # jit cases multiply matrices: the "matmul" bounds
 EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
-         "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index"}   # cases that only move, select or make bits (or one x3)
+         "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index",
+         "update_past_the_end"}   # cases that only move, select or make bits (or one x3)
 
 
 def gspmd_form(devs):

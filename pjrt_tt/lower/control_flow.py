@@ -271,12 +271,12 @@ def _per_chip_ints(v: ir.Value) -> list[int] | None:
 def _update_per_chip(lo: Lowering, op, chips: list) -> Value:
     """A dynamic_update_slice whose starts depend on the chip (XLA's partitioner writes a
     shard back at its own offset): each chip's starts are known at compile time, so the
-    update is placed at each distinct set of starts and every chip keeps its own, chosen by
-    comparing its index values on the device (the same ops on every chip)."""
+    update is placed at each distinct set of (clamped) starts and every chip keeps its own,
+    chosen by comparing its index values on the device (the same ops on every chip)."""
     x_h, u_h = host_type(op.operands[0]), host_type(op.operands[1])
     out = device_type(x_h)
     n = len(next(c for c in chips if c is not None))
-    per_dim = []
+    raw = []   # per dim, each chip's start as given
     for v, c in zip(op.operands[2:], chips):
         if c is None:
             s = lo.host_scalar(lo.entry(v))
@@ -284,18 +284,21 @@ def _update_per_chip(lo: Lowering, op, chips: list) -> Value:
                 raise lo.unsupported("a dynamic_update_slice whose starts depend both on the chip and on "
                                      "values computed at run time")
             c = [s] * n
-        per_dim.append(c)
+        raw.append(c)
     his = [d - k for d, k in zip(x_h.shape, u_h.shape)]
-    starts = [tuple(min(max(per_dim[d][p], 0), his[d]) for d in range(len(his))) for p in range(n)]
+    starts = [tuple(min(max(raw[d][p], 0), his[d]) for d in range(len(his))) for p in range(n)]
+    varies = [d for d in range(len(his)) if len({s[d] for s in starts}) > 1]
     x, u = lo.get(op.operands[0]), lo.get(op.operands[1])
     acc = x
     for place in dict.fromkeys(starts):   # distinct, in chip order
-        chosen = None   # 1 on the chips whose starts are `place` (their index values, compared)
-        for d, (v, c) in enumerate(zip(op.operands[2:], chips)):
-            if c is None or len({min(max(k, 0), his[d]) for k in c}) == 1:
-                continue
+        chosen = None   # 1 on the chips whose starts are `place`: AND over the dims that vary
+        for d in varies:
+            v = op.operands[2 + d]
             index = lo.get(v)
-            hit = predicate(lo, "eq", index, Splat(place[d], host_type(v)), index.type.shape)
+            hit = None  # the index as given on the device is any raw start that clamps to place[d]
+            for k in sorted({raw[d][p] for p in range(n) if starts[p][d] == place[d]}):
+                eq = predicate(lo, "eq", index, Splat(k, host_type(v)), index.type.shape)
+                hit = eq if hit is None else lo.emit("maximum", hit, eq, result=eq.type)
             chosen = hit if chosen is None else lo.emit("multiply", chosen, hit, result=hit.type)
         mask, placed = _placed(lo, u, list(place), out)
         if chosen is not None:
