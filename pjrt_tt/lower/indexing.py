@@ -231,12 +231,13 @@ COMBINERS = {"set": "scatter", "add": "scatter_add", "sub": "scatter_add", "max"
 MAX_ONE_HOT = 1 << 22  # elements of the (rows, updates, width) mask of a scatter max / min
 
 
-def _combiner(lo: Lowering, region) -> str:
+def _combiner(lo: Lowering, region) -> tuple[str, str]:
+    """(what the body computes, how: COMBINERS' value)."""
     kind = bodies.combiner(region)
     if kind not in COMBINERS:
         raise lo.unsupported(f"scatter combiners other than set, add, subtract, multiply, max, min, and, or "
                              f"(got {bodies.op_names(region)})")
-    return COMBINERS[kind]
+    return kind, COMBINERS[kind]
 
 
 def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value, src: Value, op) -> Value:
@@ -272,8 +273,7 @@ def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value
 def _scatter(lo: Lowering, op) -> list:
     if len(op.results) != 1:
         raise lo.unsupported("scatters of several operands at once")
-    kind = bodies.combiner(op.regions[0])
-    fn = _combiner(lo, op.regions[0])
+    kind, fn = _combiner(lo, op.regions[0])
     dn = stablehlo.ScatterDimensionNumbers(op.attributes["scatter_dimension_numbers"])
     operand, indices, updates = op.operands
     shape, ishape, ushape = (host_type(v).shape for v in (operand, indices, updates))
@@ -413,10 +413,9 @@ def _int32_order(lo: Lowering, x: Value, dim: int, descending: bool) -> Value:
     and float32 merges distinct keys past 2**24 (16777217 sorted before 16777216). So two
     stable sorts by 16-bit digits (LSD radix), each exact in float32: the low digit
     `x & 0xFFFF`, then the high digit `(x >> 16) + 32768` (biased: signed order)."""
-    def digit(v: Value) -> Value:
-        return lo.typecast(v, "float32")
-    low = digit(lo.emit("bitwise_and", x, 0xFFFF, result=x.type))
-    high = digit(lo.emit("add", lo.emit("bitwise_right_shift", x, 16, result=x.type), 32768, result=x.type))
+    low = lo.typecast(lo.emit("bitwise_and", x, 0xFFFF, result=x.type), "float32")
+    high = lo.typecast(lo.emit("add", lo.emit("bitwise_right_shift", x, 16, result=x.type), 32768, result=x.type),
+                       "float32")
     by_low = lo.emit("sort[1]", low, dim, descending=descending, stable=True, result=_typed(low, dtype="uint32"))
     by_high = lo.emit("sort[1]", _take(lo, high, dim, by_low), dim, descending=descending, stable=True,
                       result=_typed(low, dtype="uint32"))

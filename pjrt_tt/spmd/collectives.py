@@ -127,8 +127,9 @@ def _all_reduce(lo: Lowering, op) -> list:
     if kind not in ("add", "maximum", "minimum"):
         raise lo.unsupported(f"all_reduce with a `{kind}` reduction")
     groups = replica_groups(op)
-    if _span(lo, groups) is not None:   # not rows/columns: gather, then keep my group's
-        return [_all_reduce_of_groups(lo, lo.get(v), groups, kind) for v in op.operands]
+    span = _span(lo, groups)
+    if span is not None:   # not rows/columns: gather, then keep my group's
+        return [_all_reduce_of_groups(lo, lo.get(v), groups, span, kind) for v in op.operands]
     axes = _axes(lo, groups)
     out = []
     for v in op.operands:
@@ -157,8 +158,9 @@ def _all_reduce_by_gather(lo, x, axes, kind):
 def _all_gather(lo: Lowering, op) -> list:
     dim = ir.IntegerAttr(op.attributes["all_gather_dim"]).value
     groups = replica_groups(op)
-    if _span(lo, groups) is not None:
-        return [_all_gather_of_groups(lo, lo.get(v), groups, dim) for v in op.operands]
+    span = _span(lo, groups)
+    if span is not None:
+        return [_all_gather_of_groups(lo, lo.get(v), groups, span, dim) for v in op.operands]
     axes = _axes(lo, groups)
     return [gather(lo, lo.get(v), dim, axes) for v in op.operands]
 
@@ -217,8 +219,7 @@ def _masked(lo, g, mask, other):
     return where(lo, m, g, other, g.type)
 
 
-def _all_reduce_of_groups(lo, x, groups, kind):
-    span = _span(lo, groups)
+def _all_reduce_of_groups(lo, x, groups, span, kind):
     g, source = _gathered(lo, x, span)
     mask = _members(lo, groups, span, source, lambda group: set(group))
     floats = x.type.dtype in ("float32", "bfloat16")
@@ -229,9 +230,8 @@ def _all_reduce_of_groups(lo, x, groups, kind):
     return lo.reshape(out, x.type.shape)
 
 
-def _all_gather_of_groups(lo, x, groups, dim):
+def _all_gather_of_groups(lo, x, groups, span, dim):
     """Member k of my group's x, for k in group order, concatenated along dim."""
-    span = _span(lo, groups)
     g, source = _gathered(lo, x, span)
     parts = []
     for k in range(len(groups[0])):
