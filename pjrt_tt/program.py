@@ -317,6 +317,7 @@ class Program:
     input_ranges: tuple = ()
     output_ranges: tuple = ()
     range_limit: str = ""    # the op whose arithmetic limits input_ranges (`name` at location)
+    range_source: bytes = b""   # narrow64.Boundary.proof_source: to re-prove other argument ranges
     # Run-time checks of values no bound was proven for (narrow64.Boundary.guards): per guard
     # (op, lo, hi); the last 2 * len(guards) outputs are each guard's float min and max, not
     # results the framework sees (`framework_outputs`).

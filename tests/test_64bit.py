@@ -174,6 +174,27 @@ def test_int64_argument_arithmetic_is_exact_for_the_range_it_was_proven_for(tt, 
     assert "exact only for values in [-2147483648, 2147483646]" in message and "`stablehlo.add` at" in message
 
 
+def test_arguments_outside_the_proven_range_are_proven_again_for_their_values(tt, cpu):
+    """`a * b` on int64 was proven for one range shared by both arguments, |a|, |b| <= 46340.
+    A call with a large `a` and a small `b` is still exact: it is proven again for the values
+    it holds and runs (equal to CPU); a call whose product needs 64 bits is refused, and so is
+    one whose bound comes from the re-proof of a wider call."""
+    f = lambda a, b: a * b  # noqa: E731
+    with enable_x64():
+        fn = jax.jit(f)
+        for a, b in [([100000, -7, 3], [3, 2, -4]), ([-70000, 12], [-5, 5]), ([5, 6], [300000, -1])]:
+            a, b = np.array(a, np.int64), np.array(b, np.int64)
+            got, want = run_both(f, a, b, tt_device=tt, cpu_device=cpu)
+            assert_close(got[0], want[0], exact=True)
+        with pytest.raises(Exception) as e:
+            fn(jax.device_put(np.array([2**30], np.int64), tt), jax.device_put(np.array([4], np.int64), tt))
+        ok = fn(jax.device_put(np.array([2**20, -9], np.int64), tt), jax.device_put(np.array([1000, 3], np.int64), tt))
+        np.testing.assert_array_equal(np.asarray(ok), [2**20 * 1000, -27])
+    message = str(e.value)
+    assert "INVALID_ARGUMENT: argument 0 of jit__lambda is int64 with values in [1073741824, 1073741824]" in message
+    assert "exact only for values in [-46340, 46340]" in message and "`stablehlo.multiply` at" in message, message
+
+
 def test_an_output_bound_carries_into_the_next_program(tt, cpu):
     """An output's proven bound lets the next program skip reading it back; where the
     bound is too wide the values are read once and checked."""

@@ -18,7 +18,7 @@ from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.mlir_compat import attribute_values
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
     constant_array, describe_location, source_site, splat_value)
-from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit
+from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 
 
 def new_context() -> ir.Context:
@@ -84,6 +84,14 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         raise InvalidArgument("the program holds a symbol name or string attribute that is not "
                               "UTF-8 text") from None
     return Parsed(ctx, module, boundary)
+
+
+def reprove_ranges(proof_source: bytes, arg_ranges: tuple, guard_ranges: tuple) -> tuple | None:
+    """narrow64.reprove on a Boundary's proof_source (bytecode this process wrote)."""
+    ctx = new_context()
+    with ctx:
+        module = ir.Module.parse(proof_source)
+    return reprove(module, arg_ranges, guard_ranges)
 
 
 def _hlo_to_stablehlo(code: bytes) -> bytes:

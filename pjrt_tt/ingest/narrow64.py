@@ -81,6 +81,10 @@ class Boundary:
     # convert's float operand after its own results, two f32 scalars per guard, which the
     # executable checks after each run
     guards: tuple = ()
+    # The module as proven (MLIR bytecode, before its types were rewritten), kept when
+    # arithmetic narrowed input_ranges: a call whose arguments lie outside them is proven
+    # again for the values it holds (`reprove`) before it is refused.
+    proof_source: bytes = b""
 
 
 def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
@@ -91,10 +95,7 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     # conversion to StableHLO) would be checked for arguments of any 64-bit value
     with module.context:
         passmanager.PassManager.parse("builtin.module(symbol-dce)").run(module.operation)
-    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
-             for op in module.body.operations if op.operation.name == "func.func"}
-    main = funcs["main"]   # ingest.check_module made sure it exists
-    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+    funcs, main, ftype = _functions(module)
     entry = main.regions[0].blocks[0]
     inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
     complex64.split_complex(module, main)
@@ -113,13 +114,14 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
         guardable = [] if strict else _guardable(entry)
         ranges, out_ranges, limit, guards = _prove(funcs, main, entry, inputs,
                                                    [(o, v) for o, v in wide if _wide(v.type)], guardable)
+    source = module.operation.get_asm(binary=True, enable_debug_info=False) if limit else b""
     if any(_etype(v.type) in _REWRITTEN for op in ops for v in _defined(op)):
         _rewrite(ops)
     widen.apply(edits)
     if guards:
         _return_guards(main, [op for op, _, _, _ in guards])
     return Boundary(inputs, outputs, ranges, out_ranges, limit,
-                    tuple((what, lo, hi) for _, what, lo, hi in guards))
+                    tuple((what, lo, hi) for _, what, lo, hi in guards), source)
 
 
 def _guardable(entry) -> list:
@@ -271,23 +273,9 @@ def _prove(funcs, main, entry, inputs, wide, guardable=()):
     modular = _modular([v for _, v in wide])
     guarded = [op for op in guardable if op.results[0] not in modular]
     def attempt(lo: int, hi: int):
-        analysis = _Ranges(funcs, {op.results[0]: _arg_range(_etype(op.results[0].type), lo, hi)
-                                   for op in guarded})
-        analysis.block(entry, [_arg_range(e, lo, hi) if e in _NARROW else _type_range(a.type)
-                               for e, a in zip(inputs, entry.arguments)])
-        for name, func in funcs.items():   # functions main never reaches may be called by anything
-            if name != "main" and func not in analysis.reached and func.regions[0].blocks:
-                block = func.regions[0].blocks[0]
-                analysis.block(block, [_type_range(a.type) for a in block.arguments])
-        failed = []
-        for op, v in wide:
-            if v in modular:
-                continue
-            lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
-            got = analysis.bounds.get(v)
-            if got is None or got[0] < lo_ or got[1] > hi_:
-                failed.append((op, v, got))
-        return analysis, failed
+        return _attempt(funcs, entry, wide, modular,
+                        {op.results[0]: _arg_range(_etype(op.results[0].type), lo, hi) for op in guarded},
+                        [_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs])
 
     def widest(low: int, high: int, ok) -> int | None:
         """The largest x in [low, high] with ok(x), ok being monotone (bisection)."""
@@ -319,11 +307,67 @@ def _prove(funcs, main, entry, inputs, wide, guardable=()):
         analysis, failed = attempt(lo, hi)
     if failed:
         raise _refusal(*min(failed, key=_most_telling))
-    ret = main.regions[0].blocks[0].operations[len(main.regions[0].blocks[0].operations) - 1]
     ranges = tuple(_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs)
-    outs = tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
+    outs = _result_bounds(analysis, main)
     guards = [(op, _describe(op)) + _arg_range(_etype(op.results[0].type), lo, hi) for op in guarded]
     return ranges, outs, limit, guards
+
+
+def _attempt(funcs, entry, wide, modular, assumed: dict, arg_ranges: list):
+    """Interval analysis with 64-bit integer argument i in arg_ranges[i] (None: not such an
+    argument) and each guarded convert's results in `assumed` (value -> range); returns the
+    analysis and the 64-bit values that could then leave their carrier (op, value, bound)."""
+    analysis = _Ranges(funcs, assumed)
+    analysis.block(entry, [r if r is not None else _type_range(a.type)
+                           for r, a in zip(arg_ranges, entry.arguments)])
+    for name, func in funcs.items():   # functions main never reaches may be called by anything
+        if name != "main" and func not in analysis.reached and func.regions[0].blocks:
+            block = func.regions[0].blocks[0]
+            analysis.block(block, [_type_range(a.type) for a in block.arguments])
+    failed = []
+    for op, v in wide:
+        if v in modular:
+            continue
+        lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+        got = analysis.bounds.get(v)
+        if got is None or got[0] < lo_ or got[1] > hi_:
+            failed.append((op, v, got))
+    return analysis, failed
+
+
+def reprove(module: ir.Module, arg_ranges: tuple, guard_ranges: tuple) -> tuple | None:
+    """The 64-bit integer results' bounds of `module` (a Boundary's proof_source) when each
+    64-bit integer argument i holds values in arg_ranges[i] and each guarded convert's results
+    lie in its guard's range, or None if some 64-bit value could then leave its carrier. The
+    proof narrow_64bit made holds for one range shared by all arguments; a call whose
+    arguments lie outside it may still be exact (a product of two arguments, one of them
+    small), and is proven again for the values it holds."""
+    funcs, main, _ = _functions(module)
+    entry = main.regions[0].blocks[0]
+    ops = []
+    module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
+    wide = [(op, v) for op in ops for v in _defined(op) if _wide(v.type)]
+    modular = _modular([v for _, v in wide])
+    guarded = [op for op in _guardable(entry) if op.results[0] not in modular]
+    if len(guarded) != len(guard_ranges):
+        return None
+    analysis, failed = _attempt(funcs, entry, wide, modular,
+                                {op.results[0]: r for op, r in zip(guarded, guard_ranges)}, list(arg_ranges))
+    return None if failed else _result_bounds(analysis, main)
+
+
+def _functions(module: ir.Module):
+    """The module's functions by name, @main, and @main's function type."""
+    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
+             for op in module.body.operations if op.operation.name == "func.func"}
+    main = funcs["main"]   # ingest.check_module made sure it exists
+    return funcs, main, ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+
+
+def _result_bounds(analysis, main) -> tuple:
+    block = main.regions[0].blocks[0]
+    ret = block.operations[len(block.operations) - 1]
+    return tuple(analysis.get(v) if _etype(v.type) in _NARROW else None for v in ret.operands)
 
 
 def _describe(op) -> str:

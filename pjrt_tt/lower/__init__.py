@@ -81,6 +81,7 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
                    input_ranges=tuple(boundary.input_ranges) if boundary else (),
                    output_ranges=tuple(boundary.output_ranges) if boundary else (),
                    range_limit=boundary.range_limit if boundary else "",
+                   range_source=boundary.proof_source if boundary else b"",
                    guards=tuple(boundary.guards) if boundary else ())
 
 

@@ -85,6 +85,7 @@ class LoadedExecutable:
         self.fingerprint = compiled.fingerprint
         self.size_of_generated_code = len(program.ops)
         self.is_deleted = False
+        self._ranges = ArgumentRanges(program)
         self._what = f"program {self.name}"   # names a device call that did not return (deadline)
 
     def optimized_program(self) -> tuple[bytes, str]:
@@ -139,14 +140,14 @@ class LoadedExecutable:
         program = self.program
         if len(args) != len(program.inputs):
             raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
-        tensors, ranges = [], program.input_ranges
+        tensors = []
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
             if buf.host is not want:
                 if buf.host != want:
                     raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
                 buf.host = want   # equal: the next call compares identities
-            if ranges:
-                check_range(program, i, buf, f"argument {i} of {self.name}")
+        bounds = self._ranges.check(argument_lists, self.name)
+        for i, buf in enumerate(args):
             tensor = buf.tensor
             tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
@@ -166,8 +167,7 @@ class LoadedExecutable:
         device = self.device
         if not program.output_ranges and not program.guards:
             return [[Buffer(device, h, t) for h, t in zip(program.output_host_types, outputs)]]
-        results = [[Buffer(device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs,
-                                                                       output_bounds(program))]]
+        results = [[Buffer(device, h, t, bound) for h, t, bound in zip(program.output_host_types, outputs, bounds)]]
         check_guards(program, self.name, results)
         return results
 
@@ -239,17 +239,19 @@ class MeshExecutable(LoadedExecutable):
         if len(argument_lists) != n:
             raise InvalidArgument(f"{self.name} runs on {n} devices; got arguments for {len(argument_lists)}")
         program, runner = self.program, self._runner
-        tensors = []
-        for i, want in enumerate(program.input_host_types):
-            shards, bufs = [], []
-            for p, args in enumerate(argument_lists):
-                if len(args) != len(program.inputs):
-                    raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
-                buf = args[i]
+        for p, args in enumerate(argument_lists):   # all checked before any mesh copy is made
+            if len(args) != len(program.inputs):
+                raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
+            for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
                 if buf.host != want:
                     raise InvalidArgument(f"argument {i} of {self.name} on device {p} is {buf.host}, "
                                           f"expected its shard {want}")
-                check_range(program, i, buf, f"argument {i} of {self.name} on device {p}")
+        bounds = self._ranges.check(argument_lists, self.name)
+        tensors = []
+        for i in range(len(program.inputs)):
+            shards, bufs = [], []
+            for p, args in enumerate(argument_lists):
+                buf = args[i]
                 if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(self.devices[p])
                 shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
@@ -274,7 +276,6 @@ class MeshExecutable(LoadedExecutable):
                 for args in argument_lists:
                     args[i].delete()
         per_device = [runner.split(t) for t in outputs]
-        bounds = output_bounds(program)
         results = [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types,
                                                                                 per_device, bounds)]
                    for p, d in enumerate(self.devices)]
@@ -304,27 +305,66 @@ def _assigned_devices(client, options) -> list:
     return [client.lookup_device(i) for i in ids]
 
 
-def check_range(program, i: int, buf: Buffer, what: str) -> None:
-    """A 64-bit integer argument's values must lie in the range the program's 32-bit
-    arithmetic was proven exact for (ingest/narrow64.py); never a silent wrap."""
-    want = program.input_ranges[i] if program.input_ranges else None
-    if want is None:
-        return
-    within = lambda r: r is not None and want[0] <= r[0] and r[1] <= want[1]  # noqa: E731
-    if within(buf.value_range) or within(buf.measured_range()):
-        return
-    lo, hi = buf.value_range
-    raise InvalidArgument(
-        f"{what} is {buf.host.element.numpy.name} with values in [{lo}, {hi}], but the program is exact "
-        f"only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and the program's "
-        f"{buf.host.element.numpy.name} arithmetic ({program.range_limit or 'on this argument'}) runs in "
-        f"32 bits, where larger values could overflow. Keep the values in that range, or compute this "
-        f"part on the CPU")
+class ArgumentRanges:
+    """The values a program's 64-bit integer arguments may hold: those its 32-bit arithmetic
+    was proven exact for at compile time (ingest/narrow64.py), and, for a call whose arguments
+    lie outside them, the ranges proven again for what that call holds (kept, so the steps of a
+    growing position counter are proven once per power of two). Never a silent wrap."""
+    KEPT = 16   # re-proven ranges kept per executable (the oldest go first)
+
+    def __init__(self, program):
+        self.program = program
+        known = list(program.output_ranges)
+        # (argument ranges, output bounds) that hold, newest last
+        self.proven = [(program.input_ranges, known + [None] * (len(program.outputs) - len(known)))]
+
+    def check(self, argument_lists: list, name: str) -> list:
+        """The bounds of this call's outputs; raises InvalidArgument naming the first argument
+        whose values no proof covers."""
+        program = self.program
+        if not program.input_ranges:
+            return self.proven[0][1]
+        wanted = [i for i, r in enumerate(program.input_ranges) if r is not None]
+        for ranges, bounds in reversed(self.proven):   # the known bounds first: no device read
+            if all(_within(a[i].value_range, ranges[i]) for i in wanted for a in argument_lists):
+                return bounds
+        held = {i: _hull([a[i].measured_range() for a in argument_lists]) for i in wanted}
+        for ranges, bounds in reversed(self.proven):
+            if all(_within(held[i], ranges[i]) for i in wanted):
+                return bounds
+        if program.range_source:
+            from pjrt_tt.ingest import reprove_ranges
+            guards = tuple((lo, hi) for _, lo, hi in program.guards)
+            for widen in (_rounded, lambda r: r):   # a power-of-two range first: fewer proofs
+                ranges = tuple(widen(held[i]) if i in held else None for i in range(len(program.input_ranges)))
+                outs = reprove_ranges(program.range_source, ranges, guards)
+                if outs is not None:
+                    bounds = list(outs) + [None] * (len(program.outputs) - len(outs))
+                    self.proven = [self.proven[0]] + self.proven[1:][-(self.KEPT - 1):] + [(ranges, bounds)]
+                    return bounds
+        i = next(i for i in wanted if not _within(held[i], program.input_ranges[i]))
+        buf, want = argument_lists[0][i], program.input_ranges[i]
+        dtype = buf.host.element.numpy.name
+        where = f" on {len(argument_lists)} devices" if len(argument_lists) > 1 else ""
+        raise InvalidArgument(
+            f"argument {i} of {name}{where} is {dtype} with values in [{held[i][0]}, {held[i][1]}], but the "
+            f"program is exact only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and "
+            f"the program's {dtype} arithmetic ({program.range_limit or 'on this argument'}) runs in 32 bits, "
+            f"where larger values could overflow. Keep the values in that range, or compute this part on the CPU")
 
 
-def output_bounds(program) -> list:
-    known = list(program.output_ranges)
-    return known + [None] * (len(program.outputs) - len(known))
+def _within(r, want) -> bool:
+    return r is not None and want[0] <= r[0] and r[1] <= want[1]
+
+
+def _hull(ranges: list) -> tuple[int, int]:
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _rounded(r: tuple[int, int]) -> tuple[int, int]:
+    """[lo, hi] widened to [-2^a, 2^b - 1] (0 stays the bound of non-negative values)."""
+    lo, hi = r
+    return (-(1 << (-lo - 1).bit_length()) if lo < 0 else 0, (1 << max(hi, 0).bit_length()) - 1)
 
 
 def check_guards(program, name: str, results: list) -> None:
