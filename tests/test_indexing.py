@@ -154,6 +154,14 @@ def test_int32_keys_past_2_24_sort_exactly(tt, cpu):
     check(tt, cpu, lambda x: lax.top_k(x, 5), x, exact=True)
 
 
+def test_uint32_keys_sort_exactly(tt, cpu):
+    """uint32 keys (jax.random's bits, hashes) in unsigned order: past 2**31 and 2**24 too."""
+    edge = np.array([2**32 - 1, 2**31, 2**31 - 1, 16777217, 16777216, 4000000000, 0, 5, 5, 65535, 65536], np.uint32)
+    x = np.stack([RNG.permutation(edge), RNG.integers(0, 2**32, 11, dtype=np.int64).astype(np.uint32)])
+    check(tt, cpu, lambda x: (jnp.sort(x, axis=1), jnp.argsort(x, axis=1, stable=True),
+                              jnp.argsort(x, axis=1, descending=True, stable=True), lax.top_k(x, 4)), x, exact=True)
+
+
 # --- reductions -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16", "i32"])

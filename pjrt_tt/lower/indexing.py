@@ -384,9 +384,7 @@ def _float_key(lo: Lowering, x: Value, n: int) -> Value:
         return x
     if x.type.dtype == "bfloat16":
         return lo.typecast(x, "float32")
-    if x.type.dtype != "int32":
-        raise lo.unsupported(f"sorting {x.type.dtype} keys")
-    return lo.typecast(x, "float32")  # ttnn sorts floats only; exact for |key| < 2**24
+    raise lo.unsupported(f"sorting {x.type.dtype} keys")   # (integers: _integer_order)
 
 
 def _index_dtype(key: Value) -> str:
@@ -408,14 +406,16 @@ def _gathered(lo: Lowering, operands: list, dim: int, idx: Value) -> list:
     return outs
 
 
-def _int32_order(lo: Lowering, x: Value, dim: int, descending: bool) -> Value:
-    """The uint32 indices that sort int32 keys along dim, exactly: ttnn sorts floats only,
-    and float32 merges distinct keys past 2**24 (16777217 sorted before 16777216). So two
-    stable sorts by 16-bit digits (LSD radix), each exact in float32: the low digit
-    `x & 0xFFFF`, then the high digit `(x >> 16) + 32768` (biased: signed order)."""
+def _integer_order(lo: Lowering, x: Value, dim: int, descending: bool) -> Value:
+    """The uint32 indices that sort int32 or uint32 keys along dim, exactly: ttnn sorts
+    floats only, and float32 merges distinct keys past 2**24 (16777217 sorted before
+    16777216). So two stable sorts by 16-bit digits (LSD radix), each exact in float32: the
+    low digit `x & 0xFFFF`, then the high digit: `(x >> 16) + 32768` for int32 (biased:
+    signed order), `(x >> 16) & 0xFFFF` for uint32 (whatever fills the shifted-in bits)."""
     low = lo.typecast(lo.emit("bitwise_and", x, 0xFFFF, result=x.type), "float32")
-    high = lo.typecast(lo.emit("add", lo.emit("bitwise_right_shift", x, 16, result=x.type), 32768, result=x.type),
-                       "float32")
+    shifted = lo.emit("bitwise_right_shift", x, 16, result=x.type)
+    high = lo.typecast(lo.emit("add", shifted, 32768, result=x.type) if x.type.dtype == "int32"
+                       else lo.emit("bitwise_and", shifted, 0xFFFF, result=x.type), "float32")
     by_low = lo.emit("sort[1]", low, dim, descending=descending, stable=True, result=_typed(low, dtype="uint32"))
     by_high = lo.emit("sort[1]", _take(lo, high, dim, by_low), dim, descending=descending, stable=True,
                       result=_typed(low, dtype="uint32"))
@@ -428,8 +428,8 @@ def _sort(lo: Lowering, op) -> list:
     descending = _sort_order(lo, op.regions[0])
     stable = "is_stable" in op.attributes and ir.BoolAttr(op.attributes["is_stable"]).value
     x = lo.get(op.operands[0])
-    if x.type.dtype == "int32":
-        return _gathered(lo, list(op.operands), dim, _int32_order(lo, x, dim, descending))
+    if x.type.dtype in ("int32", "uint32"):
+        return _gathered(lo, list(op.operands), dim, _integer_order(lo, x, dim, descending))
     key = _float_key(lo, x, host_type(op.operands[0]).shape[dim])
     idx = lo.emit("sort[1]", key, dim, descending=descending, stable=stable,
                   result=_typed(key, dtype=_index_dtype(key)))
@@ -443,8 +443,8 @@ def _topk(lo: Lowering, op) -> list:
     largest = "largest" not in attrs or ir.BoolAttr(attrs["largest"]).value
     x = lo.get(op.operands[0])
     shape = tuple(host_type(op.results[0]).shape) or (1,)
-    if x.type.dtype == "int32":   # the exact order (see _int32_order), its first k
-        order = _int32_order(lo, x, len(shape) - 1, descending=largest)
+    if x.type.dtype in ("int32", "uint32"):   # the exact order (see _integer_order), its first k
+        order = _integer_order(lo, x, len(shape) - 1, descending=largest)
         idx = slice_(lo, order, [0] * len(shape), list(shape), [1] * len(shape))
         return [_take(lo, x, len(shape) - 1, idx), lo.typecast(idx, "int32")]
     key = _float_key(lo, x, host_type(op.operands[0]).shape[-1])
