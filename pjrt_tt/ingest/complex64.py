@@ -21,15 +21,15 @@ docs/numerics.md ("complex64") states the formulas and their accuracy.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 from jaxlib.mlir import ir
 
-from pjrt_tt.ingest.mlir_compat import as_operation
-
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest.attributes import describe_location
+from pjrt_tt.ingest.attributes import describe_location, source_site
+from pjrt_tt.ingest.mlir_compat import as_operation, called_from
 
 COMPLEX = "complex<f32>"
 
@@ -136,23 +136,28 @@ def _inline_calls(module: ir.Module, entry) -> None:
                             r.replace_all_uses_with(mapping.get(v, v))
                         break
                     copy = as_operation(inner.clone())
+                    if source_site(copy.location, None) is None:   # no frames of its own
+                        called_from(copy, call.location)
                     _remap(copy, mapping)
                     mapping.update(zip(inner.results, copy.results))
             call.erase()
-    # the inlined functions nothing calls now go (not with a pass: running one invalidates
-    # the bindings' op handles in jaxlib 0.7.1)
-    used = set()
+    # the inlined functions nothing calls now go, and then those only they called (not with a
+    # pass: running one invalidates the bindings' op handles in jaxlib 0.7.1)
+    while True:
+        used = set()
 
-    def visit(op):
-        for attr in ("callee", "decomposition"):
-            if attr in op.attributes:
-                used.add(ir.FlatSymbolRefAttr(op.attributes[attr]).value)
-        return ir.WalkResult.ADVANCE
+        def visit(op):
+            for attr in ("callee", "decomposition"):
+                if attr in op.attributes:
+                    used.add(ir.FlatSymbolRefAttr(op.attributes[attr]).value)
+            return ir.WalkResult.ADVANCE
 
-    module.operation.walk(visit)
-    for name, func in funcs.items():
-        if name != "main" and name not in used and _touches(func):
-            func.erase()
+        module.operation.walk(visit)
+        dead = [name for name, func in funcs.items() if name != "main" and name not in used and _touches(func)]
+        if not dead:
+            return
+        for name in dead:
+            funcs.pop(name).erase()
 
 
 def _touches(func) -> bool:
@@ -178,7 +183,8 @@ def _rewrite(op, pairs: dict) -> list:
     ins = [pairs.get(v, v) for v in op.operands]
     if name == "stablehlo.constant":
         data = _complex_constant(op)
-        return [tuple(_constant(np.ascontiguousarray(part.astype(np.float32))) for part in (data.real, data.imag))]
+        # (np.array: ascontiguousarray makes a scalar 1-D)
+        return [tuple(_constant(np.array(part, np.float32, order="C")) for part in (data.real, data.imag))]
     if name == "stablehlo.convert":
         return [_convert(op, ins[0])]
     if name == "stablehlo.real":
@@ -203,6 +209,25 @@ def _rewrite(op, pairs: dict) -> list:
         e = _op("stablehlo.exponential", a)
         return [(_op("stablehlo.multiply", e, _op("stablehlo.cosine", b)),
                  _op("stablehlo.multiply", e, _op("stablehlo.sine", b)))]
+    if name == "stablehlo.exponential_minus_one":   # (e^a cos b - 1) + i e^a sin b, no cancellation near 0
+        a, b = ins[0]
+        half_sin = _op("stablehlo.sine", _op("stablehlo.multiply", b, _splat(b, 0.5)))
+        re = _op("stablehlo.subtract", _op("stablehlo.multiply", _op("stablehlo.exponential_minus_one", a),
+                                           _op("stablehlo.cosine", b)),
+                 _op("stablehlo.multiply", _splat(b, 2.0), _op("stablehlo.multiply", half_sin, half_sin)))
+        return [(re, _op("stablehlo.multiply", _op("stablehlo.exponential", a), _op("stablehlo.sine", b)))]
+    if name == "stablehlo.tanh":
+        return [_tanh(ins[0])]
+    if name == "stablehlo.tan":   # tan z = -i tanh(iz)
+        a, b = ins[0]
+        p, q = _tanh((_op("stablehlo.negate", b), a))
+        return [(q, _op("stablehlo.negate", p))]
+    if name == "stablehlo.power":
+        return [_pow(*ins)]
+    if name == "stablehlo.iota":
+        f32 = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
+        re = _generic("stablehlo.iota", f32, [], _attributes(op))
+        return [(re, _splat(re, 0.0))]
     if name == "stablehlo.log":
         a, b = ins[0]
         return [(_op("stablehlo.log", _abs(ins[0])), _op("stablehlo.atan2", b, a))]
@@ -223,6 +248,8 @@ def _rewrite(op, pairs: dict) -> list:
         return [_dot(op, *ins)]
     if name == "stablehlo.reduce":
         return _reduce(op, ins)
+    if name == "stablehlo.reduce_window":
+        return _reduce_window(op, ins)
     raise _refusal(op, "is not lowered for complex numbers")
 
 
@@ -280,6 +307,38 @@ def _sqrt(x):
     return (re, _op("stablehlo.select", bneg, _op("stablehlo.negate", im), im))
 
 
+def _tanh(x):
+    """tanh(a + bi) = (t + i sin b cos b sech^2 a) / (cos^2 b + t^2 sin^2 b), t = tanh a: the
+    tangent form multiplied through by cos^2 b, finite for any finite a (sech^2 a from
+    e^-|a|, which underflows to 0 where cosh would overflow)."""
+    a, b = x
+    m = lambda p, q: _op("stablehlo.multiply", p, q)  # noqa: E731
+    t, sin, cos = _op("stablehlo.tanh", a), _op("stablehlo.sine", b), _op("stablehlo.cosine", b)
+    e = _op("stablehlo.exponential", _op("stablehlo.negate", _op("stablehlo.abs", a)))
+    sech = _op("stablehlo.divide", m(_splat(e, 2.0), e), _op("stablehlo.add", _splat(e, 1.0), m(e, e)))
+    den = _op("stablehlo.add", m(cos, cos), m(m(t, t), m(sin, sin)))
+    return (_op("stablehlo.divide", t, den), _op("stablehlo.divide", m(m(sin, cos), m(sech, sech)), den))
+
+
+def _pow(x, y):
+    """z^w = exp(w log z) on the principal branch. A zero base gives what XLA gives: 1 for
+    w = 0, 0 for a positive real w, nan + nan i for any other w."""
+    a, b = x
+    log = (_op("stablehlo.log", _abs(x)), _op("stablehlo.atan2", b, a))
+    p, q = _mul(y, log)
+    e = _op("stablehlo.exponential", p)
+    re, im = _op("stablehlo.multiply", e, _op("stablehlo.cosine", q)), _op("stablehlo.multiply", e, _op("stablehlo.sine", q))
+    eq0 = lambda v: _op("stablehlo.compare", v, _splat(v, 0.0), direction="EQ")  # noqa: E731
+    c, d = y
+    base0 = _op("stablehlo.and", eq0(a), eq0(b))
+    positive = _op("stablehlo.and", eq0(d), _op("stablehlo.compare", c, _splat(c, 0.0), direction="GT"))
+    at0 = _op("stablehlo.select", _op("stablehlo.and", eq0(c), eq0(d)), _splat(re, 1.0),
+              _op("stablehlo.select", positive, _splat(re, 0.0), _splat(re, np.nan)))
+    im0 = _op("stablehlo.select", _op("stablehlo.or", positive, _op("stablehlo.and", eq0(c), eq0(d))),
+              _splat(im, 0.0), _splat(im, np.nan))
+    return (_op("stablehlo.select", base0, at0, re), _op("stablehlo.select", base0, im0, im))
+
+
 def _compare(op, x, y):
     direction = re.search(r"comparison_direction\s+(\w+)", str(op.attributes["comparison_direction"])).group(1)
     if direction not in ("EQ", "NE"):
@@ -316,25 +375,80 @@ def _dot(op, x, y):
 
 
 def _reduce(op, ins):
-    """A sum of complex values: one sum per plane (other bodies are refused)."""
-    n = len(op.results)
-    body = op.regions[0].blocks[0]
-    kinds = [o.operation.name for o in body.operations]
-    if n != 1 or kinds != ["stablehlo.add", "stablehlo.return"]:
-        raise _refusal(op, "reduces complex values with a body other than a single add")
+    """A sum of complex values (one sum per plane) or a product (pairwise, log2 n steps)."""
+    kind = _body_kind(op)
+    if kind == "stablehlo.multiply":
+        return [_product(op, *ins)]
+    if kind != "stablehlo.add":
+        raise _refusal(op, "reduces complex values with a body other than a single add or multiply")
+    return [_per_plane(op, ins)]
+
+
+def _reduce_window(op, ins):
+    """Windowed sums of complex values (cumsum): one per plane."""
+    if _body_kind(op) != "stablehlo.add":
+        raise _refusal(op, "reduces windows of complex values with a body other than a single add")
+    return [_per_plane(op, ins)]
+
+
+def _body_kind(op) -> str:
+    """The one op of a single-operand reduction body (add, multiply...), or ""."""
+    kinds = [o.operation.name for o in op.regions[0].blocks[0].operations]
+    return kinds[0] if len(op.results) == 1 and len(kinds) == 2 and kinds[1] == "stablehlo.return" else ""
+
+
+def _per_plane(op, ins):
+    """`op` (a reduce or reduce_window summing one complex operand) on each float32 plane."""
     (x, init) = ins
     out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
     scalar = ir.RankedTensorType.get([], ir.F32Type.get())
     planes = []
     for k in (0, 1):
-        red = ir.Operation.create("stablehlo.reduce", results=[out], operands=[x[k], init[k]],
-                                  attributes={"dimensions": op.attributes["dimensions"]}, regions=1)
+        red = ir.Operation.create(op.name, results=[out], operands=[x[k], init[k]], attributes=_attributes(op),
+                                  regions=1)
         block = red.regions[0].blocks.append(scalar, scalar)
         with ir.InsertionPoint(block):
-            s = _op("stablehlo.add", *block.arguments)
-            ir.Operation.create("stablehlo.return", operands=[s])
+            ir.Operation.create("stablehlo.return", operands=[_op("stablehlo.add", *block.arguments)])
         planes.append(red.results[0])
-    return [tuple(planes)]
+    return tuple(planes)
+
+
+def _product(op, x, init):
+    """The product over `dimensions`: those moved last and flattened into one of n, then
+    halves multiplied (a 1 appended when odd) until one is left, times the init."""
+    dims = list(ir.DenseI64ArrayAttr(op.attributes["dimensions"]))
+    shape = _shape(x[0].type)
+    kept = [d for d in range(len(shape)) if d not in dims]
+    n = math.prod(shape[d] for d in dims)
+    planes = [_generic("stablehlo.transpose", ir.RankedTensorType.get([shape[d] for d in kept + dims], ir.F32Type.get()),
+                       [p], {"permutation": ir.DenseI64ArrayAttr.get(kept + dims)}) for p in x]
+    rest = [shape[d] for d in kept]
+    planes = [_reshape(p, rest + [n]) for p in planes]
+    if n == 0:   # an empty product: the init alone
+        planes = [_constant(np.full(rest + [1], v, np.float32)) for v in (1.0, 0.0)]
+        n = 1
+    while n > 1:
+        if n % 2:
+            planes = [_generic("stablehlo.pad", ir.RankedTensorType.get(rest + [n + 1], ir.F32Type.get()),
+                               [p, _constant(np.array(v, np.float32))],
+                               {"edge_padding_low": ir.DenseI64ArrayAttr.get([0] * (len(rest) + 1)),
+                                "edge_padding_high": ir.DenseI64ArrayAttr.get([0] * len(rest) + [1]),
+                                "interior_padding": ir.DenseI64ArrayAttr.get([0] * (len(rest) + 1))})
+                      for p, v in zip(planes, (1.0, 0.0))]
+            n += 1
+        half = [tuple(_last_slice(p, rest, start, start + n // 2) for p in planes) for start in (0, n // 2)]
+        planes, n = list(_mul(*half)), n // 2
+    planes = [_reshape(p, rest) for p in planes]
+    scalar_init = [_generic("stablehlo.broadcast_in_dim", ir.RankedTensorType.get(rest, ir.F32Type.get()), [v],
+                            {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])}) for v in init]
+    return _mul(tuple(planes), tuple(scalar_init))
+
+
+def _last_slice(v: ir.Value, rest: list, start: int, limit: int) -> ir.Value:
+    return _generic("stablehlo.slice", ir.RankedTensorType.get(rest + [limit - start], ir.F32Type.get()), [v], {
+        "start_indices": ir.DenseI64ArrayAttr.get([0] * len(rest) + [start]),
+        "limit_indices": ir.DenseI64ArrayAttr.get(rest + [limit]),
+        "strides": ir.DenseI64ArrayAttr.get([1] * (len(rest) + 1))})
 
 
 def _return(ret, pairs: dict) -> None:

@@ -36,6 +36,17 @@ def users(value: ir.Value) -> list[ir.Operation]:
     return [as_operation(use.owner) for use in value.uses]
 
 
+def called_from(op, call_site: ir.Location) -> None:
+    """An op inlined from a function jax outlined gets the call's frames: jaxlib 0.12 names
+    such ops without a source (loc("cumsum")) and lets a location be set; 0.7.1 gives them
+    the caller's frames already (and has no setter)."""
+    op = as_operation(op)
+    try:
+        op.location = ir.Location.callsite(op.location, [call_site])
+    except AttributeError:
+        pass
+
+
 def attribute_values(op) -> list[ir.Attribute]:
     """An op's attribute values, without their names: reading a name that is not UTF-8
     (a corrupt program's) aborts the process in both bindings, and iterating
