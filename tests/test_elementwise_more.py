@@ -161,6 +161,20 @@ def test_bitcast_convert(tt, cpu):
     check(tt, cpu, lambda b: bc(bc(b, jnp.uint16) ^ jnp.uint16(0x8000), jnp.bfloat16), b, exact=True)
 
 
+def test_bitcast_convert_between_widths(tt, cpu):
+    """Bytes and halves taken apart and put together (little-endian, as XLA): f32 <-> 4 x u8 /
+    2 x bf16 / 2 x i16, u32 -> 2 x u16, i8 x 4 -> i32, bf16 <-> i16 (int16 is carried as int32)."""
+    f = np.array([[1.0, -0.0, np.inf, -2.5, 3.1415927, 1e-30, -7e20, np.nan]], np.float32)
+    u = ints((3, 33), np.uint32, U32_EDGES)
+    i8 = np.random.default_rng(1).integers(-128, 128, (5, 4)).astype(np.int8)
+    b = np.array([[1.0, -2.0, 0.5, -0.0, 3.0e38, 1e-20]], BF16)
+    bc = jax.lax.bitcast_convert_type
+    check(tt, cpu, lambda f, u, i8, b: (bc(f, jnp.uint8), bc(f, jnp.bfloat16), bc(f, jnp.int16),
+                                        bc(bc(f, jnp.uint8), jnp.float32), bc(u, jnp.uint16), bc(i8, jnp.int32),
+                                        bc(b, jnp.int16), bc(bc(b, jnp.int16), jnp.bfloat16),
+                                        bc(b.reshape(3, 2), jnp.float32)), f, u, i8, b, exact=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # convert
 # ---------------------------------------------------------------------------------------------

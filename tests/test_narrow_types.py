@@ -169,12 +169,29 @@ def test_float16_mlp_value_and_grad(tt, cpu):
         assert_close(g, w, kind="matmul")
 
 
-def test_a_float16_bitcast_is_refused_naming_the_op(tt):
+def test_float16_bitcasts_are_exact_and_jax_random_makes_float16(tt, cpu):
+    """float16's bits, computed from its float32 carrier: all 65536 patterns both ways (NaNs
+    as NaN), and jax.random's float16 numbers (made from uint16 bits) equal to CPU's."""
+    bits = np.arange(2 ** 16, dtype=np.uint16).reshape(256, 256)
+    got, want = run_both(lambda b: jax.lax.bitcast_convert_type(b, jnp.float16), bits, tt_device=tt, cpu_device=cpu)
+    nan = np.isnan(want[0])
+    np.testing.assert_array_equal(np.isnan(got[0]), nan)
+    np.testing.assert_array_equal(got[0].view(np.uint16)[~nan], want[0].view(np.uint16)[~nan])
+    values = want[0][~nan].reshape(-1)
+    got, want = run_both(lambda v: (jax.lax.bitcast_convert_type(v, jnp.uint16), jax.lax.bitcast_convert_type(v, jnp.int16),
+                                    jax.lax.bitcast_convert_type(v.reshape(-1, 2), jnp.float32)), values,
+                         tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8))
+    got, want = run_both(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (64, 9), dtype=jnp.float16),
+                         np.asarray(jax.random.key_data(jax.random.key(3))), tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], exact=True)
+
+
+def test_a_float8_bitcast_is_refused_naming_the_op(tt):
     with pytest.raises(Exception, match=r"UNIMPLEMENTED: `stablehlo.bitcast_convert` at .*test_narrow_types.py:\d+.*"
-                                        r"reinterprets the bits of f16 as i16"):
-        jax.jit(lambda x: jax.lax.bitcast_convert_type(x, jnp.int16))(jax.device_put(F16, tt))
-    with pytest.raises(Exception, match=r"ask for float32 ones and convert them"):   # jax.random's float16
-        jax.jit(lambda k: jax.random.uniform(k, (4,), dtype=jnp.float16))(jax.device_put(jax.random.key(0), tt))
+                                        r"reinterprets the bits of f8E4M3FN as ui8"):
+        jax.jit(lambda x: jax.lax.bitcast_convert_type(x, jnp.uint8))(jax.device_put(np.ones(4, jnp.float8_e4m3fn), tt))
 
 
 def test_torch_eager_and_compile():

@@ -18,9 +18,11 @@ them (docs/numerics.md):
   count_leading_zeros read the narrow bit pattern: their operand is masked first.
 - float -> int8 / int16 converts saturate (XLA:CPU: +-inf and values beyond the range give
   the type's extremes, NaN gives 0): the int32 convert's result is clamped.
-- A bitcast between int8 and uint8 (int16 and uint16) is the wrap-around convert; other
-  bitcasts from or to these types read bits the carrier does not hold and are refused
-  (UNIMPLEMENTED naming the op and its source line).
+- Bitcasts (`_split_width`): between int8 and uint8 (int16 and uint16) it is the
+  wrap-around convert; others from or to these types, and those between widths (f32 ->
+  4 x uint8, 2 x bf16 -> f32), take the bits apart or put them together in uint32 integer
+  ops; a float16's bits are computed from its float32 carrier (exactly, subnormals, inf and
+  NaN included). float8 bitcasts are refused (UNIMPLEMENTED naming the op and its line).
 - float16 computes in float32 and is rounded to float16 where it leaves float16: when
   downloaded, and at every convert to float16 (its result) or from a computed float16 value
   (its operand), with float8's rounding below (reduce_precision (5, 10) would flush float16's
@@ -106,7 +108,8 @@ def plan(module: ir.Module) -> list:
     module.operation.walk(lambda op: (bitcasts.append(op) if op.name == "stablehlo.bitcast_convert"
                                       else None) or ir.WalkResult.ADVANCE)
     for op in bitcasts:
-        _bitcast(op)
+        for same_width in _split_width(op):
+            _bitcast(same_width)
     edits: list[_Edit] = []
     for func in module.body.operations:
         for region in func.operation.regions:
@@ -200,10 +203,158 @@ def _fits(inner, outer) -> bool:
     return outer[0] <= inner[0] and inner[1] <= outer[1]
 
 
+_WIDTH = {"i8": 8, "ui8": 8, "i16": 16, "ui16": 16, "f16": 16, "bf16": 16, "i32": 32, "ui32": 32, "f32": 32}
+_UNSIGNED_OF = {8: "ui8", 16: "ui16", 32: "ui32"}
+
+
+def _split_width(op) -> list:
+    """A bitcast the carriers cannot do as one (between widths: f32 -> [..., 4] x ui8,
+    [..., 2] x bf16 -> f32; from or to int8 / int16 / float16, carried wider) as the bits
+    in uint32 integer ops: each value's bits taken out (a same-width bitcast, or float16's
+    computed from its float32 carrier), split (shift right, mask) or joined (shift left, or:
+    the last dim's first element lowest, as XLA does) and put back. Returns the same-width
+    bitcasts it leaves for `_bitcast` (the op itself when the chip's bitcast does it, or a
+    type is 64-bit, boolean or float8: narrow64 refuses the 64-bit ones, `_bitcast` the
+    rest)."""
+    src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
+    if src not in _WIDTH or dst not in _WIDTH:
+        return [op]
+    ws, wd = _WIDTH[src], _WIDTH[dst]
+    carried = {src, dst} & {"i8", "i16", "f16"}
+    if ws == wd and (not carried or (src, dst) in _UNSIGNED.items() or (dst, src) in _UNSIGNED.items()):
+        return [op]
+    b = _Bits()
+    with op.context, op.location, ir.InsertionPoint(op):
+        x = op.operands[0]
+        in_shape = list(ir.RankedTensorType(x.type).shape)
+        out_shape = list(ir.RankedTensorType(op.results[0].type).shape)
+        if ws == wd:
+            y = b.from_bits(b.bits(x, src, in_shape), dst, out_shape)
+        elif ws > wd:   # [..] -> [.., r]: part k is bits [wd * k, wd * (k + 1))
+            u, parts = b.bits(x, src, in_shape), []
+            for k in range(ws // wd):
+                v = b.op("stablehlo.shift_right_logical", [u, b.const(in_shape, wd * k)]) if k else u
+                v = b.from_bits(b.op("stablehlo.and", [v, b.const(in_shape, (1 << wd) - 1)]), dst, in_shape)
+                parts.append(b.op("stablehlo.reshape", [v], in_shape + [1], dst))
+            y = b.op("stablehlo.concatenate", parts, out_shape, dst,
+                     {"dimension": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), len(in_shape))})
+        else:           # [.., r] -> [..]: part k shifted left by ws * k, or'ed together
+            u = None
+            for k in range(wd // ws):
+                v = b.op("stablehlo.slice", [x], out_shape + [1], src, {
+                    "start_indices": ir.DenseI64ArrayAttr.get([0] * len(out_shape) + [k]),
+                    "limit_indices": ir.DenseI64ArrayAttr.get(out_shape + [k + 1]),
+                    "strides": ir.DenseI64ArrayAttr.get([1] * (len(out_shape) + 1))})
+                v = b.bits(b.op("stablehlo.reshape", [v], out_shape, src), src, out_shape)
+                v = b.op("stablehlo.shift_left", [v, b.const(out_shape, ws * k)]) if k else v
+                u = v if u is None else b.op("stablehlo.or", [u, v])
+            y = b.from_bits(u, dst, out_shape)
+    op.results[0].replace_all_uses_with(y)
+    op.erase()
+    return b.bitcasts
+
+
+class _Bits:
+    """Builds the uint32 bit arithmetic of `_split_width` before `op`."""
+
+    def __init__(self):
+        self.bitcasts = []   # the same-width bitcasts made (int8 <-> uint8... become converts)
+
+    def op(self, name, operands, shape=None, etype=None, attrs=None) -> ir.Value:
+        """`name` of `operands`, its result of shape and etype (default: the first operand's)."""
+        shape = list(ir.RankedTensorType(operands[0].type).shape) if shape is None else shape
+        etype = etype or _etype(operands[0].type)
+        new = ir.Operation.create(name, results=[ir.RankedTensorType.get(shape, _element(etype))],
+                                  operands=list(operands), attributes=attrs or {})
+        if name == "stablehlo.bitcast_convert":
+            self.bitcasts.append(new)
+        return new.results[0]
+
+    def const(self, shape, value, etype="ui32") -> ir.Value:
+        t = ir.RankedTensorType.get(shape, _element(etype))
+        attr = ir.FloatAttr.get(t.element_type, value) if etype == "f32" else ir.IntegerAttr.get(t.element_type, value)
+        return self.op("stablehlo.constant", [], shape, etype, {"value": ir.DenseElementsAttr.get_splat(t, attr)})
+
+    def cmp(self, x, direction: str, value: int) -> ir.Value:
+        shape = list(ir.RankedTensorType(x.type).shape)
+        return self.op("stablehlo.compare", [x, self.const(shape, value)], shape, "i1", {
+            "comparison_direction": ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>"),
+            "compare_type": ir.Attribute.parse("#stablehlo<comparison_type UNSIGNED>")})
+
+    def select(self, p, a, b) -> ir.Value:
+        return self.op("stablehlo.select", [p, a, b], list(ir.RankedTensorType(a.type).shape),
+                       _etype(a.type))
+
+    def field(self, u, shift: int, mask: int) -> ir.Value:
+        shape = list(ir.RankedTensorType(u.type).shape)
+        v = self.op("stablehlo.shift_right_logical", [u, self.const(shape, shift)]) if shift else u
+        return self.op("stablehlo.and", [v, self.const(shape, mask)])
+
+    def bits(self, x, etype: str, shape) -> ir.Value:
+        """x's bit pattern, zero-extended to uint32."""
+        if etype == "f16":
+            return self._f16_bits(self.op("stablehlo.convert", [x], shape, "f32"), shape)
+        w = _WIDTH[etype]
+        u = x if etype == _UNSIGNED_OF[w] else self.op("stablehlo.bitcast_convert", [x], shape, _UNSIGNED_OF[w])
+        return u if w == 32 else self.op("stablehlo.convert", [u], shape, "ui32")
+
+    def from_bits(self, u, etype: str, shape) -> ir.Value:
+        """The value of etype whose bit pattern is u's low bits."""
+        if etype == "f16":
+            return self.op("stablehlo.convert", [self._f16_value(u, shape)], shape, "f16")
+        w = _WIDTH[etype]
+        v = u if w == 32 else self.op("stablehlo.convert", [u], shape, _UNSIGNED_OF[w])
+        return v if etype == _UNSIGNED_OF[w] else self.op("stablehlo.bitcast_convert", [v], shape, etype)
+
+    def _f16_bits(self, f, shape) -> ir.Value:
+        """The float16 bit pattern of a float32 holding a float16 value: sign, exponent
+        rebiased (127 -> 15) and the top 10 mantissa bits; subnormals (float32 exponents
+        103..112) shifted in with their leading one; zero; inf, and NaN as the quiet NaN."""
+        u = self.op("stablehlo.bitcast_convert", [f], shape, "ui32")
+        sign, e, m = self.field(u, 16, 0x8000), self.field(u, 23, 0xFF), self.field(u, 0, 0x7FFFFF)
+        orr = lambda a, b: self.op("stablehlo.or", [a, b])  # noqa: E731
+        normal = orr(sign, orr(self.op("stablehlo.shift_left", [self.op("stablehlo.subtract",
+                                                                          [e, self.const(shape, 112)]),
+                                                                 self.const(shape, 10)]),
+                               self.op("stablehlo.shift_right_logical", [m, self.const(shape, 13)])))
+        shift = self.op("stablehlo.subtract", [self.const(shape, 126), self.select(self.cmp(e, "LT", 103),
+                                                                                   self.const(shape, 103), e)])
+        sub = orr(sign, self.op("stablehlo.shift_right_logical", [orr(m, self.const(shape, 0x800000)),
+                                                                  self.select(self.cmp(shift, "GT", 31),
+                                                                              self.const(shape, 31), shift)]))
+        special = orr(sign, self.select(self.cmp(m, "EQ", 0), self.const(shape, 0x7C00), self.const(shape, 0x7E00)))
+        return self.select(self.cmp(e, "EQ", 255), special,
+                           self.select(self.cmp(e, "GE", 113), normal,
+                                       self.select(self.cmp(e, "GE", 103), sub, sign)))
+
+    def _f16_value(self, h, shape) -> ir.Value:
+        """The float32 value of the float16 bit pattern in h's low 16 bits (subnormals are
+        m * 2^-24, normal in float32)."""
+        sign, e, m = self.field(h, 15, 1), self.field(h, 10, 0x1F), self.field(h, 0, 0x3FF)
+        shl = lambda v, n: self.op("stablehlo.shift_left", [v, self.const(shape, n)])  # noqa: E731
+        orr = lambda a, b: self.op("stablehlo.or", [a, b])  # noqa: E731
+        exp = self.select(self.cmp(e, "EQ", 31), self.const(shape, 255), self.op("stablehlo.add", [e, self.const(shape, 112)]))
+        bits = orr(shl(sign, 31), orr(shl(exp, 23), shl(m, 13)))
+        value = self.op("stablehlo.bitcast_convert", [bits], shape, "f32")
+        tiny = self.op("stablehlo.multiply", [self.op("stablehlo.convert", [m], shape, "f32"),
+                                              self.const(shape, 2.0 ** -24, "f32")])
+        tiny = self.select(self.cmp(sign, "EQ", 1), self.op("stablehlo.negate", [tiny]), tiny)
+        return self.select(self.cmp(e, "EQ", 0), tiny, value)
+
+
+def _element(etype: str) -> ir.Type:
+    floats = {"f32": ir.F32Type, "bf16": ir.BF16Type, "f16": ir.F16Type}
+    if etype in floats:
+        return floats[etype].get()
+    bits = int(etype.lstrip("ui"))
+    return ir.IntegerType.get_unsigned(bits) if etype.startswith("ui") else ir.IntegerType.get_signless(bits)
+
+
 def _bitcast(op):
-    """A bitcast from or to float16 / int8 / int16: the convert it equals (int8 <-> uint8,
-    int16 <-> uint16: two's complement both ways), or refused. Returns the op now standing
-    in its place (None: none is involved)."""
+    """A same-width bitcast from or to int8 / int16 (what `_split_width` leaves): the convert
+    it equals (int8 <-> uint8, int16 <-> uint16: two's complement both ways); one from or to
+    float8 (carried as float32, its bits not computed) is refused. Returns the op now
+    standing in its place (None: none is involved)."""
     src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
     if src not in WIDENED and dst not in WIDENED:
         return None
@@ -215,14 +366,11 @@ def _bitcast(op):
         op.erase()
         return new
     where = describe_location(op.location)
-    carried = {"f16": "float16 as float32", "i8": "int8 as int32", "i16": "int16 as int32"}
-    what = "; ".join(carried[t] for t in dict.fromkeys((src, dst)) if t in carried)
-    hint = ("jax.random makes float16 numbers from the bits of uint16 ones: ask for float32 ones "
-            "and convert them (jax.random.uniform(key, shape).astype(jnp.float16))"
-            if (src, dst) == ("ui16", "f16") else "convert the values (astype) instead of bitcasting them")
+    what = "; ".join(f"{t} as {WIDENED[t]}" for t in dict.fromkeys((src, dst)) if t in WIDENED)
     raise Unimplemented(
         f"`stablehlo.bitcast_convert`{' at ' + where if where else ''} reinterprets the bits of "
-        f"{src} as {dst}: the chip carries {what}, where these bits do not exist; {hint}")
+        f"{src} as {dst}: the chip carries {what}, and pjrt-tt computes the bits of float16, int8 and "
+        f"int16 values only; convert the values (astype) instead of bitcasting them")
 
 
 def apply(edits: list) -> None:
