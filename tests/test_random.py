@@ -103,3 +103,23 @@ def test_uint64_counters_narrowed_only_when_provably_small():
     with pytest.raises(Unimplemented, match=r"`func.return` .* uses a constant of 64-bit integers \(ui64\) "
                                             r"with values in \[1, 8589934592\], beyond ui32"):
         parse(COUNTERS.encode(), "mlir")   # 2^33 does not fit: refused, not wrapped
+
+
+def test_mulhi_and_philox_keys(tt, cpu):
+    """lax.mulhi (jax legalizes it to a 64-bit product shifted right by 32, computed here from
+    16-bit halves in uint32) exact for int32 and uint32 edges, and draws from the Philox
+    PRNGs built on it equal to CPU's. Both arrived with jax 0.12."""
+    if not hasattr(jax.lax, "mulhi"):
+        pytest.skip(f"jax {jax.__version__} has no lax.mulhi / Philox PRNG")
+    edges = np.array([0, 1, 3, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 1, 0xD2511F53, 0xCD9E8D57], np.uint64)
+    rng = np.random.default_rng(5)
+    a, b = np.meshgrid(edges, edges[::-1])
+    a = np.concatenate([a.ravel(), rng.integers(0, 2**32, 300, dtype=np.uint64)]).astype(np.uint32)
+    b = np.concatenate([b.ravel(), rng.integers(0, 2**32, 300, dtype=np.uint64)]).astype(np.uint32)
+    check(tt, cpu, lambda a, b: (jax.lax.mulhi(a, b), jax.lax.mulhi(a.view(jnp.int32), b.view(jnp.int32))), a, b)
+    for impl in ("philox4x32", "philox2x32"):
+        key = jax.random.key_data(jax.random.key(11, impl=impl))
+        check(tt, cpu, lambda k: (jax.random.bits(jax.random.wrap_key_data(k, impl=impl), (9, 5)),   # noqa: B023
+                                  jax.random.uniform(jax.random.wrap_key_data(k, impl=impl), (64,)),   # noqa: B023
+                                  jax.random.key_data(jax.random.split(jax.random.wrap_key_data(k, impl=impl), 3))),   # noqa: B023
+              key)

@@ -98,6 +98,7 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     funcs, main, ftype = _functions(module)
     entry = main.regions[0].blocks[0]
     inputs, outputs = tuple(_etype(t) for t in ftype.inputs), tuple(_etype(t) for t in ftype.results)
+    _mulhi_in_32_bits(module)
     complex64.split_complex(module, main)
     _saturate_sentinels(module)
     edits = widen.plan(module)
@@ -122,6 +123,70 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
         _return_guards(main, [op for op, _, _, _ in guards])
     return Boundary(inputs, outputs, ranges, out_ranges, limit,
                     tuple((what, lo, hi) for _, what, lo, hi in guards), source)
+
+
+def _mulhi_in_32_bits(module: ir.Module) -> None:
+    """The high half of a 32 x 32-bit product (jax's lax.mulhi, which Philox random draws
+    use): jax legalizes chlo.mulhi to a 64-bit multiply shifted right by 32, whose product
+    no carrier holds. Computed here from 16-bit halves in uint32 (each partial product
+    fits), with the two's complement correction for int32: hi = hi_u - (a < 0 ? b : 0) -
+    (b < 0 ? a : 0). The shift's result becomes that value widened back to 64 bits."""
+    shifts = []
+    module.operation.walk(lambda op: (shifts.append(op) if op.name in (
+        "stablehlo.shift_right_logical", "stablehlo.shift_right_arithmetic") else None) or ir.WalkResult.ADVANCE)
+    for shift in shifts:
+        mul, amount = defining_op(shift.operands[0]), shift.operands[1]
+        if mul is None or mul.name != "stablehlo.multiply" or _etype(shift.results[0].type) not in _NARROW:
+            continue
+        owner = defining_op(amount)
+        if owner is None or owner.name != "stablehlo.constant" or set(
+                constant_array(owner.attributes["value"], np.int64).reshape(-1).tolist()) != {32}:
+            continue
+        ext = [defining_op(v) for v in mul.operands]
+        if any(e is None or e.name != "stablehlo.convert" or _etype(e.operands[0].type) not in ("i32", "ui32")
+               for e in ext) or _etype(ext[0].operands[0].type) != _etype(ext[1].operands[0].type):
+            continue
+        with shift.context, shift.location, ir.InsertionPoint(shift):
+            hi = _mulhi(*(e.operands[0] for e in ext))
+            wide = ir.Operation.create("stablehlo.convert", results=[shift.results[0].type], operands=[hi])
+        shift.results[0].replace_all_uses_with(wide.results[0])
+        shift.erase()
+        for dead in [mul, *ext]:
+            if not list(dead.results[0].uses):
+                dead.erase()
+
+
+def _mulhi(a: ir.Value, b: ir.Value) -> ir.Value:
+    """mulhi(a, b) of two int32 or uint32 values, in uint32 ops."""
+    signed = _etype(a.type) == "i32"
+    shape = list(ir.RankedTensorType(a.type).shape)
+    u32 = ir.RankedTensorType.get(shape, ir.IntegerType.get_unsigned(32))
+
+    def op(name, *operands, result=u32):
+        return ir.Operation.create(name, results=[result], operands=list(operands)).results[0]
+
+    def const(n):
+        return ir.Operation.create("stablehlo.constant", results=[u32], attributes={
+            "value": ir.DenseElementsAttr.get_splat(u32, ir.IntegerAttr.get(u32.element_type, n))}).results[0]
+
+    au, bu = (op("stablehlo.bitcast_convert", v) if signed else v for v in (a, b))
+    lo16 = lambda v: op("stablehlo.and", v, const(0xFFFF))  # noqa: E731
+    hi16 = lambda v: op("stablehlo.shift_right_logical", v, const(16))  # noqa: E731
+    a0, a1, b0, b1 = lo16(au), hi16(au), lo16(bu), hi16(bu)
+    p00, p01, p10, p11 = (op("stablehlo.multiply", x, y) for x, y in ((a0, b0), (a0, b1), (a1, b0), (a1, b1)))
+    mid = op("stablehlo.add", op("stablehlo.add", hi16(p00), lo16(p01)), lo16(p10))
+    hi = op("stablehlo.add", op("stablehlo.add", p11, hi16(p01)), op("stablehlo.add", hi16(p10), hi16(mid)))
+    if not signed:
+        return hi
+    i1 = ir.RankedTensorType.get(shape, ir.IntegerType.get_signless(1))
+    for x, y in ((a, bu), (b, au)):   # minus y where x < 0 (mod 2^32)
+        zero = ir.Operation.create("stablehlo.constant", results=[a.type], attributes={
+            "value": ir.DenseElementsAttr.get_splat(a.type, ir.IntegerAttr.get(ir.RankedTensorType(a.type).element_type, 0))})
+        neg = ir.Operation.create("stablehlo.compare", results=[i1], operands=[x, zero.results[0]], attributes={
+            "comparison_direction": ir.Attribute.parse("#stablehlo<comparison_direction LT>"),
+            "compare_type": ir.Attribute.parse("#stablehlo<comparison_type SIGNED>")}).results[0]
+        hi = op("stablehlo.subtract", hi, op("stablehlo.select", neg, y, const(0)))
+    return op("stablehlo.bitcast_convert", hi, result=a.type)
 
 
 def _guardable(entry) -> list:
