@@ -203,6 +203,27 @@ def test_pooling(tt, cpu, dtype):
     check(tt, cpu, lambda x: lax.cummax(x, axis=1), x, exact=True)
 
 
+def test_reduce_window_with_any_elementwise_body(tt, cpu):
+    """Bodies other than one add / max / min, written out window element by window element
+    (ingest/windows.py): cumulative logsumexp both ways, logaddexp and product windows, and
+    two operands reduced together (a max and a sum; an argmax pool whose body calls jnp's
+    outlined `where`)."""
+    x, y = rand((4, 9)), rand((4, 9))
+
+    def argmax_pool(x):
+        def body(a, b):
+            pick = a[0] >= b[0]
+            return jnp.where(pick, a[0], b[0]), jnp.where(pick, a[1], b[1])
+        return lax.reduce_window((x, lax.broadcasted_iota(jnp.int32, x.shape, 1)), (-jnp.inf, 0), body,
+                                 (1, 3), (1, 2), "VALID")
+
+    check(tt, cpu, lambda x: (lax.cumlogsumexp(x, axis=1), lax.cumlogsumexp(x, axis=0, reverse=True),
+                              lax.reduce_window(x, -jnp.inf, jnp.logaddexp, (2, 3), (1, 2), "SAME"),
+                              lax.reduce_window(x, 1.0, lax.mul, (2, 2), (1, 1), "VALID")), x)
+    check(tt, cpu, lambda x, y: (lax.reduce_window((x, y), (-jnp.inf, 0.0), lambda a, b: (
+        jnp.maximum(a[0], b[0]), a[1] + b[1]), (1, 3), (1, 1), "SAME"), argmax_pool(x)), x, y, exact=True)
+
+
 def test_max_pool_grad(tt, cpu):
     import flax.linen as nn
     x = rand((2, 9, 7, 3))

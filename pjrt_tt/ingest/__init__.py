@@ -19,6 +19,7 @@ from pjrt_tt.ingest.mlir_compat import attribute_values
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
     constant_array, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
+from pjrt_tt.ingest.windows import write_out_reduce_windows
 
 
 def new_context() -> ir.Context:
@@ -74,7 +75,8 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         check_module(module)
         if from_hlo:
             _as_jax_emits(module)
-        if narrow:
+        if narrow:   # (the module handed back to the framework stays as it came)
+            write_out_reduce_windows(module)
             boundary = narrow_64bit(module, strict_64bit)
     except RuntimeError as e:
         if "conversion error" not in str(e):

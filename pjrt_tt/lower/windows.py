@@ -9,7 +9,7 @@ What each becomes:
   rank / dtype / layout / padding / dilation. ttnn.max_pool2d / avg_pool2d are not used:
   they take bf16 only (f32: "Only BFLOAT16 supported for now") and reject shapes such as a
   3x3/2 pool over 7x9 ("Shard height 224 must match physical height 64 for width sharded").
-  Windows of more than MAX_WINDOW elements are rejected (the op count grows with them).
+  Windows of more than MAX_ELEMENTS elements are rejected (the op count grows with them).
 - select_and_scatter with a >= / > (max) or <= / < (min) select and an add, max or min
   scatter (max-pool gradients; torch_xla's max-pool indices scatter the pooled max with
   max): the same slices pick, per window, the first (>=, <=) or last (>, <) element equal
@@ -23,13 +23,13 @@ import math
 
 from jaxlib.mlir import ir
 
+from pjrt_tt.ingest.windows import MAX_ELEMENTS
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, pad, result_type, slice_, where
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, Value
 
-MAX_WINDOW = 64
 COMBINE = {"add": "add", "max": "maximum", "min": "minimum"}
 SCANS = {"add": "cumsum", "mul": "cumprod"}
 IDENTITY = {"add": 0.0, "max": -math.inf, "min": math.inf}
@@ -50,8 +50,8 @@ def _padding(op, rank: int) -> tuple[list[int], list[int]]:
 
 def _windows(lo: Lowering, x: Value, h: HostType, window, strides, dilations, low, high, fill, out_shape):
     """The strided slice of the padded `x` seen by each window element, in row-major order."""
-    if math.prod(window) > MAX_WINDOW:
-        raise lo.unsupported(f"windows of {math.prod(window)} elements (more than {MAX_WINDOW}): "
+    if math.prod(window) > MAX_ELEMENTS:
+        raise lo.unsupported(f"windows of {math.prod(window)} elements (more than {MAX_ELEMENTS}): "
                              f"one slice per window element would not be cheap")
     if any(low + high):
         x = pad(lo, x, h, low, high, [0] * len(low), fill)
@@ -70,12 +70,15 @@ def _fold(lo: Lowering, fn: str, parts: list[Value]) -> Value:
 
 @rule("stablehlo.reduce_window")
 def _reduce_window(lo: Lowering, op) -> list:
+    # other bodies reach this rule only where ingest/windows.py could not write them out
+    written_out = (f"(other bodies run written out, for windows of at most {MAX_ELEMENTS} elements without "
+                   f"base dilation)")
     if len(op.results) != 1:
-        raise lo.unsupported("reduce_window over several operands at once")
+        raise lo.unsupported(f"reduce_window over several operands at once {written_out}")
     kind = bodies.combiner(op.regions[0])
     if kind not in COMBINE and kind not in SCANS:
         raise lo.unsupported(f"reduce_window whose body is not add/max/min/multiply "
-                             f"(got {bodies.op_names(op.regions[0])})")
+                             f"(got {bodies.op_names(op.regions[0])}) {written_out}")
     h = host_type(op.operands[0])
     rank = len(h.shape)
     init = lo.entry(op.operands[1])
@@ -96,7 +99,7 @@ def _reduce_window(lo: Lowering, op) -> list:
         if window[d] == n > 1 and others_unpadded and (low[d], high[d]) in ((n - 1, 0), (0, n - 1)):
             return [lo.emit(SCANS[kind], x, d, reverse_order=high[d] > 0, result=out)]
     if kind not in COMBINE:
-        raise lo.unsupported("reduce_window multiply other than a cumulative product")
+        raise lo.unsupported(f"reduce_window multiply other than a cumulative product {written_out}")
     parts = [s for _, s in _windows(lo, x, h, window, strides, dilations, low, high, init.value,
                                     host_type(op.results[0]).shape)]
     return [_fold(lo, COMBINE[kind], parts)]

@@ -1,0 +1,142 @@
+"""reduce_window with a body the lowering does not compute by name, written out.
+
+The lowering computes a window reduction whose body is one add / max / min (a sum of
+strided slices, ttnn's cumulative ops for scans; lower/windows.py). Any other body (jax's
+cumulative logsumexp, a product over 2-D windows, an argmax pool reducing a value and an
+index together) becomes its definition here: the padded operands' strided slice for each
+window element, folded into the init one element at a time by the body's own ops, now on
+whole tensors (each scalar op of the body applied elementwise). So any elementwise body
+runs, at one slice and one body per window element: windows of more than MAX_ELEMENTS
+elements are left to the lowering, which refuses them naming the size.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+from jaxlib.mlir import ir
+
+MAX_ELEMENTS = 64
+_NAMED = {"stablehlo.add", "stablehlo.maximum", "stablehlo.minimum"}
+
+
+def write_out_reduce_windows(module: ir.Module) -> None:
+    found = []
+    module.operation.walk(lambda op: (found.append(op) if op.name == "stablehlo.reduce_window" else None)
+                          or ir.WalkResult.ADVANCE)
+    funcs = {ir.StringAttr(f.operation.attributes["sym_name"]).value: f.operation
+             for f in module.body.operations if f.operation.name == "func.func"}
+    for op in found:
+        if not _named(op) and _writable(op, funcs):
+            _write_out(op, funcs)
+
+
+def _body_ops(op) -> list:
+    return [o.operation for o in op.regions[0].blocks[0].operations]
+
+
+def _named(op) -> bool:
+    """A body the lowering computes by name: one add / max / min, or a multiply it scans."""
+    ops = _body_ops(op)
+    if len(op.results) != 1 or len(ops) != 2:
+        return False
+    return ops[0].name in _NAMED or (ops[0].name == "stablehlo.multiply" and _cumulative(op))
+
+
+def _cumulative(op) -> bool:
+    """One dim's window spans it, padded by n - 1 on one side, unit strides: a scan."""
+    shape = ir.RankedTensorType(op.operands[0].type).shape
+    window = _ints(op, "window_dimensions", len(shape))
+    low, high = _padding(op, len(shape))
+    spanned = [d for d, w in enumerate(window) if w != 1]
+    if len(spanned) != 1 or _ints(op, "window_strides", len(shape)) != [1] * len(shape):
+        return False
+    d, n = spanned[0], shape[spanned[0]]
+    return window[d] == n and (low[d], high[d]) in ((n - 1, 0), (0, n - 1))
+
+
+def _scalar(ops: list, funcs: dict) -> bool:
+    """Ops without regions on scalars only (called functions too)."""
+    for o in ops:
+        if o.regions or any(ir.RankedTensorType(r.type).rank != 0 for r in o.results):
+            return False
+        if o.name == "func.call":
+            callee = funcs.get(ir.FlatSymbolRefAttr(o.attributes["callee"]).value)
+            if callee is None or not _scalar([c.operation for c in callee.regions[0].blocks[0].operations], funcs):
+                return False
+    return True
+
+
+def _writable(op, funcs: dict) -> bool:
+    rank = len(ir.RankedTensorType(op.operands[0].type).shape)
+    return (_scalar(_body_ops(op), funcs) and math.prod(_ints(op, "window_dimensions", rank)) <= MAX_ELEMENTS
+            and _ints(op, "base_dilations", rank) == [1] * rank)
+
+
+def _ints(op, name: str, rank: int) -> list[int]:
+    return [int(d) for d in ir.DenseI64ArrayAttr(op.attributes[name])] if name in op.attributes else [1] * rank
+
+
+def _padding(op, rank: int) -> tuple[list[int], list[int]]:
+    if "padding" not in op.attributes:
+        return [0] * rank, [0] * rank
+    flat = [int(v) for v in ir.DenseIntElementsAttr(op.attributes["padding"])]
+    return flat[0::2], flat[1::2]
+
+
+def _create(name: str, result: ir.Type, operands: list, attrs: dict | None = None) -> ir.Value:
+    return ir.Operation.create(name, results=[result], operands=operands, attributes=attrs or {}).results[0]
+
+
+def _write_out(op, funcs: dict) -> None:
+    n = len(op.results)
+    xs, inits = list(op.operands[:n]), list(op.operands[n:])
+    shape = list(ir.RankedTensorType(op.operands[0].type).shape)
+    out = list(ir.RankedTensorType(op.results[0].type).shape)
+    rank = len(shape)
+    window, strides = _ints(op, "window_dimensions", rank), _ints(op, "window_strides", rank)
+    dilations = _ints(op, "window_dilations", rank)
+    low, high = _padding(op, rank)
+    arrays = lambda vs: ir.DenseI64ArrayAttr.get(vs)  # noqa: E731
+    with op.context, op.location, ir.InsertionPoint(op):
+        if any(low + high):
+            xs = [_create("stablehlo.pad", ir.RankedTensorType.get(
+                [s + lo_ + hi for s, lo_, hi in zip(shape, low, high)], ir.RankedTensorType(x.type).element_type),
+                [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
+                            "interior_padding": arrays([0] * rank)}) for x, init in zip(xs, inits)]
+        acc = [_create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
+               for r, init in zip(op.results, inits)]
+        for offset in itertools.product(*(range(w) for w in window)):
+            starts = [o * d for o, d in zip(offset, dilations)]
+            ends = [s + (m - 1) * st + 1 for s, m, st in zip(starts, out, strides)]
+            parts = [_create("stablehlo.slice", r.type, [x], {
+                "start_indices": arrays(starts), "limit_indices": arrays(ends), "strides": arrays(strides)})
+                for r, x in zip(op.results, xs)]
+            acc = _apply(op.regions[0].blocks[0], acc + parts, out, funcs)
+    for r, v in zip(op.results, acc):
+        r.replace_all_uses_with(v)
+    op.erase()
+
+
+def _apply(block, args: list, shape: list, funcs: dict) -> list:
+    """The scalar body `block` on tensors of `shape`, op by op (constants broadcast, calls
+    followed into their functions)."""
+    env = dict(zip(block.arguments, args))
+    for o in block.operations:
+        o = o.operation
+        if o.name in ("stablehlo.return", "func.return"):
+            return [env[v] for v in o.operands]
+        if o.name == "func.call":
+            callee = funcs[ir.FlatSymbolRefAttr(o.attributes["callee"]).value]
+            results = _apply(callee.regions[0].blocks[0], [env[v] for v in o.operands], shape, funcs)
+            env.update(zip(o.results, results))
+            continue
+        attrs = {o.attributes[i].name: o.attributes[i].attr for i in range(len(o.attributes))}
+        wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(o.results[0].type).element_type)
+        if o.name == "stablehlo.constant":
+            scalar = _create(o.name, o.results[0].type, [], attrs)
+            env[o.results[0]] = _create("stablehlo.broadcast_in_dim", wide, [scalar],
+                                        {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
+        else:
+            env[o.results[0]] = _create(o.name, wide, [env[v] for v in o.operands], attrs)
+    raise AssertionError("a region without a return")
