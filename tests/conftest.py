@@ -315,13 +315,90 @@ def forward_mock_unchecked(stderr: str) -> None:
             print(line.strip(), file=sys.stderr)
 
 
+# What a fresh Python process for a test imports before the fork (modules only: no runtime,
+# thread or device exists before it): torch and torch_xla cost ~4 s of every child started
+# with `python -c`, transformers the zoo's (tests/zoo.py). One forkserver per test process
+# serves both, so this one list is the zoo's too. Modules missing here (the jax 0.7.1
+# environment has no torch) are skipped by the forkserver.
+def fork_preload() -> list[str]:
+    import zoo
+    return ["torch", "torch_xla", "torch_xla._dynamo.dynamo_bridge", "transformers", "transformers.generation.utils",
+            "transformers.modeling_utils", *zoo.model_modules(), "pjrt_tt.runtime.bridge", "pjrt_tt.compiler",
+            "pjrt_tt.torch.backend", "zoo"]
+
+
+def fork_context():
+    import multiprocessing
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(fork_preload())
+    return ctx
+
+
+def run_python(code: str, *, env: dict, timeout: float, argv: tuple = ()) -> subprocess.CompletedProcess:
+    """`python -c code argv...` with `env`, as subprocess.run(capture_output=True, text=True)
+    returns it (TimeoutExpired past `timeout`, the child killed), but forked from the
+    forkserver that imported fork_preload(): a fresh process without the imports' seconds.
+    The script runs as __main__, its atexit functions at its end."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        removed = [k for k in os.environ if k not in env]
+        proc = fork_context().Process(target=_script_main, args=(code, dict(env), removed, list(argv), out, err))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(["python", "-c", "..."], timeout, _read(out).encode(), _read(err).encode())
+        return subprocess.CompletedProcess(["python", "-c", "...", *argv], proc.exitcode, _read(out), _read(err))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _script_main(code: str, env: dict, removed: list, argv: list, out: str, err: str) -> None:
+    import atexit
+    import io
+    import traceback
+    for k in removed:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
+    sys.argv = ["-c", *argv]
+    status = 0
+    try:
+        exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    except BaseException:   # noqa: BLE001 -- as `python -c` reports it
+        traceback.print_exc()
+        status = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
 def torch_script(body: str) -> str:
     """Runs `body` in a child Python with torch_xla on the TT device (`dev`; skipped when
     torch_xla is not installed, as in the jax 0.7.1 environment); returns its stdout."""
     pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
     code = "import torch, torch_xla\ndev = torch_xla.device()\n" + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PJRT_DEVICE="TT"),
-                          capture_output=True, text=True, timeout=600)
+    proc = run_python(code, env=dict(os.environ, PJRT_DEVICE="TT"), timeout=600)
     forward_mock_unchecked(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout

@@ -28,6 +28,8 @@ import textwrap
 
 import pytest
 
+from conftest import run_python
+
 THREADS = 8
 
 PRELUDE = """
@@ -67,8 +69,7 @@ def run(body: str, target: str, timeout: float = 400) -> str:
     """Runs `body` after PRELUDE in a fresh process on `target`; returns its stdout."""
     env = dict(os.environ, PJRT_DEVICE="TT", PJRT_TT_TARGET=target)
     try:
-        proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = run_python(PRELUDE + textwrap.dedent(body), env=env, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"deadlock: no answer within {timeout} s\n{(e.stderr or b'')[-3000:]!r}")
     assert proc.returncode == 0, proc.stderr[-4000:]

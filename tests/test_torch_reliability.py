@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from conftest import run_python
 
 pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
 
@@ -25,8 +26,7 @@ dev = torch_xla.device()
 def run(body: str, timeout: float = 300) -> str:
     env = dict(os.environ, PJRT_DEVICE="TT")
     try:
-        proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = run_python(PRELUDE + textwrap.dedent(body), env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"no answer within {timeout} s")
     assert proc.returncode == 0, proc.stderr[-4000:]

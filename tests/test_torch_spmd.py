@@ -4,7 +4,6 @@ match the CPU. Each system is a fresh process (the system is chosen when the cli
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
 
-from conftest import assert_close, forward_mock_unchecked  # noqa: E402
+from conftest import assert_close, forward_mock_unchecked, run_python  # noqa: E402
 from test_torch_stress import run  # noqa: E402
 
 BODY = """
@@ -89,8 +88,7 @@ print("block ok", n)
 def test_spmd_megatron_transformer_block(system, n, tmp_path):
     """A transformer block (attention + MLP) with Megatron sharding via xs.mark_sharding."""
     env = dict(os.environ, PJRT_DEVICE="TT", PJRT_TT_SYSTEM=system)
-    proc = subprocess.run([sys.executable, "-c", BLOCK, str(tmp_path / "r.npy")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_python(BLOCK, env=env, timeout=300, argv=(str(tmp_path / "r.npy"),))
     forward_mock_unchecked(proc.stderr)
     assert proc.returncode == 0 and f"block ok {n}" in proc.stdout, proc.stderr[-3000:]
     got, want = np.load(tmp_path / "r.npy")

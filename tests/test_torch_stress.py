@@ -10,13 +10,11 @@ on torch_xla's threads). The "tt" backend serialises graph runs itself (see back
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from conftest import forward_mock_unchecked
+from conftest import forward_mock_unchecked, run_python
 
 pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
 
@@ -32,8 +30,7 @@ dev = torch_xla.device()
 def run(body: str, timeout: float = 240, **env_vars: str) -> str:
     """Runs `body` after PRELUDE in a fresh Python process; returns its stdout."""
     env = dict(os.environ, PJRT_DEVICE="TT", **env_vars)
-    proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = run_python(PRELUDE + textwrap.dedent(body), env=env, timeout=timeout)
     forward_mock_unchecked(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

@@ -537,15 +537,12 @@ class Isolated:
 
     def _start(self, workers: int):
         import concurrent.futures
-        import multiprocessing
-        ctx = multiprocessing.get_context("forkserver")
-        # modules only: no runtime (no threads, no device) may exist before the fork. transformers
-        # imports lazily: its generation utilities (which import scikit-learn) and each family's
-        # modeling module cost a child ~7 s of a ~25 s case when imported after the fork.
-        ctx.set_forkserver_preload(["torch", "torch_xla", "torch_xla._dynamo.dynamo_bridge", "transformers",
-                                    "transformers.generation.utils", "transformers.modeling_utils",
-                                    *model_modules(), "pjrt_tt.runtime.bridge", "pjrt_tt.compiler",
-                                    "pjrt_tt.torch.backend", "zoo"])
+
+        from conftest import fork_context   # (here: the forkserver imports this module, not pytest's)
+        # (conftest.fork_preload: transformers imports lazily: its generation utilities, which
+        # import scikit-learn, and each family's modeling module cost a child ~7 s of a ~25 s
+        # case when imported after the fork)
+        ctx = fork_context()
         return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
                                                       initializer=_share_cores,
                                                       initargs=(workers + self._busy_elsewhere,))
