@@ -164,6 +164,18 @@ def test_uint32_keys_sort_exactly(tt, cpu):
 
 # --- reductions -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["u8", "u16"])
+def test_uint8_uint16_reductions_windows_and_sorts(tt, cpu, dtype):
+    """ttnn's reductions, binary and cumulative ops refuse uint8 / uint16 (an INTERNAL error
+    before): computed in uint32 and wrapped back; an unsigned type's 0 / max is the identity
+    of max / min (argmax's init); uint8 / uint16 keys sort in float32 (exact)."""
+    x = RNG.integers(0, np.iinfo(dtype).max + 1, (5, 7)).astype(dtype)
+    check(tt, cpu, lambda x: (jnp.max(x, 1), jnp.min(x, 0), jnp.sum(x, 1, dtype=dtype), jnp.prod(x, 1, dtype=dtype),
+                              jnp.argmax(x, 1), jnp.argmin(x, 0), lax.reduce(x, dtype(200), lax.max, (1,)),
+                              lax.cummax(x, axis=1), lax.cumsum(x, axis=0), jnp.sort(x, axis=1), jnp.argsort(x, axis=0)),
+          x, exact=True)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, BF16, np.int32], ids=["f32", "bf16", "i32"])
 def test_argmax_argmin(tt, cpu, dtype):
     x = np.stack([RNG.permutation(33) for _ in range(7)]).astype(dtype)  # no ties

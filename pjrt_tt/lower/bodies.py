@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
+
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
@@ -153,8 +155,11 @@ def arg_reducer(region) -> str | None:
     return None
 
 
-def identity_of(name: str, value) -> bool:
-    """Whether `value` is the identity of the combiner `name` (an init that changes nothing)."""
+def identity_of(name: str, value, dtype=None) -> bool:
+    """Whether `value` is the identity of the combiner `name` (an init that changes nothing);
+    `dtype` (numpy) makes an unsigned type's extremes count for max / min."""
+    if dtype is not None and dtype.kind == "u" and name in ("max", "min"):
+        return value == (0 if name == "max" else np.iinfo(dtype).max)
     if name == "add":
         return value == 0
     if name == "mul":

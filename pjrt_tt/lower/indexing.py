@@ -382,9 +382,9 @@ def _float_key(lo: Lowering, x: Value, n: int) -> Value:
     than 65536 sorts in float32."""
     if x.type.dtype == "float32" or (x.type.dtype == "bfloat16" and n <= 65536):
         return x
-    if x.type.dtype == "bfloat16":
+    if x.type.dtype in ("bfloat16", "uint8", "uint16"):   # (uint8 / uint16: exact in float32)
         return lo.typecast(x, "float32")
-    raise lo.unsupported(f"sorting {x.type.dtype} keys")   # (integers: _integer_order)
+    raise lo.unsupported(f"sorting {x.type.dtype} keys")   # (int32 / uint32: _integer_order)
 
 
 def _index_dtype(key: Value) -> str:

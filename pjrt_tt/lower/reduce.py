@@ -12,7 +12,8 @@ from jaxlib.mlir import ir
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
-from pjrt_tt.lower.helpers import REDUCERS, binary, fill, host_type, result_type, slice_
+from pjrt_tt.lower.helpers import (NARROW, REDUCERS, WIDE, binary, fill, host_type, like, narrow_back,
+                                   result_type, slice_)
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, TensorType, Value, layout_attr
 
@@ -35,7 +36,9 @@ def _reduce(lo: Lowering, op) -> list:
     if any(in_shape[d] == 0 for d in dims):   # nothing to reduce: every result is the init
         return [_filled(lo, init_entry, host_type(op.results[0]))]
     x = lo.get(operand)
-    out = result_type(op)
+    out = final = result_type(op)
+    if out.dtype in NARROW:   # ttnn's reductions refuse uint8 / uint16: in uint32, wrapped back
+        x, out = lo.typecast(x, WIDE), like(out, WIDE)
     if reduction == "prod" and out.dtype not in ("float32", "bfloat16"):
         x = _integer_product(lo, x, dims)   # ttnn.prod takes floats only
     elif dims:
@@ -45,11 +48,13 @@ def _reduce(lo: Lowering, op) -> list:
             x = lo.emit(reduction, x, dim=group[0] if reduction == "prod" else group, keepdim=True,
                         result=dataclasses.replace(x.type, shape=tuple(in_shape)))
     x = lo.reshape(x, out.shape)
-    if isinstance(init_entry, Splat) and bodies.identity_of(kind, init_entry.value):
-        return [x]
-    # Any other init (a constant, or a value computed at run time) folds in:
-    # reduce(x, init) == combine(reduce(x), init), the combiner being associative.
-    return [binary(lo, combine, x, init_entry, out, commutative=True)]
+    if not (isinstance(init_entry, Splat) and bodies.identity_of(kind, init_entry.value, host_type(init).element.numpy)):
+        # Any other init (a constant, or a value computed at run time) folds in:
+        # reduce(x, init) == combine(reduce(x), init), the combiner being associative.
+        if isinstance(init_entry, Value) and init_entry.type.dtype != out.dtype:
+            init_entry = lo.typecast(init_entry, out.dtype)
+        x = binary(lo, combine, x, init_entry, out, commutative=True)
+    return [narrow_back(lo, x, final.dtype) if final.dtype != out.dtype else x]
 
 
 def _integer_product(lo: Lowering, x: Value, dims: list[int]) -> Value:
@@ -98,14 +103,17 @@ def _arg_reduce(lo: Lowering, op) -> list:
                              f"argmax nor argmin with the first index on ties")
     for init, identity in zip(op.operands[2:], (-math.inf if kind == "argmax" else math.inf, 0)):
         e = lo.entry(init)
-        if not isinstance(e, Splat) or not (e.value == identity or bodies.identity_of(kind[3:], e.value)):
+        if not isinstance(e, Splat) or not (e.value == identity or bodies.identity_of(kind[3:], e.value,
+                                                                                       host_type(init).element.numpy)):
             raise lo.unsupported(f"{kind} with an initial value other than ({'-' if kind == 'argmax' else ''}inf, 0)")
     d = dims[0]
     x = lo.get(values)
     out_v, out_i = result_type(op, 0), result_type(op, 1)
     kept = tuple(1 if i == d else s for i, s in enumerate(host_type(values).shape))
     keep = dataclasses.replace(x.type, shape=kept)
-    best = lo.emit("max" if kind == "argmax" else "min", x, dim=[d], keepdim=True, result=keep)
+    wide = lo.typecast(x, WIDE) if x.type.dtype in NARROW else x   # (ttnn.max refuses uint8 / uint16)
+    best = lo.typecast(lo.emit("max" if kind == "argmax" else "min", wide, dim=[d], keepdim=True,
+                               result=like(keep, wide.type.dtype)), x.type.dtype)
     key = x if x.type.dtype in ("float32", "bfloat16") else lo.typecast(x, "float32")  # exact < 2**24
     if kind == "argmin":
         key = lo.emit("neg", key, result=key.type)

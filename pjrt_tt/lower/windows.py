@@ -18,15 +18,17 @@ What each becomes:
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 from jaxlib.mlir import ir
 
+from pjrt_tt import dtypes
 from pjrt_tt.ingest.windows import MAX_ELEMENTS
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
-from pjrt_tt.lower.helpers import host_type, pad, result_type, slice_, where
+from pjrt_tt.lower.helpers import NARROW, WIDE, host_type, like, narrow_back, pad, result_type, slice_, where
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, Value
 
@@ -82,7 +84,7 @@ def _reduce_window(lo: Lowering, op) -> list:
     h = host_type(op.operands[0])
     rank = len(h.shape)
     init = lo.entry(op.operands[1])
-    if not isinstance(init, Splat) or not bodies.identity_of(kind, init.value):
+    if not isinstance(init, Splat) or not bodies.identity_of(kind, init.value, h.element.numpy):
         raise lo.unsupported("reduce_window with an initial value other than the reduction's identity")
     window = _attr(op, "window_dimensions", rank, 1)
     strides = _attr(op, "window_strides", rank, 1)
@@ -91,18 +93,23 @@ def _reduce_window(lo: Lowering, op) -> list:
     if _attr(op, "base_dilations", rank, 1) != [1] * rank:
         raise lo.unsupported("reduce_window with base dilation")
     x = lo.get(op.operands[0])
-    out = result_type(op)
+    out = final = result_type(op)
+    if out.dtype in NARROW:   # ttnn's binary and cumulative ops refuse uint8 / uint16: in uint32, wrapped back
+        x, out, h = lo.typecast(x, WIDE), like(out, WIDE), dataclasses.replace(h, element=dtypes.from_mlir("ui32"))
     scan = [d for d in range(rank) if window[d] != 1]
+    result = None
     if kind in SCANS and len(scan) == 1 and strides == [1] * rank and dilations == [1] * rank:
         d, n = scan[0], h.shape[scan[0]]
         others_unpadded = not any(low[i] or high[i] for i in range(rank) if i != d)
         if window[d] == n > 1 and others_unpadded and (low[d], high[d]) in ((n - 1, 0), (0, n - 1)):
-            return [lo.emit(SCANS[kind], x, d, reverse_order=high[d] > 0, result=out)]
-    if kind not in COMBINE:
-        raise lo.unsupported(f"reduce_window multiply other than a cumulative product {written_out}")
-    parts = [s for _, s in _windows(lo, x, h, window, strides, dilations, low, high, init.value,
-                                    host_type(op.results[0]).shape)]
-    return [_fold(lo, COMBINE[kind], parts)]
+            result = lo.emit(SCANS[kind], x, d, reverse_order=high[d] > 0, result=out)
+    if result is None:
+        if kind not in COMBINE:
+            raise lo.unsupported(f"reduce_window multiply other than a cumulative product {written_out}")
+        parts = [s for _, s in _windows(lo, x, h, window, strides, dilations, low, high, init.value,
+                                        host_type(op.results[0]).shape)]
+        result = _fold(lo, COMBINE[kind], parts)
+    return [narrow_back(lo, result, final.dtype) if final.dtype != out.dtype else result]
 
 
 @rule("stablehlo.select_and_scatter")
