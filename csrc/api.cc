@@ -74,7 +74,6 @@ void BindUnimplemented(PJRT_Api& api) {
   PJRT_TT_UNIMPLEMENTED(PJRT_Executable_GetCompiledMemoryStats)
   PJRT_TT_UNIMPLEMENTED(PJRT_ExecuteContext_Create)
   PJRT_TT_UNIMPLEMENTED(PJRT_ExecuteContext_Destroy)
-  PJRT_TT_UNIMPLEMENTED(PJRT_Buffer_UnsafePointer)
   PJRT_TT_UNIMPLEMENTED(PJRT_Buffer_IncreaseExternalReferenceCount)
   PJRT_TT_UNIMPLEMENTED(PJRT_Buffer_DecreaseExternalReferenceCount)
   PJRT_TT_UNIMPLEMENTED(PJRT_Buffer_OpaqueDeviceMemoryDataPointer)

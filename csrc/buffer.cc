@@ -188,6 +188,14 @@ PJRT_Error* BufferOnDeviceSizeInBytes(PJRT_Buffer_OnDeviceSizeInBytes_Args* args
   });
 }
 
+PJRT_Error* BufferUnsafePointer(PJRT_Buffer_UnsafePointer_Args* args) {
+  return Guard("PJRT_Buffer_UnsafePointer", [&] {
+    PJRT_Buffer* buffer = PJRT_TT_ARG(args, buffer);
+    uintptr_t address = WithPython([&] { return py::cast<uintptr_t>(PyOf(buffer).attr("unsafe_pointer")); });
+    PJRT_TT_OUT(args, buffer_pointer, address);
+  });
+}
+
 PJRT_Error* BufferDevice(PJRT_Buffer_Device_Args* args) {
   return Guard("PJRT_Buffer_Device", [&] { PJRT_TT_OUT(args, device, PJRT_TT_ARG(args, buffer)->device); });
 }
@@ -294,6 +302,7 @@ void BindBuffer(PJRT_Api& api) {
   api.PJRT_Buffer_DynamicDimensionIndices = BufferDynamicDimensionIndices;
   api.PJRT_Buffer_GetMemoryLayout = BufferGetMemoryLayout;
   api.PJRT_Buffer_OnDeviceSizeInBytes = BufferOnDeviceSizeInBytes;
+  api.PJRT_Buffer_UnsafePointer = BufferUnsafePointer;
   api.PJRT_Buffer_Device = BufferDevice;
   api.PJRT_Buffer_Memory = BufferMemory;
   api.PJRT_Buffer_Delete = BufferDelete;

@@ -194,7 +194,7 @@ def test_torch_eager_mode(target):
     "the property's getter holds the GIL (torch's op methods release it, its property getters do "
     "not) while it waits for torch_xla's device lock, which a thread in PJRT_Client_Compile holds "
     "(RunPostOrder's TensorCollectionBarrier, kept through Compile) while our compiler waits for "
-    "the GIL. Fixed only by a compile and execute that never wait for the GIL "
+    "the GIL. Fixed only by a compile that never waits for the GIL "
     "(docs/reliability.md, Concurrency)"))
 @pytest.mark.parametrize("target", ["mock"])
 def test_torch_eager_mode_tensor_property(target):

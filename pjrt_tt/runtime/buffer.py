@@ -77,6 +77,12 @@ class Buffer:
     def on_device_size(self) -> int:   # asked rarely: not worked out for every output
         return device_bytes(device_type(self.host))
 
+    @property
+    def unsafe_pointer(self) -> int:
+        """PJRT_Buffer_UnsafePointer: the device address of the buffer's storage (on its
+        chip; views of one storage share it), as ttnn's Tensor.buffer_address gives it."""
+        return int(self.live_tensor("PJRT_Buffer_UnsafePointer").buffer_address())
+
     @classmethod
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
         """`data` may be a view of the framework's memory (any strides, stride 0 included):

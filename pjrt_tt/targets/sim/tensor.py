@@ -567,6 +567,14 @@ class Tensor:
         return Tensor._make(self._live_value(), self._dtype, self._layout, target,
                             memory_config or DRAM_MEMORY_CONFIG)
 
+    def buffer_address(self) -> int:
+        """The address of the tensor's buffer in its banks (the same on every chip of its
+        mesh: lockstep allocation), as ttnn's; a host tensor has none."""
+        if not self._allocs:
+            raise fatal("tensor has a device buffer", "sim: buffer_address of a tensor with no device buffer "
+                        "(a host tensor, or one deallocated)")
+        return self._allocs[0][1]
+
     def deallocate(self, force: bool = True) -> None:
         if self._device is None or self._deallocated:
             self._deallocated = self._device is not None or self._deallocated
