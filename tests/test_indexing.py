@@ -164,6 +164,19 @@ def test_uint32_keys_sort_exactly(tt, cpu):
 
 # --- reductions -------------------------------------------------------------------------
 
+def test_reduce_over_a_pytree_is_one_reduce_per_operand(tt, cpu):
+    """lax.reduce over several operands whose results each combine their own operand (a sum
+    and a sum, a max and a min, a product and an integer max) runs as one reduce per operand
+    (ingest/reductions.py); argmax, whose index follows the values, stays one reduce."""
+    x, y = rand((4, 9)), RNG.integers(0, 100, (4, 9)).astype(np.int32)
+    check(tt, cpu, lambda x, y: (lax.reduce((x, y), (0.0, 0), lambda a, b: (a[0] + b[0], a[1] + b[1]), (1,)),
+                                 lax.reduce((x, x), (-jnp.inf, jnp.inf), lambda a, b: (jnp.maximum(a[0], b[0]),
+                                                                                      jnp.minimum(a[1], b[1])), (0,)),
+                                 lax.reduce({"a": x, "b": y}, {"a": 1.0, "b": 0}, lambda a, b: {
+                                     "a": a["a"] * b["a"], "b": jnp.maximum(a["b"], b["b"])}, (1,)),
+                                 jnp.argmax(x, 1)), x, y)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["u8", "u16"])
 def test_uint8_uint16_reductions_windows_and_sorts(tt, cpu, dtype):
     """ttnn's reductions, binary and cumulative ops refuse uint8 / uint16 (an INTERNAL error
@@ -217,7 +230,7 @@ def test_pooling(tt, cpu, dtype):
 
 def test_reduce_window_with_any_elementwise_body(tt, cpu):
     """Bodies other than one add / max / min, written out window element by window element
-    (ingest/windows.py): cumulative logsumexp both ways, logaddexp and product windows, and
+    (ingest/reductions.py): cumulative logsumexp both ways, logaddexp and product windows, and
     two operands reduced together (a max and a sum; an argmax pool whose body calls jnp's
     outlined `where`)."""
     x, y = rand((4, 9)), rand((4, 9))

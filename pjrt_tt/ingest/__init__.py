@@ -19,7 +19,7 @@ from pjrt_tt.ingest.mlir_compat import attribute_values
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
     constant_array, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
-from pjrt_tt.ingest.windows import write_out_reduce_windows
+from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
 
 
 def new_context() -> ir.Context:
@@ -76,6 +76,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         if from_hlo:
             _as_jax_emits(module)
         if narrow:   # (the module handed back to the framework stays as it came)
+            split_reductions(module)
             write_out_reduce_windows(module)
             boundary = narrow_64bit(module, strict_64bit)
     except RuntimeError as e:

@@ -25,7 +25,7 @@ import math
 from jaxlib.mlir import ir
 
 from pjrt_tt import dtypes
-from pjrt_tt.ingest.windows import MAX_ELEMENTS
+from pjrt_tt.ingest.reductions import MAX_ELEMENTS
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import NARROW, WIDE, host_type, like, narrow_back, pad, result_type, slice_, where
@@ -72,7 +72,7 @@ def _fold(lo: Lowering, fn: str, parts: list[Value]) -> Value:
 
 @rule("stablehlo.reduce_window")
 def _reduce_window(lo: Lowering, op) -> list:
-    # other bodies reach this rule only where ingest/windows.py could not write them out
+    # other bodies reach this rule only where ingest/reductions.py could not write them out
     written_out = (f"(other bodies run written out, for windows of at most {MAX_ELEMENTS} elements without "
                    f"base dilation)")
     if len(op.results) != 1:

@@ -1,13 +1,20 @@
-"""reduce_window with a body the lowering does not compute by name, written out.
+"""Reductions whose bodies the lowering does not compute by name, rewritten into ones it
+does (or into their definition).
 
-The lowering computes a window reduction whose body is one add / max / min (a sum of
-strided slices, ttnn's cumulative ops for scans; lower/windows.py). Any other body (jax's
-cumulative logsumexp, a product over 2-D windows, an argmax pool reducing a value and an
-index together) becomes its definition here: the padded operands' strided slice for each
-window element, folded into the init one element at a time by the body's own ops, now on
-whole tensors (each scalar op of the body applied elementwise). So any elementwise body
-runs, at one slice and one body per window element: windows of more than MAX_ELEMENTS
-elements are left to the lowering, which refuses them naming the size.
+The lowering computes a reduce whose body is one add / max / min / multiply / and / or, or a
+(value, index) argmax / argmin; a reduce_window whose body is one add / max / min (a sum of
+strided slices, ttnn's cumulative ops for scans; lower/windows.py). Here:
+
+- A reduce of several operands whose results each combine only their own operand (jax's
+  reduce over a pytree: a sum and a max at once) becomes one reduce per operand, each body
+  the ops its result needs (`split_reductions`).
+- A reduce_window with any other body (jax's cumulative logsumexp, a product over 2-D
+  windows, an argmax pool reducing a value and an index together) becomes its definition
+  (`write_out_reduce_windows`): the padded operands' strided slice for each window element,
+  folded into the init one element at a time by the body's own ops, now on whole tensors
+  (each scalar op of the body applied elementwise). So any elementwise body runs, at one
+  slice and one body per window element: windows of more than MAX_ELEMENTS elements are
+  left to the lowering, which refuses them naming the size.
 """
 from __future__ import annotations
 
@@ -18,6 +25,53 @@ from jaxlib.mlir import ir
 
 MAX_ELEMENTS = 64
 _NAMED = {"stablehlo.add", "stablehlo.maximum", "stablehlo.minimum"}
+
+
+def split_reductions(module: ir.Module) -> None:
+    found = []
+    module.operation.walk(lambda op: (found.append(op) if op.name == "stablehlo.reduce" and len(op.results) > 1
+                                      else None) or ir.WalkResult.ADVANCE)
+    for op in found:
+        block = op.regions[0].blocks[0]
+        n = len(op.results)
+        needs = _needs(block)
+        ret = _body_ops(op)[-1]
+        if all(needs[v] <= {k, k + n} for k, v in enumerate(ret.operands)) and not any(o.regions for o in _body_ops(op)):
+            _split(op, needs)
+
+
+def _needs(block) -> dict:
+    """Each value of the block -> the block arguments (indices) it is computed from."""
+    needs = {a: {i} for i, a in enumerate(block.arguments)}
+    for o in block.operations:
+        o = o.operation
+        for r in o.results:
+            needs[r] = set().union(*(needs.get(v, set()) for v in o.operands))
+    return needs
+
+
+def _split(op, needs: dict) -> None:
+    block = op.regions[0].blocks[0]
+    n = len(op.results)
+    ret = _body_ops(op)[-1]
+    with op.context, op.location, ir.InsertionPoint(op):
+        for k, result in enumerate(op.results):
+            scalar = block.arguments[k].type
+            red = ir.Operation.create("stablehlo.reduce", results=[result.type],
+                                      operands=[op.operands[k], op.operands[k + n]],
+                                      attributes={"dimensions": op.attributes["dimensions"]}, regions=1)
+            new_block = red.regions[0].blocks.append(scalar, scalar)
+            env = {block.arguments[k]: new_block.arguments[0], block.arguments[k + n]: new_block.arguments[1]}
+            with ir.InsertionPoint(new_block):
+                for o in _body_ops(op)[:-1]:
+                    if all(v in env for v in o.operands) and needs[o.results[0]] <= {k, k + n}:
+                        attrs = {o.attributes[i].name: o.attributes[i].attr for i in range(len(o.attributes))}
+                        env[o.results[0]] = ir.Operation.create(
+                            o.name, results=[r.type for r in o.results], operands=[env[v] for v in o.operands],
+                            attributes=attrs).results[0]
+                ir.Operation.create("stablehlo.return", operands=[env[ret.operands[k]]])
+            result.replace_all_uses_with(red.results[0])
+    op.erase()
 
 
 def write_out_reduce_windows(module: ir.Module) -> None:
