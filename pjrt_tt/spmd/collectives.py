@@ -34,7 +34,7 @@ from jaxlib.mlir import ir
 from pjrt_tt import dtypes
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Lowering, Splat
-from pjrt_tt.lower.helpers import host_type, where
+from pjrt_tt.lower.helpers import host_type, slice_, where
 from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import HostType
 from pjrt_tt.spmd.prepare import (NotOnMesh, decode, group_axes, permute_plan, replica_groups,
@@ -244,12 +244,35 @@ def _all_gather_of_groups(lo, x, groups, span, dim):
     return lo.emit("concat", parts, dim, result=_with_dim(x, dim, x.type.shape[dim] * len(parts)))
 
 
+def _reduce_scatter_of_groups(lo, x, groups, span, dim):
+    """My group's sum, then block k of it along dim for the group's k-th member: the K
+    blocks stacked and my own kept by a per-chip 0/1 table."""
+    total = _all_reduce_of_groups(lo, x, groups, span, "add")
+    K = len(groups[0])
+    n = x.type.shape[dim] // K
+    rank, ones = len(x.type.shape), [1] * len(x.type.shape)
+    blocks = [lo.reshape(slice_(lo, total, [k * n if d == dim else 0 for d in range(rank)],
+                                [(k + 1) * n if d == dim else s for d, s in enumerate(x.type.shape)], ones),
+                         (1, *_with_dim(x, dim, n).shape)) for k in range(K)]
+    stacked = lo.emit("concat", blocks, 0, result=dataclasses.replace(blocks[0].type, shape=(K, *blocks[0].type.shape[1:])))
+    R, C = lo.ctx.mesh_shape
+    group_of = {p: g for g in groups for p in g}
+    mine = np.array([[group_of[p].index(p) == k for k in range(K)] for p in range(R * C)], dtype=np.float32)
+    kept = _masked(lo, stacked, per_chip_table(lo, mine, HostType(dtypes.BY_MLIR["bf16"], (K,))), 0)
+    out = lo.emit("sum", kept, dim=[0], keepdim=True, result=blocks[0].type)
+    return lo.reshape(out, _with_dim(x, dim, n).shape)
+
+
 @rule("stablehlo.reduce_scatter")
 def _reduce_scatter(lo: Lowering, op) -> list:
     if _reducer(op) != "add":
         raise lo.unsupported(f"reduce_scatter with a `{_reducer(op)}` reduction")
     dim = ir.IntegerAttr(op.attributes["scatter_dimension"]).value
-    return [reduce_scatter(lo, lo.get(op.operands[0]), dim, _axes(lo, replica_groups(op)))]
+    groups = replica_groups(op)
+    span = _span(lo, groups)
+    if span is not None:   # not rows/columns: my group's sum, my block of it
+        return [_reduce_scatter_of_groups(lo, lo.get(op.operands[0]), [g for g in groups if g], span, dim)]
+    return [reduce_scatter(lo, lo.get(op.operands[0]), dim, _axes(lo, groups))]
 
 
 @rule("stablehlo.all_to_all")
