@@ -257,11 +257,19 @@ def test_max_pool_grad(tt, cpu):
         check(tt, cpu, jax.grad(lambda x: (nn.max_pool(x, window, strides, padding) ** 2).sum()), x)
 
 
+def test_integer_scatter_multiply_and_segment_prod(tt, cpu):
+    """Integer products of scattered updates (duplicate indices included) are exact and wrap
+    as XLA's: halves multiplied over the updates axis (ttnn.prod takes floats only)."""
+    x = RNG.integers(-5, 6, (7, 3)).astype(np.int32)
+    i = RNG.integers(0, 7, (12,)).astype(np.int32)
+    u = RNG.integers(-3, 4, (12, 3)).astype(np.int32)
+    check(tt, cpu, lambda x, i, u: (x.at[i].multiply(u), x.at[i].multiply(u * 100003),
+                                    jax.ops.segment_prod(u, i, num_segments=7)), x, i, u, exact=True)
+
+
 def test_rejections_are_clear(tt):
     x = jax.device_put(rand((6, 5)), tt)
     i = jax.device_put(np.array([1, 3], np.int32), tt)
-    with pytest.raises(Exception, match="scatter multiply of integers"):
-        jax.jit(lambda x, i: x.at[i].multiply(2))(x.astype(jnp.int32), i)
     with pytest.raises(Exception, match="lexicographic"):
         jax.jit(lambda x: lax.sort((x, x), num_keys=2))(x)
 

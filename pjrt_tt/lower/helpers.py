@@ -185,3 +185,22 @@ def pad(lo: Lowering, x, h: HostType, low, high, interior, fill):
             shape[d] += before + after
             x = concat(parts, d, shape)
     return x
+
+
+def integer_product(lo: Lowering, x: Value, dims: list[int]) -> Value:
+    """The product over `dims` (kept as size 1) of an integer tensor, exact and wrapping as
+    XLA's: halves multiplied elementwise until one slab is left (an odd size gets a slab of
+    ones), log2(n) multiplies per dim."""
+    for d in dims:
+        while x.type.shape[d] > 1:
+            shape = list(x.type.shape)
+            if shape[d] % 2:
+                one = fill(lo, 1, dataclasses.replace(x.type, shape=tuple(shape[:d] + [1] + shape[d + 1:])))
+                shape[d] += 1
+                x = lo.emit("concat", [x, one], d, result=dataclasses.replace(x.type, shape=tuple(shape)))
+            half = shape[:d] + [shape[d] // 2] + shape[d + 1:]
+            rank, ones = len(shape), [1] * len(shape)
+            a = slice_(lo, x, [0] * rank, half, ones)
+            b = slice_(lo, x, [0] * d + [half[d]] + [0] * (rank - d - 1), shape, ones)
+            x = lo.emit("multiply", a, b, result=a.type)
+    return x

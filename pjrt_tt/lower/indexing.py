@@ -39,7 +39,7 @@ from pjrt_tt import dtypes
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
-from pjrt_tt.lower.helpers import host_type, result_type, slice_
+from pjrt_tt.lower.helpers import host_type, integer_product, result_type, slice_
 from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import DEVICE, HostType, ShapeArg, TensorType, Value, dtype_attr, layout_attr
 
@@ -245,10 +245,9 @@ def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value
     1) of which update hits which row selects the update or else the operand's row (for a
     product: 1), reduced over the updates axis (then times the operand). max / min are
     exact, duplicates included; a product multiplies in another order than XLA's sequence
-    (one rounding per factor either way). Dropped updates (row == rows) match no row."""
+    (one rounding per factor either way; integers: exact, wrapping). Dropped updates (row ==
+    rows) match no row."""
     r, w, m = rows.rows, rows.width, index.type.shape[0]
-    if fn == "prod" and x.type.dtype not in ("float32", "bfloat16"):
-        raise lo.unsupported("scatter multiply of integers (ttnn.prod takes floats only)")
     if r * m * w > MAX_ONE_HOT:
         raise lo.unsupported(f"scatter {fn} of {m} x {w} updates into {r} rows: the one-hot mask "
                              f"({r * m * w} elements) would be too large")
@@ -259,7 +258,8 @@ def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value
         ones = lo.emit("full", ShapeArg((r, 1, w)), 1.0, result=_typed(x, (r, 1, w)), dtype=dtype_attr(x.type.dtype),
                        layout=layout_attr("TILE"), device=DEVICE)
         masked = lo.emit("where", hit, lo.reshape(src, (1, m, w)), ones, result=_typed(x, (r, m, w)))
-        factor = lo.emit("prod", masked, dim=1, keepdim=True, result=_typed(x, (r, 1, w)))
+        factor = lo.emit("prod", masked, dim=1, keepdim=True, result=_typed(x, (r, 1, w))) \
+            if x.type.dtype in ("float32", "bfloat16") else integer_product(lo, masked, [1])   # (ttnn.prod: floats)
         best = lo.emit("multiply", lo.reshape(x, (r, 1, w)), factor, result=factor.type)
         return lo.reshape(best, result_type(op).shape)
     # Where no update hits, the operand's own row stands in: no fill value needed.

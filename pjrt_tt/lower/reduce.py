@@ -12,8 +12,8 @@ from jaxlib.mlir import ir
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
-from pjrt_tt.lower.helpers import (NARROW, REDUCERS, WIDE, binary, fill, host_type, like, narrow_back,
-                                   result_type, slice_)
+from pjrt_tt.lower.helpers import (NARROW, REDUCERS, WIDE, binary, host_type, integer_product, like,
+                                   narrow_back, result_type)
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, TensorType, Value, layout_attr
 
@@ -40,7 +40,7 @@ def _reduce(lo: Lowering, op) -> list:
     if out.dtype in NARROW:   # ttnn's reductions refuse uint8 / uint16: in uint32, wrapped back
         x, out = lo.typecast(x, WIDE), like(out, WIDE)
     if reduction == "prod" and out.dtype not in ("float32", "bfloat16"):
-        x = _integer_product(lo, x, dims)   # ttnn.prod takes floats only
+        x = integer_product(lo, x, dims)   # ttnn.prod takes floats only
     elif dims:
         # ttnn.prod takes one dim at a time; the others take them all at once.
         for group in ([[d] for d in dims] if reduction == "prod" else [dims]):
@@ -55,25 +55,6 @@ def _reduce(lo: Lowering, op) -> list:
             init_entry = lo.typecast(init_entry, out.dtype)
         x = binary(lo, combine, x, init_entry, out, commutative=True)
     return [narrow_back(lo, x, final.dtype) if final.dtype != out.dtype else x]
-
-
-def _integer_product(lo: Lowering, x: Value, dims: list[int]) -> Value:
-    """The product over `dims` (kept as size 1) of an integer tensor, exact and wrapping as
-    XLA's: halves multiplied elementwise until one slab is left (an odd size gets a slab of
-    ones), log2(n) multiplies per dim."""
-    for d in dims:
-        while x.type.shape[d] > 1:
-            shape = list(x.type.shape)
-            if shape[d] % 2:
-                one = fill(lo, 1, dataclasses.replace(x.type, shape=tuple(shape[:d] + [1] + shape[d + 1:])))
-                shape[d] += 1
-                x = lo.emit("concat", [x, one], d, result=dataclasses.replace(x.type, shape=tuple(shape)))
-            half = shape[:d] + [shape[d] // 2] + shape[d + 1:]
-            rank, ones = len(shape), [1] * len(shape)
-            a = slice_(lo, x, [0] * rank, half, ones)
-            b = slice_(lo, x, [0] * d + [half[d]] + [0] * (rank - d - 1), shape, ones)
-            x = lo.emit("multiply", a, b, result=a.type)
-    return x
 
 
 def _filled(lo: Lowering, init: Entry, h: HostType) -> Entry:
