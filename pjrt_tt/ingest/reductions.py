@@ -12,7 +12,7 @@ strided slices, ttnn's cumulative ops for scans; lower/windows.py). Here:
   windows, an argmax pool reducing a value and an index together) becomes its definition
   (`write_out_reduce_windows`): the padded operands' strided slice for each window element,
   folded into the init one element at a time by the body's own ops, now on whole tensors
-  (each scalar op of the body applied elementwise). So any elementwise body runs, at one
+  (each scalar op of the body applied elementwise), padding skipped as XLA skips it. So any elementwise body runs, at one
   slice and one body per window element: windows of more than MAX_ELEMENTS elements are
   left to the lowering, which refuses them naming the size.
 """
@@ -160,16 +160,36 @@ def _write_out(op, funcs: dict) -> None:
                             "interior_padding": arrays([0] * rank)}) for x, init in zip(xs, inits)]
         acc = [_create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
                for r, init in zip(op.results, inits)]
+        valid = _in_bounds(shape, low, high) if any(low + high) else None
         for offset in itertools.product(*(range(w) for w in window)):
             starts = [o * d for o, d in zip(offset, dilations)]
             ends = [s + (m - 1) * st + 1 for s, m, st in zip(starts, out, strides)]
-            parts = [_create("stablehlo.slice", r.type, [x], {
-                "start_indices": arrays(starts), "limit_indices": arrays(ends), "strides": arrays(strides)})
-                for r, x in zip(op.results, xs)]
-            acc = _apply(op.regions[0].blocks[0], acc + parts, out, funcs)
+            window_slice = {"start_indices": arrays(starts), "limit_indices": arrays(ends), "strides": arrays(strides)}
+            parts = [_create("stablehlo.slice", r.type, [x], window_slice) for r, x in zip(op.results, xs)]
+            folded = _apply(op.regions[0].blocks[0], acc + parts, out, funcs)
+            if valid is None:
+                acc = folded
+                continue
+            # XLA skips the padding (the init is no identity of every body): folded where in bounds
+            inside = _create("stablehlo.slice", ir.RankedTensorType.get(out, ir.IntegerType.get_signless(1)), [valid],
+                             window_slice)
+            acc = [_create("stablehlo.select", a.type, [inside, f, a]) for f, a in zip(folded, acc)]
     for r, v in zip(op.results, acc):
         r.replace_all_uses_with(v)
     op.erase()
+
+
+def _in_bounds(shape: list, low: list, high: list) -> ir.Value:
+    """i1 [padded shape]: true on the operand, false on its padding."""
+    i1 = ir.IntegerType.get_signless(1)
+    t = ir.RankedTensorType.get(shape, i1)
+    ones = _create("stablehlo.constant", t, [], {"value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(i1, 1))})
+    scalar = ir.RankedTensorType.get([], i1)
+    off = _create("stablehlo.constant", scalar, [], {"value": ir.DenseElementsAttr.get_splat(scalar, ir.IntegerAttr.get(i1, 0))})
+    arrays = ir.DenseI64ArrayAttr.get
+    return _create("stablehlo.pad", ir.RankedTensorType.get([s + a + b for s, a, b in zip(shape, low, high)], i1),
+                   [ones, off], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
+                                 "interior_padding": arrays([0] * len(shape))})
 
 
 def _apply(block, args: list, shape: list, funcs: dict) -> list:

@@ -83,6 +83,8 @@ def _slice(lo: Lowering, op) -> list:
 @rule("stablehlo.concatenate")
 def _concatenate(lo: Lowering, op) -> list:
     dim = ir.IntegerAttr(op.attributes["dimension"]).value
+    if 0 in host_type(op.results[0]).shape:   # an empty result (ttnn.concat takes no empty parts)
+        return [Splat(0, host_type(op.results[0]))]
     parts = [lo.get(v) for v in op.operands if host_type(v).shape[dim] != 0]
     if len(parts) == 1:
         return [parts[0]]

@@ -18,7 +18,7 @@ import math
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.lower.builder import Lowering
-from pjrt_tt.lower.helpers import host_type, result_type, slice_
+from pjrt_tt.lower.helpers import NARROW, WIDE, host_type, like, narrow_back, result_type, slice_
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import Attr, Construct, TensorType, Value, dtype_attr
 
@@ -103,6 +103,9 @@ def _matmul(lo: Lowering, op, lhs: Value, rhs: Value, out: TensorType) -> Value:
     if lhs.type.dtype != rhs.type.dtype:  # mixed precision: compute in the result type
         lhs, rhs = lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype)
     if out.dtype not in _FLOATS:
+        if out.dtype in NARROW:   # (ttnn's multiply refuses uint8 / uint16: in uint32, wrapped back)
+            wide = like(out, WIDE)
+            return narrow_back(lo, _integer_matmul(lo, lo.typecast(lhs, WIDE), lo.typecast(rhs, WIDE), wide), out.dtype)
         return _integer_matmul(lo, lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype), out)
     plan = _plan(lo, op) if lhs.type.dtype in _FLOATS else None
     if plan is None:

@@ -22,13 +22,15 @@ import dataclasses
 import itertools
 import math
 
+import numpy as np
 from jaxlib.mlir import ir
 
 from pjrt_tt import dtypes
 from pjrt_tt.ingest.reductions import MAX_ELEMENTS
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
-from pjrt_tt.lower.helpers import NARROW, WIDE, host_type, like, narrow_back, pad, result_type, slice_, where
+from pjrt_tt.lower.helpers import (NARROW, WIDE, binary, host_type, like, narrow_back, pad, result_type, slice_,
+                                   where)
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, Value
 
@@ -84,8 +86,8 @@ def _reduce_window(lo: Lowering, op) -> list:
     h = host_type(op.operands[0])
     rank = len(h.shape)
     init = lo.entry(op.operands[1])
-    if not isinstance(init, Splat) or not bodies.identity_of(kind, init.value, h.element.numpy):
-        raise lo.unsupported("reduce_window with an initial value other than the reduction's identity")
+    # another init (a constant, or computed at run time) pads the operand and folds in once
+    identity = isinstance(init, Splat) and bodies.identity_of(kind, init.value, h.element.numpy)
     window = _attr(op, "window_dimensions", rank, 1)
     strides = _attr(op, "window_strides", rank, 1)
     dilations = _attr(op, "window_dilations", rank, 1)
@@ -96,9 +98,11 @@ def _reduce_window(lo: Lowering, op) -> list:
     out = final = result_type(op)
     if out.dtype in NARROW:   # ttnn's binary and cumulative ops refuse uint8 / uint16: in uint32, wrapped back
         x, out, h = lo.typecast(x, WIDE), like(out, WIDE), dataclasses.replace(h, element=dtypes.from_mlir("ui32"))
+        if not isinstance(init, Splat):
+            init = lo.typecast(lo.materialize(init), WIDE)
     scan = [d for d in range(rank) if window[d] != 1]
     result = None
-    if kind in SCANS and len(scan) == 1 and strides == [1] * rank and dilations == [1] * rank:
+    if identity and kind in SCANS and len(scan) == 1 and strides == [1] * rank and dilations == [1] * rank:
         d, n = scan[0], h.shape[scan[0]]
         others_unpadded = not any(low[i] or high[i] for i in range(rank) if i != d)
         if window[d] == n > 1 and others_unpadded and (low[d], high[d]) in ((n - 1, 0), (0, n - 1)):
@@ -106,10 +110,21 @@ def _reduce_window(lo: Lowering, op) -> list:
     if result is None:
         if kind not in COMBINE:
             raise lo.unsupported(f"reduce_window multiply other than a cumulative product {written_out}")
-        parts = [s for _, s in _windows(lo, x, h, window, strides, dilations, low, high, init.value,
-                                        host_type(op.results[0]).shape)]
+        # padding takes no part in a window (XLA skips it): the reduction's identity, the init once after
+        fill = init.value if identity else _identity(kind, h.element.numpy)
+        parts = [x] if not rank else [s for _, s in _windows(lo, x, h, window, strides, dilations, low, high, fill,
+                                                             host_type(op.results[0]).shape)]
         result = _fold(lo, COMBINE[kind], parts)
+        if not identity:
+            result = binary(lo, COMBINE[kind], result, init, out, commutative=True)
     return [narrow_back(lo, result, final.dtype) if final.dtype != out.dtype else result]
+
+
+def _identity(kind: str, dtype):
+    if dtype.kind == "f" or kind == "add":
+        return IDENTITY[kind]
+    info = np.iinfo(dtype)
+    return info.min if kind == "max" else info.max
 
 
 @rule("stablehlo.select_and_scatter")
