@@ -138,6 +138,10 @@ SM = {
     "all_gather": ((1, 2), lambda x: jax.lax.all_gather(x, "y", axis=1, tiled=True), P(None, "y"), P()),
     "psum_scatter": ((1, 2), lambda x: jax.lax.psum_scatter(x, "y", scatter_dimension=1, tiled=True),
                      P(), P(None, "y")),
+    # ops with several results per chip (ttnn.sort's values and indices; approx top-k) on a mesh
+    "sort_per_shard": ((1, 2), lambda x: jnp.concatenate([jnp.sort(x, axis=1), jax.lax.approx_max_k(x, 4)[0],
+                                                           jnp.argsort(x, axis=1)[:, :3].astype(x.dtype)], axis=1),
+                       P(None, "y"), P(None, "y")),
     # a rank-1 reduce_scatter (ttnn's takes rank >= 2)
     "psum_scatter_1d": ((1, 2), lambda x: jax.lax.psum_scatter(x.reshape(-1), "y", scatter_dimension=0, tiled=True),
                         P(), P("y")),
@@ -283,7 +287,7 @@ def oversized_model(tt, cpu):
 APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d"}   # jit cases multiply matrices: the "matmul" bounds
 EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
          "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index",
-         "update_past_the_end"}   # cases that only move, select or make bits (or one x3)
+         "update_past_the_end", "sort_per_shard"}   # cases that only move, select or make bits (or one x3)
 
 
 def gspmd_form(devs):

@@ -154,6 +154,15 @@ def test_int32_keys_past_2_24_sort_exactly(tt, cpu):
     check(tt, cpu, lambda x: lax.top_k(x, 5), x, exact=True)
 
 
+def test_approx_top_k_is_the_exact_top_k(tt, cpu):
+    """jax's approx_max_k / approx_min_k (the ApproxTopK custom call, its direction read from
+    the comparator function): the exact top k along the reduction dim, ties first-come."""
+    x = rand((5, 40))
+    x[0, 3] = x[0, 7] = 9.0
+    check(tt, cpu, lambda x: (lax.approx_max_k(x, 4), lax.approx_min_k(x, 2, reduction_dimension=0),
+                              lax.approx_max_k(x.astype(jnp.bfloat16), 3)), x, exact=True)
+
+
 def test_uint32_keys_sort_exactly(tt, cpu):
     """uint32 keys (jax.random's bits, hashes) in unsigned order: past 2**31 and 2**24 too."""
     edge = np.array([2**32 - 1, 2**31, 2**31 - 1, 16777217, 16777216, 4000000000, 0, 5, 5, 65535, 65536], np.uint32)

@@ -59,7 +59,7 @@ def evaluate(region, args: tuple) -> tuple:
     for op in block.operations:
         name = op.operation.name
         ins = [env[v] for v in op.operands]
-        if name == "stablehlo.return":
+        if name in ("stablehlo.return", "func.return"):   # (a region, or a called function's body)
             return tuple(ins)
         if name == "stablehlo.constant":
             out = splat_value(op.attributes["value"])

@@ -436,6 +436,30 @@ def _sort(lo: Lowering, op) -> list:
     return _gathered(lo, list(op.operands), dim, idx)
 
 
+@custom_call("ApproxTopK")
+def _approx_top_k(lo: Lowering, op) -> list:
+    """jax's approx_max_k / approx_min_k: the exact top k along reduction_dim (recall 1,
+    which meets any recall_target; XLA's CPU fallback is exact too): a stable sort of the
+    keys (the first of equal ones first), its first k, each input taken at them."""
+    attrs = ir.DictAttr(op.attributes["mhlo.backend_config"])
+    k, dim = ir.IntegerAttr(attrs["top_k"]).value, ir.IntegerAttr(attrs["reduction_dim"]).value
+    comparator = ir.FlatSymbolRefAttr(ir.ArrayAttr(op.attributes["called_computations"])[0]).value
+    direction = bodies.comparator(lo.funcs[comparator].regions[0])   # (jax writes no is_max_k)
+    if direction is None:
+        raise lo.unsupported("ApproxTopK whose comparator is not a >, >=, < or <= of the values")
+    largest = direction in ("GT", "GE")
+    inputs = list(op.operands[:len(op.results)])
+    x, h = lo.get(inputs[0]), host_type(inputs[0])
+    if x.type.dtype in ("int32", "uint32"):
+        order = _integer_order(lo, x, dim, descending=largest)
+    else:
+        key = _float_key(lo, x, h.shape[dim])
+        order = lo.emit("sort[1]", key, dim, descending=largest, stable=True, result=_typed(key, dtype=_index_dtype(key)))
+    shape = [k if d == dim else n for d, n in enumerate(h.shape)]
+    idx = slice_(lo, order, [0] * len(shape), shape, [1] * len(shape))
+    return _gathered(lo, inputs, dim, idx)
+
+
 @custom_call("mhlo.topk")
 def _topk(lo: Lowering, op) -> list:
     attrs = ir.DictAttr(op.attributes["mhlo.attributes"])

@@ -229,6 +229,8 @@ class MeshModule:
             results += [obj(*pick(list(args), i), **pick(kwargs, i)) for i in range(1, n)]
             if isinstance(results[0], Tensor):
                 return MeshTensor(results, handle.shape)
+            if isinstance(results[0], (list, tuple)) and results[0] and all(isinstance(t, Tensor) for t in results[0]):
+                return type(results[0])(MeshTensor(list(shards), handle.shape) for shards in zip(*results))   # (sort, topk)
             return results[0]
         per_chip.__name__ = name
         return per_chip
