@@ -221,6 +221,18 @@ def mesh_3d(devs):
     return outs, ["mesh_3d"] * len(outs)
 
 
+def pad_sharded(devs):
+    """lax.pad of an array sharded 4 ways, the result sharded the same: XLA's partitioner
+    slices each chip's part at offsets [0, 0, 2, 2] (no mesh axis follows them), which each
+    chip picks from the static slices on the device."""
+    mesh = Mesh(np.array(devs[:4]), ("x",))
+    s = NamedSharding(mesh, P("x"))
+    x = np.arange(8.0, dtype=np.float32)
+    f = jax.jit(lambda x: (jax.lax.pad(x, 0.0, ((2, 2, 0),)), jax.lax.pad(x * 2, -1.0, ((3, 1, 0),))),
+                in_shardings=s, out_shardings=(s, s))
+    return [np.asarray(r) for r in f(jax.device_put(x, s))], ["pad_sharded"] * 2
+
+
 def devices_memory(tt):
     """Every chip is listed (ids, mesh coords, process 0) and holds its own memory."""
     import pjrt_tt.systems as systems
@@ -287,7 +299,7 @@ def oversized_model(tt, cpu):
 APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d"}   # jit cases multiply matrices: the "matmul" bounds
 EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
          "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index",
-         "update_past_the_end", "sort_per_shard"}   # cases that only move, select or make bits (or one x3)
+         "update_past_the_end", "sort_per_shard", "pad_sharded"}   # cases that only move, select or make bits (or one x3)
 
 
 def gspmd_form(devs):
@@ -343,6 +355,9 @@ def run_case(case, tt, cpu):
     elif case == "mesh_3d":
         a, sa = mesh_3d(tt)
         b, sb = mesh_3d(cpu)
+    elif case == "pad_sharded":
+        a, sa = pad_sharded(tt)
+        b, sb = pad_sharded(cpu)
     else:
         runner = run_jit if case in JIT else run_sm
         a, sa = runner(tt, case)

@@ -209,6 +209,9 @@ def _dynamic_slice(lo: Lowering, op) -> list:
     shape = host_type(op.operands[0]).shape
     if not shape or tuple(shape) == out_h.shape:
         return [x]
+    chips = [_per_chip_ints(v) for v in op.operands[1:]]
+    if any(c is not None for c in chips):   # (the offsets follow no mesh axis: spmd/prepare.py left it)
+        return [_slice_per_chip(lo, op, chips)]
     sizes = out_h.shape
     starts = _starts(lo, op.operands[1:], shape, sizes)
     ends = [lo.host_op("add", s, n) for s, n in zip(starts, sizes)]
@@ -275,33 +278,61 @@ def _update_per_chip(lo: Lowering, op, chips: list) -> Value:
     chosen by comparing its index values on the device (the same ops on every chip)."""
     x_h, u_h = host_type(op.operands[0]), host_type(op.operands[1])
     out = device_type(x_h)
+    x, u = lo.get(op.operands[0]), lo.get(op.operands[1])
+    acc = x
+    for place, chosen in _chip_places(lo, op.operands[2:], chips, x_h.shape, u_h.shape, "dynamic_update_slice"):
+        mask, placed = _placed(lo, u, list(place), out)
+        if chosen is not None:
+            mask = lo.emit("multiply", mask, lo.reshape(chosen, (1,) * len(out.shape)), result=mask.type)
+        acc = lo.emit("where", mask, placed, acc, result=out)
+    return acc
+
+
+def _slice_per_chip(lo: Lowering, op, chips: list) -> Value:
+    """A dynamic_slice whose starts depend on the chip in a way no mesh axis follows (XLA's
+    pads and reshards on meshes of several axes): the static slice at each distinct set of
+    (clamped) starts, and every chip keeps its own, chosen by comparing its index values on
+    the device."""
+    x_h, out_h = host_type(op.operands[0]), host_type(op.results[0])
+    out = device_type(out_h)
+    x, acc = lo.get(op.operands[0]), None
+    for place, chosen in _chip_places(lo, op.operands[1:], chips, x_h.shape, out_h.shape, "dynamic_slice"):
+        part = lo.emit("slice", x, list(place), [s + n for s, n in zip(place, out_h.shape)], [1] * len(place),
+                       result=out)
+        if acc is None or chosen is None:
+            acc = part
+            continue
+        acc = lo.emit("where", lo.reshape(chosen, (1,) * len(out.shape)), part, acc, result=out)
+    return acc
+
+
+def _chip_places(lo: Lowering, indices: list, chips: list, shape, sizes, what: str) -> list:
+    """[(starts, chosen)] for each distinct set of clamped starts the chips take (in chip
+    order): `chosen` is 1 on the chips whose index values (as given, on the device) clamp
+    to those starts, None for the first (every other chip's choice overrides it)."""
     n = len(next(c for c in chips if c is not None))
     raw = []   # per dim, each chip's start as given
-    for v, c in zip(op.operands[2:], chips):
+    for v, c in zip(indices, chips):
         if c is None:
             s = lo.host_scalar(lo.entry(v))
             if isinstance(s, Value):
-                raise lo.unsupported("a dynamic_update_slice whose starts depend both on the chip and on "
-                                     "values computed at run time")
+                raise lo.unsupported(f"a {what} whose starts depend both on the chip and on values computed at "
+                                     f"run time")
             c = [s] * n
         raw.append(c)
-    his = [d - k for d, k in zip(x_h.shape, u_h.shape)]
+    his = [d - k for d, k in zip(shape, sizes)]
     starts = [tuple(min(max(raw[d][p], 0), his[d]) for d in range(len(his))) for p in range(n)]
     varies = [d for d in range(len(his)) if len({s[d] for s in starts}) > 1]
-    x, u = lo.get(op.operands[0]), lo.get(op.operands[1])
-    acc = x
+    places = []
     for place in dict.fromkeys(starts):   # distinct, in chip order
         chosen = None   # 1 on the chips whose starts are `place`: AND over the dims that vary
         for d in varies:
-            v = op.operands[2 + d]
+            v = indices[d]
             index = lo.get(v)
             hit = None  # the index as given on the device is any raw start that clamps to place[d]
             for k in sorted({raw[d][p] for p in range(n) if starts[p][d] == place[d]}):
                 eq = predicate(lo, "eq", index, Splat(k, host_type(v)), index.type.shape)
                 hit = eq if hit is None else lo.emit("maximum", hit, eq, result=eq.type)
             chosen = hit if chosen is None else lo.emit("multiply", chosen, hit, result=hit.type)
-        mask, placed = _placed(lo, u, list(place), out)
-        if chosen is not None:
-            mask = lo.emit("multiply", mask, lo.reshape(chosen, (1,) * len(out.shape)), result=mask.type)
-        acc = lo.emit("where", mask, placed, acc, result=out)
-    return acc
+        places.append((place, chosen))
+    return places

@@ -2,8 +2,8 @@
 
 The program runs on an R x C ttnn mesh (chosen by prepare.py; the rules read it as
 `lo.ctx.mesh_shape`; a single-chip program is the 1x1 mesh). prepare.py has already
-rewritten the chip-dependent patterns into custom_calls (@tt.mesh_slice, @tt.per_device,
-@tt.not_on_mesh) whose rules live here, beside the collectives' rules: one rule per op,
+rewritten the chip-dependent patterns into custom_calls (@tt.mesh_slice, @tt.per_device)
+whose rules live here, beside the collectives' rules: one rule per op,
 registered at import (pjrt_tt.spmd imports this module). Replica groups become
 `cluster_axis` (0: down a column, 1: along a row). A group spanning both axes in order
 p = r*C + c is done axis by axis: gathers minor axis first, scatters/partitions major axis
@@ -322,12 +322,6 @@ def _collective_permute(lo: Lowering, op) -> list:
             parts.append(lo.materialize(Splat(0, host_type(op.results[0]))))
     reordered = lo.emit("concat", parts, 0, result=g.type) if len(parts) > 1 else parts[0]
     return [partition(lo, reordered, 0, axes)]
-
-
-@custom_call("tt.not_on_mesh")
-def _not_on_mesh(lo: Lowering, op) -> list:
-    lo.origin = "stablehlo.dynamic_slice"
-    raise lo.unsupported(_info(op))
 
 
 @custom_call("tt.mesh_slice")

@@ -10,7 +10,8 @@ there, the pair is ttnn.reduce_scatter. The rewritten module holds the decisions
 ordinary lowering rules (collectives.py), so the registry never changes:
     dynamic_slice(x, offsets(partition_id))  -> custom_call @tt.mesh_slice(x) {tt.info = plan}
                                                 (its all_reduce operand marked `tt.fused`)
-    ... following no mesh axis               -> custom_call @tt.not_on_mesh(x) {tt.info = why}
+    ... following no mesh axis               -> left as it is (its offsets fold to per-chip
+                                                values: lower/control_flow._slice_per_chip)
     values of partition_id and constants     -> custom_call @tt.per_device() {tt.info = values}
 The offset arithmetic is then dead and erased.
 
@@ -323,21 +324,17 @@ def prepare(module: ir.Module, n: int, system_mesh: tuple[int, int]) -> tuple[in
                 continue    # an offset table lookup: part of the offset arithmetic
             try:
                 plan = slice_plan(op, R, C)
-            except NotOnMesh as e:   # refused by its rule, naming the op and source line
-                plans.append((op, f"a slice at an offset that depends on the chip (partition_id) in a "
-                                  f"way that follows no axis of the {R}x{C} mesh ({e})"))
-                continue
+            except NotOnMesh:   # left as it is: its starts fold to per-chip values, which the
+                continue        # lowering's dynamic_slice picks from (control_flow._slice_per_chip)
             if plan is not None:
                 plans.append((op, plan))
         for op, plan in plans:
-            if isinstance(plan, list):
-                src = defining_op(op.operands[0])
-                if (src is not None and src.name == "stablehlo.all_reduce" and _is_sum(src)
-                        and len(src.results) == 1 and len(list(src.results[0].uses)) == 1):
-                    src.attributes["tt.fused"] = ir.UnitAttr.get()
-            # the offsets are known (or refused): the partition_id arithmetic goes dead
-            _replace(op, "tt.mesh_slice" if isinstance(plan, list) else "tt.not_on_mesh",
-                     [op.operands[0]], _encode(plan) if isinstance(plan, list) else plan)
+            src = defining_op(op.operands[0])
+            if (src is not None and src.name == "stablehlo.all_reduce" and _is_sum(src)
+                    and len(src.results) == 1 and len(list(src.results[0].uses)) == 1):
+                src.attributes["tt.fused"] = ir.UnitAttr.get()
+            # the offsets are known: the partition_id arithmetic goes dead
+            _replace(op, "tt.mesh_slice", [op.operands[0]], _encode(plan))
         for func in live:
             _dce(func)
         _DEPENDS.clear()   # the module changed
