@@ -261,7 +261,7 @@ def test_reduce_window_with_any_elementwise_body(tt, cpu):
 def test_reduce_window_inits_that_are_no_identity_and_rank_0(tt, cpu):
     """An init that is no identity (a constant, an argument) folds in once and padding takes
     no part, as XLA computes it (named bodies and written-out ones alike); a rank-0 window;
-    uint8 windows in uint32. INTERNAL or UNIMPLEMENTED before."""
+    base dilation (written out); uint8 windows in uint32. INTERNAL or UNIMPLEMENTED before."""
     x = rand((4, 9))
     u8 = RNG.integers(0, 255, (4, 5)).astype(np.uint8)
     check(tt, cpu, lambda x, i: (lax.reduce_window(x, 5.0, lax.add, (2, 3), (1, 1), "SAME"),
@@ -270,15 +270,22 @@ def test_reduce_window_inits_that_are_no_identity_and_rank_0(tt, cpu):
                                  lax.reduce_window(x, 0.5, jnp.logaddexp, (2, 3), (1, 1), "SAME"),
                                  lax.reduce_window((x, x), (2.0, 1.0), lambda a, b: (a[0] + b[0], a[1] * b[1]),
                                                    (2, 2), (1, 1), "SAME"),
-                                 lax.reduce_window(i, 0.0, lax.add, (), (), ())), x, np.float32(0.3))
+                                 lax.reduce_window(i, 0.0, lax.add, (), (), ()),
+                                 # base dilation: its holes, like padding, take no part
+                                 lax.reduce_window(x, 0.0, lax.add, (2, 3), (1, 1), "VALID", base_dilation=(2, 1)),
+                                 lax.reduce_window(x, 1.5, lax.add, (3, 2), (2, 1), "SAME", base_dilation=(2, 2)),
+                                 lax.reduce_window(x, -jnp.inf, lax.max, (2, 2), (1, 2), ((1, 1), (0, 1)),
+                                                   base_dilation=(1, 2))), x, np.float32(0.3))
     check(tt, cpu, lambda u: lax.reduce_window(u, np.uint8(7), lax.add, (2, 2), (1, 1), "SAME"), u8, exact=True)
 
 
-def test_empty_concatenate_and_uint8_dot(tt, cpu):
-    """ttnn.concat takes no empty parts and ttnn.multiply no uint8 (INTERNAL errors before)."""
+def test_empty_concatenate_and_reduce_and_uint8_dot(tt, cpu):
+    """ttnn.concat takes no empty parts, its reductions of an empty tensor keep the wrong
+    dims, and ttnn.multiply takes no uint8 (INTERNAL errors before)."""
     a, b = RNG.integers(0, 255, (3, 4)).astype(np.uint8), RNG.integers(0, 255, (4, 5)).astype(np.uint8)
     check(tt, cpu, lambda e, a, b: (jnp.concatenate([e, e], axis=1), jnp.concatenate([e, e], axis=0),
-                                    lax.dot_general(a, b, (((1,), (0,)), ((), ())))),
+                                    lax.dot_general(a, b, (((1,), (0,)), ((), ()))),
+                                    jnp.max(e.T, axis=1, keepdims=True), jnp.min(e.T, axis=1)),   # kept dim empty
           np.ones((10, 0), np.uint32), a, b, exact=True)
 
 

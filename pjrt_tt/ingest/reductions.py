@@ -12,7 +12,8 @@ strided slices, ttnn's cumulative ops for scans; lower/windows.py). Here:
   windows, an argmax pool reducing a value and an index together) becomes its definition
   (`write_out_reduce_windows`): the padded operands' strided slice for each window element,
   folded into the init one element at a time by the body's own ops, now on whole tensors
-  (each scalar op of the body applied elementwise), padding skipped as XLA skips it. So any elementwise body runs, at one
+  (each scalar op of the body applied elementwise), padding and base dilation's holes
+  skipped as XLA skips them. So any elementwise body runs, at one
   slice and one body per window element: windows of more than MAX_ELEMENTS elements are
   left to the lowering, which refuses them naming the size.
 """
@@ -90,9 +91,11 @@ def _body_ops(op) -> list:
 
 
 def _named(op) -> bool:
-    """A body the lowering computes by name: one add / max / min, or a multiply it scans."""
+    """A body the lowering computes by name: one add / max / min, or a multiply it scans
+    (without base dilation, which only the written-out form takes)."""
     ops = _body_ops(op)
-    if len(op.results) != 1 or len(ops) != 2:
+    rank = len(ir.RankedTensorType(op.operands[0].type).shape)
+    if len(op.results) != 1 or len(ops) != 2 or _ints(op, "base_dilations", rank) != [1] * rank:
         return False
     return ops[0].name in _NAMED or (ops[0].name == "stablehlo.multiply" and _cumulative(op))
 
@@ -123,8 +126,7 @@ def _scalar(ops: list, funcs: dict) -> bool:
 
 def _writable(op, funcs: dict) -> bool:
     rank = len(ir.RankedTensorType(op.operands[0].type).shape)
-    return (_scalar(_body_ops(op), funcs) and math.prod(_ints(op, "window_dimensions", rank)) <= MAX_ELEMENTS
-            and _ints(op, "base_dilations", rank) == [1] * rank)
+    return _scalar(_body_ops(op), funcs) and math.prod(_ints(op, "window_dimensions", rank)) <= MAX_ELEMENTS
 
 
 def _ints(op, name: str, rank: int) -> list[int]:
@@ -151,16 +153,17 @@ def _write_out(op, funcs: dict) -> None:
     window, strides = _ints(op, "window_dimensions", rank), _ints(op, "window_strides", rank)
     dilations = _ints(op, "window_dilations", rank)
     low, high = _padding(op, rank)
+    holes = [b - 1 for b in _ints(op, "base_dilations", rank)]   # base dilation: holes between elements
+    padded = [(s - 1) * (h + 1) + 1 + a + b if s else a + b for s, h, a, b in zip(shape, holes, low, high)]
     arrays = lambda vs: ir.DenseI64ArrayAttr.get(vs)  # noqa: E731
     with op.context, op.location, ir.InsertionPoint(op):
-        if any(low + high):
-            xs = [_create("stablehlo.pad", ir.RankedTensorType.get(
-                [s + lo_ + hi for s, lo_, hi in zip(shape, low, high)], ir.RankedTensorType(x.type).element_type),
-                [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
-                            "interior_padding": arrays([0] * rank)}) for x, init in zip(xs, inits)]
+        if any(low + high + holes):
+            xs = [_create("stablehlo.pad", ir.RankedTensorType.get(padded, ir.RankedTensorType(x.type).element_type),
+                          [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
+                                      "interior_padding": arrays(holes)}) for x, init in zip(xs, inits)]
         acc = [_create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
                for r, init in zip(op.results, inits)]
-        valid = _in_bounds(shape, low, high) if any(low + high) else None
+        valid = _in_bounds(shape, low, high, holes, padded) if any(low + high + holes) else None
         for offset in itertools.product(*(range(w) for w in window)):
             starts = [o * d for o, d in zip(offset, dilations)]
             ends = [s + (m - 1) * st + 1 for s, m, st in zip(starts, out, strides)]
@@ -179,17 +182,17 @@ def _write_out(op, funcs: dict) -> None:
     op.erase()
 
 
-def _in_bounds(shape: list, low: list, high: list) -> ir.Value:
-    """i1 [padded shape]: true on the operand, false on its padding."""
+def _in_bounds(shape: list, low: list, high: list, holes: list, padded: list) -> ir.Value:
+    """i1 [padded shape]: true on the operand's elements, false on its padding and holes."""
     i1 = ir.IntegerType.get_signless(1)
     t = ir.RankedTensorType.get(shape, i1)
     ones = _create("stablehlo.constant", t, [], {"value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(i1, 1))})
     scalar = ir.RankedTensorType.get([], i1)
     off = _create("stablehlo.constant", scalar, [], {"value": ir.DenseElementsAttr.get_splat(scalar, ir.IntegerAttr.get(i1, 0))})
     arrays = ir.DenseI64ArrayAttr.get
-    return _create("stablehlo.pad", ir.RankedTensorType.get([s + a + b for s, a, b in zip(shape, low, high)], i1),
+    return _create("stablehlo.pad", ir.RankedTensorType.get(padded, i1),
                    [ones, off], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
-                                 "interior_padding": arrays([0] * len(shape))})
+                                 "interior_padding": arrays(holes)})
 
 
 def _apply(block, args: list, shape: list, funcs: dict) -> list:

@@ -35,6 +35,8 @@ def _reduce(lo: Lowering, op) -> list:
     in_shape = list(host_type(operand).shape)
     if any(in_shape[d] == 0 for d in dims):   # nothing to reduce: every result is the init
         return [_filled(lo, init_entry, host_type(op.results[0]))]
+    if 0 in in_shape:   # no result at all (a kept dim is empty; ttnn's reductions keep the wrong dims then)
+        return [Splat(0, host_type(op.results[0]))]
     x = lo.get(operand)
     out = final = result_type(op)
     if out.dtype in NARROW:   # ttnn's reductions refuse uint8 / uint16: in uint32, wrapped back
