@@ -18,6 +18,9 @@ TILE_BYTES = {"float32": 4096, "int32": 4096, "uint32": 4096, "bfloat16": 2048, 
 # TILE (they re-tilize: "Can only tilize ... int32/uint32/uint16"); arange of uint8
 # ("Unsupported dtype"). Lowering runs these on uint32 between typecasts; permute, full,
 # where, pad (slice + concat) of uint16 are accepted as they are.
+# ttnn.Shape holds uint32 dims (measured: [2**32 - 1] builds, [2**32] is refused by the
+# bindings with a TypeError)
+MAX_DIM = 2**32 - 1
 NARROW_REFUSED = {"reshape": ("uint8", "uint16"), "slice": ("uint8",), "concat": ("uint8",),
                   "repeat": ("uint8",), "gather": ("uint8",), "arange": ("uint8",)}
 

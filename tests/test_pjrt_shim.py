@@ -34,7 +34,8 @@ tt = jax.devices("tt")[0]
 
 def run(body: str, prelude: bool = True) -> str:
     """Runs `body` (after PRELUDE) in a fresh interpreter; returns its stdout."""
-    script = f"LIBRARY = {str(LIBRARY)!r}\n{PRELUDE if prelude else ''}\n{textwrap.dedent(body)}"
+    script = (f"LIBRARY, TESTS = {str(LIBRARY)!r}, {str(Path(__file__).parent)!r}\n{PRELUDE if prelude else ''}\n"
+              f"{textwrap.dedent(body)}")
     env = dict(os.environ)
     env.setdefault("HOME", str(Path.home()))  # ttnn needs HOME
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -104,6 +105,8 @@ def test_unimplemented_entry_names_itself():
     client goes on working (straight at the C table: no framework reaches one of them)."""
     out = run("""
         import ctypes
+        import sys
+        sys.path.insert(0, TESTS)
         from pjrt_capi import Api, Handle, PjrtError
         api = Api(LIBRARY)
         x = jax.device_put(np.ones(4, np.float32), tt)

@@ -16,12 +16,12 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from pjrt_tt.compile_context import CompileContext
-from pjrt_tt.errors import UnsupportedOp
+from pjrt_tt.errors import ResourceExhausted, UnsupportedOp
 from pjrt_tt.ingest import describe_location, source_site
 from pjrt_tt.lower.registry import RULES
 from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Constant, HostType, Op, ScalarType, ShapeArg,
                              TensorType, Value, device_array, device_type, dtype_attr, layout_attr)
-from pjrt_tt.ttnn_facts import NARROW_REFUSED
+from pjrt_tt.ttnn_facts import MAX_DIM, NARROW_REFUSED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +109,11 @@ class Lowering:
 
     # --- emitting -------------------------------------------------------------------
     def emit(self, fn: str, *args, result: TensorType | ScalarType, **kwargs) -> Value:
+        if isinstance(result, TensorType) and any(d > MAX_DIM for d in result.shape):
+            raise ResourceExhausted(
+                f"{self.origin}{' at ' + self.location if self.location else ''} needs a {result.dtype}"
+                f"{list(result.shape)} tensor: ttnn's shapes hold dims up to {MAX_DIM}, and no TT device's "
+                f"memory holds that many elements")
         if fn in NARROW_REFUSED and isinstance(result, TensorType) and result.dtype in NARROW_REFUSED[fn]:
             return self._via_uint32(fn, args, result, kwargs)
         out = self.new_value(result)
