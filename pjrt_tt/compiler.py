@@ -194,14 +194,17 @@ class Compiler:
                 rec.host("Compile", name, last[0], now)
                 last[0] = now
 
-        self.reader.check(code, fmt)   # raises, instead of crashing us, on bytes jaxlib cannot read
-        phase("read check")
+        # the framework's bytes are read in a helper process (a crash there is a refusal); this
+        # process reads only the module the helper wrote back (ingest/isolated.py)
+        module = self.reader.read(code, fmt)
+        phase("read")
         numerics, optimizer = chosen
         strict = numerics.get("tt_strict_64bit") == "true"
         if spmd:
-            parsed, mesh_shape, optimized = partition_module(code, fmt, options, self.system.mesh_shape, strict)
+            parsed, mesh_shape, optimized = partition_module(module, "mlir", options, self.system.mesh_shape, strict)
         else:
-            parsed, mesh_shape, optimized = parse(code, fmt, strict_64bit=strict), (1, 1), None
+            parsed = parse(module, "mlir", from_hlo=fmt == "hlo", strict_64bit=strict)
+            mesh_shape, optimized = (1, 1), None
         phase("partition" if spmd else "ingest")
         ctx = CompileContext(mesh_shape=tuple(mesh_shape), numerics=numerics, system=self.system,
                              optimizer=optimizer)

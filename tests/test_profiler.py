@@ -48,7 +48,7 @@ def test_trace_shows_compile_execute_ops_and_transfers(tt, cpu, tmp_path):
     assert len(top) == 1 and top[0].duration_ns > 0
     name = top[0].name[len("compile "):]
     phases = [e.name for e in compiles if not e.name.startswith("compile ")]
-    assert phases[:4] == ["read check", "ingest", "lower", "passes"], phases
+    assert phases[:4] == ["read", "ingest", "lower", "passes"], phases
     for e in compiles:   # the phases lie inside the compile
         assert top[0].start_ns <= e.start_ns and e.end_ns <= top[0].end_ns + 1
     runs = _events(data, DEVICE_PLANE.format(tt.id), "TT programs")

@@ -1,14 +1,15 @@
-"""Program bytes are read first in a helper process, so bytes that crash jaxlib's readers
-cost a failed compile, never the host process.
+"""Program bytes are read in a helper process, so bytes that crash jaxlib's readers cost a
+failed compile, never the host process.
 
-jaxlib 0.7.1's MLIR bytecode reader corrupts the heap or segfaults on some malformed
-portable artifacts (about 1 in 300 bit-flipped ones, tests/test_fuzz.py), and no check in
-the same process can rule that out. So every program the compiler has not seen before is
-read by `IsolatedReader`: a long-lived helper (started on first use, restarted after a
-death) runs the same reading code as ingest (`read_program`) and answers. Only bytes the
-helper read without dying are read in-process. A helper that dies or overruns its time
-fails the compile with INVALID_ARGUMENT naming what happened. Verdicts are kept by the
-SHA-256 of the bytes, so compiling the same program again costs nothing.
+jaxlib 0.7.1's readers (MLIR bytecode, HloModuleProto) corrupt the heap or segfault on some
+malformed input (about 1 in 300 bit-flipped portable artifacts, tests/test_fuzz.py), and not
+always on the first read: a helper that survives a read proves nothing about the next one.
+So the host process never reads the framework's bytes. Every program the compiler has not
+seen before goes to `IsolatedReader`: a long-lived helper (started on first use, restarted
+after a death) runs the same reading code as ingest (`read_program`) and hands back the
+module it read, written by MLIR's own bytecode writer (well-formed by construction); the
+compiler parses that. A helper that dies or overruns its time fails the compile with
+INVALID_ARGUMENT naming what happened. Refusals are kept by the SHA-256 of the bytes.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 
-from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.errors import InvalidArgument, ResourceExhausted, TTError, Unimplemented
 
 # Time a read may take before the helper counts as hung (jaxlib 0.12's reader loops forever
 # on some bit-flipped artifacts). The helper's start-up is not counted. Measured here: ops
@@ -40,54 +41,58 @@ _FORMATS = {"mlir": b"m", "hlo": b"h"}
 _OK, _REFUSED, _RAISED = b"o", b"r", b"x"
 
 
-def read_program(code: bytes, fmt: str) -> None:
+def read_program(code: bytes, fmt: str) -> bytes:
     """What ingest does with the raw bytes before anything else reads them (the helper
-    runs it; raises InvalidArgument when ingest would refuse them): the bytecode reader, and
-    check_module, which reads every op's attributes once. The bindings abort the process (a
-    C++ exception with no handler) on some corrupt attributes, e.g. a bit-flipped one that
-    reads back as a location (tests/test_fuzz.py); once all of them read here, the same
-    reads in-process are safe."""
+    runs it; raises InvalidArgument when ingest would refuse them): the reader (HLO converted
+    to StableHLO first), and check_module, which reads every op's attributes once (the
+    bindings abort on some corrupt attributes, e.g. a bit-flipped one that reads back as a
+    location). Returns the module as MLIR bytecode of MLIR's own writing, locations kept."""
     from pjrt_tt.ingest import _hlo_to_stablehlo, _read_module, check_module, new_context
     if fmt == "hlo":
         code = _hlo_to_stablehlo(code)
-    check_module(_read_module(new_context(), bytes(code)))
+    module = _read_module(new_context(), bytes(code))
+    check_module(module)
+    return module.operation.get_asm(binary=True, enable_debug_info=True)
 
 
 class IsolatedReader:
     def __init__(self):
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
-        self._verdicts: collections.OrderedDict[bytes, str] = collections.OrderedDict()   # '' = read fine
+        self._refusals: collections.OrderedDict[bytes, str] = collections.OrderedDict()   # digest -> why
         self.reads = self.restarts = 0   # (tests and benchmarks read them)
         self.seconds = 0.0               # time spent waiting for the helper
 
-    def check(self, code: bytes, fmt: str) -> None:
-        """Returns when the helper read `code` without dying; raises InvalidArgument when it
-        died, overran, or refused the bytes as ingest would."""
+    def read(self, code: bytes, fmt: str) -> bytes:
+        """The module the helper read from `code` (format `fmt`), as MLIR bytecode of MLIR's
+        own writing (for "hlo": the StableHLO it converts to); raises InvalidArgument when the
+        helper died, overran, or refused the bytes as ingest would."""
         if fmt not in _FORMATS:
-            return   # ingest refuses other formats before reading anything
+            raise InvalidArgument(f"pjrt-tt accepts programs in format 'mlir' or 'hlo', not {fmt!r}")
         digest = hashlib.sha256(_FORMATS[fmt] + code).digest()
         with self._lock:
-            verdict = self._verdicts.get(digest)
-            if verdict is None:
+            refusal = self._refusals.get(digest)
+            if refusal is None:
                 start = time.perf_counter()
                 try:
-                    verdict = self._read(code, fmt)
+                    refusal, module = self._read(code, fmt)
                 finally:
                     self.seconds += time.perf_counter() - start
-                self._verdicts[digest] = verdict
-                while len(self._verdicts) > VERDICTS_KEPT:
-                    self._verdicts.popitem(last=False)
-            self._verdicts.move_to_end(digest)
-        if verdict:
-            raise InvalidArgument(verdict)
+                if not refusal:
+                    return module
+                self._refusals[digest] = refusal
+                while len(self._refusals) > VERDICTS_KEPT:
+                    self._refusals.popitem(last=False)
+            self._refusals.move_to_end(digest)
+        raise InvalidArgument(refusal)
 
     def close(self) -> None:
         with self._lock:
             self._stop()
 
     # --- the helper ---------------------------------------------------------------------
-    def _read(self, code: bytes, fmt: str) -> str:
+    def _read(self, code: bytes, fmt: str) -> tuple[str, bytes]:
+        """(why the bytes are refused, or "" and the module the helper read)."""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         proc = self._proc
@@ -97,22 +102,26 @@ class IsolatedReader:
         try:
             proc.stdin.write(_FORMATS[fmt] + struct.pack("<Q", len(code)) + code)
             proc.stdin.flush()
-            status, message = self._answer(proc, timeout)
+            status, body = self._answer(proc, timeout)
         except (BrokenPipeError, EOFError):
-            return self._died(proc, len(code))
+            return self._died(proc, len(code)), b""
         except TimeoutError:
             self._stop()
             return (f"pjrt-tt could not read the program it was given ({len(code)} bytes, format "
-                    f"{fmt!r}): reading it took longer than {timeout:.0f} s")
-        if status == _REFUSED:
-            return message
-        return ""   # read fine, or raised something ingest will raise again in-process (safe now)
+                    f"{fmt!r}): reading it took longer than {timeout:.0f} s"), b""
+        if status == _OK:
+            return "", body
+        if status == _RAISED:   # an error ingest names with its own code (an unsupported type...)
+            code, _, message = body.decode("utf-8", "replace").partition("\n")
+            raise _coded(int(code), message)
+        return body.decode("utf-8", "replace"), b""
 
-    def _answer(self, proc, timeout: float) -> tuple[bytes, str]:
+    def _answer(self, proc, timeout: float) -> tuple[bytes, bytes]:
+        """(status, body) of the helper's answer: 1 byte, a uint64 length, the body."""
         deadline = time.monotonic() + timeout
         fd = proc.stdout.fileno()
-        data = b""
-        want = 5
+        data = bytearray()
+        want = 9
         while len(data) < want:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
@@ -121,9 +130,9 @@ class IsolatedReader:
             if not chunk:
                 raise EOFError
             data += chunk
-            if len(data) >= 5:
-                want = 5 + struct.unpack("<I", data[1:5])[0]
-        return data[:1], data[5:want].decode("utf-8", "replace")
+            if want == 9 and len(data) >= 9:
+                want = 9 + struct.unpack("<Q", data[1:9])[0]
+        return bytes(data[:1]), bytes(data[9:want])
 
     def _died(self, proc, size: int) -> str:
         try:
@@ -160,6 +169,14 @@ class IsolatedReader:
             pass
 
 
+def _coded(code: int, message: str) -> TTError:
+    """The TTError of the class with PJRT code `code` (TTError itself, INTERNAL, else)."""
+    kinds = [TTError, InvalidArgument, Unimplemented, ResourceExhausted]
+    error = next((k for k in kinds if k.pjrt_code == code), TTError)(message)
+    error.pjrt_code = code
+    return error
+
+
 def _serve() -> None:
     """The helper: read requests from stdin, answer on stdout, until stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -171,14 +188,15 @@ def _serve() -> None:
         fmt = {v: k for k, v in _FORMATS.items()}[header[:1]]
         code = stdin.read(struct.unpack("<Q", header[1:])[0])
         try:
-            read_program(code, fmt)
-            status, message = _OK, ""
+            status, body = _OK, read_program(code, fmt)
         except InvalidArgument as e:
-            status, message = _REFUSED, str(e)
-        except Exception as e:   # not a crash: ingest raises it again in-process
-            status, message = _RAISED, f"{type(e).__name__}: {e}"
-        body = message.encode("utf-8", "replace")
-        stdout.write(status + struct.pack("<I", len(body)) + body)
+            status, body = _REFUSED, str(e).encode("utf-8", "replace")
+        except TTError as e:   # refused with another code (UNIMPLEMENTED for a type the chip lacks...)
+            status, body = _RAISED, f"{e.pjrt_code}\n{e}".encode("utf-8", "replace")
+        except Exception as e:   # a reader error that is no crash
+            status, body = _REFUSED, f"pjrt-tt could not read the program it was given: {type(e).__name__}: {e}".encode(
+                "utf-8", "replace")
+        stdout.write(status + struct.pack("<Q", len(body)) + body)
         stdout.flush()
 
 
