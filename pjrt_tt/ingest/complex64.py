@@ -29,7 +29,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import describe_location, source_site
-from pjrt_tt.ingest.mlir_compat import as_operation, called_from
+from pjrt_tt.ingest.mlir_compat import as_operation, called_from, create, named_attributes
 
 COMPLEX = "complex<f32>"
 
@@ -226,7 +226,7 @@ def _rewrite(op, pairs: dict) -> list:
         return [_pow(*ins)]
     if name == "stablehlo.iota":
         f32 = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
-        re = _generic("stablehlo.iota", f32, [], _attributes(op))
+        re = create("stablehlo.iota", f32, [], named_attributes(op))
         return [(re, _splat(re, 0.0))]
     if name == "stablehlo.log":
         a, b = ins[0]
@@ -355,11 +355,11 @@ def _convert(op, x):
         if isinstance(x, tuple):   # complex -> complex
             return x
         f32 = ir.RankedTensorType.get(_shape(x.type), ir.F32Type.get())
-        re = x if _etype(x.type) == "f32" else _generic("stablehlo.convert", f32, [x])
+        re = x if _etype(x.type) == "f32" else create("stablehlo.convert", f32, [x])
         return (re, _splat(re, 0.0))
     if isinstance(x, tuple):   # complex -> real: the real part
         re = x[0]
-        return re if dst == "f32" else _generic("stablehlo.convert", op.results[0].type, [re])
+        return re if dst == "f32" else create("stablehlo.convert", op.results[0].type, [re])
     raise _refusal(op, "converts between complex types pjrt-tt does not carry")
 
 
@@ -369,8 +369,8 @@ def _dot(op, x, y):
         raise _refusal(op, "mixes a complex operand with a real one")
     (a, b), (c, d) = x, y
     out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
-    attrs = _attributes(op)
-    dot = lambda p, q: _generic(op.name, out, [p, q], attrs)  # noqa: E731
+    attrs = named_attributes(op)
+    dot = lambda p, q: create(op.name, out, [p, q], attrs)  # noqa: E731
     return (_op("stablehlo.subtract", dot(a, c), dot(b, d)), _op("stablehlo.add", dot(a, d), dot(b, c)))
 
 
@@ -404,7 +404,7 @@ def _per_plane(op, ins):
     scalar = ir.RankedTensorType.get([], ir.F32Type.get())
     planes = []
     for k in (0, 1):
-        red = ir.Operation.create(op.name, results=[out], operands=[x[k], init[k]], attributes=_attributes(op),
+        red = ir.Operation.create(op.name, results=[out], operands=[x[k], init[k]], attributes=named_attributes(op),
                                   regions=1)
         block = red.regions[0].blocks.append(scalar, scalar)
         with ir.InsertionPoint(block):
@@ -420,7 +420,7 @@ def _product(op, x, init):
     shape = _shape(x[0].type)
     kept = [d for d in range(len(shape)) if d not in dims]
     n = math.prod(shape[d] for d in dims)
-    planes = [_generic("stablehlo.transpose", ir.RankedTensorType.get([shape[d] for d in kept + dims], ir.F32Type.get()),
+    planes = [create("stablehlo.transpose", ir.RankedTensorType.get([shape[d] for d in kept + dims], ir.F32Type.get()),
                        [p], {"permutation": ir.DenseI64ArrayAttr.get(kept + dims)}) for p in x]
     rest = [shape[d] for d in kept]
     planes = [_reshape(p, rest + [n]) for p in planes]
@@ -429,7 +429,7 @@ def _product(op, x, init):
         n = 1
     while n > 1:
         if n % 2:
-            planes = [_generic("stablehlo.pad", ir.RankedTensorType.get(rest + [n + 1], ir.F32Type.get()),
+            planes = [create("stablehlo.pad", ir.RankedTensorType.get(rest + [n + 1], ir.F32Type.get()),
                                [p, _constant(np.array(v, np.float32))],
                                {"edge_padding_low": ir.DenseI64ArrayAttr.get([0] * (len(rest) + 1)),
                                 "edge_padding_high": ir.DenseI64ArrayAttr.get([0] * len(rest) + [1]),
@@ -439,13 +439,13 @@ def _product(op, x, init):
         half = [tuple(_last_slice(p, rest, start, start + n // 2) for p in planes) for start in (0, n // 2)]
         planes, n = list(_mul(*half)), n // 2
     planes = [_reshape(p, rest) for p in planes]
-    scalar_init = [_generic("stablehlo.broadcast_in_dim", ir.RankedTensorType.get(rest, ir.F32Type.get()), [v],
+    scalar_init = [create("stablehlo.broadcast_in_dim", ir.RankedTensorType.get(rest, ir.F32Type.get()), [v],
                             {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])}) for v in init]
     return _mul(tuple(planes), tuple(scalar_init))
 
 
 def _last_slice(v: ir.Value, rest: list, start: int, limit: int) -> ir.Value:
-    return _generic("stablehlo.slice", ir.RankedTensorType.get(rest + [limit - start], ir.F32Type.get()), [v], {
+    return create("stablehlo.slice", ir.RankedTensorType.get(rest + [limit - start], ir.F32Type.get()), [v], {
         "start_indices": ir.DenseI64ArrayAttr.get([0] * len(rest) + [start]),
         "limit_indices": ir.DenseI64ArrayAttr.get(rest + [limit]),
         "strides": ir.DenseI64ArrayAttr.get([1] * (len(rest) + 1))})
@@ -464,19 +464,15 @@ def _return(ret, pairs: dict) -> None:
                 continue
             shape = _shape(pairs[v][0].type)
             one = ir.RankedTensorType.get([1, *shape], ir.F32Type.get())
-            planes = [_generic("stablehlo.reshape", one, [p]) for p in pairs[v]]
+            planes = [create("stablehlo.reshape", one, [p]) for p in pairs[v]]
             i64 = ir.IntegerType.get_signless(64)
-            new.append(_generic("stablehlo.concatenate", _planes_type(shape), planes,
+            new.append(create("stablehlo.concatenate", _planes_type(shape), planes,
                                 {"dimension": ir.IntegerAttr.get(i64, 0)}))
         ir.Operation.create("func.return", operands=new)
     ret.erase()
 
 
 # --- building ops ----------------------------------------------------------------------
-
-def _generic(name: str, result: ir.Type, operands: list, attrs: dict | None = None) -> ir.Value:
-    return ir.Operation.create(name, results=[result], operands=list(operands), attributes=attrs or {}).results[0]
-
 
 def _op(name: str, *operands, direction: str = "") -> ir.Value:
     """An elementwise op on float32 values (compare: of `direction`, giving i1)."""
@@ -487,18 +483,13 @@ def _op(name: str, *operands, direction: str = "") -> ir.Value:
         attrs["comparison_direction"] = ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>")
         if _etype(operands[0].type) == "f32":
             attrs["compare_type"] = ir.Attribute.parse("#stablehlo<comparison_type FLOAT>")
-    return _generic(name, result, operands, attrs)
+    return create(name, result, operands, attrs)
 
 
 def _clone(op, operands: list) -> ir.Value:
     """`op` itself (one result) on float32 planes."""
     out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
-    return _generic(op.name, out, operands, _attributes(op))
-
-
-def _attributes(op) -> dict:
-    attrs = op.attributes
-    return {attrs[i].name: attrs[i].attr for i in range(len(attrs))}
+    return create(op.name, out, operands, named_attributes(op))
 
 
 def _splat(like: ir.Value, value: float) -> ir.Value:
@@ -510,21 +501,21 @@ def _constant(data: np.ndarray) -> ir.Value:
     attr = ir.DenseElementsAttr.get_splat(t, ir.FloatAttr.get(ir.F32Type.get(), float(data.flat[0]))) \
         if data.size and (data == data.flat[0]).all() and not np.isnan(data.flat[0]) \
         else ir.DenseElementsAttr.get(data, type=t)
-    return _generic("stablehlo.constant", t, [], {"value": attr})
+    return create("stablehlo.constant", t, [], {"value": attr})
 
 
 def _slice0(arg: ir.Value, k: int) -> ir.Value:
     """Plane k of a [2, *shape] value, as [1, *shape]."""
     shape = _shape(arg.type)
     out = ir.RankedTensorType.get([1, *shape[1:]], ir.F32Type.get())
-    return _generic("stablehlo.slice", out, [arg], {
+    return create("stablehlo.slice", out, [arg], {
         "start_indices": ir.DenseI64ArrayAttr.get([k] + [0] * (len(shape) - 1)),
         "limit_indices": ir.DenseI64ArrayAttr.get([k + 1] + list(shape[1:])),
         "strides": ir.DenseI64ArrayAttr.get([1] * len(shape))})
 
 
 def _reshape(v: ir.Value, shape: list) -> ir.Value:
-    return _generic("stablehlo.reshape", ir.RankedTensorType.get(list(shape), ir.F32Type.get()), [v])
+    return create("stablehlo.reshape", ir.RankedTensorType.get(list(shape), ir.F32Type.get()), [v])
 
 
 _ELEMENTS = re.compile(r"dense<(.*)>\s*:\s*tensor<", re.S)

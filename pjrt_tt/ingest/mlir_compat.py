@@ -36,6 +36,19 @@ def users(value: ir.Value) -> list[ir.Operation]:
     return [as_operation(use.owner) for use in value.uses]
 
 
+def create(name: str, result: ir.Type, operands: list, attrs: dict | None = None) -> ir.Value:
+    """A new op `name` with one result, at the current insertion point (ingest's rewrites
+    build their ops generically: the dialects' Python op classes differ between releases)."""
+    return ir.Operation.create(name, results=[result], operands=list(operands), attributes=attrs or {}).results[0]
+
+
+def named_attributes(op) -> dict:
+    """op's attributes by name, to copy onto a new op (the module has been checked to hold
+    UTF-8 names only: ingest.check_module)."""
+    attrs = as_operation(op).attributes
+    return {attrs[i].name: attrs[i].attr for i in range(len(attrs))}
+
+
 def called_from(op, call_site: ir.Location) -> None:
     """An op inlined from a function jax outlined gets the call's frames: jaxlib 0.12 names
     such ops without a source (loc("cumsum")) and lets a location be set; 0.7.1 gives them

@@ -42,7 +42,7 @@ from pjrt_tt.dtypes import FLOAT8
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
-from pjrt_tt.ingest.mlir_compat import as_operation, defining_op, users
+from pjrt_tt.ingest.mlir_compat import as_operation, create, defining_op, users
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
@@ -148,8 +148,8 @@ def _mulhi_in_32_bits(module: ir.Module) -> None:
             continue
         with shift.context, shift.location, ir.InsertionPoint(shift):
             hi = _mulhi(*(e.operands[0] for e in ext))
-            wide = ir.Operation.create("stablehlo.convert", results=[shift.results[0].type], operands=[hi])
-        shift.results[0].replace_all_uses_with(wide.results[0])
+            wide = create("stablehlo.convert", shift.results[0].type, [hi])
+        shift.results[0].replace_all_uses_with(wide)
         shift.erase()
         for dead in [mul, *ext]:
             if not list(dead.results[0].uses):
@@ -163,11 +163,11 @@ def _mulhi(a: ir.Value, b: ir.Value) -> ir.Value:
     u32 = ir.RankedTensorType.get(shape, ir.IntegerType.get_unsigned(32))
 
     def op(name, *operands, result=u32):
-        return ir.Operation.create(name, results=[result], operands=list(operands)).results[0]
+        return create(name, result, operands)
 
-    def const(n):
-        return ir.Operation.create("stablehlo.constant", results=[u32], attributes={
-            "value": ir.DenseElementsAttr.get_splat(u32, ir.IntegerAttr.get(u32.element_type, n))}).results[0]
+    def const(n, t=u32):
+        return create("stablehlo.constant", t, [], {
+            "value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(ir.RankedTensorType(t).element_type, n))})
 
     au, bu = (op("stablehlo.bitcast_convert", v) if signed else v for v in (a, b))
     lo16 = lambda v: op("stablehlo.and", v, const(0xFFFF))  # noqa: E731
@@ -180,11 +180,9 @@ def _mulhi(a: ir.Value, b: ir.Value) -> ir.Value:
         return hi
     i1 = ir.RankedTensorType.get(shape, ir.IntegerType.get_signless(1))
     for x, y in ((a, bu), (b, au)):   # minus y where x < 0 (mod 2^32)
-        zero = ir.Operation.create("stablehlo.constant", results=[a.type], attributes={
-            "value": ir.DenseElementsAttr.get_splat(a.type, ir.IntegerAttr.get(ir.RankedTensorType(a.type).element_type, 0))})
-        neg = ir.Operation.create("stablehlo.compare", results=[i1], operands=[x, zero.results[0]], attributes={
+        neg = create("stablehlo.compare", i1, [x, const(0, a.type)], {
             "comparison_direction": ir.Attribute.parse("#stablehlo<comparison_direction LT>"),
-            "compare_type": ir.Attribute.parse("#stablehlo<comparison_type SIGNED>")}).results[0]
+            "compare_type": ir.Attribute.parse("#stablehlo<comparison_type SIGNED>")})
         hi = op("stablehlo.subtract", hi, op("stablehlo.select", neg, y, const(0)))
     return op("stablehlo.bitcast_convert", hi, result=a.type)
 

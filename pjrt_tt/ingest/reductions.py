@@ -24,6 +24,8 @@ import math
 
 from jaxlib.mlir import ir
 
+from pjrt_tt.ingest.mlir_compat import create, named_attributes
+
 MAX_ELEMENTS = 64
 _NAMED = {"stablehlo.add", "stablehlo.maximum", "stablehlo.minimum"}
 
@@ -66,7 +68,7 @@ def _split(op, needs: dict) -> None:
             with ir.InsertionPoint(new_block):
                 for o in _body_ops(op)[:-1]:
                     if all(v in env for v in o.operands) and needs[o.results[0]] <= {k, k + n}:
-                        attrs = {o.attributes[i].name: o.attributes[i].attr for i in range(len(o.attributes))}
+                        attrs = named_attributes(o)
                         env[o.results[0]] = ir.Operation.create(
                             o.name, results=[r.type for r in o.results], operands=[env[v] for v in o.operands],
                             attributes=attrs).results[0]
@@ -95,7 +97,7 @@ def _named(op) -> bool:
     (without base dilation, which only the written-out form takes)."""
     ops = _body_ops(op)
     rank = len(ir.RankedTensorType(op.operands[0].type).shape)
-    if len(op.results) != 1 or len(ops) != 2 or _ints(op, "base_dilations", rank) != [1] * rank:
+    if len(op.results) != 1 or len(ops) != 2 or window_ints(op, "base_dilations", rank) != [1] * rank:
         return False
     return ops[0].name in _NAMED or (ops[0].name == "stablehlo.multiply" and _cumulative(op))
 
@@ -103,10 +105,10 @@ def _named(op) -> bool:
 def _cumulative(op) -> bool:
     """One dim's window spans it, padded by n - 1 on one side, unit strides: a scan."""
     shape = ir.RankedTensorType(op.operands[0].type).shape
-    window = _ints(op, "window_dimensions", len(shape))
-    low, high = _padding(op, len(shape))
+    window = window_ints(op, "window_dimensions", len(shape))
+    low, high = window_padding(op, len(shape))
     spanned = [d for d, w in enumerate(window) if w != 1]
-    if len(spanned) != 1 or _ints(op, "window_strides", len(shape)) != [1] * len(shape):
+    if len(spanned) != 1 or window_ints(op, "window_strides", len(shape)) != [1] * len(shape):
         return False
     d, n = spanned[0], shape[spanned[0]]
     return window[d] == n and (low[d], high[d]) in ((n - 1, 0), (0, n - 1))
@@ -126,22 +128,20 @@ def _scalar(ops: list, funcs: dict) -> bool:
 
 def _writable(op, funcs: dict) -> bool:
     rank = len(ir.RankedTensorType(op.operands[0].type).shape)
-    return _scalar(_body_ops(op), funcs) and math.prod(_ints(op, "window_dimensions", rank)) <= MAX_ELEMENTS
+    return _scalar(_body_ops(op), funcs) and math.prod(window_ints(op, "window_dimensions", rank)) <= MAX_ELEMENTS
 
 
-def _ints(op, name: str, rank: int) -> list[int]:
+def window_ints(op, name: str, rank: int) -> list[int]:
+    """A reduce_window / select_and_scatter int array attribute (1 per dim when absent)."""
     return [int(d) for d in ir.DenseI64ArrayAttr(op.attributes[name])] if name in op.attributes else [1] * rank
 
 
-def _padding(op, rank: int) -> tuple[list[int], list[int]]:
+def window_padding(op, rank: int) -> tuple[list[int], list[int]]:
+    """(low, high) edge padding per dim (0 when absent)."""
     if "padding" not in op.attributes:
         return [0] * rank, [0] * rank
     flat = [int(v) for v in ir.DenseIntElementsAttr(op.attributes["padding"])]
     return flat[0::2], flat[1::2]
-
-
-def _create(name: str, result: ir.Type, operands: list, attrs: dict | None = None) -> ir.Value:
-    return ir.Operation.create(name, results=[result], operands=operands, attributes=attrs or {}).results[0]
 
 
 def _write_out(op, funcs: dict) -> None:
@@ -150,33 +150,33 @@ def _write_out(op, funcs: dict) -> None:
     shape = list(ir.RankedTensorType(op.operands[0].type).shape)
     out = list(ir.RankedTensorType(op.results[0].type).shape)
     rank = len(shape)
-    window, strides = _ints(op, "window_dimensions", rank), _ints(op, "window_strides", rank)
-    dilations = _ints(op, "window_dilations", rank)
-    low, high = _padding(op, rank)
-    holes = [b - 1 for b in _ints(op, "base_dilations", rank)]   # base dilation: holes between elements
+    window, strides = window_ints(op, "window_dimensions", rank), window_ints(op, "window_strides", rank)
+    dilations = window_ints(op, "window_dilations", rank)
+    low, high = window_padding(op, rank)
+    holes = [b - 1 for b in window_ints(op, "base_dilations", rank)]   # base dilation: holes between elements
     padded = [(s - 1) * (h + 1) + 1 + a + b if s else a + b for s, h, a, b in zip(shape, holes, low, high)]
     arrays = lambda vs: ir.DenseI64ArrayAttr.get(vs)  # noqa: E731
     with op.context, op.location, ir.InsertionPoint(op):
         if any(low + high + holes):
-            xs = [_create("stablehlo.pad", ir.RankedTensorType.get(padded, ir.RankedTensorType(x.type).element_type),
+            xs = [create("stablehlo.pad", ir.RankedTensorType.get(padded, ir.RankedTensorType(x.type).element_type),
                           [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
                                       "interior_padding": arrays(holes)}) for x, init in zip(xs, inits)]
-        acc = [_create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
+        acc = [create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
                for r, init in zip(op.results, inits)]
         valid = _in_bounds(shape, low, high, holes, padded) if any(low + high + holes) else None
         for offset in itertools.product(*(range(w) for w in window)):
             starts = [o * d for o, d in zip(offset, dilations)]
             ends = [s + (m - 1) * st + 1 for s, m, st in zip(starts, out, strides)]
             window_slice = {"start_indices": arrays(starts), "limit_indices": arrays(ends), "strides": arrays(strides)}
-            parts = [_create("stablehlo.slice", r.type, [x], window_slice) for r, x in zip(op.results, xs)]
+            parts = [create("stablehlo.slice", r.type, [x], window_slice) for r, x in zip(op.results, xs)]
             folded = _apply(op.regions[0].blocks[0], acc + parts, out, funcs)
             if valid is None:
                 acc = folded
                 continue
             # XLA skips the padding (the init is no identity of every body): folded where in bounds
-            inside = _create("stablehlo.slice", ir.RankedTensorType.get(out, ir.IntegerType.get_signless(1)), [valid],
+            inside = create("stablehlo.slice", ir.RankedTensorType.get(out, ir.IntegerType.get_signless(1)), [valid],
                              window_slice)
-            acc = [_create("stablehlo.select", a.type, [inside, f, a]) for f, a in zip(folded, acc)]
+            acc = [create("stablehlo.select", a.type, [inside, f, a]) for f, a in zip(folded, acc)]
     for r, v in zip(op.results, acc):
         r.replace_all_uses_with(v)
     op.erase()
@@ -186,11 +186,11 @@ def _in_bounds(shape: list, low: list, high: list, holes: list, padded: list) ->
     """i1 [padded shape]: true on the operand's elements, false on its padding and holes."""
     i1 = ir.IntegerType.get_signless(1)
     t = ir.RankedTensorType.get(shape, i1)
-    ones = _create("stablehlo.constant", t, [], {"value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(i1, 1))})
+    ones = create("stablehlo.constant", t, [], {"value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(i1, 1))})
     scalar = ir.RankedTensorType.get([], i1)
-    off = _create("stablehlo.constant", scalar, [], {"value": ir.DenseElementsAttr.get_splat(scalar, ir.IntegerAttr.get(i1, 0))})
+    off = create("stablehlo.constant", scalar, [], {"value": ir.DenseElementsAttr.get_splat(scalar, ir.IntegerAttr.get(i1, 0))})
     arrays = ir.DenseI64ArrayAttr.get
-    return _create("stablehlo.pad", ir.RankedTensorType.get(padded, i1),
+    return create("stablehlo.pad", ir.RankedTensorType.get(padded, i1),
                    [ones, off], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
                                  "interior_padding": arrays(holes)})
 
@@ -208,12 +208,12 @@ def _apply(block, args: list, shape: list, funcs: dict) -> list:
             results = _apply(callee.regions[0].blocks[0], [env[v] for v in o.operands], shape, funcs)
             env.update(zip(o.results, results))
             continue
-        attrs = {o.attributes[i].name: o.attributes[i].attr for i in range(len(o.attributes))}
+        attrs = named_attributes(o)
         wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(o.results[0].type).element_type)
         if o.name == "stablehlo.constant":
-            scalar = _create(o.name, o.results[0].type, [], attrs)
-            env[o.results[0]] = _create("stablehlo.broadcast_in_dim", wide, [scalar],
+            scalar = create(o.name, o.results[0].type, [], attrs)
+            env[o.results[0]] = create("stablehlo.broadcast_in_dim", wide, [scalar],
                                         {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
         else:
-            env[o.results[0]] = _create(o.name, wide, [env[v] for v in o.operands], attrs)
+            env[o.results[0]] = create(o.name, wide, [env[v] for v in o.operands], attrs)
     raise AssertionError("a region without a return")

@@ -23,10 +23,9 @@ import itertools
 import math
 
 import numpy as np
-from jaxlib.mlir import ir
 
 from pjrt_tt import dtypes
-from pjrt_tt.ingest.reductions import MAX_ELEMENTS
+from pjrt_tt.ingest.reductions import MAX_ELEMENTS, window_ints, window_padding
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import (NARROW, WIDE, binary, host_type, like, narrow_back, pad, result_type, slice_,
@@ -37,19 +36,6 @@ from pjrt_tt.program import HostType, Value
 COMBINE = {"add": "add", "max": "maximum", "min": "minimum"}
 SCANS = {"add": "cumsum", "mul": "cumprod"}
 IDENTITY = {"add": 0.0, "max": -math.inf, "min": math.inf}
-
-
-def _attr(op, name: str, rank: int, default: int) -> list[int]:
-    if name not in op.attributes:
-        return [default] * rank
-    return [int(d) for d in ir.DenseI64ArrayAttr(op.attributes[name])]
-
-
-def _padding(op, rank: int) -> tuple[list[int], list[int]]:
-    if "padding" not in op.attributes:
-        return [0] * rank, [0] * rank
-    flat = [int(v) for v in ir.DenseIntElementsAttr(op.attributes["padding"])]
-    return flat[0::2], flat[1::2]
 
 
 def _windows(lo: Lowering, x: Value, h: HostType, window, strides, dilations, low, high, fill, out_shape):
@@ -88,11 +74,11 @@ def _reduce_window(lo: Lowering, op) -> list:
     init = lo.entry(op.operands[1])
     # another init (a constant, or computed at run time) pads the operand and folds in once
     identity = isinstance(init, Splat) and bodies.identity_of(kind, init.value, h.element.numpy)
-    window = _attr(op, "window_dimensions", rank, 1)
-    strides = _attr(op, "window_strides", rank, 1)
-    dilations = _attr(op, "window_dilations", rank, 1)
-    low, high = _padding(op, rank)
-    if _attr(op, "base_dilations", rank, 1) != [1] * rank:
+    window = window_ints(op, "window_dimensions", rank)
+    strides = window_ints(op, "window_strides", rank)
+    dilations = window_ints(op, "window_dilations", rank)
+    low, high = window_padding(op, rank)
+    if window_ints(op, "base_dilations", rank) != [1] * rank:
         raise lo.unsupported("reduce_window with base dilation")
     x = lo.get(op.operands[0])
     out = final = result_type(op)
@@ -140,7 +126,7 @@ def _select_and_scatter(lo: Lowering, op) -> list:
     if not h.element.is_float:
         raise lo.unsupported("select_and_scatter on integers")
     rank = len(h.shape)
-    low, high = _padding(op, rank)
+    low, high = window_padding(op, rank)
     if direction in ("GT", "LT") and any(low + high):
         # measured: XLA:CPU's pick is then not the last in-bounds extreme (for > it matches
         # padding that compares as +inf); no framework emits this form, so it is refused
@@ -148,7 +134,7 @@ def _select_and_scatter(lo: Lowering, op) -> list:
     init = lo.entry(init)
     if not isinstance(init, Splat):
         raise lo.unsupported("select_and_scatter with an initial value computed at run time")
-    window, strides = _attr(op, "window_dimensions", rank, 1), _attr(op, "window_strides", rank, 1)
+    window, strides = window_ints(op, "window_dimensions", rank), window_ints(op, "window_strides", rank)
     out_shape = host_type(source).shape
     x, src = lo.get(operand), lo.get(source)
     largest = direction in ("GE", "GT")
