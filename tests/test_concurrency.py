@@ -188,17 +188,10 @@ def test_torch_eager_mode(target):
     run(EAGER.replace("TRANSPOSE(x)", "x.t()"), target)
 
 
-@pytest.mark.xfail(run=False, reason=(
-    "open: with eager mode on, a tensor *property* that runs an op on the XLA device (`x.T`) "
-    "can deadlock against other threads on mock (2 of 3 runs; `x.t()` 6 of 6 fine): the thread in "
-    "the property's getter holds the GIL (torch's op methods release it, its property getters do "
-    "not) while it waits for torch_xla's device lock, which a thread in PJRT_Client_Compile holds "
-    "(RunPostOrder's TensorCollectionBarrier, kept through Compile) while our compiler waits for "
-    "the GIL. Fixed only by a compile that never waits for the GIL "
-    "(docs/reliability.md, Concurrency)"))
-@pytest.mark.parametrize("target", ["mock"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_torch_eager_mode_tensor_property(target):
-    """The same with `x.T`, a property: see the reason."""
+    """The same with `x.T`, a property: torch runs a property's op holding the GIL, against a
+    compile that waits for it (pjrt_tt/torch/plugin.py); it deadlocked in 3 of 5 runs on mock."""
     run(EAGER.replace("TRANSPOSE(x)", "x.T"), target)
 
 

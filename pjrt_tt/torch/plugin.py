@@ -20,7 +20,48 @@ def _opaque_to_dynamo() -> None:
     trace_rules.add("pjrt_tt")
 
 
+def _transposing_properties_release_the_gil() -> None:
+    """torch runs the op behind `x.T`, `x.mT`, `x.H` and `x.mH` inside the property getter
+    with the GIL held; its methods release it first. In eager mode that op may wait for
+    torch_xla's device lock, which a thread inside PJRT_Client_Compile holds while our
+    Python compiler waits for the GIL: a deadlock (docs/reliability.md, Concurrency). For
+    XLA tensors the four properties run as the method forms they are defined as; every
+    other tensor keeps torch's own getter. Dynamo has already read torch's descriptors
+    (torch._dynamo is imported above), so compiled graphs record these as before."""
+    import warnings
+
+    import torch
+
+    base = torch._C.TensorBase
+
+    def reversed_dims(x):
+        if x.dim() not in (0, 2):   # torch's own deprecation warning for numpy_T
+            warnings.warn("The use of `x.T` on tensors of dimension other than 2 to reverse their "
+                          "shape is deprecated and it will throw an error in a future release. "
+                          "Consider `x.mT` to transpose batches of matrices or "
+                          "`x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the "
+                          "dimensions of a tensor.", UserWarning, stacklevel=3)
+        return x.permute(tuple(range(x.dim() - 1, -1, -1)))
+
+    method_forms = {   # name -> (applies to, method form)
+        "T": (lambda x: True, reversed_dims),
+        "mT": (lambda x: x.dim() >= 2, lambda x: x.transpose(-2, -1)),
+        "H": (lambda x: x.dim() == 2, lambda x: x.adjoint()),
+        "mH": (lambda x: x.dim() >= 2, lambda x: x.adjoint()),
+    }
+    for name, (applies, method) in method_forms.items():
+        torch_getter = base.__dict__[name].__get__
+
+        def getter(x, torch_getter=torch_getter, applies=applies, method=method):
+            if x.is_xla and applies(x):
+                return method(x)
+            return torch_getter(x)   # other devices, and the shapes torch refuses with its own error
+
+        setattr(torch.Tensor, name, property(getter, doc=base.__dict__[name].__doc__))
+
+
 _opaque_to_dynamo()
+_transposing_properties_release_the_gil()
 install_into_torch_xla()   # scripts written for tt-xla call torch_xla.set_custom_compile_options
 
 
