@@ -166,3 +166,39 @@ def test_graph_break_on_xla_inputs():
         print("breaks ok")
     """)
     assert "breaks ok" in out
+
+
+def test_transposing_properties_keep_torch_semantics():
+    """x.T, x.mT, x.H and x.mH of XLA tensors run as their method forms (they no longer hold
+    the GIL, see test_concurrency's eager property case): each equals CPU torch for every rank
+    torch allows, torch's own errors and warning stay, CPU tensors keep torch's getter, and a
+    compiled graph records them as before."""
+    run("""
+        import warnings
+        torch.manual_seed(0)
+        for shape in [(), (3,), (2, 3), (2, 3, 4), (2, 1, 3, 4)]:
+            x = torch.randn(shape, dtype=torch.float32)
+            for name in ("T", "mT", "H", "mH"):
+                try:
+                    want = getattr(x, name)
+                except RuntimeError as e:
+                    try:
+                        getattr(x.to(dev), name)
+                    except RuntimeError as f:
+                        assert str(e) == str(f), (name, shape, e, f)
+                    else:
+                        raise AssertionError(f"{name} of {shape}: CPU refuses, XLA accepted")
+                    continue
+                got = getattr(x.to(dev), name).cpu()
+                assert got.shape == want.shape and torch.equal(got, want), (name, shape)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.zeros(2, 3, 4).to(dev).T
+        assert any("x.T" in str(w.message) for w in caught), [str(w.message) for w in caught]
+        assert type(torch.zeros(2).T) is torch.Tensor and type(torch.nn.Parameter(torch.ones(2, 3)).T) is torch.Tensor
+        f = torch.compile(lambda a: a.T @ a.mT.mT + a.mH.mH.sum(), backend="tt")
+        x = torch.randn(4, 3)
+        got = f(x.to(dev)).cpu()
+        want = x.T @ x + x.sum()
+        assert torch.allclose(got, want, rtol=2e-2, atol=2e-2 * want.abs().max()), (got, want)
+    """)
