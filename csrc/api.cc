@@ -68,7 +68,6 @@ void BindUnimplemented(PJRT_Api& api) {
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_CreateUninitializedBuffer)
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_CreateAliasBuffer)
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_FulfillAliasBuffer)
-  PJRT_TT_UNIMPLEMENTED(PJRT_Client_UpdateGlobalProcessInfo)
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_DmaMap)
   PJRT_TT_UNIMPLEMENTED(PJRT_Client_DmaUnmap)
   PJRT_TT_UNIMPLEMENTED(PJRT_Executable_GetCompiledMemoryStats)

@@ -1,5 +1,7 @@
 #include "client.h"
 
+#include <cstdio>
+
 namespace pjrt_tt {
 namespace {
 
@@ -16,14 +18,98 @@ Handle* ByIndex(const std::vector<std::unique_ptr<Handle>>& storage, py::handle 
   return storage[index].get();
 }
 
+// ------------------------- The framework's key-value store ---------------------------
+// In a multi-process run (jax.distributed, torch_xla's coordinator) the framework hands
+// PJRT_Client_Create a key-value store shared by every process; the Python client agrees
+// on the topology through it (pjrt_tt/runtime/processes.py). The callbacks are called
+// without the GIL: they block on the framework's coordination service.
+
+// Our PJRT_Error for a callback to return; the args take a pointer to the function pointer.
+PJRT_Error* CallbackError(PJRT_Error_Code code, const char* message, size_t message_size) {
+  return new PJRT_Error{code, std::string(message ? message : "", message ? message_size : 0)};
+}
+PJRT_CallbackError callback_error = CallbackError;
+
+void RaiseCallbackError(PJRT_Error* error, const std::string& what) {
+  std::unique_ptr<PJRT_Error> owned(error);
+  Fail(owned->code, what + ": " + owned->message);
+}
+
+struct KeyValueStore {
+  PJRT_KeyValueGetCallback get = nullptr;
+  void* get_arg = nullptr;
+  PJRT_KeyValuePutCallback put = nullptr;
+  void* put_arg = nullptr;
+
+  std::string Get(const std::string& key, int timeout_ms) const {
+    PJRT_KeyValueGetCallback_Args a{};
+    a.struct_size = PJRT_KeyValueGetCallback_Args_STRUCT_SIZE;
+    a.key = key.data();
+    a.key_size = key.size();
+    a.timeout_in_ms = timeout_ms;
+    a.callback_error = &callback_error;
+    a.user_arg = get_arg;
+    PJRT_Error* error = nullptr;
+    WithoutGil([&] { error = get(&a); });
+    if (error != nullptr) RaiseCallbackError(error, "the framework's key-value store could not get '" + key + "'");
+    std::string value(a.value ? a.value : "", a.value ? a.value_size : 0);
+    if (a.value != nullptr && a.value_deleter_callback != nullptr) a.value_deleter_callback(a.value);
+    return value;
+  }
+
+  void Put(const std::string& key, const std::string& value) const {
+    PJRT_KeyValuePutCallback_Args a{};
+    a.struct_size = PJRT_KeyValuePutCallback_Args_STRUCT_SIZE;
+    a.key = key.data();
+    a.key_size = key.size();
+    a.value = value.data();
+    a.value_size = value.size();
+    a.callback_error = &callback_error;
+    a.user_arg = put_arg;
+    PJRT_Error* error = nullptr;
+    WithoutGil([&] { error = put(&a); });
+    if (error != nullptr) RaiseCallbackError(error, "the framework's key-value store could not put '" + key + "'");
+  }
+};
+
+// (get, put) as Python callables, or None when the framework gave no store. Only a
+// multi-process framework fills the callback fields: jax leaves them uninitialised
+// otherwise, so they are read only when the options say there are several processes.
+py::object KeyValueStoreOf(const PJRT_Client_Create_Args* args, const py::dict& options) {
+  bool several = options.contains("num_nodes") && py::cast<int64_t>(options["num_nodes"]) > 1;
+  if (!several || !PJRT_TT_FITS(args, kv_put_user_arg) || args->kv_get_callback == nullptr ||
+      args->kv_put_callback == nullptr)
+    return py::none();
+  auto store = std::make_shared<KeyValueStore>();
+  store->get = args->kv_get_callback;
+  store->get_arg = args->kv_get_user_arg;
+  store->put = args->kv_put_callback;
+  store->put_arg = args->kv_put_user_arg;
+  py::cpp_function get([store](const std::string& key, int timeout_ms) {
+    try {
+      return py::bytes(store->Get(key, timeout_ms));
+    } catch (const Status& s) {
+      throw std::runtime_error(s.message());
+    }
+  });
+  py::cpp_function put([store](const std::string& key, const std::string& value) {
+    try {
+      store->Put(key, value);
+    } catch (const Status& s) {
+      throw std::runtime_error(s.message());
+    }
+  });
+  return py::make_tuple(get, put);
+}
+
 PJRT_Error* ClientCreate(PJRT_Client_Create_Args* args) {
   return Guard("PJRT_Client_Create", [&] {
     PJRT_TT_REQUIRE_OUT(args, client);
     const PJRT_NamedValue* options = PJRT_TT_IN(args, create_options, nullptr);
     size_t num_options = options ? PJRT_TT_IN(args, num_options, 0) : 0;
-    // The key-value store callbacks are for multi-process setups; unused here.
     args->client = WithPython([&] {
-      py::object py_client = Bridge().attr("create_client")(NamedValuesToDict(options, num_options));
+      py::dict py_options = NamedValuesToDict(options, num_options);
+      py::object py_client = Bridge().attr("create_client")(py_options, KeyValueStoreOf(args, py_options));
       std::unique_ptr<PJRT_Client, void (*)(PJRT_Client*)> client(new PJRT_Client,
                                                                    DeleteHandle<PJRT_Client>);
       client->platform_name = py::cast<std::string>(py_client.attr("platform_name"));
@@ -54,6 +140,36 @@ PJRT_Error* ClientPlatformVersion(PJRT_Client_PlatformVersion_Args* args) {
     PJRT_TT_OUT(args, platform_version, client->platform_version.data());
     PJRT_TT_OUT(args, platform_version_size, client->platform_version.size());
   });
+}
+
+// The framework's view of every process (jax's coordination service, polled from a thread
+// of its own, also while the interpreter shuts down). jax aborts the process on any error
+// here, so this never fails and never touches Python: it keeps the states and says once on
+// stderr when a peer process is disconnected or failed. (A collective waiting on a dead
+// peer is ended by the MPI launcher, which stops the whole job.)
+PJRT_Error* ClientUpdateGlobalProcessInfo(PJRT_Client_UpdateGlobalProcessInfo_Args* args) {
+  PJRT_Client* client = args == nullptr ? nullptr : PJRT_TT_IN(args, client, nullptr);
+  size_t n = client == nullptr ? 0 : PJRT_TT_IN(args, num_process_infos, 0);
+  PJRT_ProcessInfo* infos = n ? PJRT_TT_IN(args, process_infos, nullptr) : nullptr;
+  if (infos == nullptr) return nullptr;
+  std::lock_guard<std::mutex> lock(client->peers_mu);
+  for (size_t i = 0; i < n; ++i) {
+    const PJRT_ProcessInfo& p = infos[i];
+    int task = PJRT_TT_IN(&p, task_id, -1);
+    int state = static_cast<int>(PJRT_TT_IN(&p, state, PJRT_ProcessState_kUnspecified));
+    int& known = client->peer_states[task];
+    bool gone = state == PJRT_ProcessState_kDisconnected || state == PJRT_ProcessState_kError;
+    if (gone && known != state) {
+      std::string message;
+      if (PJRT_TT_FITS(&p, error_message_size) && p.error_message != nullptr)
+        message.assign(p.error_message, p.error_message_size);
+      std::fprintf(stderr, "pjrt-tt: process %d of this run is %s%s%s\n", task,
+                   state == PJRT_ProcessState_kError ? "in error" : "disconnected", message.empty() ? "" : ": ",
+                   message.c_str());
+    }
+    known = state;
+  }
+  return nullptr;
 }
 
 PJRT_Error* ClientProcessIndex(PJRT_Client_ProcessIndex_Args* args) {
@@ -156,6 +272,7 @@ void BindClient(PJRT_Api& api) {
   api.PJRT_Client_Destroy = ClientDestroy;
   api.PJRT_Client_PlatformName = ClientPlatformName;
   api.PJRT_Client_ProcessIndex = ClientProcessIndex;
+  api.PJRT_Client_UpdateGlobalProcessInfo = ClientUpdateGlobalProcessInfo;
   api.PJRT_Client_PlatformVersion = ClientPlatformVersion;
   api.PJRT_Client_Devices = ClientDevices;
   api.PJRT_Client_AddressableDevices = ClientAddressableDevices;

@@ -1,7 +1,9 @@
 // The client: owns the Python Client and one C handle per Python Device and Memory.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,10 @@ struct PJRT_Client {
   std::string platform_name;
   std::string platform_version;
   int process_index = 0;
+
+  // The framework's last word on each process (task id -> PJRT_ProcessState).
+  std::mutex peers_mu;
+  std::map<int, int> peer_states;
 
   // Position i holds the handle of the Python object whose `index` is i.
   std::vector<std::unique_ptr<PJRT_Device>> device_storage;

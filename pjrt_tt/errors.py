@@ -27,6 +27,11 @@ class StaleEntry(FailedPrecondition):
     settings (runtime/serialized.py): the framework compiles the program afresh."""
 
 
+class Unavailable(TTError):
+    """A peer process of a multi-process run is not there (not started, or died)."""
+    pjrt_code = 14
+
+
 class Unimplemented(TTError):
     pjrt_code = 12
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pjrt_tt.errors import InvalidArgument
+
 GiB = 1 << 30
 KiB = 1 << 10
 
@@ -61,6 +63,49 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
 ]}
 
 DEFAULT_SYSTEM = "n150"
+
+
+# Several processes, one system (multi-controller, as jax.distributed and torch_xla run it).
+# Process p of P drives the p-th contiguous, row-major block of the system's chips (a 2x4
+# t3k over 2 processes: row 0 and row 1), as tt-run's rank bindings give each host its rows
+# of a multi-host mesh. Device ids are global and the same in every process. The framework
+# says how many processes there are: PJRT create options `num_nodes` / `node_id`, which jax
+# passes after `jax.distributed.initialize`.
+@dataclasses.dataclass(frozen=True)
+class Processes:
+    count: int = 1
+    index: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Processes":
+        """From the framework's create options (`num_nodes`, `node_id`); one process without them."""
+        opts = {k.lower(): v for k, v in (options or {}).items()}
+        try:
+            count, index = int(opts.get("num_nodes", 1)), int(opts.get("node_id", 0))
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"num_nodes / node_id must be integers, got {opts.get('num_nodes')!r} / "
+                                  f"{opts.get('node_id')!r}") from None
+        if count < 1 or not 0 <= index < count:
+            raise InvalidArgument(f"node_id {index} is not one of num_nodes {count} processes")
+        return cls(count, index)
+
+    def chips_of(self, process: int, num_chips: int) -> range:
+        per = self.chips_per_process(num_chips)
+        return range(process * per, (process + 1) * per)
+
+    def chips_per_process(self, num_chips: int) -> int:
+        if num_chips % self.count:
+            raise InvalidArgument(f"{self.count} processes cannot share a system of {num_chips} chips evenly: "
+                                  f"each process drives the same number of chips (start a divisor of "
+                                  f"{num_chips} processes)")
+        return num_chips // self.count
+
+    def owner(self, chip: int, num_chips: int) -> int:
+        return chip // self.chips_per_process(num_chips)
+
+    @property
+    def local(self) -> bool:
+        return self.count == 1
 
 
 def get_system(name: str | None) -> System:

@@ -16,8 +16,9 @@ def plugin_attributes() -> dict:
     }
 
 
-def create_client(options: dict) -> Client:
-    return Client(options)
+def create_client(options: dict, store=None) -> Client:
+    """PJRT_Client_Create; `store`: the framework's key-value store as (get, put), or None."""
+    return Client(options, store)
 
 
 def profiler_session(options: bytes) -> Session:

@@ -7,8 +7,10 @@ from pjrt_tt import __version__, dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.runtime.deadline import DEFAULT_SECONDS, Deadline
+from pjrt_tt.runtime.processes import agree
 from pjrt_tt.runtime.profiler import RECORDER
 from pjrt_tt.settings import Settings
+from pjrt_tt.systems import Processes
 from pjrt_tt.targets.conformance import ConformanceCheck
 
 PLATFORM_NAME = "tt"
@@ -20,20 +22,24 @@ class Memory:
     kind_id = 0
 
     def __init__(self, index: int, device: "Device"):
-        self.index, self.id = index, index
+        self.index, self.id = index, device.id   # index: position in client.memories (this process's)
         self.devices = [device]
         self.debug_string = f"TT_DRAM_{device.id}"
         self.to_string = f"TtMemory(id={self.id}, kind=device, device={device.id})"
 
 
 class Device:
-    def __init__(self, client: "Client", index: int, chip):
+    """Chip `index` of the system (the same id in every process). Another process's chip is
+    listed but not addressable: no memory, no chip handle here."""
+
+    def __init__(self, client: "Client", index: int, chip, process_index: int, local_hardware_id: int,
+                 memory_index: int | None):
         system = client.target.system
         rows, cols = system.mesh_shape
         self.client, self.index, self.id, self.chip = client, index, index, chip
-        self.process_index = 0
-        self.local_hardware_id = index
-        self.is_addressable = True
+        self.process_index = process_index
+        self.local_hardware_id = local_hardware_id   # its position among its own process's chips
+        self.is_addressable = memory_index is not None
         self.kind = system.arch.name
         self.coords = (index // cols, index % cols)
         self.debug_string = f"TT_{index}({self.kind})"
@@ -47,8 +53,8 @@ class Device:
             "dram_bytes": system.arch.dram_bytes,
             "num_cores": system.arch.compute_grid[0] * system.arch.compute_grid[1],
         }
-        self.memory = Memory(index, self)
-        self.memories = [self.memory]
+        self.memory = Memory(memory_index, self) if self.is_addressable else None
+        self.memories = [self.memory] if self.is_addressable else []
         self.default_memory = self.memory
 
     def memory_stats(self) -> dict[str, int]:
@@ -61,21 +67,28 @@ CLIENTS: list["Client"] = []   # every client made in this process (tests inspec
 
 
 class Client:
-    def __init__(self, options: dict | None = None):
+    def __init__(self, options: dict | None = None, store=None):
+        """`options`: PJRT create options (ours, and the framework's `num_nodes` / `node_id`
+        in a multi-process run); `store`: the framework's key-value store as (get, put)."""
         self.settings = Settings.load(options)
+        self.processes = processes = Processes.from_options(options)
         name, system = targets.choose(self.settings.target, self.settings.system)
-        self.target = targets.open_target(name, system, self.settings.sim_dram_mb)
+        self.target = targets.open_target(name, system, self.settings.sim_dram_mb, processes)
+        agree(processes, store, {"system": system.name, "target": name, "count": processes.count})
         timeout = self.settings.execute_timeout_s
         self.deadline = Deadline(DEFAULT_SECONDS[name] if timeout is None else timeout)   # device calls
         self.platform_name = PLATFORM_NAME
         self.platform_version = f"{PLATFORM_VERSION} ({name}, {system.name})"
-        self.process_index = 0
-        self.devices = [Device(self, i, chip) for i, chip in enumerate(self.target.chips)]
-        self.addressable_devices = self.devices
-        self.memories = [d.memory for d in self.devices]
+        self.process_index = processes.index
+        n, mine = system.num_chips, processes.chips_of(processes.index, system.num_chips)
+        self.devices = [Device(self, i, chip, processes.owner(i, n), i % processes.chips_per_process(n),
+                               i - mine.start if i in mine else None)
+                        for i, chip in enumerate(self.target.chips)]
+        self.addressable_devices = [d for d in self.devices if d.is_addressable]
+        self.memories = [d.memory for d in self.addressable_devices]
         # Every new program also runs once on real ttnn (mock): a program the sim accepts is
         # one real ttnn accepts.
-        check = ConformanceCheck(system) if self.settings.check_with_mock else None
+        check = ConformanceCheck(system, processes) if self.settings.check_with_mock else None
         self.recorder = RECORDER   # profiler sessions are process-wide (runtime/profiler.py)
         self.compiler = Compiler(self.settings, check, self.recorder)
         CLIENTS.append(self)
@@ -86,7 +99,10 @@ class Client:
         return self.devices[device_id]
 
     def lookup_addressable_device(self, local_hardware_id: int) -> Device:
-        return self.lookup_device(local_hardware_id)
+        if not 0 <= local_hardware_id < len(self.addressable_devices):
+            raise InvalidArgument(f"no TT device with local hardware id {local_hardware_id} in process "
+                                  f"{self.process_index} (it drives {len(self.addressable_devices)})")
+        return self.addressable_devices[local_hardware_id]
 
     def default_device_assignment(self, num_replicas: int, num_partitions: int) -> list[int]:
         needed = num_replicas * num_partitions
@@ -99,6 +115,9 @@ class Client:
         from pjrt_tt.runtime.buffer import Buffer, host_view
         element = dtypes.from_pjrt(element_type).check_supported("a transfer to the TT device")
         device = memory.devices[0] if memory is not None else device
+        if not device.is_addressable:
+            raise InvalidArgument(f"TT device {device.id} is driven by process {device.process_index}, not by this "
+                                  f"process ({self.process_index}): transfer to one of its own devices")
         # A view, not a copy: the target makes the one copy the device needs (or refuses the
         # transfer first when it does not fit), all before this returns.
         return Buffer.from_host(self, device, element, host_view(address, element.numpy, tuple(dims), byte_strides))

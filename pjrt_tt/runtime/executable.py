@@ -74,7 +74,8 @@ class LoadedExecutable:
         """What PJRT asks of any executable: its program's name, outputs and devices."""
         program = compiled.program
         self.client, self.compiled, self.program = client, compiled, program
-        self.devices, self.device, self.addressable_devices = devices, devices[0], list(devices)
+        self.devices, self.device = devices, devices[0]
+        self.addressable_devices = [d for d in devices if d.is_addressable]   # (this process's)
         self.name = program.name
         self.num_replicas, self.num_partitions = 1, len(devices)
         self.num_outputs = program.framework_outputs   # (without the guards' outputs)
@@ -212,7 +213,9 @@ class LoadedExecutable:
 
 class MeshExecutable(LoadedExecutable):
     """An SPMD program: one per-device ttnn program run on a mesh of the assigned chips
-    (partition p at row p // C, column p % C of the R x C mesh the compiler chose)."""
+    (partition p at row p // C, column p % C of the R x C mesh the compiler chose). When
+    several processes share the mesh, each runs it with its own devices' arguments (the
+    framework calls every process's Execute) and gets its own devices' results."""
 
     def __init__(self, client, compiled, devices):
         self._describe(client, compiled, devices)
@@ -235,10 +238,13 @@ class MeshExecutable(LoadedExecutable):
     def _execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
         if self.is_deleted:
             raise InvalidArgument(f"executable {self.name} was deleted")
-        n = len(self.devices)
-        if len(argument_lists) != n:
-            raise InvalidArgument(f"{self.name} runs on {n} devices; got arguments for {len(argument_lists)}")
+        local = self.addressable_devices
+        if len(argument_lists) != len(local):
+            n, mine = len(self.devices), len(local)
+            here = f" ({mine} of them in this process)" if mine != n else ""
+            raise InvalidArgument(f"{self.name} runs on {n} devices{here}; got arguments for {len(argument_lists)}")
         program, runner = self.program, self._runner
+        position = {d.id: p for p, d in enumerate(self.devices)}
         for p, args in enumerate(argument_lists):   # all checked before any mesh copy is made
             if len(args) != len(program.inputs):
                 raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
@@ -249,12 +255,12 @@ class MeshExecutable(LoadedExecutable):
         bounds = self._ranges.check(argument_lists, self.name)
         tensors = []
         for i in range(len(program.inputs)):
-            shards, bufs = [], []
-            for p, args in enumerate(argument_lists):
+            shards, bufs = [None] * len(self.devices), []   # (None: another process's device)
+            for device, args in zip(local, argument_lists):
                 buf = args[i]
-                if buf.device is not self.devices[p]:   # the framework put it elsewhere: move it
-                    buf = buf.copy_to_device(self.devices[p])
-                shards.append(buf.live_tensor(f"argument {i} of {self.name}"))
+                if buf.device is not device:   # the framework put it elsewhere: move it
+                    buf = buf.copy_to_device(device)
+                shards[position[device.id]] = buf.live_tensor(f"argument {i} of {self.name}")
                 bufs.append(buf)
             tensors.append(runner.combine(shards))
             views = runner.adopt(tensors[-1])   # a mesh copy made through the host: from now on
@@ -276,9 +282,9 @@ class MeshExecutable(LoadedExecutable):
                 for args in argument_lists:
                     args[i].delete()
         per_device = [runner.split(t) for t in outputs]
-        results = [[Buffer(d, h, shards[p], bound) for h, shards, bound in zip(program.output_host_types,
-                                                                                per_device, bounds)]
-                   for p, d in enumerate(self.devices)]
+        results = [[Buffer(d, h, shards[position[d.id]], bound) for h, shards, bound in zip(program.output_host_types,
+                                                                                             per_device, bounds)]
+                   for d in local]
         check_guards(program, self.name, results)
         return results
 

@@ -30,11 +30,12 @@ from pjrt_tt.targets.base import MeshRunner, Target  # noqa: F401  (the interfac
 from pjrt_tt.targets.sim_target import SimTarget
 from pjrt_tt.targets.ttnn_target import TtnnTarget, card_present
 
-# How each target opens: (system, simulated DRAM MB per chip; sim only) -> Target.
-OPENERS: dict[str, Callable[[systems.System, int], Target]] = {
-    "device": lambda system, _dram_mb: TtnnTarget.device(system),
+# How each target opens: (system, simulated DRAM MB per chip (sim only), the processes
+# sharing the system) -> Target.
+OPENERS: dict[str, Callable[[systems.System, int, systems.Processes], Target]] = {
+    "device": lambda system, _dram_mb, processes: TtnnTarget.device(system, processes),
     "sim": SimTarget.open,
-    "mock": lambda system, _dram_mb: TtnnTarget.mock(system),
+    "mock": lambda system, _dram_mb, processes: TtnnTarget.mock(system, processes),
 }
 TARGET_NAMES = ("auto", *OPENERS)
 
@@ -54,9 +55,11 @@ def choose(target: str | None, system: str | None) -> tuple[str, systems.System]
     return name, sysdesc
 
 
-def open_target(name: str, system: systems.System, sim_dram_mb: int = 0) -> Target:
-    """`sim_dram_mb`: simulated DRAM per chip (PJRT_TT_SIM_DRAM_MB; sim only, 0 = the chip's)."""
+def open_target(name: str, system: systems.System, sim_dram_mb: int = 0,
+                processes: systems.Processes = systems.Processes()) -> Target:
+    """`sim_dram_mb`: simulated DRAM per chip (PJRT_TT_SIM_DRAM_MB; sim only, 0 = the chip's).
+    `processes`: the processes that share the system (multi-process runs)."""
     opener = OPENERS.get(name)
     if opener is None:
         raise InvalidArgument(f"cannot open target {name!r}")
-    return opener(system, sim_dram_mb)
+    return opener(system, sim_dram_mb, processes)

@@ -65,13 +65,19 @@ def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
 def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
     """host.read: a rank-0/(1,) device tensor -> Python int, bool or float. A host sync.
     On a mesh every chip's copy is read (ttnn refuses to read a mesh tensor whole without a
-    mesh composer): the host drives all chips with one value, so they must agree."""
+    mesh composer): the host drives all chips with one value, so they must agree. When
+    several processes share the mesh (the sim's `agree`), each reads its own chips and every
+    process gets all processes' values, so all of them take the same branch or fail alike."""
     def scalar(x):
         return host_array(ttnn, x, t.dtype).reshape(-1)[0].item()
 
+    agree = getattr(ttnn, "agree", None)   # the sim's MeshModule; real ttnn has no such thing
+
     def read(x):
         if on_mesh:
-            values = [scalar(s) for s in ttnn.get_device_tensors(x)]
+            values = [scalar(s) for s in ttnn.get_device_tensors(x) if s is not None]
+            if agree is not None:
+                values = [v for mine in agree(values) for v in mine]
             if any(v != values[0] for v in values):
                 raise Unimplemented(f"a value the host must read differs across the mesh's chips "
                                     f"({values}), but the host drives every chip with one value (a loop "

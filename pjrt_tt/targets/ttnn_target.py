@@ -38,13 +38,15 @@ class TtnnTarget(Target):
         self._submeshes: dict = {}       # (R, C) -> the mesh's R x C submeshes, made once
 
     @classmethod
-    def mock(cls, system: systems.System) -> "TtnnTarget":
+    def mock(cls, system: systems.System, processes: systems.Processes = systems.Processes()) -> "TtnnTarget":
+        _one_process_only("mock", processes)
         from pjrt_tt.targets import mock
         ttnn, mesh = mock.open(system.name)
         return cls("mock", system, ttnn, mesh, mock.close)
 
     @classmethod
-    def device(cls, system: systems.System) -> "TtnnTarget":
+    def device(cls, system: systems.System, processes: systems.Processes = systems.Processes()) -> "TtnnTarget":
+        _one_process_only("device", processes)
         if not card_present():
             raise FailedPrecondition("PJRT_TT_TARGET=device but no Tenstorrent card was found "
                                      "(/dev/tenstorrent is empty); use PJRT_TT_TARGET=sim")
@@ -142,3 +144,11 @@ class _OnChip:
             for c in copies:
                 if c is not None:
                     target.free(c)
+
+
+def _one_process_only(name: str, processes: systems.Processes) -> None:
+    """A multi-host ttnn mesh opens under tt-run from a mesh graph descriptor and per-rank
+    cluster descriptors (ttnn/distributed/README_ttrun.md); that path is not built yet."""
+    if not processes.local:
+        raise Unimplemented(f"{processes.count} processes sharing one system run on the sim target only so far "
+                            f"(PJRT_TT_TARGET=sim): the {name} target does not open ttnn's multi-host mesh yet")

@@ -11,7 +11,8 @@ out-of-memory error.
 
 Files: tensor.py (DataType, Layout, Shape, MemoryConfig, Tensor, host conversions),
 device.py (chips, MeshDevice, allocators), ops.py (the ops, table-driven), fpu.py (matmul
-numerics), ops_indexing.py, ops_nn.py, ccl.py (mesh tensors, collectives). Imports run one
+numerics), ops_indexing.py, ops_nn.py, ccl.py (mesh tensors, collectives), exchange.py (collective data between the
+processes that share a mesh: MPI). Imports run one
 way: tensor.py imports no other sim module (a tensor asks the device it is placed on to
 allocate and measure its buffers); the rest import tensor.py. The one circle: the methods
 ttnn's Tensor has (reshape, to(layout), + - * / @) call ops.py, which makes Tensors; tensor.py
@@ -83,6 +84,7 @@ from .ccl import (  # noqa: F401
     MeshModule, MeshTensor, all_gather, all_reduce, combine_device_tensors, get_device_tensors,
     mesh_partition, reduce_scatter, sim_reset_ccl_stats,
 )
+from .exchange import LocalExchange, MpiExchange, sim_reset_exchange_stats  # noqa: F401
 
 from .trace import (  # noqa: F401
     MeshEvent, MeshTraceId, begin_trace_capture, end_trace_capture, execute_trace, record_event,

@@ -1,7 +1,8 @@
 """Mesh tensors and CCL collectives for the sim target.
 
 A sim `MeshTensor` holds one device `Tensor` per chip of an R x C mesh (row-major), each
-allocated on its own chip, so per-chip memory is exact. Like real ttnn, its shape, dtype
+allocated on its own chip, so per-chip memory is exact; when several processes share the
+mesh (sim/exchange.py), the chips another process drives hold None here. Like real ttnn, its shape, dtype
 and layout are the per-device ones. `MeshModule(sim, devices, shape)` is a ttnn-shaped
 view of the sim for a program running on that mesh: every sim op is applied chip by chip
 (a MeshTensor argument becomes that chip's shard, the mesh device that chip's 1x1 device),
@@ -16,14 +17,17 @@ of a column, 1 = those of a row, None = all chips in row-major order.
 
 Sums are taken in float32 (integers in int64) and rounded once to the dtype. The bytes each
 collective moves between chips (ring algorithms: (n-1)/n of the gathered / reduced tensor
-per chip) are counted in `STATS` for the benchmarks.
+per chip) are counted in `STATS` for the benchmarks; the bytes a process sent to the others
+are exchange.STATS.
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
 
+from .exchange import LocalExchange
 from .tensor import FLOAT_DTYPES, Tensor, fatal, quantize
 
 STATS = {"bytes": 0, "calls": 0}   # bytes sent chip-to-chip by the collectives since reset
@@ -34,29 +38,31 @@ def sim_reset_ccl_stats() -> None:
 
 
 class MeshTensor:
-    """A tensor on an R x C sim mesh: one shard (a device Tensor) per chip, row-major."""
+    """A tensor on an R x C sim mesh: one shard (a device Tensor) per chip, row-major; None
+    for a chip another process drives."""
 
-    def __init__(self, shards: list[Tensor], mesh_shape: tuple[int, int]):
+    def __init__(self, shards: list, mesh_shape: tuple[int, int]):
         self.shards, self.mesh_shape = list(shards), tuple(mesh_shape)
-        s = self.shards[0]
+        self.local = [t for t in self.shards if t is not None]
+        s = self.local[0]
         if any(tuple(t.shape) != tuple(s.shape) or t.dtype != s.dtype or t.layout != s.layout
-               for t in self.shards):
+               for t in self.local):
             raise fatal("shards agree", "sim: a mesh tensor needs one shape/dtype/layout on every chip")
 
-    shape = property(lambda self: self.shards[0].shape)
-    padded_shape = property(lambda self: self.shards[0].padded_shape)
-    dtype = property(lambda self: self.shards[0].dtype)
-    layout = property(lambda self: self.shards[0].layout)
+    shape = property(lambda self: self.local[0].shape)
+    padded_shape = property(lambda self: self.local[0].padded_shape)
+    dtype = property(lambda self: self.local[0].dtype)
+    layout = property(lambda self: self.local[0].layout)
 
     def is_allocated(self) -> bool:
-        return all(t.is_allocated() for t in self.shards)
+        return all(t.is_allocated() for t in self.local)
 
     def deallocate(self, force: bool = True) -> None:
-        for t in self.shards:
+        for t in self.local:
             t.deallocate()
 
     def __repr__(self) -> str:
-        return f"MeshTensor(sim, {len(self.shards)} shards of {self.shards[0]!r})"
+        return f"MeshTensor(sim, {len(self.shards)} shards of {self.local[0]!r})"
 
 
 def combine_device_tensors(tensors, mesh_shape=None) -> MeshTensor:
@@ -106,15 +112,25 @@ def _bytes(t: Tensor) -> int:
     return t.buffer_num_pages() * t.buffer_page_size()
 
 
-def all_gather(input_tensor, dim: int, cluster_axis=None, **_ignored) -> MeshTensor:
+def _values(t: MeshTensor, exchange) -> dict:
+    """Every chip's shard value (position -> array), the other processes' through `exchange`."""
+    return exchange.all({i: s._live_value() for i, s in enumerate(t.shards) if s is not None})
+
+
+def _local(t: MeshTensor, group: list[int]) -> list[int]:
+    return [i for i in group if t.shards[i] is not None]
+
+
+def all_gather(input_tensor, dim: int, cluster_axis=None, *, exchange=LocalExchange(), **_ignored) -> MeshTensor:
     t = _check(input_tensor, "all_gather")
     dim = _dim(t, dim)
     out = [None] * len(t.shards)
+    values = _values(t, exchange)
     for g in _groups(t, cluster_axis):
-        value = np.concatenate([t.shards[i]._live_value() for i in g], axis=dim)
-        for i in g:
+        value = np.concatenate([values[i] for i in g], axis=dim)
+        for i in _local(t, g):
             out[i] = _remake(value, t.shards[i])
-        STATS["bytes"] += len(g) * (len(g) - 1) * _bytes(t.shards[g[0]])   # every chip receives n-1 shards
+        STATS["bytes"] += len(g) * (len(g) - 1) * _bytes(t.local[0])   # every chip receives n-1 shards
     STATS["calls"] += 1
     return MeshTensor(out, t.mesh_shape)
 
@@ -124,34 +140,38 @@ def _sum(values: list[np.ndarray], dtype) -> np.ndarray:
     return np.sum([v.astype(acc) for v in values], axis=0)
 
 
-def all_reduce(input_tensor, cluster_axis=None, **_ignored) -> MeshTensor:
+def all_reduce(input_tensor, cluster_axis=None, *, exchange=LocalExchange(), **_ignored) -> MeshTensor:
     t = _check(input_tensor, "all_reduce")
     out = [None] * len(t.shards)
+    values = _values(t, exchange)
     for g in _groups(t, cluster_axis):
-        value = _sum([t.shards[i]._live_value() for i in g], t.dtype)
-        for i in g:
+        value = _sum([values[i] for i in g], t.dtype)
+        for i in _local(t, g):
             out[i] = _remake(value, t.shards[i])
-        STATS["bytes"] += 2 * (len(g) - 1) * _bytes(t.shards[g[0]])   # ring: reduce-scatter + all-gather
+        STATS["bytes"] += 2 * (len(g) - 1) * _bytes(t.local[0])   # ring: reduce-scatter + all-gather
     STATS["calls"] += 1
     return MeshTensor(out, t.mesh_shape)
 
 
-def reduce_scatter(input_tensor, dim: int, cluster_axis=None, **_ignored) -> MeshTensor:
+def reduce_scatter(input_tensor, dim: int, cluster_axis=None, *, exchange=LocalExchange(),
+                   **_ignored) -> MeshTensor:
     t = _check(input_tensor, "reduce_scatter")
     if len(t.shape) < 2:   # ttnn 0.81.1, measured on mock (ROW_MAJOR fails inside its pad instead)
         raise fatal("rank >= 2", "reduce_scatter currently supports rank 2 tensors at minimum")
     dim = _dim(t, dim)
     out = [None] * len(t.shards)
+    values = _values(t, exchange)
     for g in _groups(t, cluster_axis):
-        parts = _split(_sum([t.shards[i]._live_value() for i in g], t.dtype), dim, len(g), "reduce_scatter")
+        parts = _split(_sum([values[i] for i in g], t.dtype), dim, len(g), "reduce_scatter")
         for k, i in enumerate(g):
-            out[i] = _remake(parts[k], t.shards[i])
-        STATS["bytes"] += (len(g) - 1) * _bytes(t.shards[g[0]])
+            if t.shards[i] is not None:
+                out[i] = _remake(parts[k], t.shards[i])
+        STATS["bytes"] += (len(g) - 1) * _bytes(t.local[0])
     STATS["calls"] += 1
     return MeshTensor(out, t.mesh_shape)
 
 
-def mesh_partition(input_tensor, dim: int, cluster_axis=None, **_ignored) -> MeshTensor:
+def mesh_partition(input_tensor, dim: int, cluster_axis=None, *, exchange=None, **_ignored) -> MeshTensor:
     t = _check(input_tensor, "mesh_partition")
     dim = _dim(t, dim)
     rank, layout = len(t.shape), t.layout
@@ -163,7 +183,8 @@ def mesh_partition(input_tensor, dim: int, cluster_axis=None, **_ignored) -> Mes
     out = [None] * len(t.shards)
     for g in _groups(t, cluster_axis):
         for k, i in enumerate(g):
-            out[i] = _remake(_split(t.shards[i]._live_value(), dim, len(g), "mesh_partition")[k], t.shards[i])
+            if t.shards[i] is not None:
+                out[i] = _remake(_split(t.shards[i]._live_value(), dim, len(g), "mesh_partition")[k], t.shards[i])
     return MeshTensor(out, t.mesh_shape)
 
 
@@ -182,10 +203,14 @@ class _MeshHandle:
 
 
 class MeshModule:
-    """The sim as a ttnn module for programs on an R x C mesh of the given 1x1 devices."""
+    """The sim as a ttnn module for programs on an R x C mesh of the given 1x1 devices.
+    `local`: the mesh positions this process drives (all when it is the only one); the
+    others are another process's, reached through `exchange` in the collectives."""
 
-    def __init__(self, sim, devices, shape):
+    def __init__(self, sim, devices, shape, local=None, exchange=LocalExchange()):
         self._sim, self.device = sim, _MeshHandle(list(devices), shape)
+        self.local = list(range(len(devices))) if local is None else list(local)
+        self.exchange = exchange
         self._cache: dict[str, object] = {}
 
     def __getattr__(self, name):
@@ -196,15 +221,19 @@ class MeshModule:
             hit = self._cache[name] = self._wrap(name)
         return hit
 
+    def agree(self, value) -> list:
+        """Every process's copy of a host-read `value` (the host drives all chips with one)."""
+        return self.exchange.agree(value)
+
     def _wrap(self, name):
         if name in COLLECTIVES:
-            return COLLECTIVES[name]
+            return functools.partial(COLLECTIVES[name], exchange=self.exchange)
         if name == "get_device_tensors":   # takes the mesh tensor whole
             return get_device_tensors
         obj = getattr(self._sim, name)
         if not isinstance(obj, types.FunctionType):
             return obj
-        handle = self.device
+        handle, local = self.device, self.local
         n = len(handle.devices)
 
         def per_chip(*args, **kwargs):
@@ -222,15 +251,19 @@ class MeshModule:
                 if isinstance(a, dict):
                     return {k: pick(v, i) for k, v in a.items()}
                 return a
-            first = (pick(list(args), 0), pick(kwargs, 0))
+            first = (pick(list(args), local[0]), pick(kwargs, local[0]))
             if not on_mesh:   # nothing on the mesh (e.g. one chip's shard, for a host read): one call
                 return obj(*args, **kwargs)
-            results = [obj(*first[0], **first[1])]
-            results += [obj(*pick(list(args), i), **pick(kwargs, i)) for i in range(1, n)]
-            if isinstance(results[0], Tensor):
+            results = [None] * n
+            results[local[0]] = obj(*first[0], **first[1])
+            for i in local[1:]:
+                results[i] = obj(*pick(list(args), i), **pick(kwargs, i))
+            some = results[local[0]]
+            if isinstance(some, Tensor):
                 return MeshTensor(results, handle.shape)
-            if isinstance(results[0], (list, tuple)) and results[0] and all(isinstance(t, Tensor) for t in results[0]):
-                return type(results[0])(MeshTensor(list(shards), handle.shape) for shards in zip(*results))   # (sort, topk)
-            return results[0]
+            if isinstance(some, (list, tuple)) and some and all(isinstance(t, Tensor) for t in some):
+                per_result = zip(*[r if r is not None else [None] * len(some) for r in results])
+                return type(some)(MeshTensor(list(shards), handle.shape) for shards in per_result)   # (sort, topk)
+            return some
         per_chip.__name__ = name
         return per_chip

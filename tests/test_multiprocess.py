@@ -1,0 +1,116 @@
+"""Several processes sharing one simulated system (issue 14): `mpirun -n 2` runs
+tests/multiprocess_cases.py, each process driving 4 chips of a t3k after
+`jax.distributed.initialize`, the collectives crossing processes through MPI; each process
+checks its shards against XLA:CPU. The same cases from one process (8 local chips) run
+through the mock check, and the ttnn programs both runs compile are compared: equal, so
+real ttnn has validated what the two processes run (a process of a multi-process run
+cannot open the single-host mock: conformance.NotOneHost, counted in the report).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import forward_mock_unchecked
+from multiprocess_cases import CASES
+
+HERE = Path(__file__).parent
+MPIRUN = Path(sys.executable).parent / "mpirun"   # the openmpi package's launcher (requirements.lock)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, PJRT_TT_SYSTEM="t3k", PJRT_TT_TARGET="sim", JAX_PLATFORMS="tt,cpu",
+               COORDINATOR_PORT=str(_free_port()), **extra)
+    env.pop("PJRT_TT_DUMP", None)
+    env.pop("XLA_FLAGS", None)   # one CPU device per process is the reference
+    return env
+
+
+def launch(processes: int, dump: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    # OpenMPI refuses root unless told twice; tcp + self: no shared-memory probing (1 s less)
+    env = _env(DUMP_BASE=str(dump), OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [str(MPIRUN), "-n", str(processes), "--bind-to", "none", "--mca", "btl", "self,tcp",
+           sys.executable, str(HERE / "multiprocess_cases.py")]
+    try:
+        return subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"no answer from {processes} processes within {timeout} s\n{(e.stderr or '')[-3000:]}")
+
+
+def verdicts(proc: subprocess.CompletedProcess) -> dict[tuple[int, str], str]:
+    """(process, case) -> 'OK' or the failure, from the processes' CASE lines."""
+    out = {}
+    for line in proc.stdout.splitlines():
+        if "] CASE " in line:
+            who, rest = line.split("] CASE ", 1)
+            name, _, verdict = rest.partition(" ")
+            out[(int(who.rsplit(" ", 1)[1]), name)] = verdict
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The cases from one process (mock-checked) and from two, with their ttnn programs."""
+    base = tmp_path_factory.mktemp("multiprocess")
+    return {n: (launch(n, base / str(n)), base / str(n)) for n in (1, 2)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_case_matches_cpu_in_every_process(runs, name):
+    for n, (proc, _) in runs.items():
+        got = verdicts(proc)
+        for p in range(n):
+            assert got.get((p, name)) == "OK", (f"{n} processes, process {p}: {got.get((p, name))}\n"
+                                                f"{proc.stderr[-4000:]}")
+
+
+def test_processes_exit_cleanly(runs):
+    for n, (proc, _) in runs.items():
+        assert proc.returncode == 0, f"{n} processes: exit {proc.returncode}\n{proc.stderr[-4000:]}"
+
+
+def test_two_processes_run_the_programs_one_process_checked_on_mock(runs):
+    """Every process of the two compiles the very ttnn programs the one process compiled,
+    which the mock check validated there; the two-process run's own mock check reports
+    each program as unchecked (NotOneHost), counted in the suite's report."""
+    (one, one_dump), (two, two_dump) = runs[1], runs[2]
+    assert "mock check skipped" not in one.stderr, one.stderr[-3000:]
+    programs = sorted(p.name for p in (one_dump / "process0").glob("*.ttnn.txt"))
+    assert len(programs) == len(CASES) - 1, programs   # (topology compiles nothing)
+    for p in (0, 1):
+        assert sorted(q.name for q in (two_dump / f"process{p}").glob("*.ttnn.txt")) == programs
+        for name in programs:
+            assert (two_dump / f"process{p}" / name).read_text() == (one_dump / "process0" / name).read_text(), name
+    forward_mock_unchecked(two.stderr)
+
+
+def test_processes_started_one_by_one_are_refused_with_a_reason(tmp_path):
+    """jax.distributed.initialize in two processes started by hand: the sim's chips exchange
+    data through MPI, so the plugin refuses, naming how to start them; nothing hangs."""
+    script = textwrap.dedent("""
+        import os, sys, jax
+        jax.distributed.initialize(coordinator_address="127.0.0.1:" + os.environ["COORDINATOR_PORT"],
+                                   num_processes=2, process_id=int(sys.argv[1]))
+        try:
+            jax.devices("tt")
+        except Exception as e:
+            print("REFUSED", e)
+    """)
+    env = _env()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for out, err in outs:
+        assert "REFUSED" in out and "mpirun -n 2" in out, (out, err[-2000:])
