@@ -102,16 +102,29 @@ py::object KeyValueStoreOf(const PJRT_Client_Create_Args* args, const py::dict& 
   return py::make_tuple(get, put);
 }
 
+// The framework's last word on each process, for the Python client to read: a dict task
+// id -> PJRT_ProcessState (2 disconnected, 4 error), or None when there is one process.
+py::object PeersOf(const std::shared_ptr<PJRT_Client::PeerStates>& peers, const py::object& store) {
+  if (store.is_none()) return py::none();
+  return py::cpp_function([peers] {
+    py::dict out;
+    std::lock_guard<std::mutex> lock(peers->mu);
+    for (const auto& [task, state] : peers->states) out[py::int_(task)] = state;
+    return out;
+  });
+}
+
 PJRT_Error* ClientCreate(PJRT_Client_Create_Args* args) {
   return Guard("PJRT_Client_Create", [&] {
     PJRT_TT_REQUIRE_OUT(args, client);
     const PJRT_NamedValue* options = PJRT_TT_IN(args, create_options, nullptr);
     size_t num_options = options ? PJRT_TT_IN(args, num_options, 0) : 0;
     args->client = WithPython([&] {
-      py::dict py_options = NamedValuesToDict(options, num_options);
-      py::object py_client = Bridge().attr("create_client")(py_options, KeyValueStoreOf(args, py_options));
       std::unique_ptr<PJRT_Client, void (*)(PJRT_Client*)> client(new PJRT_Client,
                                                                    DeleteHandle<PJRT_Client>);
+      py::dict py_options = NamedValuesToDict(options, num_options);
+      py::object store = KeyValueStoreOf(args, py_options);
+      py::object py_client = Bridge().attr("create_client")(py_options, store, PeersOf(client->peers, store));
       client->platform_name = py::cast<std::string>(py_client.attr("platform_name"));
       client->platform_version = py::cast<std::string>(py_client.attr("platform_version"));
       client->process_index = py::cast<int>(py_client.attr("process_index"));
@@ -145,19 +158,19 @@ PJRT_Error* ClientPlatformVersion(PJRT_Client_PlatformVersion_Args* args) {
 // The framework's view of every process (jax's coordination service, polled from a thread
 // of its own, also while the interpreter shuts down). jax aborts the process on any error
 // here, so this never fails and never touches Python: it keeps the states and says once on
-// stderr when a peer process is disconnected or failed. (A collective waiting on a dead
-// peer is ended by the MPI launcher, which stops the whole job.)
+// stderr when a peer process is disconnected or failed; a collective waiting for that
+// peer's data then fails naming it (pjrt_tt/targets/sim/exchange.py).
 PJRT_Error* ClientUpdateGlobalProcessInfo(PJRT_Client_UpdateGlobalProcessInfo_Args* args) {
   PJRT_Client* client = args == nullptr ? nullptr : PJRT_TT_IN(args, client, nullptr);
   size_t n = client == nullptr ? 0 : PJRT_TT_IN(args, num_process_infos, 0);
   PJRT_ProcessInfo* infos = n ? PJRT_TT_IN(args, process_infos, nullptr) : nullptr;
   if (infos == nullptr) return nullptr;
-  std::lock_guard<std::mutex> lock(client->peers_mu);
+  std::lock_guard<std::mutex> lock(client->peers->mu);
   for (size_t i = 0; i < n; ++i) {
     const PJRT_ProcessInfo& p = infos[i];
     int task = PJRT_TT_IN(&p, task_id, -1);
     int state = static_cast<int>(PJRT_TT_IN(&p, state, PJRT_ProcessState_kUnspecified));
-    int& known = client->peer_states[task];
+    int& known = client->peers->states[task];
     bool gone = state == PJRT_ProcessState_kDisconnected || state == PJRT_ProcessState_kError;
     if (gone && known != state) {
       std::string message;

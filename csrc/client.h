@@ -16,9 +16,13 @@ struct PJRT_Client {
   std::string platform_version;
   int process_index = 0;
 
-  // The framework's last word on each process (task id -> PJRT_ProcessState).
-  std::mutex peers_mu;
-  std::map<int, int> peer_states;
+  // The framework's last word on each process (task id -> PJRT_ProcessState), shared with
+  // the Python client's `peers` callable, which may outlive this handle.
+  struct PeerStates {
+    std::mutex mu;
+    std::map<int, int> states;
+  };
+  std::shared_ptr<PeerStates> peers = std::make_shared<PeerStates>();
 
   // Position i holds the handle of the Python object whose `index` is i.
   std::vector<std::unique_ptr<PJRT_Device>> device_storage;

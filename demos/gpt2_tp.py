@@ -8,7 +8,15 @@ same training run on XLA:CPU, the step time, and each chip's memory in use.
 
     PJRT_TT_SYSTEM=t3k python demos/gpt2_tp.py [--steps 5] [--chips 8]
 
-XLA:CPU needs 8 host devices for the reference run; this script sets
+Several processes, each driving its share of the chips (issue 14; docs/multihost.md):
+
+    mpirun -n 2 python demos/gpt2_tp.py      (as root: OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
+
+Each process then calls jax.distributed.initialize (its index and count from mpirun, the
+coordinator on 127.0.0.1:$COORDINATOR_PORT, default 23456), drives 4 of the 8 chips, and
+prints the same losses.
+
+XLA:CPU needs 8 host devices for the reference run (in every process); this script sets
 XLA_FLAGS=--xla_force_host_platform_device_count=8 before importing jax.
 """
 from __future__ import annotations
@@ -59,13 +67,20 @@ def make_step(model, mesh, shardings, lr=0.1):
     return jax.jit(step, in_shardings=(shardings, repl), out_shardings=(repl, shardings))
 
 
+def put(value: np.ndarray, sharding: NamedSharding):
+    """`value` laid out by `sharding`; each process makes its own devices' shards (one
+    process: all of them)."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
 def train(devices, chips: int, steps: int, cfg, params, tokens):
     mesh = Mesh(np.array(devices[:chips]).reshape(1, chips), ("dp", "tp"))
     shardings = jax.tree_util.tree_map_with_path(lambda p, x: NamedSharding(mesh, spec(p, x)), params)
     model = gpt2.GPT2(cfg)
     step = make_step(model, mesh, shardings)
-    p = jax.device_put(params, shardings)
-    t = jax.device_put(tokens, NamedSharding(mesh, P()))
+    p = jax.tree.map(put, params, shardings)
+    t = put(tokens, NamedSharding(mesh, P()))
     losses, times = [], []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -80,20 +95,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--chips", type=int, default=8)
     args = ap.parse_args()
+    processes = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))   # started by mpirun / tt-run
+    if processes > 1:
+        jax.distributed.initialize(f"127.0.0.1:{os.environ.get('COORDINATOR_PORT', '23456')}",
+                                   num_processes=processes, process_id=int(os.environ["OMPI_COMM_WORLD_RANK"]))
     cfg = gpt2.Config(vocab=256, seq=32, d_model=128, heads=8, layers=2)
     _, params = gpt2.init(cfg)
     tokens = np.random.RandomState(0).randint(0, cfg.vocab, (4, cfg.seq + 1)).astype(np.int32)
-    tt = jax.devices("tt")
+    tt, mine = jax.devices("tt"), jax.local_devices(backend="tt")
     print(f"{len(tt)} TT devices: {tt[0].device_kind}, mesh coords "
-          f"{[tuple(d.coords) for d in tt]}")
-    before = [d.memory_stats()["bytes_in_use"] for d in tt]
+          f"{[tuple(d.coords) for d in tt]}; process {jax.process_index()} of {jax.process_count()} "
+          f"drives {[d.id for d in mine]}")
+    before = [d.memory_stats()["bytes_in_use"] for d in mine]
     tl, tt_times, p = train(tt, args.chips, args.steps, cfg, params, tokens)
-    cl, _, _ = train(jax.devices("cpu"), args.chips, args.steps, cfg, params, tokens)
+    cl, _, _ = train(jax.local_devices(backend="cpu"), args.chips, args.steps, cfg, params, tokens)
     for i, (a, b, s) in enumerate(zip(tl, cl, tt_times)):
         print(f"step {i}: loss tt {a:.4f}  cpu {b:.4f}  ({s * 1e3:.0f} ms on tt{' incl. compile' if i == 0 else ''})")
-    used = [d.memory_stats()["bytes_in_use"] - b0 for d, b0 in zip(tt, before)]
+    used = [d.memory_stats()["bytes_in_use"] - b0 for d, b0 in zip(mine, before)]
     full = sum(x.nbytes for x in jax.tree.leaves(params))
-    print(f"parameters: {full / 1e6:.2f} MB in f32 (host); per chip in use now "
+    print(f"parameters: {full / 1e6:.2f} MB in f32 (host); per chip of this process in use now "
           f"(tensor-parallel over {args.chips}): " + ", ".join(f"{u / 1e6:.2f}" for u in used) + " MB")
     ok = np.allclose(tl, cl, rtol=2e-2)
     print("losses match XLA:CPU (rtol 2e-2)" if ok else "LOSSES DIFFER from XLA:CPU")

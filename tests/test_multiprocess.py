@@ -114,3 +114,81 @@ def test_processes_started_one_by_one_are_refused_with_a_reason(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     for out, err in outs:
         assert "REFUSED" in out and "mpirun -n 2" in out, (out, err[-2000:])
+
+
+PEER_DIES = """
+import os, sys, numpy as np, jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+rank, size = int(os.environ["OMPI_COMM_WORLD_RANK"]), int(os.environ["OMPI_COMM_WORLD_SIZE"])
+jax.distributed.initialize(coordinator_address="127.0.0.1:" + os.environ["COORDINATOR_PORT"],
+                           num_processes=size, process_id=rank)
+mesh = Mesh(np.array(jax.devices("tt")).reshape(2, 4), ("data", "model"))
+x = np.ones((8, 8), np.float32)
+g = jax.make_array_from_callback(x.shape, NamedSharding(mesh, P("data")), lambda i: x[i])
+f = jax.jit(lambda a: a.sum(0))
+print(rank, "first", float(np.asarray(f(g).addressable_shards[0].data)[0]), flush=True)
+if rank == 1:
+    if sys.argv[1] == "raise":
+        raise RuntimeError("process 1 fails in user code")
+    os.kill(os.getpid(), 9)
+print(rank, "second", float(np.asarray(f(g * 2).addressable_shards[0].data)[0]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_process_that_dies_ends_the_others(how):
+    """Process 1 dies after a first collective program (an uncaught exception, or SIGKILL)
+    while process 0 runs a second one that needs its chips: the job ends within seconds,
+    naming the dead process, instead of process 0 waiting forever."""
+    env = _env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [str(MPIRUN), "-n", "2", "--bind-to", "none", "--mca", "btl", "self,tcp",
+           sys.executable, "-c", PEER_DIES, how]
+    proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "0 first 8.0" in proc.stdout and "1 first 8.0" in proc.stdout, proc.stdout
+    assert "second" not in proc.stdout, proc.stdout
+    said = {"raise": "pjrt-tt: process 1 ends the MPI job after an uncaught RuntimeError",
+            "kill": "process rank 1"}[how]
+    assert said in proc.stderr, proc.stderr[-3000:]
+
+
+def test_how_processes_share_a_system():
+    from pjrt_tt.errors import InvalidArgument
+    from pjrt_tt.systems import Processes
+    two = Processes.from_options({"num_nodes": 2, "node_id": 1})
+    assert (two.count, two.index) == (2, 1) and Processes.from_options({}) == Processes(1, 0)
+    assert list(two.chips_of(1, 8)) == [4, 5, 6, 7] and [two.owner(c, 8) for c in range(8)] == [0] * 4 + [1] * 4
+    with pytest.raises(InvalidArgument, match="3 processes cannot share a system of 8 chips evenly"):
+        Processes(3, 0).chips_per_process(8)
+    with pytest.raises(InvalidArgument, match="node_id 2 is not one of num_nodes 2"):
+        Processes.from_options({"num_nodes": 2, "node_id": 2})
+
+
+def test_processes_agree_on_the_system_through_the_store():
+    """Each process publishes what it opened; one that opened another system, or never
+    published, is an error naming it (the framework's store is faked here)."""
+    import json
+
+    from pjrt_tt.errors import InvalidArgument, Unavailable
+    from pjrt_tt.runtime.processes import agree
+    from pjrt_tt.systems import Processes
+    facts = {"system": "t3k", "target": "sim", "count": 2}
+    store = {}
+
+    def get(key, timeout_ms):
+        if key not in store:
+            raise RuntimeError(f"DEADLINE_EXCEEDED: {key}")
+        return store[key]
+
+    def put(key, value):
+        store[key] = value
+    with pytest.raises(Unavailable, match="process 1 of 2 did not publish"):
+        agree(Processes(2, 0), (get, put), facts)
+    assert json.loads(store["pjrt_tt/process/0"])["system"] == "t3k"
+    store["pjrt_tt/process/1"] = store["pjrt_tt/process/0"]
+    agree(Processes(2, 0), (get, put), facts)
+    store["pjrt_tt/process/1"] = json.dumps(dict(json.loads(store["pjrt_tt/process/0"]), system="n300"))
+    with pytest.raises(InvalidArgument, match="system: 't3k' here, 'n300' in process 1"):
+        agree(Processes(2, 0), (get, put), facts)
+    with pytest.raises(InvalidArgument, match="no key-value store"):
+        agree(Processes(2, 0), None, facts)

@@ -80,7 +80,7 @@ class GPT2(nn.Module):
 
 def init(cfg: Config = Config(), seed: int = 0):
     model = GPT2(cfg)
-    with jax.default_device(jax.devices("cpu")[0]):  # initialisation is host-side setup
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # initialisation is host-side setup
         params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, cfg.seq), jnp.int32))
     # host numpy so that device placement is the caller's choice
     return model, jax.tree.map(np.asarray, params)

@@ -16,9 +16,10 @@ def plugin_attributes() -> dict:
     }
 
 
-def create_client(options: dict, store=None) -> Client:
-    """PJRT_Client_Create; `store`: the framework's key-value store as (get, put), or None."""
-    return Client(options, store)
+def create_client(options: dict, store=None, peers=None) -> Client:
+    """PJRT_Client_Create; `store`: the framework's key-value store as (get, put), or None;
+    `peers()`: the framework's last word on each process ({task id: PJRT_ProcessState})."""
+    return Client(options, store, peers)
 
 
 def profiler_session(options: bytes) -> Session:

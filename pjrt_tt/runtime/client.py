@@ -67,13 +67,15 @@ CLIENTS: list["Client"] = []   # every client made in this process (tests inspec
 
 
 class Client:
-    def __init__(self, options: dict | None = None, store=None):
+    def __init__(self, options: dict | None = None, store=None, peers=None):
         """`options`: PJRT create options (ours, and the framework's `num_nodes` / `node_id`
-        in a multi-process run); `store`: the framework's key-value store as (get, put)."""
+        in a multi-process run); `store`: the framework's key-value store as (get, put);
+        `peers()`: the framework's view of each process (a peer that died fails the
+        collectives waiting for it)."""
         self.settings = Settings.load(options)
         self.processes = processes = Processes.from_options(options)
         name, system = targets.choose(self.settings.target, self.settings.system)
-        self.target = targets.open_target(name, system, self.settings.sim_dram_mb, processes)
+        self.target = targets.open_target(name, system, self.settings.sim_dram_mb, processes, peers)
         agree(processes, store, {"system": system.name, "target": name, "count": processes.count})
         timeout = self.settings.execute_timeout_s
         self.deadline = Deadline(DEFAULT_SECONDS[name] if timeout is None else timeout)   # device calls

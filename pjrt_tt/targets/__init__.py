@@ -31,11 +31,11 @@ from pjrt_tt.targets.sim_target import SimTarget
 from pjrt_tt.targets.ttnn_target import TtnnTarget, card_present
 
 # How each target opens: (system, simulated DRAM MB per chip (sim only), the processes
-# sharing the system) -> Target.
-OPENERS: dict[str, Callable[[systems.System, int, systems.Processes], Target]] = {
-    "device": lambda system, _dram_mb, processes: TtnnTarget.device(system, processes),
+# sharing the system, the framework's view of them (a callable, or None)) -> Target.
+OPENERS: dict[str, Callable[[systems.System, int, systems.Processes, Callable | None], Target]] = {
+    "device": lambda system, _dram_mb, processes, _peers: TtnnTarget.device(system, processes),
     "sim": SimTarget.open,
-    "mock": lambda system, _dram_mb, processes: TtnnTarget.mock(system, processes),
+    "mock": lambda system, _dram_mb, processes, _peers: TtnnTarget.mock(system, processes),
 }
 TARGET_NAMES = ("auto", *OPENERS)
 
@@ -56,10 +56,11 @@ def choose(target: str | None, system: str | None) -> tuple[str, systems.System]
 
 
 def open_target(name: str, system: systems.System, sim_dram_mb: int = 0,
-                processes: systems.Processes = systems.Processes()) -> Target:
+                processes: systems.Processes = systems.Processes(), peers: Callable | None = None) -> Target:
     """`sim_dram_mb`: simulated DRAM per chip (PJRT_TT_SIM_DRAM_MB; sim only, 0 = the chip's).
-    `processes`: the processes that share the system (multi-process runs)."""
+    `processes`: the processes that share the system (multi-process runs); `peers()`: the
+    framework's view of them ({process: PJRT_ProcessState})."""
     opener = OPENERS.get(name)
     if opener is None:
         raise InvalidArgument(f"cannot open target {name!r}")
-    return opener(system, sim_dram_mb, processes)
+    return opener(system, sim_dram_mb, processes, peers)

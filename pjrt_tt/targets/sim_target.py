@@ -21,9 +21,10 @@ from pjrt_tt.ttnn_facts import NUM_COMMAND_QUEUES, TRACE_REGION_SIZE
 class SimTarget(Target):
     @classmethod
     def open(cls, system: systems.System, dram_mb: int = 0,
-             processes: systems.Processes = systems.Processes()) -> "SimTarget":
+             processes: systems.Processes = systems.Processes(), peers=None) -> "SimTarget":
         """`dram_mb`: simulated DRAM per chip (PJRT_TT_SIM_DRAM_MB; 0 = the chip's own).
-        `processes`: the processes sharing the system; this one drives its block of chips."""
+        `processes`: the processes sharing the system; this one drives its block of chips.
+        `peers()`: the framework's view of the processes (sim/exchange.py)."""
         from pjrt_tt.targets import sim
         try:
             sim.configure(system.name, dram_mb)
@@ -34,7 +35,7 @@ class SimTarget(Target):
                                                             num_command_queues=NUM_COMMAND_QUEUES))
         target.processes = processes
         target.exchange = sim.LocalExchange() if processes.local else sim.MpiExchange(processes.count,
-                                                                                      processes.index)
+                                                                                      processes.index, peers)
         return target
 
     def _host_form(self, data: np.ndarray, t: TensorType) -> np.ndarray:
