@@ -72,7 +72,7 @@ class TTPlugin(plugins.DevicePlugin):
         return str(LIBRARY)
 
     def physical_chip_count(self) -> int:
-        return 1   # one process drives every chip of the system (no multi-process PJRT)
+        return 1   # one process drives every chip (torch_xla multi-process: not wired, docs/multihost.md)
 
     def requires_xla_coordinator(self) -> bool:
         return False
