@@ -72,7 +72,22 @@ class TTPlugin(plugins.DevicePlugin):
         return str(LIBRARY)
 
     def physical_chip_count(self) -> int:
-        return 1   # one process drives every chip (torch_xla multi-process: not wired, docs/multihost.md)
+        return 1   # xmp.spawn starts one process: it drives its share of the chips (docs/multihost.md)
+
+    def _world(self) -> tuple[int, int]:
+        """(this process's rank, how many): torchrun's RANK / WORLD_SIZE, else mpirun's."""
+        env = os.environ
+        size = int(env.get("WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")))
+        rank = int(env.get("RANK", env.get("OMPI_COMM_WORLD_RANK", "0")))
+        if size > 1:   # torch_xla's coordinator reads these
+            env.setdefault("RANK", str(rank))
+            env.setdefault("WORLD_SIZE", str(size))
+        return rank, size
+
+    def client_create_options(self) -> dict:
+        """Several processes: the names jax passes too (torch_xla adds none of its own)."""
+        rank, size = self._world()
+        return {"num_nodes": size, "node_id": rank} if size > 1 else {}
 
     def requires_xla_coordinator(self) -> bool:
-        return False
+        return self._world()[1] > 1   # its key-value store: the processes agree on the system
