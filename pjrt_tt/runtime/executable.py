@@ -221,8 +221,10 @@ class MeshExecutable(LoadedExecutable):
         self._describe(client, compiled, devices)
         program, target = self.program, client.target
         self.mesh_shape = compiled.mesh_shape
-        self._runner = target.mesh_runner(program, [d.chip for d in devices], self.mesh_shape)
-        self._constants = [self._runner.upload(c.data, c.value.type) for c in program.constants]
+        self._runner, self._constants = None, []
+        if self.addressable_devices:   # (a program of other processes' devices only: never run here)
+            self._runner = target.mesh_runner(program, [d.chip for d in devices], self.mesh_shape)
+            self._constants = [self._runner.upload(c.data, c.value.type) for c in program.constants]
 
     def optimized_program(self) -> tuple[bytes, str]:
         return self.compiled.optimized
@@ -232,7 +234,7 @@ class MeshExecutable(LoadedExecutable):
         return _jax.DeviceAssignment.create(np.array([[d.id for d in self.devices]])).serialize()
 
     def _bound_program(self):
-        bound = self._runner.bound
+        bound = self._runner.bound if self._runner is not None else None
         return bound if hasattr(bound, "timer") else None
 
     def _execute(self, argument_lists, non_donatable_input_indices) -> list[list[Buffer]]:
@@ -243,6 +245,8 @@ class MeshExecutable(LoadedExecutable):
             n, mine = len(self.devices), len(local)
             here = f" ({mine} of them in this process)" if mine != n else ""
             raise InvalidArgument(f"{self.name} runs on {n} devices{here}; got arguments for {len(argument_lists)}")
+        if self._runner is None:   # none of its devices is this process's: nothing runs here
+            return []
         program, runner = self.program, self._runner
         position = {d.id: p for p, d in enumerate(self.devices)}
         for p, args in enumerate(argument_lists):   # all checked before any mesh copy is made
