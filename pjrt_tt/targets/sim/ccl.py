@@ -2,8 +2,8 @@
 
 A sim `MeshTensor` holds one device `Tensor` per chip of an R x C mesh (row-major), each
 allocated on its own chip, so per-chip memory is exact; when several processes share the
-mesh (sim/exchange.py), the chips another process drives hold None here. Like real ttnn, its shape, dtype
-and layout are the per-device ones. `MeshModule(sim, devices, shape)` is a ttnn-shaped
+mesh (sim/exchange.py), the chips another process drives hold None here. Like real ttnn,
+its shape, dtype and layout are the per-device ones. `MeshModule(sim, devices, shape)` is a ttnn-shaped
 view of the sim for a program running on that mesh: every sim op is applied chip by chip
 (a MeshTensor argument becomes that chip's shard, the mesh device that chip's 1x1 device),
 and the collectives below exchange shards. Semantics follow ttnn 0.81.1 (mock is the
