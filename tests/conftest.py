@@ -71,7 +71,7 @@ def pytest_report_header(config):
 # order, so a long file collected last (the zoo, ~40% of the default run) would run alone at
 # the end while the other worker idles.
 LONGEST_FIRST = ("test_zoo.py", "test_fuzz.py", "test_program_cache.py", "test_deep_programs.py",
-                 "test_spmd.py", "test_multiprocess.py", "test_models.py")
+                 "test_spmd.py", "test_models.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,7 +4,7 @@
 Each case runs in every process; a process checks the shards it drives against XLA:CPU run
 on the whole arrays in this process (numpy for the integer collectives, exact), and prints
 `CASE <name> OK` or `CASE <name> FAIL <why>`. The collectives cross processes: the mesh's
-'data' axis is split over them (with one process, the same programs run on its 8 chips).
+'data' axis is split over them.
 """
 from __future__ import annotations
 

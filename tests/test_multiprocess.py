@@ -2,8 +2,9 @@
 tests/multiprocess_cases.py, each process driving 4 chips of a t3k after
 `jax.distributed.initialize`, the collectives crossing processes through MPI; each process
 checks its shards against XLA:CPU. Every program also passes the mock check, there on real
-ttnn's multi-host mesh (each process one host, its row local: conformance.py), and both
-processes compile the same ttnn programs.
+ttnn's multi-host mesh (each process one host, its row local: conformance.py). The same
+cases from one process (8 local chips) run too, and the ttnn programs both runs compile are
+equal: which process drives which chip does not change a program.
 """
 from __future__ import annotations
 
@@ -59,33 +60,38 @@ def verdicts(proc: subprocess.CompletedProcess) -> dict[tuple[int, str], str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """The cases from two processes, with each process's ttnn programs."""
-    dump = tmp_path_factory.mktemp("multiprocess")
-    return launch(2, dump), dump
+def runs(tmp_path_factory):
+    """The cases from one process (mock-checked) and from two, with their ttnn programs."""
+    base = tmp_path_factory.mktemp("multiprocess")
+    return {n: (launch(n, base / str(n)), base / str(n)) for n in (1, 2)}
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_case_matches_cpu_in_every_process(run, name):
-    proc, _ = run
-    got = verdicts(proc)
-    for p in range(2):
-        assert got.get((p, name)) == "OK", f"process {p}: {got.get((p, name))}\n{proc.stderr[-4000:]}"
+def test_case_matches_cpu_in_every_process(runs, name):
+    for n, (proc, _) in runs.items():
+        got = verdicts(proc)
+        for p in range(n):
+            assert got.get((p, name)) == "OK", (f"{n} processes, process {p}: {got.get((p, name))}\n"
+                                                f"{proc.stderr[-4000:]}")
 
 
-def test_processes_exit_cleanly(run):
-    proc, _ = run
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+def test_processes_exit_cleanly(runs):
+    for n, (proc, _) in runs.items():
+        assert proc.returncode == 0, f"{n} processes: exit {proc.returncode}\n{proc.stderr[-4000:]}"
 
 
-def test_every_process_compiles_the_same_programs_and_mock_checks_them(run):
-    """Which process drives which chip does not change a program; every program met the
-    mock check (on the multi-host mesh: nothing recorded as unchecked)."""
-    proc, dump = run
-    assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]
-    programs = {p: {q.name: q.read_text() for q in (dump / f"process{p}").glob("*.ttnn.txt")} for p in (0, 1)}
-    assert len(programs[0]) == len(CASES) - 1, sorted(programs[0])   # (topology compiles nothing)
-    assert programs[0] == programs[1]
+def test_two_processes_run_the_programs_one_process_runs(runs):
+    """Every process of the two compiles the very ttnn programs the one process compiled;
+    both runs passed the mock check (multi-host in the two-process run)."""
+    (one, one_dump), (two, two_dump) = runs[1], runs[2]
+    for proc in (one, two):
+        assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]
+    programs = sorted(p.name for p in (one_dump / "process0").glob("*.ttnn.txt"))
+    assert len(programs) == len(CASES) - 1, programs   # (topology compiles nothing)
+    for p in (0, 1):
+        assert sorted(q.name for q in (two_dump / f"process{p}").glob("*.ttnn.txt")) == programs
+        for name in programs:
+            assert (two_dump / f"process{p}" / name).read_text() == (one_dump / "process0" / name).read_text(), name
 
 
 def test_processes_started_one_by_one_are_refused_with_a_reason(tmp_path):
