@@ -196,20 +196,31 @@ def test_torch_xla_megatron_block_over_two_processes(tmp_path):
     """torch_xla with PJRT_DEVICE=TT and xr.use_spmd() in 2 processes under mpirun (torch_xla's
     coordinator gives the plugin its key-value store): test_torch_spmd's Megatron block over
     all 8 chips, its all-reduces crossing the processes, equals eager CPU in each process and
-    passes the (multi-host) mock check."""
+    passes the (multi-host) mock check; its ttnn programs equal those of the block from one
+    process."""
     pytest.importorskip("torch_xla", reason="torch_xla is not installed")
     from conftest import assert_close
     from test_torch_spmd import BLOCK
     import numpy as np
-    prefix = 'import os, sys\nsys.argv[1] += "." + os.environ["OMPI_COMM_WORLD_RANK"]\n'
-    env = _env(PJRT_DEVICE="TT", MASTER_ADDR="127.0.0.1", XLA_COORDINATOR_PORT=str(_free_port()),
-               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    env.pop("JAX_PLATFORMS")
-    cmd = [str(MPIRUN), "-n", "2", "--bind-to", "none", "--mca", "btl", "self,tcp",
-           sys.executable, "-c", prefix + BLOCK, str(tmp_path / "run")]
-    proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and proc.stdout.count("block ok 8") == 2, proc.stderr[-4000:]
-    assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]
-    for rank in range(2):
-        got, want = np.load(tmp_path / f"run.{rank}.npy")
-        assert_close(got, want, kind="matmul", what=f"process {rank}")
+    prefix = textwrap.dedent("""
+        import os, sys
+        rank = os.environ["OMPI_COMM_WORLD_RANK"]
+        sys.argv[1] += "." + rank
+        os.environ["PJRT_TT_DUMP"] = os.path.join(os.path.dirname(sys.argv[1]), os.path.basename(sys.argv[1]) + "-dump")
+    """)
+    for n in (1, 2):
+        env = _env(PJRT_DEVICE="TT", MASTER_ADDR="127.0.0.1", XLA_COORDINATOR_PORT=str(_free_port()),
+                   OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        env.pop("JAX_PLATFORMS")
+        cmd = [str(MPIRUN), "-n", str(n), "--bind-to", "none", "--mca", "btl", "self,tcp",
+               sys.executable, "-c", prefix + BLOCK, str(tmp_path / f"run{n}")]
+        proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0 and proc.stdout.count("block ok 8") == n, proc.stderr[-4000:]
+        assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]
+        for rank in range(n):
+            got, want = np.load(tmp_path / f"run{n}.{rank}.npy")
+            assert_close(got, want, kind="matmul", what=f"{n} processes, process {rank}")
+    one = {p.name: p.read_text() for p in (tmp_path / "run1.0-dump").glob("*.ttnn.txt")}
+    assert one
+    for rank in (0, 1):
+        assert {p.name: p.read_text() for p in (tmp_path / f"run2.{rank}-dump").glob("*.ttnn.txt")} == one
