@@ -28,15 +28,14 @@ from pjrt_tt import systems
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.targets.base import MeshRunner, Target  # noqa: F401  (the interface, for callers)
 from pjrt_tt.targets.sim_target import SimTarget
-from pjrt_tt.targets.ttnn_target import TtnnTarget, card_present, one_process_only
+from pjrt_tt.targets.ttnn_target import TtnnTarget, card_present
 
 # How each target opens: (system, simulated DRAM MB per chip (sim only), the processes
 # sharing the system, the framework's view of them (a callable, or None)) -> Target.
 OPENERS: dict[str, Callable[[systems.System, int, systems.Processes, Callable | None], Target]] = {
     "device": lambda system, _dram_mb, processes, _peers: TtnnTarget.device(system, processes),
     "sim": SimTarget.open,
-    "mock": lambda system, _dram_mb, processes, _peers: (one_process_only("mock", processes)
-                                                         or TtnnTarget.mock(system, processes)),
+    "mock": lambda system, _dram_mb, processes, _peers: TtnnTarget.mock(system, processes),
 }
 TARGET_NAMES = ("auto", *OPENERS)
 

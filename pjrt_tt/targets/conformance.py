@@ -11,16 +11,10 @@ dtype and layout against the program. The compiler calls it for each new program
 
 A mesh that is not a submesh of the mocked system cannot be checked: the check records a
 `NotASubmesh` in `UNCHECKED`, says so on stderr (tests and CI count and report those
-lines) and returns.
-
-In a multi-process run (several processes share the system: systems.Processes) each process
-opens the mock as its host of a multi-host mesh (mock.open(hosts=...)), ttnn's only choice
-inside an MPI job, and checks each program on a submesh of the program's shape: one of its
-own chips only when there is one (a process-local program), else one spanning the processes,
-which every process checks together (the same programs compile in the same order in every
-process of an SPMD run, so their collectives meet). A submesh of other processes' chips only
-is checked by those processes. Reads see only this process's chips (another host's cannot be
-read).
+lines) and returns. So does a process of a multi-process run (`NotOneHost`): ttnn sees its
+MPI job and opens only a multi-host mesh there (TT_MESH_ID / TT_MESH_HOST_RANK and a mesh
+graph descriptor, as tt-run sets them), which this check does not build yet; the same
+program compiled by one process on the same mesh is checked (tests/test_multiprocess.py).
 
 One mock target per process (ttnn creates its cluster once per process), opened on first
 use and dropped at exit before targets/mock.py closes the device.
@@ -50,7 +44,17 @@ class NotASubmesh(Exception):
                          f"not a submesh of the {system.name} mesh {rows}x{cols}")
 
 
-UNCHECKED: list[NotASubmesh] = []   # every program the check could not run, in this process
+class NotOneHost(Exception):
+    """A program of one of several processes sharing the system: real ttnn never saw it here."""
+
+    def __init__(self, program: str, processes: systems.Processes):
+        self.program = program
+        super().__init__(f"mock check skipped for {program}: process {processes.index} of {processes.count} "
+                         f"sharing the system, where ttnn opens only a multi-host mesh (not built for the "
+                         f"check yet)")
+
+
+UNCHECKED: list[Exception] = []   # every program the check could not run, in this process
 
 _mock: dict[str, TtnnTarget] = {}
 _LOCK = threading.Lock()   # opening the mock device and running on it: one thread at a time   # the process's mock target, by system name
@@ -63,12 +67,11 @@ def _drop_mock() -> None:
     _mock.clear()
 
 
-def mock_target(system: systems.System, processes: systems.Processes = systems.Processes()) -> TtnnTarget:
-    """The process's mock target of `system`, opened on first use (as this process's host of
-    a multi-host mesh when several processes share the system)."""
+def mock_target(system: systems.System) -> TtnnTarget:
+    """The process's mock target of `system`, opened on first use."""
     target = _mock.get(system.name)
     if target is None:
-        target = TtnnTarget.mock(system, processes)
+        target = TtnnTarget.mock(system)
         if not _mock:
             atexit.register(_drop_mock)
         _mock[system.name] = target
@@ -84,53 +87,25 @@ class ConformanceCheck:
     def __call__(self, program: Program, mesh_shape: tuple[int, int] = (1, 1)) -> None:
         R, C = mesh_shape
         rows, cols = self.system.mesh_shape
-        if rows % R or cols % C:
+        skipped = None
+        if not self.processes.local:
+            skipped = NotOneHost(program.name, self.processes)
+        elif rows % R or cols % C:
             skipped = NotASubmesh(program.name, (R, C), self.system)
+        if skipped is not None:
             UNCHECKED.append(skipped)
             print(f"pjrt-tt: {skipped}", file=sys.stderr)   # the test suite counts these lines
             return
         with _LOCK:   # frameworks compile from several threads; one mock device serves them all
-            target = mock_target(self.system, self.processes)
-            device, ttnn = _submesh(target, (R, C))
-            if device is None:   # other processes' chips only: they check it
-                return
+            target = mock_target(self.system)
+            device = target.submeshes((R, C))[0]
             inputs = [target.upload(np.zeros(v.type.shape, DEVICE_NUMPY[v.type.dtype]), v.type, device)
                       for v in program.inputs]
             consts = [target.upload(c.data, c.value.type, device) for c in program.constants]
             outputs = []
             try:
-                outputs = BoundProgram(program, ttnn, device, validate_only=True,
+                outputs = BoundProgram(program, target.ttnn, device, validate_only=True,
                                        on_mesh=R * C > 1).run(inputs, consts)
             finally:
                 for t in inputs + consts + outputs:
                     target.free(t)
-
-
-def _submesh(target: TtnnTarget, shape: tuple[int, int]):
-    """(the R x C submesh a program is checked on, the ttnn module to run it with), or
-    (None, None) when this process drives none of the chips of any such submesh."""
-    subs = target.submeshes(shape)
-    size = shape[0] * shape[1]
-    held = [len(sub.get_device_ids()) for sub in subs]   # (a multi-host mesh lists its local chips)
-    if size in held:
-        return subs[held.index(size)], target.ttnn
-    if not any(held):
-        return None, None
-    sub = next(sub for sub, n in zip(subs, held) if n)
-    view, ttnn = sub.get_view(), target.ttnn
-    local = {k for k in range(size) if view.is_local(ttnn.MeshCoordinate(k // shape[1], k % shape[1]))}
-    return sub, _LocalViews(ttnn, local)
-
-
-class _LocalViews:
-    """Real ttnn, except that a mesh tensor's per-chip views are only this process's chips'
-    (ttnn cannot read another host's: "Can't convert a tensor distributed on MeshShape")."""
-
-    def __init__(self, ttnn, local: set[int]):
-        self._ttnn, self._local = ttnn, local
-
-    def __getattr__(self, name):
-        return getattr(self._ttnn, name)
-
-    def get_device_tensors(self, tensor) -> list:
-        return [v for k, v in enumerate(self._ttnn.get_device_tensors(tensor)) if k in self._local]

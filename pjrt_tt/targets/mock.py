@@ -34,14 +34,6 @@ Everything lives under a cache directory keyed by the ttnn version:
     jit/        TT_METAL_CACHE (JIT build outputs; reused across runs)
     logs/       TT_METAL_LOGS_PATH (ttnn writes generated/ there, not in cwd)
 
-Several processes (one MPI job, each process a "host" of a multi-host mesh):
-``open(system, hosts=(count, index))`` cuts this process's rows out of the system's
-descriptor (the links to other hosts' chips become remote Ethernet connections), writes a
-mesh graph descriptor (one mesh, the system's shape, ``count`` hosts stacked by rows) and
-sets ``TT_MESH_ID`` / ``TT_MESH_HOST_RANK`` / ``TT_MESH_GRAPH_DESC_PATH``, as tt-run does;
-each process then opens the whole mesh, its own rows local (measured: ttnn 0.81.1, a t3k over
-2 processes; docs/multihost.md).
-
 jax/jaxlib 0.7.1 and ttnn 0.81.1 coexist in one process (either import order,
 jitted CPU computations before and after the mock device opened), so this
 target runs in-process.
@@ -434,80 +426,8 @@ class _Open:
 _open_device: _Open | None = None  # the process's open mock device, shared by open()/close()
 
 
-def split_descriptor(src: dict, chips: list[int]) -> dict:
-    """What one host of a multi-host system sees of the single-host descriptor `src`: `chips`
-    (global ids) renumbered from 0, and their links to other hosts' chips as connections to
-    remote devices (named by chip_unique_id)."""
-    local = {c: i for i, c in enumerate(chips)}
-    pick = lambda key: {local[c]: src[key][c] for c in chips}  # noqa: E731
-    links, remote = [], []
-    for a, b in src.get("ethernet_connections") or []:
-        if a["chip"] in local and b["chip"] in local:
-            links.append([{"chip": local[a["chip"]], "chan": a["chan"]}, {"chip": local[b["chip"]], "chan": b["chan"]}])
-        elif a["chip"] in local or b["chip"] in local:
-            mine, other = (a, b) if a["chip"] in local else (b, a)
-            remote.append([{"chip": local[mine["chip"]], "chan": mine["chan"]},
-                           {"remote_chip_id": src["chip_unique_ids"][other["chip"]], "chan": other["chan"]}])
-    out = {"arch": pick("arch"), "chips": pick("chips") if src.get("chips") else {},
-           "chip_unique_ids": pick("chip_unique_ids"), "ethernet_connections": links,
-           "ethernet_connections_to_remote_devices": remote}
-    mmio = [c for entry in src["chips_with_mmio"] for c in entry if c in local]
-    out["chips_with_mmio"] = [{local[c]: i} for i, c in enumerate(mmio)]
-    for key in ("harvesting", "chip_to_bus_id", "chip_to_boardtype", "asic_locations"):
-        if key in src:
-            out[key] = pick(key)
-    boards = []
-    for board in src["boards"]:
-        inside = [c for c in board[2]["chips"] if c in local]
-        if inside and len(inside) != len(board[2]["chips"]):
-            raise MockUnavailable(f"board {board[0]['board_id']} would span two hosts")
-        if inside:
-            boards.append([board[0], board[1], {"chips": [local[c] for c in inside]}])
-    out["boards"] = boards
-    return out
-
-
-_MESH_GRAPH = """# {name} {rows}x{cols}, its rows split over {hosts} hosts (pjrt_tt mock)
-mesh_descriptors {{
-  name: "M0"
-  arch: {arch}
-  device_topology {{ dims: [ {rows}, {cols} ] }}
-  host_topology   {{ dims: [ {hosts}, 1 ] }}
-  channels {{ count: {channels} policy: RELAXED }}
-}}
-top_level_instance {{ mesh {{ mesh_descriptor: "M0" mesh_id: 0 }} }}
-"""
-
-
-def _prepare_hosts(system: str, hosts: int, index: int) -> None:
-    """The multi-host part of the environment (after prepare_environment): this host's
-    descriptor, the mesh graph descriptor and the TT_MESH_* variables."""
-    import yaml  # noqa: PLC0415
-
-    s = _system(system)
-    rows, cols = s.mesh_shape
-    if rows % hosts:
-        raise MockUnavailable(f"the {rows} rows of {system} do not split over {hosts} hosts")
-    per = rows // hosts
-    clusters = Path(_prepared["TT_METAL_MOCK_CLUSTER_DESC_PATH"]).parent
-    src = yaml.safe_load(cluster_descriptor_yaml(system))
-    chips = [r * cols + c for r in range(index * per, (index + 1) * per) for c in range(cols)]
-    desc = clusters / f"{system}.host{index}of{hosts}.yaml"
-    graph = clusters / f"{system}.{hosts}hosts.textproto"
-    with _locked(clusters / ".lock"):
-        _write_if_changed(desc, yaml.safe_dump(split_descriptor(src, chips), default_flow_style=None,
-                                               sort_keys=False).encode())
-        _write_if_changed(graph, _MESH_GRAPH.format(
-            name=system, rows=rows, cols=cols, hosts=hosts, channels=4 if s.board == "ubb" else 2,
-            arch={"wormhole_b0": "WORMHOLE_B0", "blackhole": "BLACKHOLE"}[s.arch]).encode())
-    env = {"TT_METAL_MOCK_CLUSTER_DESC_PATH": str(desc), "TT_MESH_ID": "0", "TT_MESH_HOST_RANK": str(index),
-           "TT_MESH_GRAPH_DESC_PATH": str(graph)}
-    _prepared.update(env)   # (prepare_environment hands these out from now on)
-    os.environ.update(env)
-
-
 def open(system: str = "n150", *, mesh_shape: tuple[int, int] | None = None,
-         fabric: bool | None = None, l1_small_size: int = L1_SMALL_SIZE, hosts: tuple[int, int] = (1, 0)):
+         fabric: bool | None = None, l1_small_size: int = L1_SMALL_SIZE):
     """Open the mock system; returns ``(ttnn_module, mesh_device)``.
 
     The device is always a ``ttnn.MeshDevice`` (``ttnn.open_device`` returns one
@@ -519,14 +439,9 @@ def open(system: str = "n150", *, mesh_shape: tuple[int, int] | None = None,
     One device per process: opening the same system and shape again returns
     the device already open (reference counted; each `open` needs a `close`).
     A different shape while one is open raises MockUnavailable.
-
-    `hosts` = (count, index): this process is host `index` of `count` in one MPI job
-    (mpirun / tt-run), driving its block of rows of the system's mesh (module docstring).
     """
     global _open_device
     prepare_environment(system)
-    if hosts[0] > 1 and "TT_MESH_HOST_RANK" not in _prepared:
-        _prepare_hosts(system, *hosts)
     import ttnn  # noqa: PLC0415  (after the environment is set)
 
     s = SYSTEMS[system]

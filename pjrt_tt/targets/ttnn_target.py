@@ -39,15 +39,14 @@ class TtnnTarget(Target):
 
     @classmethod
     def mock(cls, system: systems.System, processes: systems.Processes = systems.Processes()) -> "TtnnTarget":
-        """`processes`: this process as one host of a multi-host mock (its rows local); the
-        conformance check opens that, the runtime does not run programs on it yet."""
+        _one_process_only("mock", processes)
         from pjrt_tt.targets import mock
-        ttnn, mesh = mock.open(system.name, hosts=(processes.count, processes.index))
+        ttnn, mesh = mock.open(system.name)
         return cls("mock", system, ttnn, mesh, mock.close)
 
     @classmethod
     def device(cls, system: systems.System, processes: systems.Processes = systems.Processes()) -> "TtnnTarget":
-        one_process_only("device", processes)
+        _one_process_only("device", processes)
         if not card_present():
             raise FailedPrecondition("PJRT_TT_TARGET=device but no Tenstorrent card was found "
                                      "(/dev/tenstorrent is empty); use PJRT_TT_TARGET=sim")
@@ -147,11 +146,9 @@ class _OnChip:
                     target.free(c)
 
 
-def one_process_only(name: str, processes: systems.Processes) -> None:
-    """Programs over several processes run on the sim only so far: ttnn's multi-host mesh
-    opens (mock.open(hosts=...); the conformance check uses it), but the runtime's uploads,
-    views and reads of other hosts' chips on it are not built."""
+def _one_process_only(name: str, processes: systems.Processes) -> None:
+    """A multi-host ttnn mesh opens under tt-run from a mesh graph descriptor and per-rank
+    cluster descriptors (ttnn/distributed/README_ttrun.md); that path is not built yet."""
     if not processes.local:
         raise Unimplemented(f"{processes.count} processes sharing one system run on the sim target only so far "
-                            f"(PJRT_TT_TARGET=sim; the mock check still validates every program on ttnn's "
-                            f"multi-host mesh): the {name} target does not run programs over several processes yet")
+                            f"(PJRT_TT_TARGET=sim): the {name} target does not open ttnn's multi-host mesh yet")
