@@ -38,15 +38,19 @@ def _env(**extra) -> dict:
     return env
 
 
-def launch(processes: int, dump: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def mpirun(processes: int, argv: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python argv...` in `processes` processes of one MPI job; a hang fails the test."""
     # OpenMPI refuses root unless told twice; tcp + self: no shared-memory probing (1 s less)
-    env = _env(DUMP_BASE=str(dump), OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    cmd = [str(MPIRUN), "-n", str(processes), "--bind-to", "none", "--mca", "btl", "self,tcp",
-           sys.executable, str(HERE / "multiprocess_cases.py")]
+    env = dict(env, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [str(MPIRUN), "-n", str(processes), "--bind-to", "none", "--mca", "btl", "self,tcp", sys.executable, *argv]
     try:
         return subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"no answer from {processes} processes within {timeout} s\n{(e.stderr or '')[-3000:]}")
+
+
+def launch(processes: int, dump: Path) -> subprocess.CompletedProcess:
+    return mpirun(processes, [str(HERE / "multiprocess_cases.py")], _env(DUMP_BASE=str(dump)))
 
 
 def verdicts(proc: subprocess.CompletedProcess) -> dict[tuple[int, str], str]:
@@ -140,10 +144,7 @@ def test_a_process_that_dies_ends_the_others(how):
     """Process 1 dies after a first collective program (an uncaught exception, or SIGKILL)
     while process 0 runs a second one that needs its chips: the job ends within seconds,
     naming the dead process, instead of process 0 waiting forever."""
-    env = _env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    cmd = [str(MPIRUN), "-n", "2", "--bind-to", "none", "--mca", "btl", "self,tcp",
-           sys.executable, "-c", PEER_DIES, how]
-    proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    proc = mpirun(2, ["-c", PEER_DIES, how], _env(), timeout=120)
     assert proc.returncode != 0
     assert "0 first 8.0" in proc.stdout and "1 first 8.0" in proc.stdout, proc.stdout
     assert "second" not in proc.stdout, proc.stdout
@@ -211,12 +212,9 @@ def test_torch_xla_megatron_block_over_two_processes(tmp_path):
     """)
     outs = {}
     for n in (1, 2):
-        env = _env(PJRT_DEVICE="TT", MASTER_ADDR="127.0.0.1", XLA_COORDINATOR_PORT=str(_free_port()),
-                   OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        env = _env(PJRT_DEVICE="TT", MASTER_ADDR="127.0.0.1", XLA_COORDINATOR_PORT=str(_free_port()))
         env.pop("JAX_PLATFORMS")
-        cmd = [str(MPIRUN), "-n", str(n), "--bind-to", "none", "--mca", "btl", "self,tcp",
-               sys.executable, "-c", prefix + BLOCK, str(tmp_path / f"run{n}")]
-        proc = subprocess.run(cmd, env=env, cwd=HERE, capture_output=True, text=True, timeout=600)
+        proc = mpirun(n, ["-c", prefix + BLOCK, str(tmp_path / f"run{n}")], env)
         assert proc.returncode == 0 and proc.stdout.count("block ok 8") == n, proc.stderr[-4000:]
         if n == 1:
             assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]
