@@ -123,3 +123,68 @@ def test_mulhi_and_philox_keys(tt, cpu):
                                   jax.random.uniform(jax.random.wrap_key_data(k, impl=impl), (64,)),   # noqa: B023
                                   jax.random.key_data(jax.random.split(jax.random.wrap_key_data(k, impl=impl), 3))),   # noqa: B023
               key)
+
+
+# ---------------------------------------------------------------------------------------------
+# rng_bit_generator: jax's 'rbg' / 'unsafe_rbg' keys (ingest/rng.py writes XLA's expanders out)
+# ---------------------------------------------------------------------------------------------
+
+# key words whose counter is one block from wrapping its low uint64: the carries are exercised
+EDGE_KEY = np.array([0x12345678, 0x9ABCDEF0, 0xFFFFFFFF, 0xFFFFFFFE], np.uint32)
+# Philox lays its draws out flat; Threefry's layout depends on the shape (the first even
+# dimension, else the longest), so it gets every shape. DEFAULT is XLA:CPU's Philox.
+RBG_OUTPUTS = {
+    "RNG_DEFAULT": [((1001,), jnp.uint32), ((), jnp.uint32), ((4, 3, 5), jnp.uint16), ((0, 4), jnp.uint32)],
+    "RNG_PHILOX": [((3, 7), jnp.uint32)],
+    "RNG_THREE_FRY": [((5,), jnp.uint32), ((3, 7), jnp.uint32), ((), jnp.uint32), ((3, 5), jnp.uint32),
+                      ((7, 5), jnp.uint8), ((4, 3, 5), jnp.uint16), ((0, 4), jnp.uint32)],
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(RBG_OUTPUTS))
+def test_rng_bit_generator_equals_xla_cpu(tt, cpu, algorithm):
+    """Bits and new state equal XLA:CPU's for each algorithm, over shapes that take each
+    branch (odd counts, no even dimension, scalars, empty, narrow types)."""
+    alg = getattr(jax.lax.RandomAlgorithm, algorithm)
+    check(tt, cpu, lambda k: [jax.lax.rng_bit_generator(k, shape, dtype=dt, algorithm=alg)
+                              for shape, dt in RBG_OUTPUTS[algorithm]], EDGE_KEY)
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_rbg_keys(tt, cpu, impl):
+    """jax's rbg key implementations: bits, split, fold_in exact, also drawn in a loop and
+    under vmap; normal within float32 (jax's erf_inv polynomial). Distributions built on the
+    bits are jax's own code, tested with threefry above."""
+    key = jax.random.key_data(jax.random.key(3, impl=impl))
+    wrap = lambda k: jax.random.wrap_key_data(k, impl=impl)  # noqa: E731
+
+    def draws(k):
+        k = wrap(k)
+        loop = jax.lax.fori_loop(0, 2, lambda i, s: s + jax.random.bits(jax.random.fold_in(k, i), (4,)),
+                                 jnp.zeros(4, jnp.uint32))
+        return (jax.random.bits(k, (5, 9)), jax.random.key_data(jax.random.split(k, 3)),
+                jax.random.key_data(jax.random.fold_in(k, 3)), loop,
+                jax.vmap(lambda s: jax.random.bits(s, (6,)))(jax.random.split(k, 4)))
+    check(tt, cpu, draws, key)
+    check(tt, cpu, lambda k: jax.random.normal(wrap(k), (64,)), key, exact=False)
+
+
+RBG_STATE_ARGUMENT = """
+func.func @main(%state: tensor<2xui64>) -> tensor<3xui32> {
+  %new, %bits = stablehlo.rng_bit_generator %state, algorithm = DEFAULT : (tensor<2xui64>) -> (tensor<2xui64>, tensor<3xui32>)
+  return %bits : tensor<3xui32>
+}
+"""
+
+
+def test_rng_bit_generator_refusals():
+    """What the chip cannot carry is refused naming the op and the way out: a uint64 state
+    that is no bitcast of uint32 words (torch_xla's seeds), 64-bit draws."""
+    from pjrt_tt.errors import Unimplemented
+    from pjrt_tt.ingest import parse
+    with pytest.raises(Unimplemented, match=r"`stablehlo.rng_bit_generator` .*uint64 state that is not the "
+                                            r"bitcast of uint32 words"):
+        parse(RBG_STATE_ARGUMENT.encode(), "mlir")
+    draws64 = RBG_STATE_ARGUMENT.replace("3xui32", "3xui64")
+    with pytest.raises(Unimplemented, match=r"draws ui64 values: .*jnp.uint32"):
+        parse(draws64.encode(), "mlir")

@@ -20,6 +20,7 @@ from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
     constant_array, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
+from pjrt_tt.ingest.rng import expand_rng_bit_generators
 
 
 def new_context() -> ir.Context:
@@ -78,6 +79,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         if narrow:   # (the module handed back to the framework stays as it came)
             split_reductions(module)
             write_out_reduce_windows(module)
+            expand_rng_bit_generators(module)
             boundary = narrow_64bit(module, strict_64bit)
     except RuntimeError as e:
         if "conversion error" not in str(e):

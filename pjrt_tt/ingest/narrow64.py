@@ -147,7 +147,7 @@ def _mulhi_in_32_bits(module: ir.Module) -> None:
                for e in ext) or _etype(ext[0].operands[0].type) != _etype(ext[1].operands[0].type):
             continue
         with shift.context, shift.location, ir.InsertionPoint(shift):
-            hi = _mulhi(*(e.operands[0] for e in ext))
+            hi = mulhi(*(e.operands[0] for e in ext))
             wide = create("stablehlo.convert", shift.results[0].type, [hi])
         shift.results[0].replace_all_uses_with(wide)
         shift.erase()
@@ -156,9 +156,11 @@ def _mulhi_in_32_bits(module: ir.Module) -> None:
                 dead.erase()
 
 
-def _mulhi(a: ir.Value, b: ir.Value) -> ir.Value:
-    """mulhi(a, b) of two int32 or uint32 values, in uint32 ops."""
+def mulhi(a: ir.Value, b: ir.Value | int) -> ir.Value:
+    """mulhi(a, b) of two int32 or uint32 values, in uint32 ops; b may be a uint32 constant
+    (a Python int: its 16-bit halves are then constants too)."""
     signed = _etype(a.type) == "i32"
+    assert not (signed and isinstance(b, int)), "a constant multiplier is uint32"
     shape = list(ir.RankedTensorType(a.type).shape)
     u32 = ir.RankedTensorType.get(shape, ir.IntegerType.get_unsigned(32))
 
@@ -172,7 +174,8 @@ def _mulhi(a: ir.Value, b: ir.Value) -> ir.Value:
     au, bu = (op("stablehlo.bitcast_convert", v) if signed else v for v in (a, b))
     lo16 = lambda v: op("stablehlo.and", v, const(0xFFFF))  # noqa: E731
     hi16 = lambda v: op("stablehlo.shift_right_logical", v, const(16))  # noqa: E731
-    a0, a1, b0, b1 = lo16(au), hi16(au), lo16(bu), hi16(bu)
+    a0, a1 = lo16(au), hi16(au)
+    b0, b1 = (const(b & 0xFFFF), const(b >> 16)) if isinstance(b, int) else (lo16(bu), hi16(bu))
     p00, p01, p10, p11 = (op("stablehlo.multiply", x, y) for x, y in ((a0, b0), (a0, b1), (a1, b0), (a1, b1)))
     mid = op("stablehlo.add", op("stablehlo.add", hi16(p00), lo16(p01)), lo16(p10))
     hi = op("stablehlo.add", op("stablehlo.add", p11, hi16(p01)), op("stablehlo.add", hi16(p10), hi16(mid)))

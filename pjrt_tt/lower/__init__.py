@@ -22,7 +22,7 @@ from pjrt_tt.lower import data_movement, elementwise, linalg, reduce, structure 
 from pjrt_tt.lower import control_flow  # noqa: F401
 from pjrt_tt.lower import composite, conv  # noqa: F401
 from pjrt_tt.lower import indexing, windows  # noqa: F401
-from pjrt_tt.lower import bitwise, random  # noqa: F401
+from pjrt_tt.lower import bitwise  # noqa: F401
 from pjrt_tt.lower import normalization  # noqa: F401
 from pjrt_tt.lower import factorizations  # noqa: F401
 from pjrt_tt.lower.builder import Lowering
