@@ -8,6 +8,8 @@ float64 results meet the documented float32 bound; the tt_strict_64bit option re
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,6 +174,33 @@ def test_int64_argument_arithmetic_is_exact_for_the_range_it_was_proven_for(tt, 
     message = str(e.value)
     assert "INVALID_ARGUMENT: argument 0 of jit__lambda is int64 with values in [2147483647, 2147483647]" in message
     assert "exact only for values in [-2147483648, 2147483646]" in message and "`stablehlo.add` at" in message
+
+
+def test_widest_range_search_finds_the_exact_boundary_in_few_proofs():
+    """narrow64._widest (the search for the argument range a program is exact for) returns
+    the largest x whose excess is 0, whatever the excess's shape; a linear excess (an index
+    plus a constant, the torch case) takes a handful of proofs where bisection took ~31."""
+    from pjrt_tt.ingest.narrow64 import _widest
+    limit = 2**31 - 1
+    shapes = {"plus a constant": lambda x, c: (x + c) / limit,
+              "times a constant": lambda x, c: x * c / limit,
+              "a square": lambda x, c: (x * x + c) / limit,
+              "unbounded beyond": lambda x, c: math.inf}
+    rng = np.random.default_rng(0)
+    for name, f in shapes.items():
+        for c in [1, 16, 3, 2**20, int(rng.integers(1, 2**30))]:
+            boundary = next(x for x in [limit - c, limit // max(c, 1), math.isqrt(max(limit - c, 0)), 2**30 + c]
+                            if 1 <= x <= limit)
+            calls = []
+
+            def excess(x, f=f, c=c, boundary=boundary):
+                calls.append(x)
+                return 0.0 if x <= boundary else max(f(x, c), 1.0 + 1e-12)
+            assert _widest(1, limit, excess) == boundary, (name, c)
+            assert len(calls) <= 64, (name, c, len(calls))
+            if name == "plus a constant":
+                assert len(calls) <= 6, (name, c, calls)
+    assert _widest(5, 100, lambda x: 1.5) is None   # nothing fits
 
 
 def test_arguments_outside_the_proven_range_are_proven_again_for_their_values(tt, cpu):

@@ -345,28 +345,18 @@ def _prove(funcs, main, entry, inputs, wide, guardable=()):
                         {op.results[0]: _arg_range(_etype(op.results[0].type), lo, hi) for op in guarded},
                         [_arg_range(e, lo, hi) if e in _NARROW else None for e in inputs], etypes)
 
-    def widest(low: int, high: int, ok) -> int | None:
-        """The largest x in [low, high] with ok(x), ok being monotone (bisection)."""
-        best = None
-        while low <= high:
-            mid = (low + high) // 2
-            if ok(mid):
-                best, low = mid, mid + 1
-            else:
-                high = mid - 1
-        return best
-
     lo, hi = -2**31, 2**31 - 1
     analysis, failed = attempt(lo, hi)
     limit = ""
     if failed and (any(e in _NARROW for e in inputs) or guarded):   # exact for smaller arguments?
-        fits = lambda lo, hi: not attempt(lo, hi)[1]  # noqa: E731
-        s = widest(1, 2**31 - 1, lambda s: fits(-s, s - 1))   # symmetric first, then each side
+        fits = lambda lo, hi: _excess(attempt(lo, hi)[1])  # noqa: E731
+        s = _widest(1, 2**31 - 1, lambda s: fits(-s, s - 1),   # symmetric first, then each side
+                    failed_above=_excess(failed))
         if s is not None:
-            hi = widest(s - 1, 2**31 - 1, lambda h: fits(-s, h))
-            lo = -widest(s, 2**31, lambda m: fits(-m, hi))
+            hi = _widest(s - 1, 2**31 - 1, lambda h: fits(-s, h))
+            lo = -_widest(s, 2**31, lambda m: fits(-m, hi))
         else:   # exact for non-negative arguments only (a logical shift right, a seed split in words)?
-            h = widest(0, 2**31 - 1, lambda h: fits(0, h))
+            h = _widest(0, 2**31 - 1, lambda h: fits(0, h))
             lo, hi = (0, h) if h is not None else (0, 0)
         if s is not None or h is not None:
             op, _ = _named_op(*min(failed, key=_most_telling)[:2])
@@ -379,6 +369,52 @@ def _prove(funcs, main, entry, inputs, wide, guardable=()):
     outs = _result_bounds(analysis, main)
     guards = [(op, _describe(op)) + _arg_range(_etype(op.results[0].type), lo, hi) for op in guarded]
     return ranges, outs, limit, guards
+
+
+def _excess(failed: list) -> float:
+    """How far the values that left their carrier went: the largest ratio of a bound to the
+    carrier's limit on its side (0 when none left it; inf when one has no bound)."""
+    worst = 0.0
+    for _, v, got in failed:
+        if got is None:
+            return math.inf
+        lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+        worst = max(worst, got[1] / hi_, got[0] / lo_ if lo_ else 0.0)
+    return worst
+
+
+def _widest(low: int, high: int, excess, failed_above: float | None = None) -> int | None:
+    """The largest x in [low, high] with excess(x) == 0, excess being 0 up to some x and
+    positive above it (None if it is positive at low). Bisection would take ~31 proofs of the
+    whole module; but the excess grows about linearly with x (an index plus a constant, a
+    product with a constant: the limits torch programs hit), so the secant through the last
+    two failures, or the proportion from one, predicts the boundary, and a guess is kept only
+    once checked. Bisection covers what the prediction misses. `failed_above`: the excess at
+    high + 1, if known."""
+    good, bad = low - 1, high + 1           # excess(good) == 0 (or none known); excess(bad) > 0
+    failures: list[tuple[int, float]] = [] if failed_above is None else [(high + 1, failed_above)]
+    confirm = None
+    while bad - good > 1:
+        guess, predicted = confirm, False
+        if guess is None and not failures:
+            guess = high                     # the whole range first: it often fits
+        elif guess is None and math.isfinite(failures[-1][1]):
+            (x1, e1), (x2, e2) = (failures[-2] if len(failures) > 1 else (0, 0.0)), failures[-1]
+            # e(x) ~ linear: through (x1, e1), (x2, e2); the boundary is where it reaches 1
+            # (a bound equal to the carrier's limit); one failure: through the origin
+            if e2 != e1:
+                guess, predicted = math.floor(x2 - (e2 - 1.0) * (x2 - x1) / (e2 - e1)), True
+        if guess is None or not good < guess < bad:
+            guess, predicted = (good + bad) // 2, False
+        confirm = None
+        e = excess(guess)
+        if e == 0:
+            good = guess   # a prediction that fits: is guess + 1 the boundary?
+            confirm = guess + 1 if predicted and guess + 1 < bad else None
+        else:
+            bad = guess
+            failures.append((guess, e))
+    return good if good >= low else None
 
 
 def _attempt(funcs, entry, wide, modular, assumed: dict, arg_ranges: list, etypes: dict | None = None):
