@@ -11,7 +11,7 @@ import numpy as np
 
 from conftest import assert_close
 
-CHAIN = 5000   # five times Python's default recursion limit
+CHAIN = 2500   # two and a half times Python's default recursion limit
 
 
 def _both(f, *args):
@@ -22,10 +22,10 @@ def _both(f, *args):
 
 
 def test_recursion_limit_is_the_default():
-    assert sys.getrecursionlimit() <= 3000   # else the chains below prove nothing
+    assert 2 * sys.getrecursionlimit() <= CHAIN   # else the chains below prove nothing
 
 
-def test_chain_of_5000_adds_is_exact():
+def test_chain_of_2500_adds_is_exact():
     def f(x):
         for _ in range(CHAIN):
             x = x + 1.0
@@ -36,7 +36,7 @@ def test_chain_of_5000_adds_is_exact():
     assert_close(got, x + CHAIN, exact=True)
 
 
-def test_chain_of_5000_multiplies_and_divides_is_exact():
+def test_chain_of_2500_multiplies_and_divides_is_exact():
     """Products are what the fusion pass's factor walk reads (gelu, norms)."""
     def f(x):
         for i in range(CHAIN):
@@ -67,7 +67,7 @@ def test_deep_chain_of_different_elementwise_ops_is_exact():
     assert_close(got, want, exact=True)
 
 
-def test_chain_of_5000_integer_ops_is_exact():
+def test_chain_of_2500_integer_ops_is_exact():
     def f(x):
         for i in range(CHAIN):
             x = (x + 3) if i % 3 else (x - 2)
