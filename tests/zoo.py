@@ -407,6 +407,19 @@ def torch_case(name: str, dtype: str, **kw) -> dict:
         return {"error": f"{type(e).__name__}: {e}", "raised_at": raised_at(e)}
 
 
+def torch_cases(name: str, dtypes: list[str]) -> dict:
+    """torch_case for each dtype, one after the other in one child (which then starts once:
+    torch_xla, the device, the mock check, dynamo's first compile): {"by_dtype": {dtype:
+    result}}. Stops after a case that raised, whose leftover device tensors can break the
+    process's later syncs: the caller runs the remaining dtypes each in a fresh child."""
+    results = {}
+    for dtype in dtypes:
+        results[dtype] = torch_case(name, dtype)
+        if "error" in results[dtype]:
+            break
+    return {"by_dtype": results}
+
+
 def raised_at(e: BaseException) -> str:
     """Where in the model (transformers' modeling code) or, failing that, in the zoo's own
     calls an exception was raised: `file:line in function: code`."""
