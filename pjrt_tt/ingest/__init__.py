@@ -17,7 +17,7 @@ from pjrt_tt import dtypes
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.mlir_compat import attribute_values
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
-    constant_array, describe_location, source_site, splat_value)
+    constant_array, describe_and_site, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
 from pjrt_tt.ingest.rng import expand_rng_bit_generators

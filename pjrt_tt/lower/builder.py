@@ -17,7 +17,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.compile_context import CompileContext
 from pjrt_tt.errors import ResourceExhausted, UnsupportedOp
-from pjrt_tt.ingest import describe_location, source_site
+from pjrt_tt.ingest import describe_and_site
 from pjrt_tt.lower.registry import RULES
 from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Constant, HostType, Op, ScalarType, ShapeArg,
                              TensorType, Value, device_array, device_type, dtype_attr, layout_attr)
@@ -278,8 +278,8 @@ class Lowering:
             name = op.operation.name
             if name in ("func.return", "stablehlo.return"):
                 return [self.env[v] for v in op.operands]
-            self.origin, self.location = name, describe_location(op.location, caller)
-            self.site = source_site(op.location, caller)
+            self.origin = name
+            self.location, self.site = describe_and_site(op.location, caller)
             results = RULES[name](self, op)
             assert len(results) == len(op.results), f"rule for {name} gave {len(results)} results"
             for r, e in zip(op.results, results):
