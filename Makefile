@@ -20,12 +20,16 @@ TEST_WORKERS ?= 2
 XDIST_ARGS  := -n $(TEST_WORKERS) --dist loadfile
 # The jax 0.7.1 run: the JAX-facing files (ingest, lowering, SPMD, runtime, errors, fuzz,
 # models, versions). Left out: the torch files (torch_xla lives only in the default
-# environment) and what does not depend on the JAX release (the sim's own parity with ttnn,
-# host memory, deep-program recursion, the program cache's memory over 500 programs): they
-# cost CI minutes twice for nothing new (docs/versions.md).
+# environment) and what does not depend on the JAX release (the sim and its parity with ttnn,
+# ttnn's mock itself, the estimator, level-2 placement and trace on the sim, the import graph,
+# the coverage tool, host memory, deep-program recursion, the program cache's memory over 500
+# programs): they cost CI minutes twice for nothing new (docs/versions.md).
 JAX07_PYTEST_ARGS ?= --ignore-glob='tests/test_torch*.py' --ignore=tests/test_optimizer_torch.py \
                      --ignore=tests/test_zoo.py --ignore=tests/test_sim_parity.py \
                      --ignore=tests/test_host_memory.py --ignore=tests/test_deep_programs.py \
+                     --ignore=tests/test_sim.py --ignore=tests/test_mock_target.py \
+                     --ignore=tests/test_perf.py --ignore=tests/test_level2.py --ignore=tests/test_trace.py \
+                     --ignore=tests/test_architecture.py --ignore=tests/test_coverage.py \
                      --deselect=tests/test_program_cache.py::test_memory_stays_flat_over_500_distinct_programs
 
 # Python 3.12: on PATH, or pyenv's build (the only interpreter ttnn, jax and torch share).

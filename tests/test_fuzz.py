@@ -11,6 +11,7 @@ Seeded and deterministic: `python tests/test_fuzz.py <seed> <cases> <outdir>` re
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import random
@@ -60,8 +61,9 @@ def test_fuzz_entry_points_never_die_and_fail_with_fitting_codes(tmp_path):
 def test_fuzz_bit_flipped_portable_artifacts(tmp_path):
     """jaxlib 0.7.1's bytecode reader corrupts the heap or segfaults on about 1 in 300 of
     these; the compiler reads new bytes in a helper process first (pjrt_tt/ingest/isolated.py),
-    so such a program fails with INVALID_ARGUMENT and this process lives."""
-    summary = _fuzz(tmp_path, ["bytecode"], 1500)
+    so such a program fails with INVALID_ARGUMENT and this process lives. 1,500 flips under
+    jax 0.7.1; half as many under the newer jaxlib, whose reader has not crashed on them."""
+    summary = _fuzz(tmp_path, ["bytecode"], 1500 if importlib.metadata.version("jax").startswith("0.7.") else 750)
     print("isolated reader restarts (helper deaths + 1):", summary.get("reader_restarts"))
 
 

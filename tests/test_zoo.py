@@ -74,6 +74,8 @@ T5_FLAX_JAX012 = ("transformers' FlaxT5 calls jnp.clip(a_max=...), a keyword jax
                   "in the model's own code before anything reaches the plugin); passes under jax 0.7.1")
 
 # The first failure each model meets today in the torch form (keyed by name, or by (name, dtype)).
+# A root cause no dtype changes runs in one dtype only (the other is an xfail not run): CI time.
+RUN_ONE_DTYPE = {("mixtral", "bfloat16")}
 TORCH_XFAIL = {"mixtral": MOE_HOST, ("mobilenet_v2", "float32"): TF32_DEPTH, "mamba": MAMBA_DYNAMO,
                ("minilm", "bfloat16"): MINILM_BF16, ("mobilenet_v2", "bfloat16"): MOBILENET_BF16}
 # The first failure of the Flax class today (same for both dtypes unless keyed by dtype).
@@ -111,6 +113,9 @@ def torch_runs(child, request):
         runs["generate on the device"] = child.submit(zoo.generate_case, "llama", do_sample=False, on_device=True)
     dtypes: dict[str, list[str]] = {}
     for item in request.session.items:
+        xfail = item.get_closest_marker("xfail")
+        if xfail is not None and not xfail.kwargs.get("run", True):
+            continue
         if getattr(item, "originalname", None) == "test_torch_model_matches_cpu_on_chip":
             dtypes.setdefault(item.callspec.params["name"], []).append(item.callspec.params["dtype"])
     for name, wanted in dtypes.items():
@@ -152,7 +157,8 @@ def _params(names, xfails, dtypes, fast):
     for name in names:
         for dtype in dtypes:
             reason = xfails.get((name, dtype), xfails.get(name))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            marks = [pytest.mark.xfail(strict=True, reason=reason, run=(name, dtype) not in RUN_ONE_DTYPE)
+                     ] if reason else []
             if (name, dtype) not in fast:
                 marks.append(pytest.mark.slow)
             out.append(pytest.param(name, dtype, marks=marks, id=f"{name}-{dtype}"))
