@@ -3,7 +3,7 @@
 Types the chip lacks are *carried* by one it has, while keeping their own type at the
 framework boundary (buffers, program signatures): int64, uint64 and float64 by int32, uint32
 and float32 (narrowed on upload after a range check, `narrow_to_device`, and widened on
-download); float16 and the float8 types by float32, int8 and int16 by int32 (widened on
+download); float16 and the float8 types by float32, int4, uint4, int8 and int16 by int32 (widened on
 upload, exact; rounded / narrowed on download: the floats to nearest even, the integers are
 always in range because the programs wrap them, ingest/widen.py); complex64 by float32
 [2, *shape] holding its real and imaginary planes (ingest/complex64.py). docs/numerics.md
@@ -84,6 +84,9 @@ ELEMENT_TYPES = [
     ElementType("f16", 10, np.dtype(np.float16), "float32", carried_by="f32"),
     ElementType("i8", 2, np.dtype(np.int8), "int32", carried_by="i32"),
     ElementType("i16", 3, np.dtype(np.int16), "int32", carried_by="i32"),
+    # int4 / uint4: one element a byte on the host (as jax hands them over), int32 on the chip
+    ElementType("i4", 21, np.dtype(ml_dtypes.int4), "int32", carried_by="i32"),
+    ElementType("ui4", 22, np.dtype(ml_dtypes.uint4), "int32", carried_by="i32"),
     *(ElementType(name, code, np.dtype(getattr(ml_dtypes, host)), "float32", carried_by="f32")
       for name, (code, host) in FLOAT8.items()),
     # (re, im) planes: float32 [2, *shape] on the device (ingest/complex64.py)

@@ -171,8 +171,8 @@ def test_jax_x64_int64_arithmetic(tt, cpu):
     ("func.func @f() { return }", InvalidArgument, "no @main function"),
     ("func.func @main(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }",
      Unimplemented, "dynamic shape tensor<?xf32>"),
-    ("func.func @main(%a: tensor<2xi4>) -> tensor<2xi4> { return %a : tensor<2xi4> }",
-     Unimplemented, "i4 (i4) is not supported"),
+    ("func.func @main(%a: tensor<2xi2>) -> tensor<2xi2> { return %a : tensor<2xi2> }",
+     Unimplemented, "i2 (i2) is not supported"),
 ])
 def test_module_checks(text, error, message):
     with pytest.raises(error, match=re.escape(message)):

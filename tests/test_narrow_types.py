@@ -1,4 +1,4 @@
-"""float16, int8 and int16 (issue 12): the chip has none of them, so they are carried as
+"""float16, int8, int16, int4 and uint4 (issue 12): the chip has none of them, so they are carried as
 float32 / int32 on the device and keep their own type at the framework boundary (dtypes.py,
 ingest/widen.py through narrow64's rewrite, docs/numerics.md).
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -192,6 +193,44 @@ def test_a_float8_bitcast_is_refused_naming_the_op(tt):
     with pytest.raises(Exception, match=r"UNIMPLEMENTED: `stablehlo.bitcast_convert` at .*test_narrow_types.py:\d+.*"
                                         r"reinterprets the bits of f8E4M3FN as ui8"):
         jax.jit(lambda x: jax.lax.bitcast_convert_type(x, jnp.uint8))(jax.device_put(np.ones(4, jnp.float8_e4m3fn), tt))
+
+
+# int4 / uint4: int32 on the chip, sign- / zero-extended, wrapped after every op that can leave
+# the nibble (jax allows only some ops on them: no abs, no jnp.sum)
+I4 = np.random.default_rng(1).integers(-8, 8, (2, 5, 7)).astype(ml_dtypes.int4)
+U4 = np.random.default_rng(2).integers(0, 16, (2, 5, 7)).astype(ml_dtypes.uint4)
+NIBBLE_CASES = {
+    "arith": lambda a, b, u, v: (a + b, a * b, a - b, -a, a // jnp.where(b == 0, 1, b), u + v, u * v, u - v),
+    "bits_and_shifts": lambda a, b, u, v: (
+        a & b, a ^ b, ~a, ~u, u | v, a >> 1, u >> 1, a << 1, u << 3, jax.lax.shift_right_logical(a, jnp.int4(2)),
+        jax.lax.shift_right_logical(u, jnp.uint4(2)), jax.lax.bitcast_convert_type(a, jnp.uint4),
+        jax.lax.bitcast_convert_type(u, jnp.int4)),
+    "converts": lambda a, b, u, v: (
+        (a.astype(jnp.float32) * 3.7).astype(jnp.int4), (u.astype(jnp.float32) * -2.5).astype(jnp.uint4),
+        (a.astype(jnp.int32) * 9).astype(jnp.int4), a.astype(jnp.uint4), u.astype(jnp.int4), a.astype(jnp.float32),
+        u.astype(jnp.int32)),
+    "compare_reduce": lambda a, b, u, v: (
+        a < b, u < v, jnp.where(u > v, u, v), a.max(0), a.min(1), u.max(0), u.min(1), jnp.argmax(a, 1)),
+    "constants_and_iota": lambda a, b, u, v: (
+        a + jnp.arange(-8, 27, dtype=jnp.int4).reshape(5, 7), u + jnp.asarray(np.arange(300).astype(ml_dtypes.uint4))[:35].reshape(5, 7),
+        jnp.arange(16, dtype=jnp.uint4), jax.lax.iota(jnp.int4, 20)),
+}
+
+
+def test_int4_and_uint4_round_trip_exactly(tt):
+    for x in (I4, U4, np.arange(-8, 8).astype(ml_dtypes.int4), np.arange(16).astype(ml_dtypes.uint4)):
+        y = np.asarray(jax.device_put(x, tt))
+        assert y.dtype == x.dtype and np.array_equal(y.astype(np.int32), x.astype(np.int32))
+
+
+@pytest.mark.parametrize("name", NIBBLE_CASES)
+def test_int4_and_uint4_programs_match_cpu_exactly(tt, cpu, name):
+    """Wrap-around modulo 16 (uint4 masked, int4 sign-extended), float converts saturating,
+    an arithmetic shift reading a uint4's top bit as its sign: all as XLA:CPU computes them."""
+    got, want = run_both(NIBBLE_CASES[name], I4[0], I4[1], U4[0], U4[1], tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g.astype(np.int32), w.astype(np.int32))
 
 
 def test_torch_eager_and_compile():

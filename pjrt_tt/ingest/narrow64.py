@@ -46,7 +46,7 @@ from pjrt_tt.ingest.mlir_compat import as_operation, create, defining_op, users
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
-_TYPE_RANGE = {"i1": (0, 1), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16": (-2**15, 2**15 - 1),
+_TYPE_RANGE = {"i1": (0, 1), "i4": (-8, 7), "ui4": (0, 15), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16": (-2**15, 2**15 - 1),
                "ui16": (0, 2**16 - 1), "i32": (-2**31, 2**31 - 1), "ui32": (0, 2**32 - 1),
                "i64": (-2**63, 2**63 - 1), "ui64": (0, 2**64 - 1)}
 # what a 64-bit integer element type becomes, and the values it can then hold
@@ -486,7 +486,7 @@ _MODULAR = {"stablehlo.add": None, "stablehlo.subtract": None, "stablehlo.multip
             "stablehlo.broadcast_in_dim": None, "stablehlo.reshape": None, "stablehlo.transpose": None,
             "stablehlo.slice": None, "stablehlo.reverse": None, "stablehlo.concatenate": None,
             "stablehlo.pad": None, "stablehlo.dynamic_slice": (0,), "stablehlo.gather": (0,)}
-_WRAPPING = {"i8", "ui8", "i16", "ui16", "i32", "ui32"}   # converts to these keep the low bits
+_WRAPPING = {"i4", "ui4", "i8", "ui8", "i16", "ui16", "i32", "ui32"}   # converts to these keep the low bits
 
 
 def _modular(values: list) -> set:
@@ -913,6 +913,7 @@ def _narrow_type(t: ir.Type) -> ir.Type:
 
 _NUMPY = {"i64": (np.int64, np.int32), "ui64": (np.uint64, np.uint32), "f64": (np.float64, np.float32),
           "f16": (np.float16, np.float32), "i8": (np.int8, np.int32), "i16": (np.int16, np.int32),
+          "i4": (np.int32, np.int32), "ui4": (np.int32, np.int32),
           **{name: (np.float32, np.float32) for name in FLOAT8}}   # (the constant's values are exact in float32)
 
 

@@ -56,9 +56,11 @@ from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value
 from pjrt_tt.ingest.mlir_compat import defining_op
 
-WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32", **{name: "f32" for name in FLOAT8}}   # the type the chip computes each in
-_BITS = {"i8": 8, "i16": 16}
-_UNSIGNED = {"i8": "ui8", "i16": "ui16"}
+WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32", "i4": "i32", "ui4": "i32",
+           **{name: "f32" for name in FLOAT8}}   # the type the chip computes each in
+_BITS = {"i8": 8, "i16": 16, "i4": 4, "ui4": 4}
+_ZERO_EXTENDED = {"ui4"}   # kept in int32 as its value, 0 .. 2^bits - 1: wrapped by a mask
+_UNSIGNED = {"i8": "ui8", "i16": "ui16", "i4": "ui4"}
 
 # ops with a reducer / comparator body the lowering reads: their bodies get no wraps
 _BODIED = {"stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.scatter",
@@ -83,13 +85,13 @@ _EXACT8 = {"stablehlo.constant", "stablehlo.broadcast_in_dim", "stablehlo.reshap
            "stablehlo.sign", "mhlo.copy", "stablehlo.optimization_barrier", "stablehlo.all_gather",
            "stablehlo.all_to_all", "stablehlo.collective_permute", "stablehlo.while", "stablehlo.if",
            "stablehlo.case", "func.call", "stablehlo.sort", "stablehlo.get_tuple_element", "stablehlo.tuple"}
-_INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127),
+_INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127), "i4": (-8, 7), "ui4": (0, 15),
               "i16": (-32768, 32767)}
 
 
 @dataclasses.dataclass
 class _Edit:
-    # "wrap" / "saturate" / "round" (to float16) the value; "mask" / "round operand": op's
+    # "wrap" / "saturate" / "round" (to float16) the value; "mask" / "sign operand" / "round operand": op's
     # operand 0; "clz": adjust the count; "sentinel": replace op's init operand `index`
     kind: str
     op: ir.Operation     # the op defining / reading the value
@@ -97,6 +99,7 @@ class _Edit:
     bits: int
     before: ir.Operation   # the op the edit is inserted before
     index: int = 0         # "sentinel": the operand of `op` to replace
+    unsigned: bool = False   # "wrap" / "saturate": a zero-extended type (uint4)
     fmt: str = ""          # "round8": the float8 type rounded into
 
 
@@ -140,6 +143,9 @@ def _plan_op(op, after, edits: list) -> None:
             edits.append(_Edit("round", op, op.results[0], 0, after))
         elif src == "f16" and dst != "f16" and _computed(op.operands[0]):
             edits.append(_Edit("round operand", op, op.operands[0], 0, op))
+    if name == "stablehlo.shift_right_arithmetic" and _etype(op.operands[0].type) in _ZERO_EXTENDED:
+        # XLA reads the top bit of an unsigned nibble as its sign here (uint4 8 >> 1 is 12)
+        edits.append(_Edit("sign operand", op, op.operands[0], _BITS[_etype(op.operands[0].type)], op))
     if name in _MASK_FIRST and op.operands and _etype(op.operands[0].type) in _BITS:
         bits = _BITS[_etype(op.operands[0].type)]
         edits.append(_Edit("mask", op, op.operands[0], bits, op))
@@ -151,20 +157,21 @@ def _plan_op(op, after, edits: list) -> None:
         if etype not in _BITS:
             continue
         bits = _BITS[etype]
+        unsigned = etype in _ZERO_EXTENDED
         if picks:   # a picked element or the init, which saturating gives back as it was
-            edits.append(_Edit("saturate", op, r, bits, after))
+            edits.append(_Edit("saturate", op, r, bits, after, unsigned=unsigned))
         elif name == "stablehlo.convert":
             src = _etype(op.operands[0].type)
             if src in ("f16", "bf16", "f32", "f64"):
-                edits.append(_Edit("saturate", op, r, bits, after))
+                edits.append(_Edit("saturate", op, r, bits, after, unsigned=unsigned))
             elif src not in _INT_RANGE or not _fits(_INT_RANGE[src], _INT_RANGE[etype]):
-                edits.append(_Edit("wrap", op, r, bits, after))
+                edits.append(_Edit("wrap", op, r, bits, after, unsigned=unsigned))
         elif name == "stablehlo.iota":
             size = ir.RankedTensorType(r.type).shape[ir.IntegerAttr(op.attributes["iota_dimension"]).value]
-            if size > 2 ** (bits - 1):
-                edits.append(_Edit("wrap", op, r, bits, after))
-        elif name in _WRAP:
-            edits.append(_Edit("wrap", op, r, bits, after))
+            if size > _INT_RANGE[etype][1] + 1:
+                edits.append(_Edit("wrap", op, r, bits, after, unsigned=unsigned))
+        elif name in _WRAP or (unsigned and name in ("stablehlo.not", "stablehlo.shift_right_arithmetic")):
+            edits.append(_Edit("wrap", op, r, bits, after, unsigned=unsigned))
 
 
 def _sentinels(op, after, edits: list) -> bool:
@@ -398,9 +405,19 @@ def apply(edits: list) -> None:
                 with ir.InsertionPoint(e.before):
                     e.op.operands[0] = stablehlo.AndOp(x, _splat(x, (1 << e.bits) - 1)).result
                 continue
+            if e.kind == "sign operand":
+                x = e.op.operands[0]
+                with ir.InsertionPoint(e.before):
+                    shift = _splat(x, 32 - e.bits)
+                    e.op.operands[0] = stablehlo.ShiftRightArithmeticOp(stablehlo.ShiftLeftOp(x, shift).result,
+                                                                        shift).result
+                continue
             with ir.InsertionPoint(e.before):   # (the op after the value's: no terminator has results)
                 v = e.value
-                if e.kind == "wrap":
+                if e.kind == "wrap" and e.unsigned:   # zero-extended: the low bits
+                    first = stablehlo.AndOp(v, _splat(v, (1 << e.bits) - 1))
+                    out = first.result
+                elif e.kind == "wrap":   # sign-extended: the low bits' sign copied up
                     shift = _splat(v, 32 - e.bits)
                     first = stablehlo.ShiftLeftOp(v, shift)
                     out = stablehlo.ShiftRightArithmeticOp(first.result, shift).result
@@ -410,8 +427,9 @@ def apply(edits: list) -> None:
                         v.replace_all_uses_with(out)
                         continue
                 elif e.kind == "saturate":
-                    first = stablehlo.MaxOp(v, _splat(v, -(1 << (e.bits - 1))))
-                    out = stablehlo.MinOp(first.result, _splat(v, (1 << (e.bits - 1)) - 1)).result
+                    lo, hi = (0, (1 << e.bits) - 1) if e.unsigned else (-(1 << (e.bits - 1)), (1 << (e.bits - 1)) - 1)
+                    first = stablehlo.MaxOp(v, _splat(v, lo))
+                    out = stablehlo.MinOp(first.result, _splat(v, hi)).result
                 else:   # clz: counted over 32 bits of the masked value
                     first = stablehlo.SubtractOp(v, _splat(v, 32 - e.bits))
                     out = first.result
