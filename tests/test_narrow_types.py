@@ -21,7 +21,7 @@ I16 = (np.arange(64, dtype=np.int16) * 1021).reshape(8, 8)    # products and sum
 F16 = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float16)
 # float16 computed in float32 and rounded once vs XLA:CPU rounding (some) ops to float16:
 # each side is within a few float16 ulps (2**-10 relative) of the exact value; 2**-8 is
-# four ulps (docs/numerics.md "float16, int8, int16")
+# four ulps (docs/numerics.md "float16, int8, int16, int4, uint4")
 F16_BOUND = dict(rtol=2 ** -8, atol=2 ** -14)
 
 

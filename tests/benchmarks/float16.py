@@ -1,5 +1,5 @@
 """float16 on the chip: computed in float32, rounded to float16 when read back (docs/numerics.md,
-"float16, int8, int16"). How far is it from XLA:CPU's float16 (which rounds some
+"float16, int8, int16, int4, uint4"). How far is it from XLA:CPU's float16 (which rounds some
 intermediates to float16), and which of the two is nearer the exact value? Each program runs
 on tt (the sim's model of the card) and on XLA:CPU from the same float16 inputs; the reference
 is XLA:CPU in float32 from those inputs. Prints the markdown table of docs/numerics.md.
