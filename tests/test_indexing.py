@@ -256,6 +256,11 @@ def test_reduce_window_with_any_elementwise_body(tt, cpu):
                               lax.reduce_window(x, 1.0, lax.mul, (2, 2), (1, 1), "VALID")), x)
     check(tt, cpu, lambda x, y: (lax.reduce_window((x, y), (-jnp.inf, 0.0), lambda a, b: (
         jnp.maximum(a[0], b[0]), a[1] + b[1]), (1, 3), (1, 1), "SAME"), argmax_pool(x)), x, y, exact=True)
+    # the jvp of a custom max window with base dilation: jax's serialized program hoists the
+    # body's constants above it (lax_test's testReduceWindowCustomSameAsMonoid was INTERNAL)
+    check(tt, cpu, lambda x, y: jax.jvp(lambda v: lax.reduce_window(v, -jnp.inf, lambda a, b: lax.max(a, b), (2, 1),
+                                                                    (2, 1), "VALID", (2, 3)), (x,), (y,)),
+          x, y, exact=True)
 
 
 def test_reduce_window_inits_that_are_no_identity_and_rank_0(tt, cpu):

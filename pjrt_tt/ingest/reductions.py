@@ -197,15 +197,23 @@ def _in_bounds(shape: list, low: list, high: list, holes: list, padded: list) ->
 
 def _apply(block, args: list, shape: list, funcs: dict) -> list:
     """The scalar body `block` on tensors of `shape`, op by op (constants broadcast, calls
-    followed into their functions)."""
+    followed into their functions). A body may use scalars defined above it (the region is
+    not isolated: jax's serialized programs hoist its constants out), broadcast likewise."""
     env = dict(zip(block.arguments, args))
+
+    def get(v):
+        if v not in env:   # defined above the body: a scalar, the same in every element
+            wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(v.type).element_type)
+            env[v] = create("stablehlo.broadcast_in_dim", wide, [v], {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
+        return env[v]
+
     for o in block.operations:
         o = o.operation
         if o.name in ("stablehlo.return", "func.return"):
-            return [env[v] for v in o.operands]
+            return [get(v) for v in o.operands]
         if o.name == "func.call":
             callee = funcs[ir.FlatSymbolRefAttr(o.attributes["callee"]).value]
-            results = _apply(callee.regions[0].blocks[0], [env[v] for v in o.operands], shape, funcs)
+            results = _apply(callee.regions[0].blocks[0], [get(v) for v in o.operands], shape, funcs)
             env.update(zip(o.results, results))
             continue
         attrs = named_attributes(o)
@@ -215,5 +223,5 @@ def _apply(block, args: list, shape: list, funcs: dict) -> list:
             env[o.results[0]] = create("stablehlo.broadcast_in_dim", wide, [scalar],
                                         {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
         else:
-            env[o.results[0]] = create(o.name, wide, [env[v] for v in o.operands], attrs)
+            env[o.results[0]] = create(o.name, wide, [get(v) for v in o.operands], attrs)
     raise AssertionError("a region without a return")
