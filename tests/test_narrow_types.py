@@ -233,6 +233,25 @@ def test_int4_and_uint4_programs_match_cpu_exactly(tt, cpu, name):
         np.testing.assert_array_equal(g.astype(np.int32), w.astype(np.int32))
 
 
+def test_int4_bitcasts_between_widths_are_exact(tt, cpu):
+    """int4 pairs <-> int8, four int4 -> float16, eight uint4 -> uint32 and back: the nibbles
+    taken apart and joined in uint32 ops, the first element lowest, as XLA does."""
+    rng = np.random.default_rng(3)
+    pairs = rng.integers(-8, 8, (3, 4, 2)).astype(ml_dtypes.int4)
+    quads = rng.integers(-8, 8, (5, 4)).astype(ml_dtypes.int4)
+    octets = rng.integers(0, 16, (3, 8)).astype(ml_dtypes.uint4)
+    i8 = rng.integers(-128, 128, (3, 4)).astype(np.int8)
+    f16 = rng.standard_normal(6).astype(np.float16)
+    got, want = run_both(lambda p, q, o, b, h: (
+        jax.lax.bitcast_convert_type(p, jnp.int8), jax.lax.bitcast_convert_type(q, jnp.float16),
+        jax.lax.bitcast_convert_type(o, jnp.uint32), jax.lax.bitcast_convert_type(b, jnp.int4),
+        jax.lax.bitcast_convert_type(h, jnp.uint4)), pairs, quads, octets, i8, f16, tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        bits = np.uint16 if g.dtype == np.float16 else None
+        np.testing.assert_array_equal(g.view(bits) if bits else g.astype(np.int64), w.view(bits) if bits else w.astype(np.int64))
+
+
 def test_torch_eager_and_compile():
     out = torch_script("""
         a = torch.tensor([127, -128, 5, -1], dtype=torch.int8)

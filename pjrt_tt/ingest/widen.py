@@ -210,8 +210,8 @@ def _fits(inner, outer) -> bool:
     return outer[0] <= inner[0] and inner[1] <= outer[1]
 
 
-_WIDTH = {"i8": 8, "ui8": 8, "i16": 16, "ui16": 16, "f16": 16, "bf16": 16, "i32": 32, "ui32": 32, "f32": 32}
-_UNSIGNED_OF = {8: "ui8", 16: "ui16", 32: "ui32"}
+_WIDTH = {"i4": 4, "ui4": 4, "i8": 8, "ui8": 8, "i16": 16, "ui16": 16, "f16": 16, "bf16": 16, "i32": 32, "ui32": 32, "f32": 32}
+_UNSIGNED_OF = {4: "ui4", 8: "ui8", 16: "ui16", 32: "ui32"}
 
 
 def _split_width(op) -> list:
@@ -227,7 +227,7 @@ def _split_width(op) -> list:
     if src not in _WIDTH or dst not in _WIDTH:
         return [op]
     ws, wd = _WIDTH[src], _WIDTH[dst]
-    carried = {src, dst} & {"i8", "i16", "f16"}
+    carried = {src, dst} & {"i4", "ui4", "i8", "i16", "f16"}
     if ws == wd and (not carried or (src, dst) in _UNSIGNED.items() or (dst, src) in _UNSIGNED.items()):
         return [op]
     b = _Bits()
