@@ -46,9 +46,16 @@ _ALGORITHMS = {
     ("f32", "f32", "f32", 1, 1, 1): _Plan(3, 6),       # F32_F32_F32: x6 is float32-accurate
     # TF32_TF32_F32: the unpacker reads float32 as TF32 when Dst is float32 (sim/fpu.py)
     ("tf32", "tf32", "f32", 1, 1, 1): _Plan(0, 1),
+    # Those the matrix unit has no single pass for run at least as accurately as asked: float16
+    # values (carried in float32, exactly) multiply exactly and sum in float32 through x6, as
+    # XLA:CPU computes them in float32; three TF32 passes (~21 bits) through x6 too.
+    ("f16", "f16", "f32", 1, 1, 1): _Plan(3, 6),       # F16_F16_F32
+    ("f16", "f16", "f16", 1, 1, 1): _Plan(3, 6),       # F16_F16_F16: float16 at the program's edge
+    ("tf32", "tf32", "f32", 1, 1, 3): _Plan(3, 6),     # TF32_TF32_F32_X3
 }
 _SUPPORTED = ("BF16_BF16_F32, BF16_BF16_F32_X3, BF16_BF16_F32_X6, BF16_BF16_F32_X9, BF16_BF16_BF16, "
-              "TF32_TF32_F32, F32_F32_F32 (or precision=HIGH / HIGHEST)")
+              "TF32_TF32_F32, TF32_TF32_F32_X3, F16_F16_F32, F16_F16_F16, F32_F32_F32 (or precision=HIGH / "
+              "HIGHEST)")
 _FLOATS = ("float32", "bfloat16")
 
 
