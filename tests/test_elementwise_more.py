@@ -6,6 +6,8 @@ for conversions, shift amounts outside [0, 32).
 """
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
@@ -211,6 +213,18 @@ def test_constant_folded_conversions(tt, cpu):
 # ---------------------------------------------------------------------------------------------
 # refused with a clear error
 # ---------------------------------------------------------------------------------------------
+
+def test_dce_sink_changes_nothing(tt, cpu):
+    """jax 0.12's lax.dce_sink(prevent_mlir_dce=True) sends a custom_call @dce_sink, which has
+    no results; 0.7.1's emits nothing."""
+    if "prevent_mlir_dce" not in inspect.signature(jax.lax.dce_sink).parameters:
+        pytest.skip(f"jax {jax.__version__}'s dce_sink emits no custom_call")
+
+    def f(x):
+        jax.lax.dce_sink(x + 1, prevent_mlir_dce=True)
+        return x * 2
+    check(tt, cpu, f, np.arange(4, dtype=np.float32), exact=True)
+
 
 def test_unsupported_is_explicit(tt):
     with pytest.raises(Exception, match=r"`stablehlo.fft` at .*test_elementwise_more.py:\d+"):

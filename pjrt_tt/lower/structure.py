@@ -9,6 +9,9 @@ from pjrt_tt.lower.registry import CUSTOM_CALLS, rule
 # custom_call targets that are the identity on a single device.
 IDENTITY_CUSTOM_CALLS = {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape",
                          "xla.sdy.FuncResultSharding", "LayoutConstraint"}
+# custom_call targets with no results that only keep their operands from XLA's dead-code
+# elimination (lax.dce_sink): they change no result, so nothing runs for them
+SINK_CUSTOM_CALLS = {"dce_sink"}
 
 
 @rule("func.call")
@@ -31,6 +34,8 @@ def _custom_call(lo: Lowering, op) -> list:
     target = ir.StringAttr(op.attributes["call_target_name"]).value
     if target in IDENTITY_CUSTOM_CALLS and len(op.operands) == len(op.results):
         return [lo.entry(v) for v in op.operands]
+    if target in SINK_CUSTOM_CALLS and not op.results:
+        return []
     lo.origin = f"stablehlo.custom_call @{target}"
     if target in CUSTOM_CALLS:
         return CUSTOM_CALLS[target](lo, op)
