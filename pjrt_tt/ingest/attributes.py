@@ -58,13 +58,13 @@ def _parse_text(text: str, etype: str, shape: tuple[int, ...]) -> np.ndarray:
     storage = {"bf16": ml_dtypes.bfloat16, "f16": np.float16}.get(etype, np.float64)
     m = _HEX.search(text)
     count = int(np.prod(shape))
-    if m and etype in ("i4", "ui4"):   # a byte an element, the value in its low 4 bits
-        nibbles = (np.frombuffer(bytes.fromhex(m.group(1)), np.uint8) & 0xF).astype(np.int64)
-        out = nibbles - 16 * (nibbles >= 8) if etype == "i4" else nibbles
-        return np.broadcast_to(out, (count,)).reshape(shape) if out.size == 1 else out.reshape(shape)
     if m:
-        raw = np.frombuffer(bytes.fromhex(m.group(1)), dtype=bits or storage)
-        out = raw.view(storage) if bits else raw
+        if etype in ("i4", "ui4"):   # a byte an element, the value in its low 4 bits
+            nibbles = (np.frombuffer(bytes.fromhex(m.group(1)), np.uint8) & 0xF).astype(np.int64)
+            out = nibbles - 16 * (nibbles >= 8) if etype == "i4" else nibbles
+        else:
+            raw = np.frombuffer(bytes.fromhex(m.group(1)), dtype=bits or storage)
+            out = raw.view(storage) if bits else raw
         return np.broadcast_to(out, (count,)).reshape(shape) if out.size == 1 else out.reshape(shape)
     body = text[text.index("<") + 1: text.rindex(">")].split(":")[0]
     tokens = [t for t in re.split(r"[\s,\[\]()<>]+", body) if t]

@@ -372,15 +372,19 @@ def _prove(funcs, main, entry, inputs, wide, guardable=()):
 
 
 def _excess(failed: list) -> float:
-    """How far the values that left their carrier went: the largest ratio of a bound to the
-    carrier's limit on its side (0 when none left it; inf when one has no bound)."""
+    """How far the values that left their carrier went: 1 + the largest overshoot past either
+    end, in units of the carrier's upper limit (0 when none left it, so > 1 for any failure,
+    a uint32 carrier's negative values included; inf when one has no bound)."""
     worst = 0.0
     for _, v, got in failed:
         if got is None:
             return math.inf
         lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
-        worst = max(worst, got[1] / hi_, got[0] / lo_ if lo_ else 0.0)
+        worst = max(worst, 1.0 + max(got[1] - hi_, lo_ - got[0], 1) / hi_)
     return worst
+
+
+_PREDICTIONS = 4
 
 
 def _widest(low: int, high: int, excess, failed_above: float | None = None) -> int | None:
@@ -389,30 +393,31 @@ def _widest(low: int, high: int, excess, failed_above: float | None = None) -> i
     whole module; but the excess grows about linearly with x (an index plus a constant, a
     product with a constant: the limits torch programs hit), so the secant through the last
     two failures, or the proportion from one, predicts the boundary, and a guess is kept only
-    once checked. Bisection covers what the prediction misses. `failed_above`: the excess at
-    high + 1, if known."""
+    once checked. After _PREDICTIONS guesses the search is plain bisection, so a shape the
+    secant misses (a square) costs at most 2 * _PREDICTIONS proofs more than bisection.
+    `failed_above`: the excess at high + 1, if known."""
     good, bad = low - 1, high + 1           # excess(good) == 0 (or none known); excess(bad) > 0
     failures: list[tuple[int, float]] = [] if failed_above is None else [(high + 1, failed_above)]
-    confirm = None
+    confirm, predictions = None, _PREDICTIONS
     while bad - good > 1:
         guess, predicted = confirm, False
         if guess is None and not failures:
             guess = high                     # the whole range first: it often fits
-        elif guess is None and math.isfinite(failures[-1][1]):
+        elif guess is None and predictions and math.isfinite(failures[-1][1]):
             (x1, e1), (x2, e2) = (failures[-2] if len(failures) > 1 else (0, 0.0)), failures[-1]
             # e(x) ~ linear: through (x1, e1), (x2, e2); the boundary is where it reaches 1
-            # (a bound equal to the carrier's limit); one failure: through the origin
+            # (a bound equal to the carrier's limit); one failure: through the origin. Clamped
+            # into (good, bad): a boundary predicted at `good` is checked next to it.
             if e2 != e1:
-                guess, predicted = math.floor(x2 - (e2 - 1.0) * (x2 - x1) / (e2 - e1)), True
+                guess = min(max(math.floor(x2 - (e2 - 1.0) * (x2 - x1) / (e2 - e1)), good + 1), bad - 1)
+                predicted, predictions = True, predictions - 1
         if guess is None or not good < guess < bad:
             guess, predicted = (good + bad) // 2, False
-        confirm = None
         e = excess(guess)
-        if e == 0:
-            good = guess   # a prediction that fits: is guess + 1 the boundary?
-            confirm = guess + 1 if predicted and guess + 1 < bad else None
+        if e == 0:   # a prediction that fits: is guess + 1 the boundary?
+            good, confirm = guess, (guess + 1 if predicted and guess + 1 < bad else None)
         else:
-            bad = guess
+            bad, confirm = guess, None
             failures.append((guess, e))
     return good if good >= low else None
 
