@@ -2,8 +2,8 @@
 
 Types the chip lacks are *carried* by one it has, while keeping their own type at the
 framework boundary (buffers, program signatures): int64, uint64 and float64 by int32, uint32
-and float32 (narrowed on upload after a range check, `narrow_to_device`, and widened on
-download); float16 and the float8 types by float32, int4, uint4, int8 and int16 by int32 (widened on
+and float32 (narrowed on upload, `narrow_to_device`, and widened on download; an integer
+array whose values do not fit goes as its uint32 words); float16 and the float8 types by float32, int4, uint4, int8 and int16 by int32 (widened on
 upload, exact; rounded / narrowed on download: the floats to nearest even, the integers are
 always in range because the programs wrap them, ingest/widen.py); complex64 by float32
 [2, *shape] holding its real and imaginary planes (ingest/complex64.py). docs/numerics.md
@@ -125,30 +125,39 @@ def from_mlir(name: str) -> ElementType:
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def narrow_to_device(data: np.ndarray, element: ElementType, what: str) -> tuple[int, int] | None:
-    """Checks that the values of a 64-bit host array fit the 32-bit type carrying it on the
-    chip (types carried in a wider one, float16 / int8 / int16, always fit: None); raises InvalidArgument naming `what` (the tensor) and the first value that does not.
-    Returns the (min, max) of an integer array (the executables check it against the range
-    their 64-bit arithmetic is exact for), None for other arrays. Float64 values are
-    rounded to float32 (docs/numerics.md); finite ones beyond float32's range are refused
-    (they would become infinities)."""
+def narrow_to_device(data: np.ndarray, element: ElementType, what: str) -> tuple[tuple[int, int] | None, bool]:
+    """How a host array goes to the chip: the (min, max) of a 64-bit integer array (None for
+    other arrays), which the executables check against the range their 32-bit arithmetic is
+    exact for; and whether it goes as its uint32 words (program.HostType.words) because its
+    values do not fit the 32-bit carrier: held exactly, read back exactly, and refused by a
+    program that computes with them in 32 bits (naming the argument and the values).
+    Float64 values are rounded to float32 (docs/numerics.md); finite ones beyond float32's
+    range are refused, raising InvalidArgument naming `what` (they would become infinities).
+    Types carried in a wider one (float16, int8, int16) always fit."""
     if not element.narrowed or data.size == 0:
-        return (0, 0) if element.narrowed and element.numpy.kind in "iu" else None
+        return ((0, 0) if element.narrowed and element.numpy.kind in "iu" else None), False
     if element.numpy.kind == "f":
         bad = np.isfinite(data) & (np.abs(data) > _F32_MAX)
         if bad.any():
-            return _refuse(data, bad, element, what, f"beyond float32's range (+-{_F32_MAX:.7g})")
-        return None
+            _refuse(data, bad, element, what, f"beyond float32's range (+-{_F32_MAX:.7g})")
+        return None, False
     info = np.iinfo(DEVICE_NUMPY[element.device])
     lo, hi = int(data.min()), int(data.max())
-    if lo < info.min or hi > info.max:
-        bad = (data < info.min) | (data > info.max)
-        return _refuse(data, bad, element, what, f"outside the {element.carrier.numpy.name} range "
-                                                 f"[{info.min}, {info.max}]")
-    return lo, hi
+    return (lo, hi), lo < info.min or hi > info.max
 
 
-def _refuse(data: np.ndarray, bad: np.ndarray, element: ElementType, what: str, why: str):
+def check_carrier_fits(data: np.ndarray, element: ElementType, what: str) -> None:
+    """Refuses (InvalidArgument naming `what`, the first value that does not fit and its index)
+    a 64-bit integer array whose values do not fit the 32-bit carrier, for callers that know
+    it will be computed in 32 bits (torch.compile's graph inputs)."""
+    rng, words = narrow_to_device(data, element, what)
+    if words:
+        info = np.iinfo(DEVICE_NUMPY[element.device])
+        _refuse(data, (data < info.min) | (data > info.max), element, what,
+                f"outside the {element.carrier.numpy.name} range [{info.min}, {info.max}]")
+
+
+def _refuse(data: np.ndarray, bad: np.ndarray, element: ElementType, what: str, why: str) -> None:
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     value = data[index].item()
     at = f" at index {list(index)}" if index else ""

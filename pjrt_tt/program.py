@@ -242,20 +242,28 @@ class Constant:
 
 @dataclasses.dataclass(frozen=True)
 class HostType:
-    """What the framework sees at the program boundary: element type and shape."""
+    """What the framework sees at the program boundary: element type and shape; and, for a
+    64-bit integer, whether the chip holds it as its (low, high) uint32 words (`words`)
+    instead of narrowed to its 32-bit carrier: a buffer whose values do not fit the carrier,
+    and a program argument its arithmetic reads in 64 bits (ingest/words64.py)."""
     element: ElementType
     shape: tuple[int, ...]
+    words: bool = False
 
     def __str__(self) -> str:
-        return f"tensor<{'x'.join(map(str, self.shape)) + 'x' if self.shape else ''}{self.element.mlir}>"
+        held = " (as uint32 words)" if self.words else ""
+        return f"tensor<{'x'.join(map(str, self.shape)) + 'x' if self.shape else ''}{self.element.mlir}>{held}"
 
 
 def device_type(h: HostType) -> TensorType:
     """How a framework tensor is held on the chip: rank-0 as shape (1,), TILE layout;
     complex64 as float32 [2, *shape], its (re, im) planes leading (TILE pads the last two
-    dims to 32: a trailing 2 would cost 16x)."""
+    dims to 32: a trailing 2 would cost 16x); 64-bit integer words as uint32 [2, *shape],
+    (low, high) planes leading likewise."""
     if h.element.is_complex:
         return TensorType((2, *h.shape), h.element.device, TILE)
+    if h.words:
+        return TensorType((2, *h.shape), "uint32", TILE)
     return TensorType(h.shape or (1,), h.element.device, TILE)
 
 
@@ -268,6 +276,9 @@ def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
         planes = np.empty(t.shape, DEVICE_NUMPY[t.dtype])
         planes[0], planes[1] = np.real(data), np.imag(data)
         return planes
+    if h.words:
+        bits = np.asarray(data).astype(np.uint64)   # two's complement for int64
+        return np.stack([bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32)]).astype(np.uint32)
     return np.asarray(data).astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
 
 
@@ -279,6 +290,9 @@ def host_array(data: np.ndarray, h: HostType) -> np.ndarray:
         out = np.empty(h.shape, h.element.numpy)
         out.real, out.imag = planes[0], planes[1]
         return out
+    if h.words:
+        planes = np.asarray(data, np.uint32).reshape(device_type(h).shape).astype(np.uint64)
+        return (planes[0] | (planes[1] << np.uint64(32))).astype(h.element.numpy)
     if h.element.is_bool:
         data = data != 0
     with np.errstate(over="ignore"):   # float32 beyond float16's range: +-inf, as on CPU

@@ -2,8 +2,9 @@
 carried as int32 / uint32 / float32 on the device and keep their 64-bit type at the framework
 boundary (dtypes.py, ingest/narrow64.py, docs/numerics.md).
 
-Checked against XLA:CPU in 64 bits (and eager torch on the CPU): values that fit pass exactly,
-values that do not are refused naming the array / argument and the value, never wrapped;
+Checked against XLA:CPU in 64 bits (and eager torch on the CPU): values that fit pass exactly;
+values that do not are held as uint32 words and come back exact, and a program computing
+with them in 32 bits refuses them naming the argument and the values, never wrapped;
 float64 results meet the documented float32 bound; the tt_strict_64bit option refuses instead.
 """
 from __future__ import annotations
@@ -39,22 +40,37 @@ def test_64bit_integers_that_fit_round_trip_exactly(tt, dtype, good):
     assert_close(_round_trip(x, tt), x)   # dtype int64 / uint64 back, values equal
 
 
+@pytest.mark.parametrize("dtype,big", [
+    (np.int64, [2**31, -2**31 - 1, 2**40, 2**63 - 1, -2**63]), (np.uint64, [2**32, 2**64 - 1, 2**63]),
+])
+def test_64bit_integers_that_do_not_fit_are_held_as_words_exactly(tt, dtype, big):
+    """Values beyond the 32-bit carrier go to the device as their uint32 words, and come back
+    exact: a random seed or a hash passes through a device unchanged."""
+    x = np.array([1, *big, 2], dtype)
+    got = _round_trip(x, tt)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got, x)
+
+
 @pytest.mark.parametrize("dtype,bad,carrier", [
     (np.int64, 2**31, "int32"), (np.int64, -2**31 - 1, "int32"), (np.int64, 2**40, "int32"),
     (np.uint64, 2**32, "uint32"), (np.uint64, 2**64 - 1, "uint32"),
 ])
-def test_64bit_integers_that_do_not_fit_are_refused(tt, dtype, bad, carrier):
-    x = np.array([1, bad, 2], dtype)
-    with pytest.raises(Exception) as e:
-        _round_trip(x, tt)
+def test_arguments_that_do_not_fit_are_refused_by_32_bit_programs(tt, dtype, bad, carrier):
+    """A program whose arithmetic runs in the 32-bit carrier refuses a buffer held as words,
+    naming the argument, its values and the range it is exact for; never a wrap."""
+    with enable_x64(), pytest.raises(Exception) as e:
+        x = jax.device_put(np.array([1, bad, 2], dtype), tt)
+        jax.jit(lambda v: v * 2)(x)
     message = str(e.value)
-    assert "INVALID_ARGUMENT" in message, message
-    assert f"the {np.dtype(dtype).name} array of shape [3]" in message, message   # names the array
-    assert f"holds {bad} at index [1]" in message and f"the {carrier} range" in message, message
+    assert "INVALID_ARGUMENT" in message and "argument 0 of jit_" in message, message
+    assert f"is {np.dtype(dtype).name} with values in [{min(bad, 1)}, {max(bad, 2)}]" in message, message
+    assert "exact only for values in" in message, message
 
 
 def test_a_jit_argument_that_does_not_fit_is_refused(tt):
-    with enable_x64(), pytest.raises(Exception, match=r"INVALID_ARGUMENT: the int64 array .* holds 2147483648"):
+    with enable_x64(), pytest.raises(Exception, match=r"INVALID_ARGUMENT: argument 0 of jit__lambda is int64 "
+                                                      r"with values in \[2147483648, 2147483648\]"):
         jax.jit(lambda v: v * 2, device=tt)(np.array([2**31], np.int64))
 
 
@@ -300,17 +316,19 @@ def test_torch_eager_int64_and_float64():
         assert y.dtype == torch.float64 and torch.allclose(y, (f * 2).exp(), rtol=1e-6, atol=1e-6), y
         floor = torch.div(x * 7, 3, rounding_mode="floor").cpu()   # through float32, checked at run time
         assert floor.dtype == torch.int64 and torch.equal(floor, torch.div(ids * 7, 3, rounding_mode="floor")), floor
-        for bad in (2**31, -2**31 - 1):
+        for bad in (2**31, -2**31 - 1, 2**62 + 3):   # held as words: exact back
+            big = torch.tensor([0, bad])
+            assert torch.equal(big.to(dev).cpu(), big)
             try:
-                torch.tensor([0, bad]).to(dev).cpu()
+                (big.to(dev) + 1).cpu()
             except RuntimeError as e:
                 print("ERROR", e)
         print("done")
     """)
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 2 and out.rstrip().endswith("done"), out
-    assert "INVALID_ARGUMENT" in errors[0] and "holds 2147483648 at index [1]" in errors[0], errors[0]
-    assert "holds -2147483649 at index [1]" in errors[1], errors[1]
+    assert len(errors) == 3 and out.rstrip().endswith("done"), out
+    assert "argument 0 of SyncTensorsGraph" in errors[0] and "int64 with values in [0, 2147483648]" in errors[0], errors[0]
+    assert "with values in [-2147483649, 0]" in errors[1], errors[1]
 
 
 def test_torch_compile_int64_embedding_ids_and_strict_option():
@@ -343,6 +361,6 @@ def test_torch_compile_int64_embedding_ids_and_strict_option():
     strict = [line for line in out.splitlines() if line.startswith("STRICT")]
     assert strict and "tt_strict_64bit" in strict[0] and "i64" in strict[0], out
     overflow = [line for line in out.splitlines() if line.startswith("OVERFLOW")]
-    # torch_xla sends the scalar 3_000_000_000 to the device as an int64 argument: refused there,
-    # naming the value and the aten op (an in-graph constant is refused naming the multiply)
-    assert overflow and "holds 3000000000" in overflow[0] and "aten.mul" in overflow[0], out
+    # torch_xla sends the scalar 3_000_000_000 to the device as an int64 argument (held as
+    # words): the program multiplying in 32 bits refuses it, naming the value and the aten op
+    assert overflow and "values in [3000000000, 3000000000]" in overflow[0] and "aten__mul" in overflow[0], out

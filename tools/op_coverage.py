@@ -32,8 +32,8 @@ EXPANDED = {
     "stablehlo.real": "ingest/complex64.py: complex64 as pairs of float32 values",
     "stablehlo.imag": "ingest/complex64.py: complex64 as pairs of float32 values",
     "stablehlo.rng_bit_generator": "ingest/rng.py: XLA's Philox / Threefry expanders in uint32, bit-equal "
-                                   "to XLA:CPU; refused: 64-bit draws, a state computed in 64-bit "
-                                   "arithmetic (torch_xla's seeds)",
+                                   "to XLA:CPU; 64-bit states (torch_xla's seeds) computed in uint32 "
+                                   "word pairs (words64.py); refused: 64-bit draws, a state from a float",
 }
 # Ops that are refused on purpose, and why (everything else unlowered is "not yet").
 REFUSED = {

@@ -28,8 +28,9 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest.attributes import describe_location, source_site
-from pjrt_tt.ingest.mlir_compat import as_operation, called_from, create, named_attributes
+from pjrt_tt.ingest.attributes import describe_location
+from pjrt_tt.ingest.inline import inline_calls
+from pjrt_tt.ingest.mlir_compat import create, named_attributes
 
 COMPLEX = "complex<f32>"
 
@@ -63,7 +64,7 @@ def split_complex(module: ir.Module, main) -> None:
     if has_complex(module) is None:
         return
     entry = main.regions[0].blocks[0]
-    _inline_calls(module, entry)
+    inline_calls(module, entry, _touches)
     pairs: dict = {}
     with module.context:
         ops = [op.operation for op in entry.operations]
@@ -110,70 +111,9 @@ def split_complex(module: ir.Module, main) -> None:
         raise _refusal(left[0], "computes complex values outside @main's own body")
 
 
-def _inline_calls(module: ir.Module, entry) -> None:
-    """jnp functions are outlined (a func.call of `jit(_where)`, `jit(angle)`...) and the
-    planes are rewritten in @main's own body: calls of functions that touch complex values
-    are inlined there first (MLIR's inliner does not inline StableHLO)."""
-    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
-             for op in module.body.operations if op.operation.name == "func.func"}
-    # a composite (jax's acos, asinh, ...) is a call of its decomposition for this purpose
-    target = {"func.call": "callee", "stablehlo.composite": "decomposition"}
-    while True:
-        calls = [op.operation for op in entry.operations if op.operation.name in target]
-        calls = [c for c in calls
-                 if _touches(funcs.get(ir.FlatSymbolRefAttr(c.attributes[target[c.name]]).value))]
-        if not calls:
-            break
-        for call in calls:
-            callee = funcs[ir.FlatSymbolRefAttr(call.attributes[target[call.name]]).value]
-            body = callee.regions[0].blocks[0]
-            mapping = dict(zip(body.arguments, call.operands))
-            with ir.InsertionPoint(call):
-                for inner in body.operations:
-                    inner = inner.operation
-                    if inner.name == "func.return":
-                        for r, v in zip(call.results, inner.operands):
-                            r.replace_all_uses_with(mapping.get(v, v))
-                        break
-                    copy = as_operation(inner.clone())
-                    if source_site(copy.location, None) is None:   # no frames of its own
-                        called_from(copy, call.location)
-                    _remap(copy, mapping)
-                    mapping.update(zip(inner.results, copy.results))
-            call.erase()
-    # the inlined functions nothing calls now go, and then those only they called (not with a
-    # pass: running one invalidates the bindings' op handles in jaxlib 0.7.1)
-    while True:
-        used = set()
-
-        def visit(op):
-            for attr in ("callee", "decomposition"):
-                if attr in op.attributes:
-                    used.add(ir.FlatSymbolRefAttr(op.attributes[attr]).value)
-            return ir.WalkResult.ADVANCE
-
-        module.operation.walk(visit)
-        dead = [name for name, func in funcs.items() if name != "main" and name not in used and _touches(func)]
-        if not dead:
-            return
-        for name in dead:
-            funcs.pop(name).erase()
-
-
 def _touches(func) -> bool:
     return func is not None and bool(func.regions[0].blocks) and (
         any(_is_complex(a.type) for a in func.regions[0].blocks[0].arguments) or _inner_complex(func))
-
-
-def _remap(op, mapping: dict) -> None:
-    """Operands of `op` and of the ops in its regions that are callee values -> the caller's."""
-    for i, v in enumerate(op.operands):
-        if v in mapping:
-            op.operands[i] = mapping[v]
-    for region in op.regions:
-        for block in region.blocks:
-            for inner in block.operations:
-                _remap(inner.operation, mapping)
 
 
 def _rewrite(op, pairs: dict) -> list:

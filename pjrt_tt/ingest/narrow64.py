@@ -43,6 +43,7 @@ from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
 from pjrt_tt.ingest.mlir_compat import as_operation, create, defining_op, users
+from pjrt_tt.ingest.words64 import mulhi, word_arguments
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
@@ -85,6 +86,8 @@ class Boundary:
     # arithmetic narrowed input_ranges: a call whose arguments lie outside them is proven
     # again for the values it holds (`reprove`) before it is refused.
     proof_source: bytes = b""
+    # arguments held as their uint32 words [2, *shape] (words64.py): exact for any value
+    words: tuple[int, ...] = ()
 
 
 def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
@@ -121,8 +124,9 @@ def narrow_64bit(module: ir.Module, strict: bool = False) -> Boundary:
     widen.apply(edits)
     if guards:
         _return_guards(main, [op for op, _, _, _ in guards])
-    return Boundary(inputs, outputs, ranges, out_ranges, limit,
-                    tuple((what, lo, hi) for _, what, lo, hi in guards), source)
+    words = word_arguments(main)
+    return Boundary(tuple(words.get(i, e) for i, e in enumerate(inputs)), outputs, ranges, out_ranges, limit,
+                    tuple((what, lo, hi) for _, what, lo, hi in guards), source, tuple(sorted(words)))
 
 
 def _mulhi_in_32_bits(module: ir.Module) -> None:
@@ -154,40 +158,6 @@ def _mulhi_in_32_bits(module: ir.Module) -> None:
         for dead in [mul, *ext]:
             if not list(dead.results[0].uses):
                 dead.erase()
-
-
-def mulhi(a: ir.Value, b: ir.Value | int) -> ir.Value:
-    """mulhi(a, b) of two int32 or uint32 values, in uint32 ops; b may be a uint32 constant
-    (a Python int: its 16-bit halves are then constants too)."""
-    signed = _etype(a.type) == "i32"
-    assert not (signed and isinstance(b, int)), "a constant multiplier is uint32"
-    shape = list(ir.RankedTensorType(a.type).shape)
-    u32 = ir.RankedTensorType.get(shape, ir.IntegerType.get_unsigned(32))
-
-    def op(name, *operands, result=u32):
-        return create(name, result, operands)
-
-    def const(n, t=u32):
-        return create("stablehlo.constant", t, [], {
-            "value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(ir.RankedTensorType(t).element_type, n))})
-
-    au, bu = (op("stablehlo.bitcast_convert", v) if signed else v for v in (a, b))
-    lo16 = lambda v: op("stablehlo.and", v, const(0xFFFF))  # noqa: E731
-    hi16 = lambda v: op("stablehlo.shift_right_logical", v, const(16))  # noqa: E731
-    a0, a1 = lo16(au), hi16(au)
-    b0, b1 = (const(b & 0xFFFF), const(b >> 16)) if isinstance(b, int) else (lo16(bu), hi16(bu))
-    p00, p01, p10, p11 = (op("stablehlo.multiply", x, y) for x, y in ((a0, b0), (a0, b1), (a1, b0), (a1, b1)))
-    mid = op("stablehlo.add", op("stablehlo.add", hi16(p00), lo16(p01)), lo16(p10))
-    hi = op("stablehlo.add", op("stablehlo.add", p11, hi16(p01)), op("stablehlo.add", hi16(p10), hi16(mid)))
-    if not signed:
-        return hi
-    i1 = ir.RankedTensorType.get(shape, ir.IntegerType.get_signless(1))
-    for x, y in ((a, bu), (b, au)):   # minus y where x < 0 (mod 2^32)
-        neg = create("stablehlo.compare", i1, [x, const(0, a.type)], {
-            "comparison_direction": ir.Attribute.parse("#stablehlo<comparison_direction LT>"),
-            "compare_type": ir.Attribute.parse("#stablehlo<comparison_type SIGNED>")})
-        hi = op("stablehlo.subtract", hi, op("stablehlo.select", neg, y, const(0)))
-    return op("stablehlo.bitcast_convert", hi, result=a.type)
 
 
 def _guardable(entry) -> list:

@@ -5,6 +5,8 @@ the same bits as on CPU.
 jax gives the op a uint64[2] state, the bitcast of the key's uint32[2, 2] words, and bitcasts
 the new state back. The chip has no 64-bit type, so the state is read and written as those
 words (row r is state[r] as (low, high)) and each 64-bit add is 32-bit adds with carries.
+torch_xla computes the state from its int64 seed: words64.py writes that computation in word
+pairs first, so torch.rand and dropout draw on the chip the bits XLA:CPU draws.
 The algorithms, as XLA's prng.cc defines them:
 
 - PHILOX, and DEFAULT, which XLA:CPU maps to it (measured: bit-equal): Philox4x32-10 keyed by
@@ -26,15 +28,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from jaxlib.mlir import ir
 
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import describe_location
 from pjrt_tt.ingest.mlir_compat import create, defining_op, users
-from pjrt_tt.ingest.narrow64 import mulhi
+from pjrt_tt.ingest.words64 import Uint32, mulhi, states_as_words
 
-_MASK = 2**32 - 1
 _PHILOX_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_KEY_STEPS = (0x9E3779B9, 0xBB67AE85)
 _PHILOX_ROUNDS = 10
@@ -50,6 +50,12 @@ def expand_rng_bit_generators(module: ir.Module) -> None:
     found = []
     module.operation.walk(lambda op: (found.append(op) if op.name == "stablehlo.rng_bit_generator"
                                       else None) or ir.WalkResult.ADVANCE)
+    main = next((op for op in module.body.operations if op.operation.name == "func.func"
+                 and ir.StringAttr(op.attributes["sym_name"]).value == "main"), None)
+    computed = [op for op in found if (defining_op(op.operands[0]) is None or
+                                       defining_op(op.operands[0]).name != "stablehlo.bitcast_convert")]
+    if computed and main is not None:   # torch_xla's int64 seeds: computed in word pairs first
+        states_as_words(computed, module, main)
     for op in found:
         _expand(op)
 
@@ -60,7 +66,7 @@ def _expand(op) -> None:
     out_type = ir.RankedTensorType(op.results[1].type)
     words, readers = _state_words(op, algorithm, str(out_type.element_type))
     with op.context, op.location, ir.InsertionPoint(op):
-        u32 = _Uint32()
+        u32 = Uint32()
         shape = list(out_type.shape)
         if math.prod(shape) == 0:
             bits, new_words = u32.empty(shape), words
@@ -95,11 +101,11 @@ def _state_words(op, algorithm: str, out: str) -> tuple[ir.Value, list]:
     rows = ir.RankedTensorType(op.operands[0].type).shape[0]
     if words is None or _u32_words(words.type) != rows:
         raise Unimplemented(
-            f"`stablehlo.rng_bit_generator`{at} takes a uint64 state that is not the bitcast of "
-            f"uint32 words (torch_xla computes it from its int64 seed in 64-bit arithmetic): the chip "
-            f"has no 64-bit types, so pjrt-tt runs this op only on uint32 key data, as jax's 'rbg' "
-            f"and 'unsafe_rbg' keys hold it. Random numbers in torch_xla programs (torch.rand, "
-            f"dropout in training) are not supported yet; in jax, any key implementation works")
+            f"`stablehlo.rng_bit_generator`{at} takes a uint64 state computed by an op pjrt-tt has no "
+            f"exact 32-bit form for (the chip has no 64-bit types: a state is read as uint32 words, "
+            f"and computed from integer arguments and constants by adds, multiplies, converts and "
+            f"reshapes in word pairs, as torch_xla seeds it): a float converted to 64 bits, or a "
+            f"state carried through a loop. Compute the seed from integers, outside loops")
     if rows not in ((2,) if algorithm == "THREE_FRY" else (2, 3)):
         raise Unimplemented(f"`stablehlo.rng_bit_generator`{at}: a {algorithm} state of {rows} uint64 "
                             f"values is not one XLA defines")
@@ -119,93 +125,7 @@ def _u32_words(t: ir.Type) -> int | None:
     return t.shape[0]
 
 
-class _Uint32:
-    """uint32 ops at the insertion point."""
-
-    def __init__(self):
-        self.element = ir.IntegerType.get_unsigned(32)
-
-    def type(self, shape) -> ir.Type:
-        return ir.RankedTensorType.get(list(shape), self.element)
-
-    def const(self, value: int, shape) -> ir.Value:
-        t = self.type(shape)
-        return create("stablehlo.constant", t, [], {
-            "value": ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(self.element, value & _MASK))})
-
-    def empty(self, shape) -> ir.Value:
-        t = self.type(shape)
-        return create("stablehlo.constant", t, [], {"value": ir.DenseElementsAttr.get(
-            np.zeros(shape, np.uint32), type=self.element)})
-
-    def op(self, name: str, *operands: ir.Value) -> ir.Value:
-        return create(name, operands[0].type, list(operands))
-
-    def add(self, a, b):
-        return self.op("stablehlo.add", a, b)
-
-    def xor(self, a, b):
-        return self.op("stablehlo.xor", a, b)
-
-    def shape(self, v: ir.Value) -> list[int]:
-        return list(ir.RankedTensorType(v.type).shape)
-
-    def scalar(self, value: int, like: ir.Value) -> ir.Value:
-        return self.const(value, self.shape(like))
-
-    def carry(self, total: ir.Value, addend: ir.Value) -> ir.Value:
-        """1 where total = x + addend wrapped past 2^32 (then total < addend), else 0."""
-        i1 = ir.RankedTensorType.get(self.shape(total), ir.IntegerType.get_signless(1))
-        wrapped = create("stablehlo.compare", i1, [total, addend], {
-            "comparison_direction": ir.Attribute.parse("#stablehlo<comparison_direction LT>"),
-            "compare_type": ir.Attribute.parse("#stablehlo<comparison_type UNSIGNED>")})
-        return create("stablehlo.convert", total.type, [wrapped])
-
-    def add_with_carry(self, words: list, addend: ir.Value) -> list:
-        """(low word first) words + addend, the carry rippling through every word."""
-        out = []
-        for w in words:
-            total = self.add(w, addend)
-            out.append(total)
-            addend = self.carry(total, addend)
-        return out
-
-    def rotate_left(self, v, distance: int):
-        return self.op("stablehlo.or", self.op("stablehlo.shift_left", v, self.scalar(distance, v)),
-                       self.op("stablehlo.shift_right_logical", v, self.scalar(32 - distance, v)))
-
-    def reshape(self, v, shape):
-        return create("stablehlo.reshape", self.type(shape), [v])
-
-    def word(self, words: ir.Value, row: int, col: int, n: int) -> ir.Value:
-        """words[row, col] broadcast to a uint32[n] (n = 1: the word as a uint32[1])."""
-        one = create("stablehlo.slice", self.type([1, 1]), [words], {
-            "start_indices": ir.DenseI64ArrayAttr.get([row, col]),
-            "limit_indices": ir.DenseI64ArrayAttr.get([row + 1, col + 1]),
-            "strides": ir.DenseI64ArrayAttr.get([1, 1])})
-        return create("stablehlo.broadcast_in_dim", self.type([n]), [self.reshape(one, [])],
-                      {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
-
-    def iota(self, n: int) -> ir.Value:
-        return create("stablehlo.iota", self.type([n]), [], {"iota_dimension": ir.IntegerAttr.get(
-            ir.IntegerType.get_signless(64), 0)})
-
-    def concat(self, values: list, dim: int, shape) -> ir.Value:
-        return create("stablehlo.concatenate", self.type(shape), values,
-                      {"dimension": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), dim)})
-
-    def slice(self, v, limits) -> ir.Value:
-        return create("stablehlo.slice", self.type(limits), [v], {
-            "start_indices": ir.DenseI64ArrayAttr.get([0] * len(limits)),
-            "limit_indices": ir.DenseI64ArrayAttr.get(list(limits)),
-            "strides": ir.DenseI64ArrayAttr.get([1] * len(limits))})
-
-    def rows(self, rows: list) -> ir.Value:
-        """uint32[rows, 2] from (low, high) pairs of uint32[1]."""
-        return self.concat([self.reshape(self.concat(list(r), 0, [2]), [1, 2]) for r in rows], 0, [len(rows), 2])
-
-
-def _philox(u32: _Uint32, words: ir.Value, n: int) -> tuple[ir.Value, ir.Value]:
+def _philox(u32: Uint32, words: ir.Value, n: int) -> tuple[ir.Value, ir.Value]:
     """n Philox4x32-10 uint32 values (flat) and the new state's words."""
     rows = _u32_words(words.type)
     blocks = -(-n // 4)
@@ -229,7 +149,7 @@ def _philox(u32: _Uint32, words: ir.Value, n: int) -> tuple[ir.Value, ir.Value]:
     return bits, u32.rows(new_rows)
 
 
-def _threefry(u32: _Uint32, words: ir.Value, shape: list) -> tuple[ir.Value, ir.Value]:
+def _threefry(u32: Uint32, words: ir.Value, shape: list) -> tuple[ir.Value, ir.Value]:
     """uint32 values of `shape` from Threefry2x32-20, and the new state's words."""
     split = next((i for i, d in enumerate(shape) if d % 2 == 0), None)
     if split is None and shape:
@@ -258,7 +178,7 @@ def _threefry(u32: _Uint32, words: ir.Value, shape: list) -> tuple[ir.Value, ir.
     return bits, u32.rows([[u32.word(words, 0, c, 1) for c in (0, 1)], advanced])
 
 
-def _as_output(u32: _Uint32, bits: ir.Value, out: ir.RankedTensorType) -> ir.Value:
+def _as_output(u32: Uint32, bits: ir.Value, out: ir.RankedTensorType) -> ir.Value:
     """The uint32 bits as the op's result type: its low bits for narrower types (XLA's
     convert), reinterpreted for signed and float ones."""
     width, bitcast = _OUTPUTS[str(out.element_type)]

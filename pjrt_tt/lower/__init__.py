@@ -51,7 +51,8 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
     ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
     # what the framework sees: the 64-bit types narrowing rewrote (carried as 32-bit values)
     boundary = parsed.boundary
-    in_hosts = [_framework_type(t, boundary.inputs[i] if boundary else "") for i, t in enumerate(ftype.inputs)]
+    in_hosts = [_framework_type(t, boundary.inputs[i] if boundary else "", boundary and i in boundary.words)
+                for i, t in enumerate(ftype.inputs)]
     out_hosts = [_framework_type(t, boundary.outputs[i] if boundary and i < len(boundary.outputs) else "")
                  for i, t in enumerate(ftype.results)]   # (the guards' min / max come last)
     for i, h in enumerate(in_hosts):
@@ -85,14 +86,15 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
                    guards=tuple(boundary.guards) if boundary else ())
 
 
-def _framework_type(t: ir.Type, logical: str) -> HostType:
+def _framework_type(t: ir.Type, logical: str, words: bool = False) -> HostType:
     """The type of a @main argument or result as the framework sees it: `logical`, the
-    64-bit type narrowing replaced by its carrier, or the type itself."""
+    64-bit type narrowing replaced by its carrier (or, `words`, its uint32 words), or the
+    type itself."""
     h = host_type(t)
     if logical and logical != h.element.mlir:
         element = dtypes.from_mlir(logical)
-        # complex64 is [2, *shape] on the chip: its planes (ingest/complex64.py)
-        return HostType(element, h.shape[1:] if element.is_complex else h.shape)
+        # complex64 and words are [2, *shape] on the chip: planes (ingest/complex64.py, words64.py)
+        return HostType(element, h.shape[1:] if element.is_complex or words else h.shape, bool(words))
     return h
 
 

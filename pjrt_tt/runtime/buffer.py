@@ -3,7 +3,10 @@
 A buffer keeps the framework's element type; the chip holds the type that carries it
 (int64 as int32, uint64 as uint32, float64 as float32; float16 as float32, int8 / int16 as
 int32; complex64 as float32 [2, *dims] (re, im): dtypes.py). 64-bit uploads narrow after a range check and downloads widen; float16 /
-int8 / int16 uploads widen (exact) and downloads convert back (float16 rounds to nearest even). A 64-bit integer buffer knows a range its values lie in (measured
+int8 / int16 uploads widen (exact) and downloads convert back (float16 rounds to nearest even).
+A 64-bit integer array whose values do not fit the carrier is held as its uint32 words
+instead (HostType.words), exactly; a program that computes with it in 32 bits refuses it.
+A 64-bit integer buffer knows a range its values lie in (measured
 at upload, or the bound the program proved for an output), which executables check against
 the argument range their 32-bit arithmetic is exact for (narrow64.Boundary)."""
 from __future__ import annotations
@@ -87,11 +90,11 @@ class Buffer:
     def from_host(cls, client, device, element: ElementType, data: np.ndarray) -> "Buffer":
         """`data` may be a view of the framework's memory (any strides, stride 0 included):
         the device's room is checked before anything is converted or copied."""
-        host = HostType(element, tuple(data.shape))
+        value_range, words = narrow_to_device(data, element, f"the {element.numpy.name} array of shape "
+                                                             f"{list(data.shape)} sent to {device.debug_string}")
+        host = HostType(element, tuple(data.shape), words)
         t = device_type(host)
         client.target.check_fits(t, device.chip)
-        value_range = narrow_to_device(data, element, f"the {element.numpy.name} array of shape "
-                                                      f"{list(data.shape)} sent to {device.debug_string}")
         recorder = client.recorder
         start = recorder.now() if recorder.active else 0
         tensor = client.deadline.call(f"a transfer of {host} to the TT device", client.target.upload,
@@ -177,6 +180,21 @@ class Buffer:
         data = client.deadline.call(f"a read of a {self.host} buffer", client.target.download,
                                     self.live_tensor("reading a buffer"), t)
         return host_array(data, self.host)
+
+    def as_words(self):
+        """This 64-bit integer buffer as its (low, high) uint32 words, the form a program that
+        computes with it in 64 bits reads (ingest/words64.py); made once from a narrowed
+        buffer (through the host: such arguments are seeds and counters, a few words) and
+        kept with it."""
+        if self.host.words:
+            return self.live_tensor("reading a buffer")
+        words = HostType(self.host.element, self.host.shape, words=True)
+        device, client = self.device, self.device.client
+
+        def make(_):
+            t = client.target.upload(device_array(self.numpy(), words), device_type(words), device.chip)
+            return [t], [t]
+        return self.prepared(("words",), make)[0]
 
     def measured_range(self) -> tuple[int, int] | None:
         """The range of a 64-bit integer buffer's values, read from the device if only a

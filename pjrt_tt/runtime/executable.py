@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pjrt_tt.dtypes import DEVICE_NUMPY
 from pjrt_tt.errors import InvalidArgument, Unimplemented
 from pjrt_tt.ingest import assignment_ids, parse_compile_options
 from pjrt_tt.perf.profile import profiler_for
@@ -144,12 +145,10 @@ class LoadedExecutable:
         tensors = []
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
             if buf.host is not want:
-                if buf.host != want:
-                    raise InvalidArgument(f"argument {i} of {self.name} is {buf.host}, expected {want}")
-                buf.host = want   # equal: the next call compares identities
+                check_argument(program, self.name, i, buf, want, "")
         bounds = self._ranges.check(argument_lists, self.name)
-        for i, buf in enumerate(args):
-            tensor = buf.tensor
+        for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
+            tensor = buf.tensor if not want.words else buf.as_words()
             tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
         deadline = self.client.deadline
         prepared = deadline.call(f"const-eval of program {self.name}", self._prepared, args) \
@@ -253,9 +252,8 @@ class MeshExecutable(LoadedExecutable):
             if len(args) != len(program.inputs):
                 raise InvalidArgument(f"{self.name} takes {len(program.inputs)} arguments, got {len(args)}")
             for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
-                if buf.host != want:
-                    raise InvalidArgument(f"argument {i} of {self.name} on device {p} is {buf.host}, "
-                                          f"expected its shard {want}")
+                if buf.host is not want:
+                    check_argument(program, self.name, i, buf, want, f" on device {p}")
         bounds = self._ranges.check(argument_lists, self.name)
         tensors = []
         for i in range(len(program.inputs)):
@@ -264,7 +262,8 @@ class MeshExecutable(LoadedExecutable):
                 buf = args[i]
                 if buf.device is not device:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(device)
-                shards[position[device.id]] = buf.live_tensor(f"argument {i} of {self.name}")
+                shards[position[device.id]] = buf.as_words() if program.input_host_types[i].words \
+                    else buf.live_tensor(f"argument {i} of {self.name}")
                 bufs.append(buf)
             tensors.append(runner.combine(shards))
             views = runner.adopt(tensors[-1])   # a mesh copy made through the host: from now on
@@ -353,14 +352,37 @@ class ArgumentRanges:
                     self.proven = [self.proven[0]] + self.proven[1:][-(self.KEPT - 1):] + [(ranges, bounds)]
                     return bounds
         i = next(i for i in wanted if not _within(held[i], program.input_ranges[i]))
-        buf, want = argument_lists[0][i], program.input_ranges[i]
-        dtype = buf.host.element.numpy.name
         where = f" on {len(argument_lists)} devices" if len(argument_lists) > 1 else ""
-        raise InvalidArgument(
-            f"argument {i} of {name}{where} is {dtype} with values in [{held[i][0]}, {held[i][1]}], but the "
-            f"program is exact only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and "
-            f"the program's {dtype} arithmetic ({program.range_limit or 'on this argument'}) runs in 32 bits, "
-            f"where larger values could overflow. Keep the values in that range, or compute this part on the CPU")
+        raise _out_of_range(program, name, i, argument_lists[0][i], held[i], where)
+
+
+def _out_of_range(program, name: str, i: int, buf, held: tuple, where: str) -> InvalidArgument:
+    ranges, dtype = program.input_ranges, buf.host.element.numpy.name
+    want = ranges[i] if i < len(ranges) and ranges[i] is not None else _carrier_range(buf.host.element)
+    return InvalidArgument(
+        f"argument {i} of {name}{where} is {dtype} with values in [{held[0]}, {held[1]}], but the "
+        f"program is exact only for values in [{want[0]}, {want[1]}]: the chip has no 64-bit integers, and "
+        f"the program's {dtype} arithmetic ({program.range_limit or 'on this argument'}) runs in 32 bits, "
+        f"where larger values could overflow. Keep the values in that range, or compute this part on the CPU")
+
+
+def _carrier_range(element) -> tuple[int, int]:
+    info = np.iinfo(DEVICE_NUMPY[element.device])
+    return int(info.min), int(info.max)
+
+
+def check_argument(program, name: str, i: int, buf, want, where: str) -> None:
+    """Argument i's buffer against the type the program reads. A 64-bit integer buffer held
+    narrowed goes to an argument read as words (Buffer.as_words); one held as words (its
+    values do not fit the 32-bit carrier) is refused by an argument read narrowed."""
+    held = buf.host
+    if held == want:
+        buf.host = want   # equal: the next call compares identities
+    elif held.words == want.words or (held.element, held.shape) != (want.element, want.shape):
+        shard = " its shard" if where else ""
+        raise InvalidArgument(f"argument {i} of {name}{where} is {held}, expected{shard} {want}")
+    elif held.words:
+        raise _out_of_range(program, name, i, buf, buf.value_range, where)
 
 
 def _within(r, want) -> bool:

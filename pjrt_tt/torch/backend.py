@@ -20,6 +20,9 @@ import weakref
 
 import torch
 
+from pjrt_tt.dtypes import BY_MLIR, check_carrier_fits
+from pjrt_tt.errors import InvalidArgument
+
 
 def _xla_device():
     """torch_xla's device, starting its runtime on TT unless the user chose otherwise."""
@@ -91,12 +94,17 @@ _RUN_LOCK = threading.RLock()
 
 
 def _to_device(t: torch.Tensor, device, name: str) -> torch.Tensor:
-    """`t` on the device; a refused transfer (an int64 value beyond int32, which carries it
-    on the chip) names the graph input it was for."""
+    """`t` on the device; a refused transfer names the graph input it was for. An int64 value
+    beyond int32 is refused here: every program a graph compiles to computes int64 in int32
+    (the device would hold it exactly, as words, and the program would refuse it without
+    knowing the input's name)."""
     try:
+        if t.dtype == torch.int64 and t.numel():
+            check_carrier_fits(t.detach().numpy(), BY_MLIR["i64"],
+                               f"the int64 tensor of shape {list(t.shape)}")
         return t.to(device)
-    except RuntimeError as e:
-        if "INVALID_ARGUMENT" not in str(e):
+    except (RuntimeError, InvalidArgument) as e:
+        if "INVALID_ARGUMENT" not in str(e) and not isinstance(e, InvalidArgument):
             raise
         raise RuntimeError(f"torch.compile(backend='tt'): {name}: {e}") from None
 
@@ -376,11 +384,16 @@ def _input_names(gm: torch.fx.GraphModule) -> list[str]:
 # lowering of them uses an XLA op we do not lower (layer norm -> batch_norm_training,
 # batch norm -> batch_norm_inference / batch_norm_training / batch_norm_grad), or it has
 # none and runs them on the CPU: adaptive average pooling whose output size does not divide
-# the input (torch_xla lowers only the divisible case). Attention and 1-D adaptive pooling: REWRITE.
+# the input (torch_xla lowers only the divisible case), or its lowering is wrong (dropout).
+# Attention and 1-D adaptive pooling: REWRITE.
 DECOMPOSE = ("native_layer_norm", "native_layer_norm_backward", "native_batch_norm",
              "native_batch_norm_backward", "_native_batch_norm_legit",
              "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
-             "_adaptive_avg_pool2d")
+             "_adaptive_avg_pool2d",
+             # torch_xla 2.9's native_dropout scales the kept values by 1 / p instead of
+             # 1 / (1 - p) (measured on its CPU device too: x4 at p = 0.25): torch's own form,
+             # a uniform draw compared with p, is exact
+             "native_dropout", "native_dropout_backward")
 
 
 def compile_counts() -> dict[str, int]:
