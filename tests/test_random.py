@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_close, enable_x64, run_both, torch_script
+from conftest import assert_close, enable_x64, forward_mock_unchecked, run_both, torch_script
 
 KEY = np.array([0, 42], np.uint32)  # raw threefry key data, as jax.random.PRNGKey(42)
 SHAPES = [(3, 5), (7, 33, 65), (1000,)]
@@ -241,30 +241,46 @@ def test_rng_bit_generator_refusals():
 # ---------------------------------------------------------------------------------------------
 
 TORCH_DRAWS = """
+import numpy as np
+import torch, torch_xla
 import torch_xla.core.xla_model as xm
+if SPMD:   # before the device is first used, as torch_xla asks
+    import torch_xla.runtime as xr
+    import torch_xla.distributed.spmd as xs
+    xr.use_spmd()
+    mesh = xs.Mesh(np.arange(2), (1, 2), ("data", "model"))
+dev = torch_xla.device()
+def shard(t):   # the last dimension split over the two chips
+    if SPMD:
+        xs.mark_sharding(t, mesh, (None,) * (t.dim() - 1) + ("model",))
+    return t
 xm.set_rng_state(SEED)
 for step in range(3):   # the seed leaves int32 after the first step
-    x = torch.rand(33, 17, device=dev)
+    x = shard(torch.rand(32, 18, device=dev))
     n = torch.randn(64, device=dev)
-    d = torch.nn.functional.dropout(torch.ones(300, device=dev), 0.3, True)
+    d = torch.nn.functional.dropout(shard(torch.ones(8, 300, device=dev)), 0.3, True)
     b = torch.bernoulli(torch.full((64,), 0.25, device=dev))
     for t in (x, n, d, b):
         print(t.cpu().numpy().astype("float32").tobytes().hex())
 """
 
 
-@pytest.mark.parametrize("seed", [1234, 2**40 + 3])
-def test_torch_xla_random_equals_torch_xla_on_cpu(seed):
+@pytest.mark.parametrize("seed,spmd", [(1234, False), (2**40 + 3, True)], ids=["one chip", "spmd on n300"])
+def test_torch_xla_random_equals_torch_xla_on_cpu(seed, spmd):
     """torch_xla's random ops on the TT device draw what torch_xla on its CPU device draws,
     bit for bit (uniform, dropout and bernoulli exactly; normal's Box-Muller through log and
-    cos to float32 tolerance), over steps whose seeds need all 64 bits."""
+    cos to float32 tolerance), over steps whose seeds need all 64 bits; also with
+    `xr.use_spmd()` on two chips, the draws sharded across them."""
     from conftest import run_python
-    body = TORCH_DRAWS.replace("SEED", str(seed))
-    tt_out = torch_script(body).split()
-    code = "import torch, torch_xla\ndev = torch_xla.device()\n" + body
-    proc = run_python(code, env=dict(os.environ, PJRT_DEVICE="CPU"), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    cpu_out = proc.stdout.split()
+
+    def draws(device: str, spmd: bool, **env) -> list[str]:
+        body = TORCH_DRAWS.replace("SEED", str(seed)).replace("SPMD", str(spmd))
+        proc = run_python(body, env=dict(os.environ, PJRT_DEVICE=device, **env), timeout=600)
+        forward_mock_unchecked(proc.stderr)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.split()
+    tt_out = draws("TT", spmd, **({"PJRT_TT_SYSTEM": "n300"} if spmd else {}))
+    cpu_out = draws("CPU", False)
     assert len(tt_out) == len(cpu_out) == 12, (tt_out, cpu_out)
     for i, (got, want) in enumerate(zip(tt_out, cpu_out)):
         got, want = (np.frombuffer(bytes.fromhex(h), np.float32) for h in (got, want))
