@@ -171,6 +171,20 @@ def test_uint32_keys_sort_exactly(tt, cpu):
                               jnp.argsort(x, axis=1, descending=True, stable=True), lax.top_k(x, 4)), x, exact=True)
 
 
+def test_multi_key_sorts_are_lexicographic(tt, cpu):
+    """lax.sort(num_keys=k) (jnp.lexsort's form): the first key decides, ties go to the next,
+    then to the original order; float keys with ties and a signed zero, int32 keys past 2**24,
+    a bfloat16 key, payloads carried along. One stable sort per key, last key first."""
+    f = RNG.integers(-3, 3, (3, 40)).astype(np.float32) * 0.5   # many ties in each key
+    f[0, 5], f[0, 6] = -0.0, 0.0
+    i = RNG.integers(0, 3, (3, 40)).astype(np.int32) * 16777217
+    check(tt, cpu, lambda f, i: (lax.sort(tuple(f), num_keys=2), lax.sort(tuple(f), num_keys=3),
+                                 lax.sort(tuple(i), num_keys=3),
+                                 lax.sort((i[0], f[1].astype(jnp.bfloat16), f[2]), num_keys=2),
+                                 jnp.lexsort((f[1], i[0])), lax.sort((f[:2], i[:2]), dimension=1, num_keys=2)),
+          f, i, exact=True)
+
+
 # --- reductions -------------------------------------------------------------------------
 
 def test_reduce_over_a_pytree_is_one_reduce_per_operand(tt, cpu):

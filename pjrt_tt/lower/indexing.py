@@ -361,20 +361,51 @@ def _op_name(v: ir.Value) -> str:
     return op.name if op is not None else ""
 
 
-def _sort_order(lo: Lowering, region) -> bool:
-    """True if the comparator sorts operand 0 descending; only single-key comparators."""
+def _sort_keys(lo: Lowering, region) -> list[tuple[int, bool]]:
+    """The comparator's keys, most significant first, as (operand, descending): one
+    `key(a) < key(b)` (or >), or the lexicographic chain jax's `lax.sort(num_keys=k)` writes,
+    `lt_0 | (eq_0 & (lt_1 | (eq_1 & ...)))`."""
     block = region.blocks[0]
     args = list(block.arguments)
-    ret = list(block.operations)[-1].operands[0]
-    cmp = defining_op(ret)
-    if _op_name(ret) != "stablehlo.compare" or _sources(ret, args) - {0, 1}:
-        raise lo.unsupported("sorts whose comparator is not a single < or > on the first operand "
-                             "(lexicographic multi-key sorts are not lowered)")
+    keys = _key_chain(list(block.operations)[-1].operands[0], args)
+    if keys is None or len({i for i, _ in keys}) != len(keys):
+        raise lo.unsupported("sorts whose comparator is not a < or > of operands, or the lexicographic "
+                             "chain of them that lax.sort(num_keys=k) writes")
+    return keys
+
+
+def _key_compare(v: ir.Value, args: list, directions: tuple) -> tuple[int, str] | None:
+    """(operand i, direction) if v is `key(a_i) <direction> key(b_i)` (a_i: block argument 2i,
+    b_i: 2i + 1, each key computed from its argument alone), else None."""
+    cmp = defining_op(v)
+    if cmp is None or cmp.name != "stablehlo.compare":
+        return None
     direction = stablehlo.ComparisonDirectionAttr(cmp.attributes["comparison_direction"]).value
     lhs, rhs = (_sources(o, args) for o in cmp.operands)
-    if direction not in ("LT", "GT") or {frozenset(lhs), frozenset(rhs)} != {frozenset({0}), frozenset({1})}:
-        raise lo.unsupported(f"sort comparator {direction} not of the form key(a) < key(b) or >")
-    return (direction == "GT") == (lhs == {0})
+    if direction not in directions or len(lhs) != 1 or len(rhs) != 1 or {min(lhs), min(rhs)} != {
+            min(lhs) // 2 * 2, min(lhs) // 2 * 2 + 1}:
+        return None
+    i = min(lhs) // 2
+    return i, direction if min(lhs) == 2 * i else {"LT": "GT", "GT": "LT", "EQ": "EQ"}[direction]
+
+
+def _key_chain(v: ir.Value, args: list) -> list[tuple[int, bool]] | None:
+    first = _key_compare(v, args, ("LT", "GT"))
+    if first is not None:
+        return [(first[0], first[1] == "GT")]
+    op = defining_op(v)
+    if op is None or op.name != "stablehlo.or":
+        return None
+    for less, rest in (op.operands, reversed(list(op.operands))):   # lt_0 | (eq_0 & rest)
+        head, tie = _key_compare(less, args, ("LT", "GT")), defining_op(rest)
+        if head is None or tie is None or tie.name != "stablehlo.and":
+            continue
+        for eq, tail in (tie.operands, reversed(list(tie.operands))):
+            same = _key_compare(eq, args, ("EQ",))
+            chain = _key_chain(tail, args) if same is not None and same[0] == head[0] else None
+            if chain is not None:
+                return [(head[0], head[1] == "GT")] + chain
+    return None
 
 
 def _float_key(lo: Lowering, x: Value, n: int) -> Value:
@@ -424,16 +455,24 @@ def _integer_order(lo: Lowering, x: Value, dim: int, descending: bool) -> Value:
 
 @rule("stablehlo.sort")
 def _sort(lo: Lowering, op) -> list:
+    """One stable sort per key, least significant first (LSD): each keeps the order of the
+    ones before among its equal keys, so the result is the lexicographic order."""
     dim = ir.IntegerAttr(op.attributes["dimension"]).value
-    descending = _sort_order(lo, op.regions[0])
-    stable = "is_stable" in op.attributes and ir.BoolAttr(op.attributes["is_stable"]).value
-    x = lo.get(op.operands[0])
-    if x.type.dtype in ("int32", "uint32"):
-        return _gathered(lo, list(op.operands), dim, _integer_order(lo, x, dim, descending))
-    key = _float_key(lo, x, host_type(op.operands[0]).shape[dim])
-    idx = lo.emit("sort[1]", key, dim, descending=descending, stable=stable,
-                  result=_typed(key, dtype=_index_dtype(key)))
-    return _gathered(lo, list(op.operands), dim, idx)
+    keys = _sort_keys(lo, op.regions[0])
+    stable = len(keys) > 1 or ("is_stable" in op.attributes and ir.BoolAttr(op.attributes["is_stable"]).value)
+    order = None
+    for i, descending in reversed(keys):
+        x = lo.get(op.operands[i])
+        if order is not None:
+            x = _take(lo, x, dim, order)
+        if x.type.dtype in ("int32", "uint32"):
+            idx = _integer_order(lo, x, dim, descending)
+        else:
+            key = _float_key(lo, x, host_type(op.operands[i]).shape[dim])
+            idx = lo.emit("sort[1]", key, dim, descending=descending, stable=stable,
+                          result=_typed(key, dtype=_index_dtype(key)))
+        order = idx if order is None else _take(lo, order, dim, idx)
+    return _gathered(lo, list(op.operands), dim, order)
 
 
 @custom_call("ApproxTopK")
