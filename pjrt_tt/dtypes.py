@@ -28,6 +28,12 @@ FLOAT8 = {"f8E5M2": (16, "float8_e5m2"), "f8E4M3FN": (17, "float8_e4m3fn"),
           "f8E3M4": (27, "float8_e3m4")}
 
 
+# The values of each integer type, by MLIR name (i1: a bool's 0 / 1).
+INT_RANGE = {"i1": (0, 1), "i4": (-8, 7), "ui4": (0, 15), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1),
+             "i16": (-2**15, 2**15 - 1), "ui16": (0, 2**16 - 1), "i32": (-2**31, 2**31 - 1), "ui32": (0, 2**32 - 1),
+             "i64": (-2**63, 2**63 - 1), "ui64": (0, 2**64 - 1)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ElementType:
     mlir: str               # name in MLIR tensor types: f32, bf16, i32, ui32, i1, ...

@@ -38,7 +38,7 @@ import numpy as np
 from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.dtypes import FLOAT8
+from pjrt_tt.dtypes import FLOAT8, INT_RANGE
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
@@ -47,9 +47,6 @@ from pjrt_tt.ingest.words64 import mulhi, word_arguments
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
 
-_TYPE_RANGE = {"i1": (0, 1), "i4": (-8, 7), "ui4": (0, 15), "i8": (-2**7, 2**7 - 1), "ui8": (0, 2**8 - 1), "i16": (-2**15, 2**15 - 1),
-               "ui16": (0, 2**16 - 1), "i32": (-2**31, 2**31 - 1), "ui32": (0, 2**32 - 1),
-               "i64": (-2**63, 2**63 - 1), "ui64": (0, 2**64 - 1)}
 # what a 64-bit integer element type becomes, and the values it can then hold
 _NARROW = {"i64": ("i32", np.int32), "ui64": ("ui32", np.uint32)}
 _CARRIER = {"i64": "i32", "ui64": "ui32", "f64": "f32"}
@@ -225,8 +222,8 @@ def _saturate_sentinels(module: ir.Module) -> None:
         inits = [_scalar_constant(v) for v in list(op.operands)[n:2 * n]]
         if any(c is None for c in inits):
             continue
-        slots = {i: _TYPE_RANGE[_NARROW[_etype(op.operands[n + i].type)][0]] for i, c in enumerate(inits)
-                 if _etype(op.operands[n + i].type) in _NARROW and c in _TYPE_RANGE[_etype(op.operands[n + i].type)]}
+        slots = {i: INT_RANGE[_NARROW[_etype(op.operands[n + i].type)][0]] for i, c in enumerate(inits)
+                 if _etype(op.operands[n + i].type) in _NARROW and c in INT_RANGE[_etype(op.operands[n + i].type)]}
         if not slots:
             continue
         saturated = [(slots[i][0] if c < 0 else slots[i][1]) if i in slots else c for i, c in enumerate(inits)]
@@ -349,7 +346,7 @@ def _excess(failed: list) -> float:
     for _, v, got in failed:
         if got is None:
             return math.inf
-        lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+        lo_, hi_ = INT_RANGE[_NARROW[_etype(v.type)][0]]
         worst = max(worst, 1.0 + max(got[1] - hi_, lo_ - got[0], 1) / hi_)
     return worst
 
@@ -407,7 +404,7 @@ def _attempt(funcs, entry, wide, modular, assumed: dict, arg_ranges: list, etype
     for op, v in wide:
         if v in modular:
             continue
-        lo_, hi_ = _TYPE_RANGE[_NARROW[_etype(v.type)][0]]
+        lo_, hi_ = INT_RANGE[_NARROW[_etype(v.type)][0]]
         got = analysis.bounds.get(v)
         if got is None or got[0] < lo_ or got[1] > hi_:
             failed.append((op, v, got))
@@ -598,7 +595,7 @@ class _Ranges:
 
     def set(self, v: ir.Value, iv) -> None:
         e = self.etype(v.type)
-        if e not in _TYPE_RANGE:
+        if e not in INT_RANGE:
             return
         iv = _clip(iv, v.type, e)
         self.bounds[v] = _join(self.bounds[v], iv) if v in self.bounds else iv
@@ -643,7 +640,7 @@ class _Ranges:
         if len(op.results) == 1 and op.results[0] in self.assumed:
             self.set(op.results[0], self.assumed[op.results[0]])
         elif len(op.results) == 1:
-            if self.etype(op.results[0].type) in _TYPE_RANGE:   # (floats are not tracked: never read their constants)
+            if self.etype(op.results[0].type) in INT_RANGE:   # (floats are not tracked: never read their constants)
                 self.set(op.results[0], _transfer(op, ins))
         else:
             for i, r in enumerate(op.results):
@@ -844,8 +841,8 @@ def _clip(iv, t: ir.Type, etype: str = ""):
     one keeps its true range, so the check sees it does not fit in 32 bits."""
     etype = etype or _etype(t)
     if iv is None:
-        return None if etype in _NARROW else _TYPE_RANGE[etype]
-    lo, hi = _TYPE_RANGE[etype]
+        return None if etype in _NARROW else INT_RANGE[etype]
+    lo, hi = INT_RANGE[etype]
     if etype not in _NARROW and (iv[0] < lo or iv[1] > hi):
         return (lo, hi)
     return iv
@@ -865,7 +862,7 @@ def _etype(t: ir.Type) -> str:
 
 
 def _is_int(t: ir.Type) -> bool:
-    return _etype(t) in _TYPE_RANGE
+    return _etype(t) in INT_RANGE
 
 
 def _wide(t: ir.Type) -> bool:
@@ -876,7 +873,7 @@ def _type_range(t: ir.Type, etype: str = ""):
     etype = etype or _etype(t)
     if etype in _NARROW:
         return None
-    return _TYPE_RANGE.get(etype)
+    return INT_RANGE.get(etype)
 
 
 def _narrow_type(t: ir.Type) -> ir.Type:

@@ -51,7 +51,7 @@ import numpy as np
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.dtypes import BY_MLIR, FLOAT8
+from pjrt_tt.dtypes import BY_MLIR, FLOAT8, INT_RANGE
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value
 from pjrt_tt.ingest.mlir_compat import defining_op
@@ -85,8 +85,6 @@ _EXACT8 = {"stablehlo.constant", "stablehlo.broadcast_in_dim", "stablehlo.reshap
            "stablehlo.sign", "mhlo.copy", "stablehlo.optimization_barrier", "stablehlo.all_gather",
            "stablehlo.all_to_all", "stablehlo.collective_permute", "stablehlo.while", "stablehlo.if",
            "stablehlo.case", "func.call", "stablehlo.sort", "stablehlo.get_tuple_element", "stablehlo.tuple"}
-_INT_RANGE = {"i1": (0, 1), "ui8": (0, 255), "ui16": (0, 65535), "i8": (-128, 127), "i4": (-8, 7), "ui4": (0, 15),
-              "i16": (-32768, 32767)}
 
 
 @dataclasses.dataclass
@@ -164,11 +162,11 @@ def _plan_op(op, after, edits: list) -> None:
             src = _etype(op.operands[0].type)
             if src in ("f16", "bf16", "f32", "f64"):
                 edits.append(_Edit("saturate", op, r, bits, after, unsigned=unsigned))
-            elif src not in _INT_RANGE or not _fits(_INT_RANGE[src], _INT_RANGE[etype]):
+            elif src not in INT_RANGE or not _fits(INT_RANGE[src], INT_RANGE[etype]):
                 edits.append(_Edit("wrap", op, r, bits, after, unsigned=unsigned))
         elif name == "stablehlo.iota":
             size = ir.RankedTensorType(r.type).shape[ir.IntegerAttr(op.attributes["iota_dimension"]).value]
-            if size > _INT_RANGE[etype][1] + 1:
+            if size > INT_RANGE[etype][1] + 1:
                 edits.append(_Edit("wrap", op, r, bits, after, unsigned=unsigned))
         elif name in _WRAP or (unsigned and name in ("stablehlo.not", "stablehlo.shift_right_arithmetic")):
             edits.append(_Edit("wrap", op, r, bits, after, unsigned=unsigned))
@@ -193,7 +191,7 @@ def _sentinels(op, after, edits: list) -> bool:
             owner = defining_op(owner.operands[0])
         if etype in _BITS and owner is not None and owner.name == "stablehlo.constant":
             value = splat_value(owner.attributes["value"])
-            lo, hi = _INT_RANGE[etype]
+            lo, hi = INT_RANGE[etype]
             if value in (lo, hi):
                 edits.append(_Edit("sentinel", op, init, -(2**31) if value == lo else 2**31 - 1, op, i))
     return True
