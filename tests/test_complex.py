@@ -127,6 +127,20 @@ def test_grad_through_a_complex_intermediate(tt, cpu):
     check(got, want, what="value and grad")
 
 
+def test_sorts_by_real_then_imaginary_part(tt, cpu):
+    """Complex keys sort as jax orders them (by real part, then imaginary: a two-key sort
+    over the planes), also with float payloads, descending and along an axis; equal real
+    parts and a signed zero exercise the tie-break."""
+    z = _c(5, 12)
+    z.real[:, ::3] = np.round(z.real[:, ::3])   # ties in the real part
+    z[0, 1], z[0, 2] = complex(-0.0, 1.0), complex(0.0, -1.0)
+    v = RNG.standard_normal((5, 12)).astype(np.float32)
+    got, want = run_both(lambda z, v: (jnp.sort(z, axis=1), jnp.sort(z, axis=0), jax.lax.sort_key_val(z, v),
+                                       jnp.argsort(z.ravel(), stable=True), jnp.sort(z.ravel(), descending=True)),
+                         z, v, tt_device=tt, cpu_device=cpu)
+    check(got, want, exact=True, what="complex sort")
+
+
 REFUSED = {
     "stablehlo.reduce_window": lambda a: jnp.cumprod(a, axis=1),
     "stablehlo.while": lambda a: jax.lax.fori_loop(0, 3, lambda i, v: v * v, a),

@@ -29,8 +29,8 @@ from jaxlib.mlir import ir
 
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import describe_location
-from pjrt_tt.ingest.inline import inline_calls
-from pjrt_tt.ingest.mlir_compat import create, named_attributes
+from pjrt_tt.ingest.inline import inline_calls, remap
+from pjrt_tt.ingest.mlir_compat import as_operation, create, named_attributes
 
 COMPLEX = "complex<f32>"
 
@@ -190,6 +190,8 @@ def _rewrite(op, pairs: dict) -> list:
         return _reduce(op, ins)
     if name == "stablehlo.reduce_window":
         return _reduce_window(op, ins)
+    if name == "stablehlo.sort":
+        return _sort(op, ins)
     raise _refusal(op, "is not lowered for complex numbers")
 
 
@@ -322,6 +324,42 @@ def _reduce(op, ins):
     if kind != "stablehlo.add":
         raise _refusal(op, "reduces complex values with a body other than a single add or multiply")
     return [_per_plane(op, ins)]
+
+
+def _sort(op, ins):
+    """The same sort over the planes, each an operand of its own; the comparator reads
+    `real(x)` / `imag(x)` of a complex argument as those operands' arguments (jax orders
+    complex keys by real part, then imaginary: a two-key sort, lower/indexing.py)."""
+    flat, where = [], []   # per operand: its index among the new operands, or (re, im)'s
+    for x in ins:
+        where.append((len(flat), len(flat) + 1) if isinstance(x, tuple) else len(flat))
+        flat += list(x) if isinstance(x, tuple) else [x]
+    new = ir.Operation.create("stablehlo.sort", results=[v.type for v in flat], operands=flat,
+                              attributes=named_attributes(op), regions=1)
+    scalars = [ir.RankedTensorType.get([], ir.RankedTensorType(v.type).element_type) for v in flat]
+    block = new.regions[0].blocks.append(*[t for t in scalars for _ in (0, 1)])
+    old = op.regions[0].blocks[0]
+    mapping, planes = {}, {}
+    for k, w in enumerate(where):
+        for side in (0, 1):
+            arg = old.arguments[2 * k + side]
+            if isinstance(w, tuple):
+                planes[arg] = tuple(block.arguments[2 * i + side] for i in w)
+            else:
+                mapping[arg] = block.arguments[2 * w + side]
+    with ir.InsertionPoint(block):
+        for inner in old.operations:
+            inner = inner.operation
+            if inner.name in ("stablehlo.real", "stablehlo.imag") and inner.operands[0] in planes:
+                mapping[inner.results[0]] = planes[inner.operands[0]][inner.name == "stablehlo.imag"]
+                continue
+            if any(v in planes for v in inner.operands) or any(_is_complex(r.type) for r in inner.results):
+                raise _refusal(op, "compares complex values other than by their real and imaginary parts")
+            copy = as_operation(inner.clone())
+            remap(copy, mapping)
+            mapping.update(zip(inner.results, copy.results))
+    out = list(new.results)
+    return [(out[w[0]], out[w[1]]) if isinstance(w, tuple) else out[w] for w in where]
 
 
 def _reduce_window(op, ins):

@@ -43,7 +43,7 @@ def inline_calls(module: ir.Module, entry, wanted: Callable) -> None:
                     copy = as_operation(inner.clone())
                     if source_site(copy.location, None) is None:   # no frames of its own
                         called_from(copy, call.location)
-                    _remap(copy, mapping)
+                    remap(copy, mapping)
                     mapping.update(zip(inner.results, copy.results))
             call.erase()
     # the inlined functions nothing calls now go, and then those only they called (not with a
@@ -65,7 +65,7 @@ def inline_calls(module: ir.Module, entry, wanted: Callable) -> None:
             funcs.pop(name).erase()
 
 
-def _remap(op, mapping: dict) -> None:
+def remap(op, mapping: dict) -> None:
     """Operands of `op` and of the ops in its regions that are callee values -> the caller's."""
     for i, v in enumerate(op.operands):
         if v in mapping:
@@ -73,4 +73,4 @@ def _remap(op, mapping: dict) -> None:
     for region in op.regions:
         for block in region.blocks:
             for inner in block.operations:
-                _remap(inner.operation, mapping)
+                remap(inner.operation, mapping)
