@@ -277,6 +277,36 @@ def test_reduce_window_with_any_elementwise_body(tt, cpu):
           x, y, exact=True)
 
 
+def test_reduce_windows_of_more_than_64_elements_with_any_body(tt, cpu):
+    """Windows too large to write out element by element (ingest/reductions.MAX_ELEMENTS)
+    run in log2 steps per dim (UNIMPLEMENTED before): a cumulative logsumexp over 300 elements both ways, a product
+    over 2-D windows with strides and SAME padding, an argmax pool of 70 (value and index,
+    ties to the first), window dilation with uneven padding, base dilation; within float32
+    rounding of XLA:CPU's element-by-element order (the argmax exactly)."""
+    x = rand((3, 300))
+    x[1, 10] = x[1, 40] = 9.0   # a tie inside one argmax window
+
+    def argmax_pool(x):
+        def body(a, b):
+            return jnp.maximum(a[0], b[0]), jnp.where(a[0] >= b[0], a[1], b[1])
+        return lax.reduce_window((x, lax.broadcasted_iota(jnp.int32, x.shape, 1)), (-jnp.inf, 0), body,
+                                 (1, 70), (1, 7), "VALID")
+
+    check(tt, cpu, lambda x: (lax.cumlogsumexp(x, axis=1), lax.cumlogsumexp(x, axis=1, reverse=True),
+                              lax.reduce_window(x[:, :100] * 0.1 + 1, 1.0, lax.mul, (2, 40), (1, 3), "SAME"),
+                              lax.reduce_window(x, -jnp.inf, jnp.logaddexp, (1, 33), (1, 2), ((0, 0), (5, 9)),
+                                                window_dilation=(1, 3)),
+                              lax.reduce_window(x[:, :50], 0.5, jnp.logaddexp, (1, 70), (1, 1), ((0, 0), (3, 4)),
+                                                base_dilation=(1, 2))), x)
+    check(tt, cpu, argmax_pool, x, exact=True)
+    # add / max windows that large too (the lowering's one slice per element stops at 64):
+    # a 9x9 max pool, a 10x10 average pool, a cummax over 100
+    img = rand((2, 20, 20, 3))
+    check(tt, cpu, lambda v: (lax.reduce_window(v, -jnp.inf, lax.max, (1, 9, 9, 1), (1, 2, 2, 1), "SAME"),
+                              lax.cummax(v.reshape(2, -1)[:, :100], axis=1)), img, exact=True)
+    check(tt, cpu, lambda v: lax.reduce_window(v, 0.0, lax.add, (1, 10, 10, 1), (1, 1, 1, 1), "VALID") / 100, img)
+
+
 def test_reduce_window_inits_that_are_no_identity_and_rank_0(tt, cpu):
     """An init that is no identity (a constant, an argument) folds in once and padding takes
     no part, as XLA computes it (named bodies and written-out ones alike); a rank-0 window;
@@ -327,10 +357,12 @@ def test_integer_scatter_multiply_and_segment_prod(tt, cpu):
 
 
 def test_rejections_are_clear(tt):
-    x = jax.device_put(rand((6, 5)), tt)
-    i = jax.device_put(np.array([1, 3], np.int32), tt)
-    with pytest.raises(Exception, match="lexicographic"):
-        jax.jit(lambda x: lax.sort((x, x), num_keys=2))(x)
+    """A max-pool gradient over windows of more than 64 elements (select_and_scatter, one
+    slice per window element) is refused naming the op and the size."""
+    import flax.linen as nn
+    x = jax.device_put(rand((1, 12, 12, 2)), tt)
+    with pytest.raises(Exception, match=r"`stablehlo.select_and_scatter` .*windows of 81 elements"):
+        jax.jit(jax.grad(lambda x: nn.max_pool(x, (9, 9), (3, 3), "VALID").sum()))(x)
 
 
 @pytest.mark.parametrize("config", [[(1, 2, 0), (0, 3, 0)], [(1, 2, 1), (0, 3, 2)], [(-1, 2, 1), (2, -1, 0)],

@@ -13,9 +13,13 @@ strided slices, ttnn's cumulative ops for scans; lower/windows.py). Here:
   (`write_out_reduce_windows`): the padded operands' strided slice for each window element,
   folded into the init one element at a time by the body's own ops, now on whole tensors
   (each scalar op of the body applied elementwise), padding and base dilation's holes
-  skipped as XLA skips them. So any elementwise body runs, at one
-  slice and one body per window element: windows of more than MAX_ELEMENTS elements are
-  left to the lowering, which refuses them naming the size.
+  skipped as XLA skips them. So any elementwise body runs, at one slice and one body per
+  window element, in XLA:CPU's order. Windows of more than MAX_ELEMENTS elements (a
+  cumulative logsumexp over a sequence) take log2 steps per dim instead: windows of 2^k
+  elements from two of 2^(k-1), then the window from the powers of two its size is made of
+  (`_write_out_by_doubling`; the body taken as associative, as StableHLO allows). So do
+  add / max / min windows that large, which the lowering computes one slice per element
+  (a 9x9 max pool, a cummax over 100), except the scans ttnn computes (cumsum, cumprod).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from pjrt_tt.ingest.mlir_compat import create, named_attributes
 
 MAX_ELEMENTS = 64
 _NAMED = {"stablehlo.add", "stablehlo.maximum", "stablehlo.minimum"}
+_SCANNED = {"stablehlo.add", "stablehlo.multiply"}   # ttnn.cumsum / cumprod: any length
 
 
 def split_reductions(module: ir.Module) -> None:
@@ -84,8 +89,13 @@ def write_out_reduce_windows(module: ir.Module) -> None:
     funcs = {ir.StringAttr(f.operation.attributes["sym_name"]).value: f.operation
              for f in module.body.operations if f.operation.name == "func.func"}
     for op in found:
-        if not _named(op) and _writable(op, funcs):
-            _write_out(op, funcs)
+        if not _writable(op, funcs):
+            continue
+        rank = len(ir.RankedTensorType(op.operands[0].type).shape)
+        big = math.prod(window_ints(op, "window_dimensions", rank)) > MAX_ELEMENTS
+        if _named(op) and (not big or (_cumulative(op) and _body_ops(op)[0].name in _SCANNED)):
+            continue   # the lowering's slices, or ttnn's scan
+        (_write_out_by_doubling if big else _write_out)(op, funcs)
 
 
 def _body_ops(op) -> list:
@@ -127,8 +137,7 @@ def _scalar(ops: list, funcs: dict) -> bool:
 
 
 def _writable(op, funcs: dict) -> bool:
-    rank = len(ir.RankedTensorType(op.operands[0].type).shape)
-    return _scalar(_body_ops(op), funcs) and math.prod(window_ints(op, "window_dimensions", rank)) <= MAX_ELEMENTS
+    return _scalar(_body_ops(op), funcs)
 
 
 def window_ints(op, name: str, rank: int) -> list[int]:
@@ -178,6 +187,94 @@ def _write_out(op, funcs: dict) -> None:
                              window_slice)
             acc = [create("stablehlo.select", a.type, [inside, f, a]) for f, a in zip(folded, acc)]
     for r, v in zip(op.results, acc):
+        r.replace_all_uses_with(v)
+    op.erase()
+
+
+def _write_out_by_doubling(op, funcs: dict) -> None:
+    """A window of more than MAX_ELEMENTS elements in log2 steps per dim: windows of 2^k
+    elements (each the body of two of 2^(k-1), side by side), then the window as the body
+    of the powers of two its size is made of, the init folded in last. The body is taken as
+    associative, as StableHLO leaves the order of a reduce_window's applications to the
+    implementation (XLA:CPU goes element by element: results differ by rounding only).
+    Padding and base dilation's holes are skipped: a side that holds none of the operand's
+    elements gives the other side as it is."""
+    n = len(op.results)
+    xs, inits = list(op.operands[:n]), list(op.operands[n:])
+    shape = list(ir.RankedTensorType(op.operands[0].type).shape)
+    out = list(ir.RankedTensorType(op.results[0].type).shape)
+    rank = len(shape)
+    window, strides = window_ints(op, "window_dimensions", rank), window_ints(op, "window_strides", rank)
+    dilations = window_ints(op, "window_dilations", rank)
+    low, high = window_padding(op, rank)
+    holes = [b - 1 for b in window_ints(op, "base_dilations", rank)]
+    padded = [(s - 1) * (h + 1) + 1 + a + b if s else a + b for s, h, a, b in zip(shape, holes, low, high)]
+    arrays = ir.DenseI64ArrayAttr.get
+    body = op.regions[0].blocks[0]
+
+    def cut(v, dim, start, length):
+        t = ir.RankedTensorType(v.type)
+        dims = list(t.shape)
+        starts, limits = [0] * rank, list(dims)
+        starts[dim], limits[dim], dims[dim] = start, start + length, length
+        return create("stablehlo.slice", ir.RankedTensorType.get(dims, t.element_type), [v], {
+            "start_indices": arrays(starts), "limit_indices": arrays(limits), "strides": arrays([1] * rank)})
+
+    def combine(a, b):   # (values, mask or None) of two pieces of the same shape
+        (va, ma), (vb, mb) = a, b
+        dims = list(ir.RankedTensorType(va[0].type).shape)
+        both = _apply(body, list(va) + list(vb), dims, funcs)
+        if ma is None:
+            return both, None
+        every = create("stablehlo.and", ma.type, [ma, mb])
+        pick = [create("stablehlo.select", x.type, [ma, x, y]) for x, y in zip(va, vb)]
+        return ([create("stablehlo.select", f.type, [every, f, p]) for f, p in zip(both, pick)],
+                create("stablehlo.or", ma.type, [ma, mb]))
+
+    def cut_piece(piece, dim, start, length):
+        values, mask = piece
+        return [cut(v, dim, start, length) for v in values], (cut(mask, dim, start, length) if mask is not None else None)
+
+    with op.context, op.location, ir.InsertionPoint(op):
+        mask = None
+        if any(low + high + holes):
+            xs = [create("stablehlo.pad", ir.RankedTensorType.get(padded, ir.RankedTensorType(x.type).element_type),
+                          [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
+                                      "interior_padding": arrays(holes)}) for x, init in zip(xs, inits)]
+            mask = _in_bounds(shape, low, high, holes, padded)
+        piece = (xs, mask)
+        for d in range(rank):
+            if window[d] == 1:
+                continue
+            size = padded[d] - (window[d] - 1) * dilations[d]   # windows at every position along d
+            powers, p, span = [piece], piece, 1   # powers[k]: windows of 2^k elements
+            while 2 * span <= window[d]:
+                length = ir.RankedTensorType(p[0][0].type).shape[d] - span * dilations[d]
+                p = combine(cut_piece(p, d, 0, length), cut_piece(p, d, span * dilations[d], length))
+                powers.append(p)
+                span *= 2
+            total, offset = None, 0
+            for k in reversed(range(len(powers))):
+                if window[d] >> k & 1:
+                    part = cut_piece(powers[k], d, offset * dilations[d], size)
+                    total = part if total is None else combine(total, part)
+                    offset += 1 << k
+            piece = total
+        values, mask = piece
+        full = list(ir.RankedTensorType(values[0].type).shape)
+        if full != out or strides != [1] * rank:
+            take = {"start_indices": arrays([0] * rank), "limit_indices": arrays([(o - 1) * s + 1 for o, s in zip(out, strides)]),
+                    "strides": arrays(strides)}
+            values = [create("stablehlo.slice", r.type, [v], take) for r, v in zip(op.results, values)]
+            if mask is not None:
+                mask = create("stablehlo.slice", ir.RankedTensorType.get(out, ir.IntegerType.get_signless(1)),
+                              [mask], take)
+        start = [create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
+                 for r, init in zip(op.results, inits)]
+        folded = _apply(body, start + values, out, funcs)
+        if mask is not None:   # a window of padding only gives the init
+            folded = [create("stablehlo.select", f.type, [mask, f, s]) for f, s in zip(folded, start)]
+    for r, v in zip(op.results, folded):
         r.replace_all_uses_with(v)
     op.erase()
 

@@ -9,7 +9,8 @@ What each becomes:
   rank / dtype / layout / padding / dilation. ttnn.max_pool2d / avg_pool2d are not used:
   they take bf16 only (f32: "Only BFLOAT16 supported for now") and reject shapes such as a
   3x3/2 pool over 7x9 ("Shard height 224 must match physical height 64 for width sharded").
-  Windows of more than MAX_ELEMENTS elements are rejected (the op count grows with them).
+  Windows of more than MAX_ELEMENTS elements never reach this rule: ingest writes them out
+  in log2 steps per dim (ingest/reductions.py).
 - select_and_scatter with a >= / > (max) or <= / < (min) select and an add, max or min
   scatter (max-pool gradients; torch_xla's max-pool indices scatter the pooled max with
   max): the same slices pick, per window, the first (>=, <=) or last (>, <) element equal
@@ -61,8 +62,7 @@ def _fold(lo: Lowering, fn: str, parts: list[Value]) -> Value:
 @rule("stablehlo.reduce_window")
 def _reduce_window(lo: Lowering, op) -> list:
     # other bodies reach this rule only where ingest/reductions.py could not write them out
-    written_out = (f"(other bodies run written out, for windows of at most {MAX_ELEMENTS} elements without "
-                   f"base dilation)")
+    written_out = "(other elementwise bodies run written out by ingest/reductions.py)"
     if len(op.results) != 1:
         raise lo.unsupported(f"reduce_window over several operands at once {written_out}")
     kind = bodies.combiner(op.regions[0])
