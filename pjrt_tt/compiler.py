@@ -119,6 +119,7 @@ class Compiler:
         self._lock = threading.Lock()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None   # see the module doc
         self.reader = IsolatedReader()   # new bytes are read in a helper process first
+        self.reader.start()              # (its start-up overlaps the framework's tracing)
         self.compilations = 0        # programs lowered (cache misses), for tests and stats
         self.loads = 0               # programs read back from serialized executables (not lowered)
 

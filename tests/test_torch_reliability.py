@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -202,3 +203,27 @@ def test_transposing_properties_keep_torch_semantics():
         want = x.T @ x + x.sum()
         assert torch.allclose(got, want, rtol=2e-2, atol=2e-2 * want.abs().max()), (got, want)
     """)
+
+
+def test_a_script_that_never_reads_its_last_results_exits():
+    """torch_xla runs a compiled call's program asynchronously, and its exit hook waits for
+    it holding the GIL, which our Python runtime needs: a script ending without reading its
+    last results hung at exit forever (GPT-2 through torch.compile, measured). The plugin's
+    own exit hook waits for them first, the GIL released. A plain `python -c` (the forkserver
+    children of `run` exit their own way and do not show the hang)."""
+    body = PRELUDE + textwrap.dedent("""
+        import pjrt_tt.torch
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 256)).to(dev)
+        f = torch.compile(m, backend="tt")
+        with torch.no_grad():
+            for _ in range(3):
+                y = f(torch.randn(64, 256).to(dev))
+        print("done")
+    """)
+    try:
+        proc = subprocess.run([sys.executable, "-c", body], env=dict(os.environ, PJRT_DEVICE="TT"),
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the script did not exit within 120 s of its last line")
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("done"), proc.stderr[-3000:]

@@ -5,7 +5,7 @@ jaxlib 0.7.1's readers (MLIR bytecode, HloModuleProto) corrupt the heap or segfa
 malformed input (about 1 in 300 bit-flipped portable artifacts, tests/test_fuzz.py), and not
 always on the first read: a helper that survives a read proves nothing about the next one.
 So the host process never reads the framework's bytes. Every program the compiler has not
-seen before goes to `IsolatedReader`: a long-lived helper (started on first use, restarted
+seen before goes to `IsolatedReader`: a long-lived helper (started with the client, restarted
 after a death) runs the same reading code as ingest (`read_program`) and hands back the
 module it read, written by MLIR's own bytecode writer (well-formed by construction); the
 compiler parses that. A helper that dies or overruns its time fails the compile with
@@ -85,6 +85,14 @@ class IsolatedReader:
                     self._refusals.popitem(last=False)
             self._refusals.move_to_end(digest)
         raise InvalidArgument(refusal)
+
+    def start(self) -> None:
+        """Starts the helper now, if it is not running: its start-up (a Python importing
+        jaxlib's MLIR, ~1.3 s) then overlaps what the framework does before its first compile
+        (building the model, tracing it) instead of adding to that compile."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
 
     def close(self) -> None:
         with self._lock:

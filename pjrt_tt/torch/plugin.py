@@ -85,9 +85,25 @@ class TTPlugin(plugins.DevicePlugin):
         return rank, size
 
     def client_create_options(self) -> dict:
-        """Several processes: the names jax passes too (torch_xla adds none of its own)."""
+        """Several processes: the names jax passes too (torch_xla adds none of its own).
+        Called as torch_xla creates the client: the exit hook goes in here (see below)."""
+        import atexit
+        atexit.register(_finish_executions_before_torch_xla_exits)   # runs before torch_xla's own
         rank, size = self._world()
         return {"num_nodes": size, "node_id": rank} if size > 1 else {}
 
     def requires_xla_coordinator(self) -> bool:
         return self._world()[1] > 1   # its key-value store: the processes agree on the system
+
+
+def _finish_executions_before_torch_xla_exits() -> None:
+    """torch_xla's exit hook (`_prepare_to_exit`, registered at its import) waits for the
+    device's pending executions holding the GIL, and ours run in Python: a script whose last
+    compiled call's results were never read hung at exit forever (measured: a GPT-2 through
+    torch.compile). Registered after torch_xla's, this hook runs first and waits for them
+    with the GIL released (`_xla_wait_device_ops`); torch_xla's then finds none."""
+    try:
+        import torch_xla
+        torch_xla._XLAC._xla_wait_device_ops(devices=[])
+    except Exception:   # (at exit: an error here must not hide the script's own)
+        pass
