@@ -338,6 +338,19 @@ def test_empty_concatenate_and_reduce_and_uint8_dot(tt, cpu):
           np.ones((10, 0), np.uint32), a, b, exact=True)
 
 
+def test_zero_size_broadcasts_and_uint8_scatter(tt, cpu):
+    """A broadcast whose source has an empty dim (jnp.eye(0), jnp.tri(0), repeat and
+    associative_scan of nothing; nn_test's orthogonal initializer of a 0 x 0 matrix) and a
+    scatter into uint8 (jnp.insert) were INTERNAL errors (a division by the empty dim's 0;
+    no zero splat for uint8, and ttnn.scatter has no uint8 tile), found by jax's
+    lax_numpy_test and nn_test."""
+    x = np.arange(5, dtype=np.float32)
+    check(tt, cpu, lambda x: (jnp.eye(0), jnp.eye(1, 0), jnp.tri(0), jnp.repeat(x[:0], 3),
+                              jnp.broadcast_to(x[:0], (3, 0)) + 1, jax.lax.associative_scan(jnp.add, x[:0]),
+                              jnp.insert(x.astype(jnp.uint8), 2, jnp.uint8(7)),
+                              jnp.insert(x.astype(jnp.uint16), 1, x[:2].astype(jnp.uint16))), x, exact=True)
+
+
 def test_max_pool_grad(tt, cpu):
     import flax.linen as nn
     x = rand((2, 9, 7, 3))

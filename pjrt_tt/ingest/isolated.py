@@ -186,9 +186,15 @@ def _coded(code: int, message: str) -> TTError:
 
 
 def _serve() -> None:
-    """The helper: read requests from stdin, answer on stdout, until stdin closes."""
+    """The helper: read requests from stdin, answer on stdout, until stdin closes. What a
+    first read would load (jax's XLA bindings for HLO, ~0.65 s; MLIR's dialects) is loaded
+    before the first request: the helper starts with the client, so this overlaps the
+    framework's own work instead of the first compile."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr   # nothing but answers goes to the parent
+    from jax._src.lib import _jax  # noqa: F401
+    from pjrt_tt.ingest import new_context
+    new_context()
     while True:
         header = stdin.read(9)
         if len(header) < 9:

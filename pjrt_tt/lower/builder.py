@@ -93,12 +93,15 @@ class Lowering:
     def materialize(self, e: Entry) -> Value:
         if isinstance(e, Value):
             return e
-        if isinstance(e, Broadcast):
-            x, shape = e.source, device_type(e.host).shape
-            reps = tuple(t // s for s, t in zip(x.type.shape, shape))
-            return self.emit("repeat", x, ShapeArg(reps), result=dataclasses.replace(x.type, shape=shape))
         t = device_type(e.host)
-        fill = float(e.value) if t.dtype in ("float32", "bfloat16") else int(e.value)
+        if isinstance(e, Broadcast) and 0 not in t.shape:
+            x = e.source
+            reps = tuple(n // s for s, n in zip(x.type.shape, t.shape))
+            return self.emit("repeat", x, ShapeArg(reps), result=dataclasses.replace(x.type, shape=t.shape))
+        # a splat, or a broadcast to an empty shape (ttnn.repeat of an empty tensor keeps its
+        # tile padding: [0, 32] for [0, 3], measured on mock): nothing to copy, a fill
+        value = e.value if not isinstance(e, Broadcast) else 0
+        fill = float(value) if t.dtype in ("float32", "bfloat16") else int(value)
         return self.emit("full", ShapeArg(t.shape), fill, result=t, dtype=dtype_attr(t.dtype),
                          layout=layout_attr(t.layout), device=DEVICE)
 

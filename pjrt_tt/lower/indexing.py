@@ -39,7 +39,7 @@ from pjrt_tt import dtypes
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
-from pjrt_tt.lower.helpers import host_type, integer_product, result_type, slice_
+from pjrt_tt.lower.helpers import WIDE, host_type, integer_product, narrow_back, result_type, slice_
 from pjrt_tt.lower.registry import custom_call, rule
 from pjrt_tt.program import DEVICE, HostType, ShapeArg, TensorType, Value, dtype_attr, layout_attr
 
@@ -306,7 +306,11 @@ def _scatter(lo: Lowering, op) -> list:
 
 def _scatter_into(lo: Lowering, fn: str, x: Value, d: int, index: Value, src: Value) -> Value:
     """ttnn.scatter / scatter_add along d, where index == x.shape[d] marks an update XLA
-    drops: it lands in an extra slab, cut off afterwards."""
+    drops: it lands in an extra slab, cut off afterwards. uint8 scatters in uint32 (ttnn
+    tilizes the table and has no uint8 tile: measured on mock) and wraps back."""
+    if x.type.dtype == "uint8":
+        wide = _scatter_into(lo, fn, lo.typecast(x, WIDE), d, index, lo.typecast(src, WIDE))
+        return narrow_back(lo, wide, "uint8")
     shape = list(x.type.shape)
     slab = shape[:d] + [1] + shape[d + 1:]
     grown = shape[:d] + [shape[d] + 1] + shape[d + 1:]
@@ -323,7 +327,8 @@ def _scatter_into(lo: Lowering, fn: str, x: Value, d: int, index: Value, src: Va
 
 
 def _zeros(x: Value, shape: tuple) -> Splat:
-    element = {"float32": "f32", "bfloat16": "bf16", "int32": "i32", "uint32": "ui32"}[x.type.dtype]
+    element = {"float32": "f32", "bfloat16": "bf16", "int32": "i32", "uint32": "ui32", "uint16": "ui16",
+               "uint8": "ui8"}[x.type.dtype]
     return Splat(0, HostType(dtypes.BY_MLIR[element], shape))
 
 
