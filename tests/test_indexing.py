@@ -338,6 +338,19 @@ def test_empty_concatenate_and_reduce_and_uint8_dot(tt, cpu):
           np.ones((10, 0), np.uint32), a, b, exact=True)
 
 
+@pytest.mark.parametrize("method", ["scan", "compare_all", "sort"])
+def test_searchsorted_in_total_order(tt, cpu, method):
+    """jnp.searchsorted compares in IEEE's total order (TOTALORDER: NaN above +inf, -0 below
+    +0): written as integer comparisons of order keys (ingest/total_order.py). ttnn's float
+    compare had NaN unordered and put queries at wrong indices (scan: 7 for 3.0 of 4;
+    lax_numpy_test's testSearchsortedNans)."""
+    a = np.array([-np.inf, -1, -0.0, 0.0, 1, np.inf, np.nan, np.nan], np.float32)
+    q = np.array([-np.inf, -2, 0.0, -0.0, 0.5, 3, np.nan, np.inf, -np.nan], np.float32)
+    check(tt, cpu, lambda a, q: [jnp.searchsorted(a.astype(dt), q.astype(dt), side=side, method=method)
+                                 for dt in (jnp.float32, jnp.bfloat16) for side in ("left", "right")],
+          a, q, exact=True)
+
+
 def test_zero_size_broadcasts_and_uint8_scatter(tt, cpu):
     """A broadcast whose source has an empty dim (jnp.eye(0), jnp.tri(0), repeat and
     associative_scan of nothing; nn_test's orthogonal initializer of a 0 x 0 matrix) and a

@@ -21,6 +21,7 @@ from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
 from pjrt_tt.ingest.rng import expand_rng_bit_generators
+from pjrt_tt.ingest.total_order import total_order_compares
 
 
 def new_context() -> ir.Context:
@@ -80,6 +81,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
             split_reductions(module)
             write_out_reduce_windows(module)
             expand_rng_bit_generators(module)
+            total_order_compares(module)
             boundary = narrow_64bit(module, strict_64bit)
     except RuntimeError as e:
         if "conversion error" not in str(e):
