@@ -153,26 +153,47 @@ def window_padding(op, rank: int) -> tuple[list[int], list[int]]:
     return flat[0::2], flat[1::2]
 
 
+class _Window:
+    """A reduce_window's geometry: its operands and inits, shapes, window attributes, and the
+    operand's shape once padded (base dilation's holes included)."""
+
+    def __init__(self, op):
+        n = len(op.results)
+        self.xs, self.inits = list(op.operands[:n]), list(op.operands[n:])
+        self.shape = list(ir.RankedTensorType(op.operands[0].type).shape)
+        self.out = list(ir.RankedTensorType(op.results[0].type).shape)
+        rank = self.rank = len(self.shape)
+        self.window, self.strides = window_ints(op, "window_dimensions", rank), window_ints(op, "window_strides", rank)
+        self.dilations = window_ints(op, "window_dilations", rank)
+        self.low, self.high = window_padding(op, rank)
+        self.holes = [b - 1 for b in window_ints(op, "base_dilations", rank)]   # holes between elements
+        self.padded = [(s - 1) * (h + 1) + 1 + a + b if s else a + b
+                       for s, h, a, b in zip(self.shape, self.holes, self.low, self.high)]
+        self.pads = any(self.low + self.high + self.holes)
+
+    def padded_operands(self) -> list:
+        """The operands padded with their inits (at the insertion point), or as they are."""
+        if not self.pads:
+            return self.xs
+        arrays = ir.DenseI64ArrayAttr.get
+        return [create("stablehlo.pad", ir.RankedTensorType.get(self.padded, ir.RankedTensorType(x.type).element_type),
+                       [x, init], {"edge_padding_low": arrays(self.low), "edge_padding_high": arrays(self.high),
+                                   "interior_padding": arrays(self.holes)}) for x, init in zip(self.xs, self.inits)]
+
+    def in_bounds(self) -> ir.Value | None:
+        """i1 [padded shape], true on the operand's elements (None: no padding, no holes)."""
+        return _in_bounds(self.shape, self.low, self.high, self.holes, self.padded) if self.pads else None
+
+
 def _write_out(op, funcs: dict) -> None:
-    n = len(op.results)
-    xs, inits = list(op.operands[:n]), list(op.operands[n:])
-    shape = list(ir.RankedTensorType(op.operands[0].type).shape)
-    out = list(ir.RankedTensorType(op.results[0].type).shape)
-    rank = len(shape)
-    window, strides = window_ints(op, "window_dimensions", rank), window_ints(op, "window_strides", rank)
-    dilations = window_ints(op, "window_dilations", rank)
-    low, high = window_padding(op, rank)
-    holes = [b - 1 for b in window_ints(op, "base_dilations", rank)]   # base dilation: holes between elements
-    padded = [(s - 1) * (h + 1) + 1 + a + b if s else a + b for s, h, a, b in zip(shape, holes, low, high)]
-    arrays = lambda vs: ir.DenseI64ArrayAttr.get(vs)  # noqa: E731
+    g = _Window(op)
+    inits, out, window, strides, dilations = g.inits, g.out, g.window, g.strides, g.dilations
+    arrays = ir.DenseI64ArrayAttr.get
     with op.context, op.location, ir.InsertionPoint(op):
-        if any(low + high + holes):
-            xs = [create("stablehlo.pad", ir.RankedTensorType.get(padded, ir.RankedTensorType(x.type).element_type),
-                          [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
-                                      "interior_padding": arrays(holes)}) for x, init in zip(xs, inits)]
+        xs = g.padded_operands()
         acc = [create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
                for r, init in zip(op.results, inits)]
-        valid = _in_bounds(shape, low, high, holes, padded) if any(low + high + holes) else None
+        valid = g.in_bounds()
         for offset in itertools.product(*(range(w) for w in window)):
             starts = [o * d for o, d in zip(offset, dilations)]
             ends = [s + (m - 1) * st + 1 for s, m, st in zip(starts, out, strides)]
@@ -199,16 +220,9 @@ def _write_out_by_doubling(op, funcs: dict) -> None:
     implementation (XLA:CPU goes element by element: results differ by rounding only).
     Padding and base dilation's holes are skipped: a side that holds none of the operand's
     elements gives the other side as it is."""
-    n = len(op.results)
-    xs, inits = list(op.operands[:n]), list(op.operands[n:])
-    shape = list(ir.RankedTensorType(op.operands[0].type).shape)
-    out = list(ir.RankedTensorType(op.results[0].type).shape)
-    rank = len(shape)
-    window, strides = window_ints(op, "window_dimensions", rank), window_ints(op, "window_strides", rank)
-    dilations = window_ints(op, "window_dilations", rank)
-    low, high = window_padding(op, rank)
-    holes = [b - 1 for b in window_ints(op, "base_dilations", rank)]
-    padded = [(s - 1) * (h + 1) + 1 + a + b if s else a + b for s, h, a, b in zip(shape, holes, low, high)]
+    g = _Window(op)
+    inits, out, rank, window, strides, dilations, padded = g.inits, g.out, g.rank, g.window, g.strides, \
+        g.dilations, g.padded
     arrays = ir.DenseI64ArrayAttr.get
     body = op.regions[0].blocks[0]
 
@@ -236,13 +250,7 @@ def _write_out_by_doubling(op, funcs: dict) -> None:
         return [cut(v, dim, start, length) for v in values], (cut(mask, dim, start, length) if mask is not None else None)
 
     with op.context, op.location, ir.InsertionPoint(op):
-        mask = None
-        if any(low + high + holes):
-            xs = [create("stablehlo.pad", ir.RankedTensorType.get(padded, ir.RankedTensorType(x.type).element_type),
-                          [x, init], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
-                                      "interior_padding": arrays(holes)}) for x, init in zip(xs, inits)]
-            mask = _in_bounds(shape, low, high, holes, padded)
-        piece = (xs, mask)
+        piece = (g.padded_operands(), g.in_bounds())
         for d in range(rank):
             if window[d] == 1:
                 continue
