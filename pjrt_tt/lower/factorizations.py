@@ -115,7 +115,7 @@ def _cholesky(lo: Lowering, op) -> list:
     """A = L L^T from A's lower triangle (upper: A = U^T U = chol(A^T)^T from the upper one).
     Right-looking: column j of L is the trailing matrix's column j over the root of its
     pivot, then the trailing matrix loses that column's outer product. A matrix that is not
-    positive definite gives NaN (a root of a negative pivot), as XLA:CPU's does."""
+    positive definite gives NaN in its whole triangle, as XLA:CPU's does."""
     n = host_type(op.operands[0]).shape[-1]
     _check(lo, op, n)
     m = _Mat(lo)
@@ -132,7 +132,12 @@ def _cholesky(lo: Lowering, op) -> list:
         if j + 1 < n:
             # rows above j of c are rounding noise; they only touch rows / columns < j + 1
             w = m.sub(w, m.mul(c, m.t(c)))
-    factor = m.mul(m.concat(cols, len(a.type.shape) - 1), m.const(np.tril(np.ones((n, n)))))
+    lower_ones = m.const(np.tril(np.ones((n, n))))
+    factor = m.mul(m.concat(cols, len(a.type.shape) - 1), lower_ones)
+    # a failed factorization is NaN in its whole triangle, as XLA:CPU's (LAPACK's info) and
+    # GPU's give it: a NaN or infinite pivot anywhere makes the diagonal's sum times 0 a NaN
+    poison = m.mul(m.sum(m.diag(factor), -1), 0.0)
+    factor = m.add(factor, m.mul(lower_ones, poison))
     if not lower:
         factor = m.t(factor)
     return [lo.typecast(factor, result_type(op).dtype)]
