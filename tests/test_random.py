@@ -271,6 +271,7 @@ def test_torch_xla_random_equals_torch_xla_on_cpu(seed, spmd):
     bit for bit (uniform, dropout and bernoulli exactly; normal's Box-Muller through log and
     cos to float32 tolerance), over steps whose seeds need all 64 bits; also with
     `xr.use_spmd()` on two chips, the draws sharded across them."""
+    pytest.importorskip("torch_xla", reason="torch_xla is not installed (pip install torch_xla==2.9.0)")
     from conftest import run_python
 
     def draws(device: str, spmd: bool, **env) -> list[str]:
