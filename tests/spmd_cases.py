@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.experimental.shard_map import shard_map
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from conftest import MOCK_UNCHECKED_MARKER, assert_close
+from conftest import MOCK_UNCHECKED_MARKER, assert_close, enable_x64
 
 R = np.random.RandomState(0)
 
@@ -233,6 +233,27 @@ def pad_sharded(devs):
     return [np.asarray(r) for r in f(jax.device_put(x, s))], ["pad_sharded"] * 2
 
 
+def seed_words(devs):
+    """A uint64 random state computed from an int64 seed in 64-bit arithmetic (torch_xla's
+    form: the seed reaches the chips as uint32 words, ingest/words64.py), the draws sharded
+    over two chips; a seed beyond int32 (a buffer held as words) and one within it (a
+    narrowed buffer the run converts to words): the bits, and each seed buffer read back
+    after the run, which must still hold its own value."""
+    mesh = Mesh(np.array(devs[:2]).reshape(1, 2), ("x", "y"))
+    ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
+
+    def draw(s):
+        state = jnp.stack([(s * 214013 + 2531011).astype(jnp.uint64), jnp.uint64(0)])
+        return jax.lax.rng_bit_generator(state, (4, 8), dtype=jnp.uint32)[1]
+    outs = []
+    with enable_x64():
+        f = jax.jit(draw, in_shardings=ns(P()), out_shardings=ns(P(None, "y")))
+        for seed in (2**40 + 3, 7):
+            s = jax.device_put(np.int64(seed), ns(P()))
+            outs += [np.asarray(f(s)), np.asarray(s)]
+    return outs, ["seed_words"] * len(outs)
+
+
 def devices_memory(tt):
     """Every chip is listed (ids, mesh coords, process 0) and holds its own memory."""
     import pjrt_tt.systems as systems
@@ -297,7 +318,7 @@ def oversized_model(tt, cpu):
 
 
 APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d"}   # jit cases multiply matrices: the "matmul" bounds
-EXACT = {"all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
+EXACT = {"seed_words", "all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
          "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index",
          "update_past_the_end", "sort_per_shard", "pad_sharded"}   # cases that only move, select or make bits (or one x3)
 
@@ -338,6 +359,11 @@ def run_case(case, tt, cpu):
         return {"ok": bool(trips == 0 and put_trips == 1 and z.shape == (16, 64) and not np.asarray(z).any()
                            and local.shape == (16, 64) and np.asarray(put).shape == (64, 128)),
                 "err": 0.0, "host_copies": [trips, put_trips], "tt_spec": [], "cpu_spec": []}
+    if case == "mock_seed_words":   # PJRT_TT_TARGET=mock: the seeds read back after the runs
+        outs, _ = seed_words(tt)
+        seeds = outs[1::2]
+        return {"ok": all(o.shape == () and o.dtype == np.int64 for o in seeds), "err": 0.0,
+                "seeds": [str(o.shape) for o in seeds], "tt_spec": [], "cpu_spec": []}
     if case == "oversized_model":
         return oversized_model(tt, cpu)
     if case == "gspmd_form":
@@ -358,6 +384,9 @@ def run_case(case, tt, cpu):
     elif case == "pad_sharded":
         a, sa = pad_sharded(tt)
         b, sb = pad_sharded(cpu)
+    elif case == "seed_words":
+        a, sa = seed_words(tt)
+        b, sb = seed_words(cpu)
     else:
         runner = run_jit if case in JIT else run_sm
         a, sa = runner(tt, case)

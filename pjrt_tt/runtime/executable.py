@@ -258,17 +258,20 @@ class MeshExecutable(LoadedExecutable):
         tensors = []
         for i in range(len(program.inputs)):
             shards, bufs = [None] * len(self.devices), []   # (None: another process's device)
+            words = program.input_host_types[i].words
             for device, args in zip(local, argument_lists):
                 buf = args[i]
                 if buf.device is not device:   # the framework put it elsewhere: move it
                     buf = buf.copy_to_device(device)
-                shards[position[device.id]] = buf.as_words() if program.input_host_types[i].words \
+                shards[position[device.id]] = buf.as_words() if words \
                     else buf.live_tensor(f"argument {i} of {self.name}")
-                bufs.append(buf)
+                # (a narrowed buffer read as words gave a copy in another form: it keeps its own)
+                bufs.append(buf if not words or buf.host.words else None)
             tensors.append(runner.combine(shards))
             views = runner.adopt(tensors[-1])   # a mesh copy made through the host: from now on
             for buf, view in zip(bufs, views):   # the buffers are views of it
-                buf.hold(view)
+                if buf is not None:
+                    buf.hold(view)
         deadline = self.client.deadline
         try:
             if self.profiler is not None and self.profiler.active:   # perf profile
