@@ -156,7 +156,7 @@ def check_carrier_fits(data: np.ndarray, element: ElementType, what: str) -> Non
     """Refuses (InvalidArgument naming `what`, the first value that does not fit and its index)
     a 64-bit integer array whose values do not fit the 32-bit carrier, for callers that know
     it will be computed in 32 bits (torch.compile's graph inputs)."""
-    rng, words = narrow_to_device(data, element, what)
+    _, words = narrow_to_device(data, element, what)
     if words:
         info = np.iinfo(DEVICE_NUMPY[element.device])
         _refuse(data, (data < info.min) | (data > info.max), element, what,

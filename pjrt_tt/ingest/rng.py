@@ -52,8 +52,7 @@ def expand_rng_bit_generators(module: ir.Module) -> None:
                                       else None) or ir.WalkResult.ADVANCE)
     main = next((op for op in module.body.operations if op.operation.name == "func.func"
                  and ir.StringAttr(op.attributes["sym_name"]).value == "main"), None)
-    computed = [op for op in found if (defining_op(op.operands[0]) is None or
-                                       defining_op(op.operands[0]).name != "stablehlo.bitcast_convert")]
+    computed = [op for op in found if getattr(defining_op(op.operands[0]), "name", None) != "stablehlo.bitcast_convert"]
     if computed and main is not None:   # torch_xla's int64 seeds: computed in word pairs first
         states_as_words(computed, module, main)
     for op in found:

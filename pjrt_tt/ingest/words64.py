@@ -181,7 +181,7 @@ def states_as_words(rbgs: list, module: ir.Module, main) -> None:
     args = {ir.BlockArgument(a).arg_number: a for a in [*states, *(x for op in order for x in op.operands)]
             if isinstance(a.owner, ir.Block) and _etype(a.type) in _WIDE}
     as_words = [a for a in args.values() if closed and all(u in inside for u in users(a))]
-    u, words = None, {}
+    words: dict = {}
     with main.context, ir.Location.unknown(), ir.InsertionPoint.at_block_begin(entry):
         u = Uint32()
         for a in args.values():

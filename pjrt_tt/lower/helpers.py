@@ -20,8 +20,8 @@ from pjrt_tt.ttnn_facts import BROADCAST_MAX_RANK
 FLOATS = ("float32", "bfloat16")
 NARROW = {"uint8": 0xFF, "uint16": 0xFFFF}   # computed in WIDE, then masked back
 WIDE = "uint32"
-INT_RANGE = {"int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
-             "uint16": (0, 2**16 - 1), "uint8": (0, 2**8 - 1)}
+# the values of each ttnn integer dtype (dtypes.INT_RANGE, by the ttnn name)
+INT_RANGE = {dtypes.BY_MLIR[m].device: dtypes.INT_RANGE[m] for m in ("i32", "ui32", "ui16", "ui8")}
 BITWISE = {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift",
            "logical_right_shift"}
 
