@@ -126,6 +126,69 @@ def test_scatter_elements_and_out_of_bounds(tt, cpu):
     check(tt, cpu, lambda x, i: x.at[:, i[:, 1]].set(-1.0), x, i, exact=True)
 
 
+SCATTER_ROW = lax.ScatterDimensionNumbers(update_window_dims=(1,), inserted_window_dims=(0,),
+                                          scatter_dims_to_operand_dims=(0,))
+
+
+def test_scatter_with_any_elementwise_body(tt, cpu):
+    """lax.scatter_apply and .at[].apply: a body applied once per update, in order, so a
+    repeated index gets it twice; out-of-bounds updates dropped (ingest/scatters.py)."""
+    x = np.linspace(-1.0, 2.0, 10).astype(np.float32)
+    i = np.array([[0], [2], [2], [9], [12]], np.int32)      # 2 twice, 12 out of bounds
+    check(tt, cpu, lambda x, i: lax.scatter_apply(x, i, jnp.sin, lax.ScatterDimensionNumbers((), (0,), (0,)),
+                                                  update_shape=(5,), mode="drop"), x, i)
+    check(tt, cpu, lambda x, i: lax.scatter_apply(x, i, jnp.exp, SCATTER_ROW, update_shape=(4, 5)),
+          rand((10, 5)), np.array([[0], [2], [1], [0]], np.int32))
+    check(tt, cpu, lambda x, i: x.at[i].apply(jnp.tanh), rand((8, 3), BF16), np.array([3, 3, 0], np.int32))
+    # vmap: the scatter's batching dims, each update at its own batch row; integers exact
+    xi, ii = RNG.integers(-50, 50, (3, 20)).astype(np.int32), np.array([[1, 1, 5], [0, 19, 19], [3, 4, 3]], np.int32)
+    check(tt, cpu, jax.vmap(lambda x, i: x.at[i].apply(lambda v: v * 3 - 1)), xi, ii, exact=True)
+    # declared unique: all updates at once, any number of them
+    check(tt, cpu, lambda x, i: x.at[i].apply(jnp.sin, unique_indices=True),
+          rand((300,)), (np.arange(100, dtype=np.int32) * 3)[::-1].copy())
+
+
+def test_scatter_with_any_body_and_many_updates_is_refused(tt):
+    with pytest.raises(Exception, match=r"a scatter with a body \(stablehlo.sine\) and 100 updates: pjrt-tt "
+                                        r"applies such a scatter one update at a time \(at most 64\)"):
+        jax.jit(lambda x, i: x.at[i].apply(jnp.sin))(jax.device_put(rand((50,)), tt),
+                                                     jax.device_put(np.arange(100, dtype=np.int32) % 50, tt))
+
+
+# A scatter of two operands at once, whose body reads the updates: it keeps the larger value
+# and its tag (no jax API emits one; XLA's own passes and other frameworks do).
+VARIADIC_SCATTER = """
+func.func @main(%x: tensor<6xf32>, %y: tensor<6xi32>, %i: tensor<4x1xi32>, %u: tensor<4xf32>,
+                %v: tensor<4xi32>) -> (tensor<6xf32>, tensor<6xi32>) {
+  %r:2 = "stablehlo.scatter"(%x, %y, %i, %u, %v) ({
+    ^bb0(%a: tensor<f32>, %b: tensor<i32>, %c: tensor<f32>, %d: tensor<i32>):
+      %gt = stablehlo.compare GT, %c, %a : (tensor<f32>, tensor<f32>) -> tensor<i1>
+      %m = stablehlo.select %gt, %c, %a : tensor<i1>, tensor<f32>
+      %n = stablehlo.select %gt, %d, %b : tensor<i1>, tensor<i32>
+      stablehlo.return %m, %n : tensor<f32>, tensor<i32>
+  }) {scatter_dimension_numbers = #stablehlo.scatter<inserted_window_dims = [0],
+      scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}
+     : (tensor<6xf32>, tensor<6xi32>, tensor<4x1xi32>, tensor<4xf32>, tensor<4xi32>) -> (tensor<6xf32>, tensor<6xi32>)
+  return %r#0, %r#1 : tensor<6xf32>, tensor<6xi32>
+}
+"""
+
+
+def test_scatter_of_several_operands(tt, cpu):
+    from jax._src.lib import xla_client
+    args = [np.arange(6, dtype=np.float32), np.zeros(6, np.int32), np.array([[1], [3], [1], [9]], np.int32),
+            np.array([5, -1, 7, 2], np.float32), np.array([10, 11, 12, 13], np.int32)]
+    results = []
+    for device in (tt, cpu):
+        exe = device.client.compile_and_load(VARIADIC_SCATTER, xla_client.DeviceList((device,)),
+                                             xla_client.CompileOptions())
+        results.append([np.asarray(r) for r in exe.execute([jax.device_put(a, device) for a in args])])
+    got, want = results
+    np.testing.assert_array_equal(want[0], [0, 7, 2, 3, 4, 5])   # 1: 5 then 7 (both larger); 3: -1 < 3
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 # --- sort -------------------------------------------------------------------------------
 
 @F32_BF16

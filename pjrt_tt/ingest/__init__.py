@@ -21,6 +21,7 @@ from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
 from pjrt_tt.ingest.rng import expand_rng_bit_generators
+from pjrt_tt.ingest.scatters import write_out_scatters
 from pjrt_tt.ingest.total_order import total_order_compares
 
 
@@ -80,6 +81,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         if narrow:   # (the module handed back to the framework stays as it came)
             split_reductions(module)
             write_out_reduce_windows(module)
+            write_out_scatters(module)
             expand_rng_bit_generators(module)
             total_order_compares(module)
             boundary = narrow_64bit(module, strict_64bit)

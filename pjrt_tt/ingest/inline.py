@@ -15,12 +15,17 @@ from pjrt_tt.ingest.attributes import source_site
 from pjrt_tt.ingest.mlir_compat import as_operation, called_from
 
 
+def functions(module: ir.Module) -> dict[str, ir.Operation]:
+    """The module's functions by name."""
+    return {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
+            for op in module.body.operations if op.operation.name == "func.func"}
+
+
 def inline_calls(module: ir.Module, entry, wanted: Callable) -> None:
     """Inlines into `entry` (@main's body) the calls (and composites) of the functions
     `wanted(func)` picks, until none is left, and erases those functions once nothing calls
     them."""
-    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
-             for op in module.body.operations if op.operation.name == "func.func"}
+    funcs = functions(module)
     # a composite (jax's acos, asinh, ...) is a call of its decomposition for this purpose
     target = {"func.call": "callee", "stablehlo.composite": "decomposition"}
     while True:

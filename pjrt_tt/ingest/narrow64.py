@@ -42,6 +42,7 @@ from pjrt_tt.dtypes import FLOAT8, INT_RANGE
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
+from pjrt_tt.ingest.inline import functions
 from pjrt_tt.ingest.mlir_compat import as_operation, create, defining_op, users
 from pjrt_tt.ingest.words64 import mulhi, word_arguments
 
@@ -434,8 +435,7 @@ def reprove(module: ir.Module, arg_ranges: tuple, guard_ranges: tuple) -> tuple 
 
 def _functions(module: ir.Module):
     """The module's functions by name, @main, and @main's function type."""
-    funcs = {ir.StringAttr(op.operation.attributes["sym_name"]).value: op.operation
-             for op in module.body.operations if op.operation.name == "func.func"}
+    funcs = functions(module)
     main = funcs["main"]   # ingest.check_module made sure it exists
     return funcs, main, ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
 

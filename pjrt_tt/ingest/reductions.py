@@ -28,6 +28,8 @@ import math
 
 from jaxlib.mlir import ir
 
+from pjrt_tt.ingest import bodies
+from pjrt_tt.ingest.inline import functions
 from pjrt_tt.ingest.mlir_compat import create, named_attributes
 
 MAX_ELEMENTS = 64
@@ -86,8 +88,7 @@ def write_out_reduce_windows(module: ir.Module) -> None:
     found = []
     module.operation.walk(lambda op: (found.append(op) if op.name == "stablehlo.reduce_window" else None)
                           or ir.WalkResult.ADVANCE)
-    funcs = {ir.StringAttr(f.operation.attributes["sym_name"]).value: f.operation
-             for f in module.body.operations if f.operation.name == "func.func"}
+    funcs = functions(module)
     for op in found:
         if not _writable(op, funcs):
             continue
@@ -124,20 +125,10 @@ def _cumulative(op) -> bool:
     return window[d] == n and (low[d], high[d]) in ((n - 1, 0), (0, n - 1))
 
 
-def _scalar(ops: list, funcs: dict) -> bool:
-    """Ops without regions on scalars only (called functions too)."""
-    for o in ops:
-        if o.regions or any(ir.RankedTensorType(r.type).rank != 0 for r in o.results):
-            return False
-        if o.name == "func.call":
-            callee = funcs.get(ir.FlatSymbolRefAttr(o.attributes["callee"]).value)
-            if callee is None or not _scalar([c.operation for c in callee.regions[0].blocks[0].operations], funcs):
-                return False
-    return True
 
 
 def _writable(op, funcs: dict) -> bool:
-    return _scalar(_body_ops(op), funcs)
+    return bodies.scalar_only(_body_ops(op), funcs)
 
 
 def window_ints(op, name: str, rank: int) -> list[int]:
@@ -199,7 +190,7 @@ def _write_out(op, funcs: dict) -> None:
             ends = [s + (m - 1) * st + 1 for s, m, st in zip(starts, out, strides)]
             window_slice = {"start_indices": arrays(starts), "limit_indices": arrays(ends), "strides": arrays(strides)}
             parts = [create("stablehlo.slice", r.type, [x], window_slice) for r, x in zip(op.results, xs)]
-            folded = _apply(op.regions[0].blocks[0], acc + parts, out, funcs)
+            folded = bodies.elementwise(op.regions[0].blocks[0], acc + parts, out, funcs)
             if valid is None:
                 acc = folded
                 continue
@@ -237,7 +228,7 @@ def _write_out_by_doubling(op, funcs: dict) -> None:
     def combine(a, b):   # (values, mask or None) of two pieces of the same shape
         (va, ma), (vb, mb) = a, b
         dims = list(ir.RankedTensorType(va[0].type).shape)
-        both = _apply(body, list(va) + list(vb), dims, funcs)
+        both = bodies.elementwise(body, list(va) + list(vb), dims, funcs)
         if ma is None:
             return both, None
         every = create("stablehlo.and", ma.type, [ma, mb])
@@ -279,7 +270,7 @@ def _write_out_by_doubling(op, funcs: dict) -> None:
                               [mask], take)
         start = [create("stablehlo.broadcast_in_dim", r.type, [init], {"broadcast_dimensions": arrays([])})
                  for r, init in zip(op.results, inits)]
-        folded = _apply(body, start + values, out, funcs)
+        folded = bodies.elementwise(body, start + values, out, funcs)
         if mask is not None:   # a window of padding only gives the init
             folded = [create("stablehlo.select", f.type, [mask, f, s]) for f, s in zip(folded, start)]
     for r, v in zip(op.results, folded):
@@ -298,35 +289,3 @@ def _in_bounds(shape: list, low: list, high: list, holes: list, padded: list) ->
     return create("stablehlo.pad", ir.RankedTensorType.get(padded, i1),
                    [ones, off], {"edge_padding_low": arrays(low), "edge_padding_high": arrays(high),
                                  "interior_padding": arrays(holes)})
-
-
-def _apply(block, args: list, shape: list, funcs: dict) -> list:
-    """The scalar body `block` on tensors of `shape`, op by op (constants broadcast, calls
-    followed into their functions). A body may use scalars defined above it (the region is
-    not isolated: jax's serialized programs hoist its constants out), broadcast likewise."""
-    env = dict(zip(block.arguments, args))
-
-    def get(v):
-        if v not in env:   # defined above the body: a scalar, the same in every element
-            wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(v.type).element_type)
-            env[v] = create("stablehlo.broadcast_in_dim", wide, [v], {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
-        return env[v]
-
-    for o in block.operations:
-        o = o.operation
-        if o.name in ("stablehlo.return", "func.return"):
-            return [get(v) for v in o.operands]
-        if o.name == "func.call":
-            callee = funcs[ir.FlatSymbolRefAttr(o.attributes["callee"]).value]
-            results = _apply(callee.regions[0].blocks[0], [get(v) for v in o.operands], shape, funcs)
-            env.update(zip(o.results, results))
-            continue
-        attrs = named_attributes(o)
-        wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(o.results[0].type).element_type)
-        if o.name == "stablehlo.constant":
-            scalar = create(o.name, o.results[0].type, [], attrs)
-            env[o.results[0]] = create("stablehlo.broadcast_in_dim", wide, [scalar],
-                                        {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
-        else:
-            env[o.results[0]] = create(o.name, wide, [get(v) for v in o.operands], attrs)
-    raise AssertionError("a region without a return")

@@ -36,8 +36,8 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt import dtypes
+from pjrt_tt.ingest import bodies, scatters
 from pjrt_tt.ingest.mlir_compat import defining_op
-from pjrt_tt.lower import bodies
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.lower.helpers import WIDE, host_type, integer_product, narrow_back, result_type, slice_
 from pjrt_tt.lower.registry import custom_call, rule
@@ -231,12 +231,20 @@ COMBINERS = {"set": "scatter", "add": "scatter_add", "sub": "scatter_add", "max"
 MAX_ONE_HOT = 1 << 22  # elements of the (rows, updates, width) mask of a scatter max / min
 
 
-def _combiner(lo: Lowering, region) -> tuple[str, str]:
-    """(what the body computes, how: COMBINERS' value)."""
-    kind = bodies.combiner(region)
-    if kind not in COMBINERS:
-        raise lo.unsupported(f"scatter combiners other than set, add, subtract, multiply, max, min, and, or "
-                             f"(got {bodies.op_names(region)})")
+def _combiner(lo: Lowering, op) -> tuple[str, str]:
+    """(what the body computes, how: COMBINERS' value). Other bodies, and scatters of
+    several operands, ingest wrote out (ingest/scatters.py) unless they had too many updates."""
+    kind = bodies.combiner(op.regions[0])
+    if len(op.results) > 1 or kind not in COMBINERS:
+        what = f"a scatter {'of several operands' if len(op.results) > 1 else 'with a body'} " \
+               f"({', '.join(bodies.op_names(op.regions[0]))})"
+        count = scatters.update_count(op)
+        if count <= scatters.MAX_SEQUENTIAL:
+            raise lo.unsupported(f"{what}: only bodies of elementwise scalar ops are applied")
+        raise lo.unsupported(
+            f"{what} and {count} updates: pjrt-tt applies such a scatter one update at a time (at most "
+            f"{scatters.MAX_SEQUENTIAL}), or all at once when the indices are declared unique "
+            f"(unique_indices=True, e.g. `x.at[i].apply(f, unique_indices=True)`)")
     return kind, COMBINERS[kind]
 
 
@@ -271,9 +279,7 @@ def _scatter_extreme(lo: Lowering, fn: str, rows: RowMap, x: Value, index: Value
 
 @rule("stablehlo.scatter")
 def _scatter(lo: Lowering, op) -> list:
-    if len(op.results) != 1:
-        raise lo.unsupported("scatters of several operands at once")
-    kind, fn = _combiner(lo, op.regions[0])
+    kind, fn = _combiner(lo, op)
     dn = stablehlo.ScatterDimensionNumbers(op.attributes["scatter_dimension_numbers"])
     operand, indices, updates = op.operands
     shape, ishape, ushape = (host_type(v).shape for v in (operand, indices, updates))

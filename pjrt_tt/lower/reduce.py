@@ -10,7 +10,7 @@ import math
 from jaxlib.mlir import ir
 
 from pjrt_tt.ingest.mlir_compat import defining_op
-from pjrt_tt.lower import bodies
+from pjrt_tt.ingest import bodies
 from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
 from pjrt_tt.lower.helpers import (NARROW, REDUCERS, WIDE, binary, host_type, integer_product, like,
                                    narrow_back, result_type)

@@ -27,7 +27,7 @@ import numpy as np
 
 from pjrt_tt import dtypes
 from pjrt_tt.ingest.reductions import MAX_ELEMENTS, window_ints, window_padding
-from pjrt_tt.lower import bodies
+from pjrt_tt.ingest import bodies
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import (NARROW, WIDE, binary, host_type, like, narrow_back, pad, result_type, slice_,
                                    where)

@@ -8,6 +8,9 @@ need one pattern per spelling, so a body is evaluated instead, on sample scalars
 tell the candidate functions apart, and named by the candidate it agrees with on every
 sample. A body with an op this evaluator does not know is named None (the rule then
 refuses it, naming the ops it found).
+
+A body ingest writes out (reductions.py, scatters.py) is applied to whole tensors,
+each scalar op elementwise (`elementwise`), when it holds only such ops (`scalar_only`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import numpy as np
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from pjrt_tt.ingest import splat_value
+from pjrt_tt.ingest.attributes import splat_value
+from pjrt_tt.ingest.mlir_compat import create, named_attributes
 
 _COMPARE = {"EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "GE": lambda a, b: a >= b,
             "GT": lambda a, b: a > b, "LE": lambda a, b: a <= b, "LT": lambda a, b: a < b}
@@ -170,3 +174,47 @@ def identity_of(name: str, value, dtype=None) -> bool:
         return bool(value) if isinstance(value, bool) else (value == math.inf or value >= 3.0e38
                                                             or value in (2**31 - 1, 2**32 - 1))
     return False
+
+
+def scalar_only(ops: list, funcs: dict) -> bool:
+    """Ops without regions on scalars only (called functions too)."""
+    for o in ops:
+        if o.regions or any(ir.RankedTensorType(r.type).rank != 0 for r in o.results):
+            return False
+        if o.name == "func.call":
+            callee = funcs.get(ir.FlatSymbolRefAttr(o.attributes["callee"]).value)
+            if callee is None or not scalar_only([c.operation for c in callee.regions[0].blocks[0].operations], funcs):
+                return False
+    return True
+
+
+def elementwise(block, args: list, shape: list, funcs: dict) -> list:
+    """The scalar body `block` on tensors of `shape`, op by op (constants broadcast, calls
+    followed into their functions). A body may use scalars defined above it (the region is
+    not isolated: jax's serialized programs hoist its constants out), broadcast likewise."""
+    env = dict(zip(block.arguments, args))
+
+    def get(v):
+        if v not in env:   # defined above the body: a scalar, the same in every element
+            wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(v.type).element_type)
+            env[v] = create("stablehlo.broadcast_in_dim", wide, [v], {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
+        return env[v]
+
+    for o in block.operations:
+        o = o.operation
+        if o.name in ("stablehlo.return", "func.return"):
+            return [get(v) for v in o.operands]
+        if o.name == "func.call":
+            callee = funcs[ir.FlatSymbolRefAttr(o.attributes["callee"]).value]
+            results = elementwise(callee.regions[0].blocks[0], [get(v) for v in o.operands], shape, funcs)
+            env.update(zip(o.results, results))
+            continue
+        attrs = named_attributes(o)
+        wide = ir.RankedTensorType.get(shape, ir.RankedTensorType(o.results[0].type).element_type)
+        if o.name == "stablehlo.constant":
+            scalar = create(o.name, o.results[0].type, [], attrs)
+            env[o.results[0]] = create("stablehlo.broadcast_in_dim", wide, [scalar],
+                                        {"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])})
+        else:
+            env[o.results[0]] = create(o.name, wide, [get(v) for v in o.operands], attrs)
+    raise AssertionError("a region without a return")
