@@ -1,7 +1,7 @@
 """stablehlo.convolution (and the reverse its gradient emits) vs XLA:CPU.
 
 Every program also runs through real ttnn (mock) via conftest, so each case checks that
-ttnn.conv2d accepts the arguments the lowering builds. float32 results are compared with
+ttnn.conv2d accepts the arguments the lowering builds. Integer convolutions are exact; float32 results are compared with
 the "matmul" bounds (conftest.TOLERANCES): conv2d and matmul run on the matrix unit, which takes float32
 operands as TF32 / BF16 (sim/fpu.py, docs/numerics.md), about 1e-3 relative."""
 from __future__ import annotations
@@ -103,6 +103,55 @@ def test_conv3d(grad, tt, cpu):
     got, want = run_both(f, *args, tt_device=tt, cpu_device=cpu)
     for a, b in zip(got, want):
         assert_close(a, b, kind="matmul")
+
+
+# (dtype, conv kwargs): integer convolutions run as im2col + exact integer products
+INTEGER = [
+    (np.int32, dict(strides=(1, 1), padding="SAME")),
+    (np.int8, dict(strides=(2, 1), padding=((1, 0), (2, 1)), rhs_dil=(2, 1))),
+    (np.uint16, dict(padding=((1, 1), (0, 0)), lhs_dil=(2, 1))),   # the input gradient's form
+    (np.uint32, dict(groups=2)),
+    (np.uint8, dict(strides=(1, 2), padding="SAME")),
+]
+
+
+@pytest.mark.parametrize("dtype,kw", INTEGER, ids=[np.dtype(d).name for d, _ in INTEGER])
+def test_integer_conv_is_exact(dtype, kw, tt, cpu):
+    """ttnn.conv2d takes floats only: integer convolutions are im2col + elementwise integer
+    products (no rounding past 2^24), wrapping as XLA's, whether they are more output
+    positions than taps or fewer."""
+    info = np.iinfo(dtype)
+    x = RNG.integers(max(info.min, -1000), min(info.max, 1000), (2, 9, 8, 4)).astype(dtype)
+    w = RNG.integers(max(info.min, -1000), min(info.max, 1000), (3, 2, 4 // kw.get("groups", 1), 6)).astype(dtype)
+    got, want = run_both(_conv(**kw), x, w, tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], exact=True)
+
+
+def test_integer_conv_wraps_and_widens(tt, cpu):
+    big = np.full((1, 4, 4, 1), 70000, np.int32)   # products past 2^32 wrap
+    got, want = run_both(_conv(), big, np.full((2, 2, 1, 1), 70000, np.int32), tt_device=tt, cpu_device=cpu)
+    assert_close(got[0], want[0], exact=True)
+    x, w = RNG.integers(-128, 128, (2, 16, 4)).astype(np.int8), RNG.integers(-128, 128, (3, 4, 5)).astype(np.int8)
+    got, want = run_both(lambda x, w: lax.conv_general_dilated(x, w, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"),
+                                                               preferred_element_type=np.int32),
+                         x, w, tt_device=tt, cpu_device=cpu)   # int8 operands, int32 sums (no int8 wrap)
+    assert got[0].dtype == np.int32
+    assert_close(got[0], want[0], exact=True)
+
+
+def test_complex_conv_and_its_gradient(tt, cpu):
+    """complex64 convolutions as four real ones over the planes (ingest/complex64.py), and
+    the gradient of a real loss through one: the float32 conv bound per plane."""
+    c = lambda *s: (_rand(*s) + 1j * _rand(*s)).astype(np.complex64)  # noqa: E731
+    x, w = c(2, 9, 8, 3), c(3, 2, 3, 4)
+    f = _conv(strides=(2, 1), padding="SAME")
+    loss = lambda x, w: jnp.sum(jnp.abs(f(x, w)) ** 2)  # noqa: E731
+    got, want = run_both(lambda x, w: (f(x, w), *jax.grad(loss, argnums=(0, 1))(x, w)), x, w,
+                         tt_device=tt, cpu_device=cpu)
+    for a, b in zip(got, want):
+        assert a.dtype == np.complex64
+        assert_close(a.real, b.real, kind="matmul")
+        assert_close(a.imag, b.imag, kind="matmul")
 
 
 def test_conv_bf16(tt, cpu):

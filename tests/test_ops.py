@@ -117,7 +117,7 @@ def test_matmul_mixed_precision(tt, cpu):
 
 
 # Integer dots: the matrix unit multiplies floats only, so these run as exact elementwise
-# products and sums (lower/linalg.py), wrapping around like XLA's. Values past 2^24 and
+# products and sums (lower/matmul.py), wrapping around like XLA's. Values past 2^24 and
 # products past 2^31 would be wrong through a float matmul.
 INT_DOTS = {
     "matmul_wraps": (lambda a, b: a @ b, (5, 70), (70, 3), np.int32, -2**20, 2**20),
@@ -138,8 +138,8 @@ def test_integer_dots_are_exact(tt, cpu, name):
 
 def test_integer_dot_in_chunks_is_exact(tt, cpu, monkeypatch):
     """K split into chunks whose partial sums add up (a small chunk forced)."""
-    from pjrt_tt.lower import linalg
-    monkeypatch.setattr(linalg, "INTEGER_PRODUCT_ELEMENTS", 64)
+    from pjrt_tt.lower import matmul
+    monkeypatch.setattr(matmul, "INTEGER_PRODUCT_ELEMENTS", 64)
     a, b = RNG.integers(-1000, 1000, (4, 37), dtype=np.int32), RNG.integers(-1000, 1000, (37, 5), dtype=np.int32)
     check(tt, cpu, lambda a, b: a @ b, a, b, exact=True)
 

@@ -1,4 +1,4 @@
-"""precision= and algorithm= on dots (lower/linalg.py; docs/numerics.md, "Precision of dots").
+"""precision= and algorithm= on dots and convolutions (lower/matmul.py; docs/numerics.md, "Precision of dots").
 
 Errors are measured against the float64 numpy product, scaled by |A| @ |B| (the scale a dot's
 rounding errors live in, meaningful where terms cancel). Bounds: DEFAULT is the card's TF32
@@ -13,6 +13,8 @@ import pytest
 from jax import lax
 
 from pjrt_tt.errors import Unimplemented
+
+from conftest import enable_x64
 
 P, A = lax.Precision, lax.DotAlgorithmPreset
 U = 2.0 ** -24   # float32 unit roundoff
@@ -91,6 +93,33 @@ def test_default_matmul_precision_highest(tt):
     with jax.default_matmul_precision("highest"):
         c = np.asarray(jax.jit(lambda x, y: x @ y)(jax.device_put(a, tt), jax.device_put(b, tt)))
     assert scaled_error(c, a, b).max() <= 8 * U * 16
+
+
+def conv_error(device, precision, x, w):
+    """Max error of an NHWC 3x3 conv (K = 9 * 32 = 288 terms per output), scaled like a dot's."""
+    dn = ("NHWC", "HWIO", "NHWC")
+    f = jax.jit(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn,
+                                                      precision=precision))
+    got = np.asarray(f(jax.device_put(x, device), jax.device_put(w, device)), np.float64)
+    cpu = jax.devices("cpu")[0]
+    in64 = lambda a: jax.device_put(a.astype(np.float64), cpu)  # noqa: E731  (float64 on XLA:CPU)
+    exact = np.asarray(f(in64(x), in64(w)))
+    scale = np.asarray(f(in64(np.abs(x)), in64(np.abs(w))))
+    return float((np.abs(got - exact) / scale).max())
+
+
+def test_conv_precision(tt, cpu):
+    """precision= on a convolution is honoured as on a dot (im2col and the same matmuls):
+    HIGHEST to float32's accuracy (no worse than 2x XLA:CPU + 1 ulp), HIGH within 2^-14,
+    DEFAULT ttnn.conv2d's own (TF32 operands)."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 10, 9, 32)).astype(np.float32), rng.standard_normal((3, 3, 32, 16)).astype(np.float32)
+    with enable_x64():
+        default, high, highest = (conv_error(tt, p, x, w) for p in (P.DEFAULT, P.HIGH, P.HIGHEST))
+        cpu_err = conv_error(cpu, P.HIGHEST, x, w)
+    assert highest <= 2 * cpu_err + U and highest <= 8 * U * 17, (highest, cpu_err)
+    assert high <= 2.0 ** -14, high
+    assert default > 2.0 ** -14, default   # the fast default is kept, not silently upgraded
 
 
 def test_mixed_operand_precision_takes_the_higher(tt):

@@ -13,7 +13,7 @@ with its own dims, and the buffers convert (program.device_array / host_array).
 Lowered: constants, convert (to complex: imaginary part 0; complex to real: the real
 part, as StableHLO defines it), real, imag, complex, add, subtract, negate, multiply,
 divide, abs, exp, log, sqrt, rsqrt, sign, compare EQ / NE, select, the data movement ops,
-dot_general (four real dots), and reduce with an add body; composites (jax's acos, asinh,
+dot_general and convolution (four real ones), and reduce with an add body; composites (jax's acos, asinh,
 ...) and calls are inlined first, so their decompositions' ops are what must be lowered.
 Everything else on complex values is refused (UNIMPLEMENTED naming the op and its source
 line): never a wrong answer.
@@ -184,8 +184,8 @@ def _rewrite(op, pairs: dict) -> list:
         return [(_op("stablehlo.divide", a, safe), _op("stablehlo.divide", b, safe))]
     if name == "stablehlo.compare":
         return [_compare(op, *ins)]
-    if name == "stablehlo.dot_general":
-        return [_dot(op, *ins)]
+    if name in ("stablehlo.dot_general", "stablehlo.convolution"):
+        return [_bilinear(op, *ins)]
     if name == "stablehlo.reduce":
         return _reduce(op, ins)
     if name == "stablehlo.reduce_window":
@@ -305,15 +305,18 @@ def _convert(op, x):
     raise _refusal(op, "converts between complex types pjrt-tt does not carry")
 
 
-def _dot(op, x, y):
-    """Four real dots with the op's own dimension numbers and precision."""
-    if not (isinstance(x, tuple) and isinstance(y, tuple)):
-        raise _refusal(op, "mixes a complex operand with a real one")
-    (a, b), (c, d) = x, y
+def _bilinear(op, x, y):
+    """dot_general or convolution (bilinear in its operands): four real ones with the op's
+    own dimension numbers and precision, two where an operand is real."""
     out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
     attrs = named_attributes(op)
-    dot = lambda p, q: create(op.name, out, [p, q], attrs)  # noqa: E731
-    return (_op("stablehlo.subtract", dot(a, c), dot(b, d)), _op("stablehlo.add", dot(a, d), dot(b, c)))
+    apply = lambda p, q: create(op.name, out, [p, q], attrs)  # noqa: E731
+    if not isinstance(x, tuple):
+        return apply(x, y[0]), apply(x, y[1])
+    if not isinstance(y, tuple):
+        return apply(x[0], y), apply(x[1], y)
+    (a, b), (c, d) = x, y
+    return (_op("stablehlo.subtract", apply(a, c), apply(b, d)), _op("stablehlo.add", apply(a, d), apply(b, c)))
 
 
 def _reduce(op, ins):

@@ -14,10 +14,15 @@ exactly around it (measured in mock, docs/ttnn-facts.md "Convolution and fused o
 - fewer output positions than kernel taps (the gradient wrt a kernel): exact im2col +
   ttnn.matmul instead (conv2d rejects some of these, e.g. batch 9, 5x5 input, 4x4 kernel:
   "Reader indices buffer page size 68 exceeds worst-case CB size 64");
+- integer element types (conv2d takes floats only): im2col + the exact integer matmul of
+  dots (elementwise products summed), wrapping as XLA; uint8 / uint16 in uint32;
+- precision HIGH / HIGHEST: im2col + the matmul of dots at that precision (conv2d has
+  no such mode: bfloat16 parts at HiFi4, float32 accumulation; matmul.py);
+- nothing to compute (a zero-size result, or an empty operand: sums of padding): zeros;
 - 3 spatial dims: one conv2d per depth tap over the depth planes it reads (in the
   batch), summed.
 - 0 spatial dims (a dot over the features): 1-D of length 1.
-Rejected: >= 4 spatial dims, integer element types.
+Rejected: >= 4 spatial dims.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.lower.builder import Lowering
-from pjrt_tt.lower.helpers import result_type
+from pjrt_tt.lower.helpers import FLOATS, NARROW, WIDE, fill, host_type, narrow_back, result_type
+from pjrt_tt.lower.matmul import matmul, plan
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import DEVICE, ROW_MAJOR, ShapeArg, TensorType, Value, dtype_attr, layout_attr
 
@@ -112,27 +118,50 @@ def _pad_spatial(lo: Lowering, x: Value, pad) -> Value:
     return x
 
 
-def _conv2d_by_positions(lo: Lowering, x: Value, w: Value, strides, pad, rhs_dil, groups: int,
-                         oh: int, ow: int) -> Value:
-    """Exact im2col over the output positions: one strided slice of the padded input per
-    output position (the kernel-sized window it reads), all in one [N*P, kh*kw*C] matrix,
-    times the kernel as a [kh*kw*C, O] matrix (batched over groups). For convolutions
-    with few output positions and a big kernel (the gradient wrt a kernel), where
-    ttnn.conv2d is a poor fit and rejects some shapes (measured)."""
-    x = _pad_spatial(lo, x, pad)
+def _patches(lo: Lowering, x: Value, kernel, strides, rhs_dil, oh: int, ow: int) -> Value:
+    """im2col of the padded input x [N,H,W,C]: [N, OH*OW, kh*kw*C], each row the window one
+    output position reads. Built from whichever is fewer: one strided slice per output
+    position (its window), or one per kernel tap (what that tap reads at every position)."""
     n, h, wd, c = x.type.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, rhs_dil
+    pieces = []
+    if oh * ow <= kh * kw:
+        for i in range(oh):
+            for j in range(ow):
+                starts, ends = [0, i * sh, j * sw, 0], [n, i * sh + (kh - 1) * dh + 1, j * sw + (kw - 1) * dw + 1, c]
+                win = x
+                if starts != [0, 0, 0, 0] or ends != [n, h, wd, c] or (dh, dw) != (1, 1):  # never a whole-x slice
+                    win = lo.emit("slice", x, starts, ends, [1, dh, dw, 1], result=_with(x, (n, kh, kw, c)))
+                pieces.append(lo.reshape(win, (n, 1, kh * kw * c)))
+        axis = 1
+    else:
+        for a in range(kh):
+            for b in range(kw):
+                starts, ends = [0, a * dh, b * dw, 0], [n, a * dh + (oh - 1) * sh + 1, b * dw + (ow - 1) * sw + 1, c]
+                tap = x
+                if starts != [0, 0, 0, 0] or ends != [n, h, wd, c] or (sh, sw) != (1, 1):
+                    tap = lo.emit("slice", x, starts, ends, [1, sh, sw, 1], result=_with(x, (n, oh, ow, c)))
+                pieces.append(lo.reshape(tap, (n, oh * ow, 1, c)))
+        axis = 2
+    shape = list(pieces[0].type.shape)
+    shape[axis] *= len(pieces)
+    patches = pieces[0] if len(pieces) == 1 else lo.emit("concat", pieces, axis, result=_with(x, shape))
+    return lo.reshape(patches, (n, oh * ow, kh * kw * c))
+
+
+def _conv2d_as_matmul(lo: Lowering, op, x: Value, w: Value, strides, pad, rhs_dil, groups: int,
+                      oh: int, ow: int) -> Value:
+    """Exact im2col: the windows of the padded input as one [N*P, kh*kw*C] matrix (P output
+    positions) times the kernel as a [kh*kw*C, O] matrix (batched over groups). For
+    convolutions with few output positions and a big kernel (the gradient wrt a kernel),
+    where ttnn.conv2d is a poor fit and rejects some shapes (measured); for integer
+    convolutions, which ttnn.conv2d does not take (their matmul is exact); and for a
+    precision above DEFAULT, which the matmul honours as a dot's (matmul.py)."""
+    x = _pad_spatial(lo, x, pad)
+    n = x.type.shape[0]
     o, cg, kh, kw = w.type.shape
-    (sh, sw), (dh, dw), g = strides, rhs_dil, groups
-    rows = []
-    for i in range(oh):
-        for j in range(ow):
-            starts, ends = [0, i * sh, j * sw, 0], [n, i * sh + (kh - 1) * dh + 1, j * sw + (kw - 1) * dw + 1, c]
-            win = x
-            if starts != [0, 0, 0, 0] or ends != [n, h, wd, c] or (dh, dw) != (1, 1):  # never a whole-x slice
-                win = lo.emit("slice", x, starts, ends, [1, dh, dw, 1], result=_with(x, (n, kh, kw, c)))
-            rows.append(lo.reshape(win, (n, 1, kh * kw * c)))
-    patches = rows[0] if len(rows) == 1 else \
-        lo.emit("concat", rows, 1, result=_with(x, (n, oh * ow, kh * kw * c)))
+    g = groups
+    patches = _patches(lo, x, (kh, kw), strides, rhs_dil, oh, ow)
     # [N, P, kh, kw, G, Cg] -> [G, N*P, kh*kw*Cg]; kernel [G, Og, Cg, kh, kw] -> [G, kh*kw*Cg, Og]
     patches = lo.reshape(patches, (n * oh * ow, kh * kw, g, cg))
     patches = lo.reshape(lo.permute(patches, [2, 0, 1, 3]), (g, n * oh * ow, kh * kw * cg))
@@ -140,22 +169,24 @@ def _conv2d_by_positions(lo: Lowering, x: Value, w: Value, strides, pad, rhs_dil
     kernel = lo.reshape(kernel, (g, kh * kw * cg, o // g))
     if g == 1:
         patches, kernel = lo.reshape(patches, patches.type.shape[1:]), lo.reshape(kernel, kernel.type.shape[1:])
-    y = lo.emit("matmul", patches, kernel, result=_with(x, patches.type.shape[:-1] + (o // g,)))
+    out = _with(x, patches.type.shape[:-1] + (o // g,))
+    y = matmul(lo, op, patches, kernel, out)
     if g > 1:
         y = lo.permute(y, [1, 0, 2])
     return lo.reshape(y, (n, oh, ow, o))
 
 
-def _conv2d(lo: Lowering, x: Value, w: Value, strides, pad, rhs_dil, groups: int) -> Value:
+def _conv2d(lo: Lowering, op, x: Value, w: Value, strides, pad, rhs_dil, groups: int) -> Value:
     """x [N,H,W,C] * w [O,I/groups,kh,kw] -> [N,OH,OW,O] by one ttnn.conv2d, or by im2col
-    + matmul when there are fewer output positions than kernel taps."""
+    + matmul for integers, a precision above DEFAULT, and when there are fewer output
+    positions than kernel taps."""
     n, h, wd, c = x.type.shape
     o, _, kh, kw = w.type.shape
-    oh, ow = (((size + p0 + p1 - (k - 1) * d - 1) // s + 1)
+    oh, ow = (max(0, (size + p0 + p1 - (k - 1) * d - 1) // s + 1)
               for size, p0, p1, k, d, s in ((h, pad[0], pad[1], kh, rhs_dil[0], strides[0]),
                                             (wd, pad[2], pad[3], kw, rhs_dil[1], strides[1])))
-    if oh * ow < kh * kw and oh * ow <= MAX_POSITIONS:
-        return _conv2d_by_positions(lo, x, w, strides, pad, rhs_dil, groups, oh, ow)
+    if x.type.dtype not in FLOATS or plan(lo, op) is not None or (oh * ow < kh * kw and oh * ow <= MAX_POSITIONS):
+        return _conv2d_as_matmul(lo, op, x, w, strides, pad, rhs_dil, groups, oh, ow)
     w = lo.emit("to_layout", w, layout_attr(ROW_MAJOR), result=dataclasses.replace(w.type, layout=ROW_MAJOR))
     y = lo.emit("conv2d", result=TensorType((1, 1, n * oh * ow, o), x.type.dtype),
                 input_tensor=lo.reshape(x, (1, 1, n * h * wd, c)), weight_tensor=w, device=DEVICE,
@@ -165,7 +196,7 @@ def _conv2d(lo: Lowering, x: Value, w: Value, strides, pad, rhs_dil, groups: int
     return lo.reshape(y, (n, oh, ow, o))
 
 
-def _conv3d(lo: Lowering, x: Value, w: Value, strides, pad, rhs_dil, groups: int) -> Value:
+def _conv3d(lo: Lowering, op, x: Value, w: Value, strides, pad, rhs_dil, groups: int) -> Value:
     """x [N,D,H,W,C] * w [O,I,kd,kh,kw]: for each depth tap i, the depth planes it reads
     (a strided slice of the depth-padded input) go into the batch of one conv2d; the
     kd results are summed. Exact; kd conv2d calls."""
@@ -184,7 +215,7 @@ def _conv3d(lo: Lowering, x: Value, w: Value, strides, pad, rhs_dil, groups: int
                          [1, strides[0], 1, 1, 1], result=_with(x, (n, od, h, wd, c)))
         tap = lo.emit("slice", w, [0, 0, i, 0, 0], [o, i_, i + 1, *w.type.shape[3:]], [1] * 5,
                       result=_with(w, (o, i_, 1, *w.type.shape[3:])))
-        y = _conv2d(lo, lo.reshape(planes, (n * od, h, wd, c)), lo.reshape(tap, (o, i_, *w.type.shape[3:])),
+        y = _conv2d(lo, op, lo.reshape(planes, (n * od, h, wd, c)), lo.reshape(tap, (o, i_, *w.type.shape[3:])),
                     strides[1:], pad[2:], rhs_dil[1:], groups)
         total = y if total is None else lo.emit("add", total, y, result=y.type)
     return lo.reshape(total, (n, od, *total.type.shape[1:]))
@@ -195,8 +226,9 @@ def _convolution(lo: Lowering, op) -> list:
     dn = stablehlo.ConvDimensionNumbers(op.attributes["dimension_numbers"])
     ns = len(dn.input_spatial_dimensions)
     out = result_type(op)
-    if out.dtype not in ("float32", "bfloat16"):
-        raise lo.unsupported(f"convolution of {out.dtype} (ttnn.conv2d takes floats only)")
+    compute = out.dtype if out.dtype in FLOATS else WIDE if out.dtype in NARROW else out.dtype
+    if 0 in (*out.shape, *host_type(op.operands[0]).shape, *host_type(op.operands[1]).shape):
+        return [fill(lo, 0, out)]   # nothing to compute, or sums of nothing (padding only)
     if ns not in (0, 1, 2, 3):
         raise lo.unsupported(f"convolution with {ns} spatial dims (0-D to 3-D are lowered to ttnn.conv2d)")
     strides = _ints(op, "window_strides", ns, 1)
@@ -212,7 +244,7 @@ def _convolution(lo: Lowering, op) -> list:
                    [dn.input_batch_dimension, *dn.input_spatial_dimensions, dn.input_feature_dimension])
     w = lo.permute(lo.get(op.operands[1]), [dn.kernel_output_feature_dimension,
                                             dn.kernel_input_feature_dimension, *dn.kernel_spatial_dimensions])
-    x, w = lo.typecast(x, out.dtype), lo.typecast(w, out.dtype)
+    x, w = lo.typecast(x, compute), lo.typecast(w, compute)
     if ns == 0:  # no spatial dims (a dot over features, grouped or not) as 1-D of length 1
         x = lo.reshape(x, (x.type.shape[0], 1, x.type.shape[1]))
         w = lo.reshape(w, (*w.type.shape, 1))
@@ -246,10 +278,10 @@ def _convolution(lo: Lowering, op) -> list:
     if any(reversal):
         w = reverse(lo, w, [2 + i for i, r in enumerate(reversal) if r])
 
-    y = (_conv2d if len(spatial) == 2 else _conv3d)(lo, x, w, strides, pad, rhs_dil, fgc)
+    y = (_conv2d if len(spatial) == 2 else _conv3d)(lo, op, x, w, strides, pad, rhs_dil, fgc)
     if ns <= 1:   # [N, 1, L, O] -> [N, L, O], or [N, O] (L == 1) for no spatial dims
         n_, _, l_, o_ = y.type.shape
         y = lo.reshape(y, (n_, l_, o_) if ns == 1 else (n_, o_))
     ours = [dn.output_batch_dimension, *dn.output_spatial_dimensions, dn.output_feature_dimension]
     assert tuple(y.type.shape) == tuple(out.shape[i] for i in ours), (y.type.shape, out.shape)
-    return [lo.permute(y, [ours.index(i) for i in range(len(ours))])]
+    return [narrow_back(lo, lo.permute(y, [ours.index(i) for i in range(len(ours))]), out.dtype)]
