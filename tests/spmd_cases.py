@@ -254,6 +254,45 @@ def seed_words(devs):
     return outs, ["seed_words"] * len(outs)
 
 
+def _complex(seed, *shape):
+    r = np.random.RandomState(seed)
+    return (r.randn(*shape) + 1j * r.randn(*shape)).astype(np.complex64)
+
+
+def _planes(z):
+    z = np.asarray(z)
+    assert z.dtype == np.complex64, z.dtype
+    return np.stack([z.real, z.imag])
+
+
+def complex_collectives(devs):
+    """complex64 across chips (carried as float32 planes, ingest/complex64.py): each
+    collective moves or sums both planes; sharded complex arguments and results."""
+    mesh = Mesh(np.array(devs[:2]).reshape(1, 2), ("x", "y"))
+    spec = P(None, "y")
+
+    def body(z):
+        return (jax.lax.psum(z, "y"), jax.lax.all_gather(z, "y", axis=1, tiled=True),
+                jax.lax.psum_scatter(z, "y", scatter_dimension=0, tiled=True),
+                jax.lax.all_to_all(z, "y", 0, 1, tiled=True), jax.lax.ppermute(z, "y", [(0, 1), (1, 0)]),
+                jnp.conj(z) - 2j)
+    f = jax.jit(shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=(P(), P(), P("y"), spec, spec, spec),
+                          check_rep=False))
+    outs = f(jax.device_put(_complex(5, 8, 64), NamedSharding(mesh, spec)))
+    return [_planes(o) for o in outs], [str(o.sharding.spec) for o in outs]
+
+
+def complex_tp(devs):
+    """A complex matmul with its contraction sharded (the partial products summed across
+    chips), and a sharded complex product reduced over the sharded dim."""
+    mesh = Mesh(np.array(devs[:2]).reshape(1, 2), ("x", "y"))
+    ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
+    z, w = jax.device_put(_complex(6, 16, 64), ns(P(None, "y"))), jax.device_put(_complex(7, 64, 32), ns(P("y", None)))
+    mm = jax.jit(lambda a, b: a @ b, out_shardings=ns(P()))(z, w)
+    red = jax.jit(lambda a: jnp.sum(a * a + 1j, axis=1), out_shardings=ns(P()))(z)
+    return [_planes(mm), _planes(red)], [str(mm.sharding.spec), str(red.sharding.spec)]
+
+
 def devices_memory(tt):
     """Every chip is listed (ids, mesh coords, process 0) and holds its own memory."""
     import pjrt_tt.systems as systems
@@ -317,8 +356,9 @@ def oversized_model(tt, cpu):
             "chip_limit": limit, "held_per_chip": held, "oom": error[:600], "tt_spec": [], "cpu_spec": []}
 
 
-APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d"}   # jit cases multiply matrices: the "matmul" bounds
-EXACT = {"seed_words", "all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
+APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows"} | {"submeshes", "gspmd_form", "mesh_3d",
+                                                                                   "complex_tp"}   # jit cases multiply matrices: the "matmul" bounds
+EXACT = {"seed_words", "complex_collectives", "all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
          "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index",
          "update_past_the_end", "sort_per_shard", "pad_sharded"}   # cases that only move, select or make bits (or one x3)
 
@@ -384,6 +424,9 @@ def run_case(case, tt, cpu):
     elif case == "pad_sharded":
         a, sa = pad_sharded(tt)
         b, sb = pad_sharded(cpu)
+    elif case in ("complex_collectives", "complex_tp"):
+        a, sa = globals()[case](tt)
+        b, sb = globals()[case](cpu)
     elif case == "seed_words":
         a, sa = seed_words(tt)
         b, sb = seed_words(cpu)

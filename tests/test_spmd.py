@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 N300 = ["dp_mlp", "tp_column", "tp_row", "megatron_mlp", "megatron_attention", "tp_grad", "fsdp",
         "reshard", "unspecified_out", "bf16_megatron", "psum", "all_gather", "psum_scatter",
         "all_to_all", "gspmd_form", "vocab_parallel_xent", "sharded_random", "narrow_types",
-        "psum_scatter_1d", "sort_per_shard", "seed_words"]
+        "psum_scatter_1d", "sort_per_shard", "seed_words", "complex_collectives", "complex_tp"]
 T3K = ["devices_memory", "dp_tp_2x2", "dp_tp_2x4", "dp_tp_train_2x2", "tp_1x4", "tp_1x8_column",
        "uneven_internal", "pmean", "pmax", "ppermute", "ppermute_ring_1x8",
        "ppermute_partial_1x8", "axis_index", "psum_2d_rows", "submeshes", "transpose_reshard",

@@ -13,7 +13,8 @@ with its own dims, and the buffers convert (program.device_array / host_array).
 Lowered: constants, convert (to complex: imaginary part 0; complex to real: the real
 part, as StableHLO defines it), real, imag, complex, add, subtract, negate, multiply,
 divide, abs, exp, log, sqrt, rsqrt, sign, compare EQ / NE, select, the data movement ops,
-dot_general and convolution (four real ones), and reduce with an add body; composites (jax's acos, asinh,
+dot_general and convolution (four real ones), reduce with an add body, and in SPMD
+programs the collectives (moved per plane; all_reduce / reduce_scatter summing per plane); composites (jax's acos, asinh,
 ...) and calls are inlined first, so their decompositions' ops are what must be lowered.
 Everything else on complex values is refused (UNIMPLEMENTED naming the op and its source
 line): never a wrong answer.
@@ -39,7 +40,12 @@ _PER_PLANE = {"stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_i
               "stablehlo.slice", "stablehlo.dynamic_slice", "stablehlo.dynamic_update_slice",
               "stablehlo.concatenate", "stablehlo.pad", "stablehlo.reverse", "stablehlo.gather",
               "stablehlo.add", "stablehlo.subtract", "stablehlo.negate", "mhlo.copy",
-              "stablehlo.broadcast"}
+              "stablehlo.broadcast",
+              # SPMD: the collectives of a partitioned program move each plane the same way
+              "stablehlo.all_gather", "stablehlo.all_to_all", "stablehlo.collective_permute",
+              "stablehlo.collective_broadcast"}
+# collectives that sum complex values across chips: one per plane, with a float32 add body
+_SUMMING_COLLECTIVES = {"stablehlo.all_reduce", "stablehlo.reduce_scatter"}
 
 
 def has_complex(module: ir.Module):
@@ -136,8 +142,12 @@ def _rewrite(op, pairs: dict) -> list:
     if name == "stablehlo.select":
         p, (a, b), (c, d) = ins
         return [(_op("stablehlo.select", p, a, c), _op("stablehlo.select", p, b, d))]
-    if name in _PER_PLANE and not op.regions and all(_is_complex(r.type) for r in op.results):
+    if name in _PER_PLANE and not op.regions and len(op.results) == 1 and _is_complex(op.results[0].type):
         return [tuple(_clone(op, [x[k] if isinstance(x, tuple) else x for x in ins]) for k in (0, 1))]
+    if name in _SUMMING_COLLECTIVES and len(ins) == 1:
+        if _body_kind(op) != "stablehlo.add":
+            raise _refusal(op, "combines complex values across chips with a body other than a single add")
+        return [_per_plane(op, ins)]
     if name == "stablehlo.multiply":
         return [_mul(*ins)]
     if name == "stablehlo.divide":
@@ -184,7 +194,7 @@ def _rewrite(op, pairs: dict) -> list:
         return [(_op("stablehlo.divide", a, safe), _op("stablehlo.divide", b, safe))]
     if name == "stablehlo.compare":
         return [_compare(op, *ins)]
-    if name in ("stablehlo.dot_general", "stablehlo.convolution"):
+    if name in ("stablehlo.dot_general", "stablehlo.dot", "stablehlo.convolution"):
         return [_bilinear(op, *ins)]
     if name == "stablehlo.reduce":
         return _reduce(op, ins)
@@ -379,14 +389,14 @@ def _body_kind(op) -> str:
 
 
 def _per_plane(op, ins):
-    """`op` (a reduce or reduce_window summing one complex operand) on each float32 plane."""
-    (x, init) = ins
+    """`op` (a reduce or reduce_window with its init, or an all_reduce / reduce_scatter,
+    summing one complex operand) on each float32 plane."""
     out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
     scalar = ir.RankedTensorType.get([], ir.F32Type.get())
     planes = []
     for k in (0, 1):
-        red = ir.Operation.create(op.name, results=[out], operands=[x[k], init[k]], attributes=named_attributes(op),
-                                  regions=1)
+        red = ir.Operation.create(op.name, results=[out], operands=[v[k] for v in ins],
+                                  attributes=named_attributes(op), regions=1)
         block = red.regions[0].blocks.append(scalar, scalar)
         with ir.InsertionPoint(block):
             ir.Operation.create("stablehlo.return", operands=[_op("stablehlo.add", *block.arguments)])

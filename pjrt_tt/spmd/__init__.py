@@ -11,21 +11,9 @@ See docs/spmd.md.
 """
 from __future__ import annotations
 
-from pjrt_tt.errors import Unimplemented, UnsupportedDtype
+from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import parse
 from pjrt_tt.spmd import collectives  # noqa: F401  (registers the SPMD lowering rules)
-
-
-def _refuse_complex(code: bytes) -> None:
-    """complex64 is carried as planes on one chip only: its shardings, collectives and mesh
-    transfers would have to move the planes axis too (not built)."""
-    from pjrt_tt.ingest import _read_module, describe_location, new_context
-    from pjrt_tt.ingest.complex64 import has_complex
-    op = has_complex(_read_module(new_context(), bytes(code)))
-    if op is not None:
-        raise UnsupportedDtype("complex64 (complex<f32>) is not supported in SPMD programs (several "
-                               f"chips; `{op.name}` at {describe_location(op.location)}): pjrt-tt carries complex64 on one chip only. Run the complex "
-                               "part on one device, or write it with real and imaginary parts")
 
 
 def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int],
@@ -39,7 +27,6 @@ def partition_module(code: bytes, fmt: str, options, system_mesh: tuple[int, int
         raise Unimplemented(f"programs with {options.num_replicas} replicas (pmap-style) are not "
                             f"supported; use jax.jit with shardings (partitions) instead")
     part = partition(code, fmt, options)
-    _refuse_complex(part.code)
     # XLA's partitioner output is converted HLO
     parsed = parse(part.code, "mlir", from_hlo=True, strict_64bit=strict_64bit)
     # The framework reads shardings from the attributes of the module we hand back; the
