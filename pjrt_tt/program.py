@@ -279,7 +279,10 @@ def device_array(data: np.ndarray, h: HostType) -> np.ndarray:
     if h.words:
         bits = np.asarray(data).astype(np.uint64)   # two's complement for int64
         return np.stack([bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32)]).astype(np.uint32)
-    return np.asarray(data).astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
+    data = np.asarray(data)
+    if data.dtype == np.bool_:   # numpy keeps a bool's raw byte (any nonzero is True) through astype
+        data = data.view(np.uint8) != 0
+    return data.astype(DEVICE_NUMPY[t.dtype], copy=False).reshape(t.shape)
 
 
 def host_array(data: np.ndarray, h: HostType) -> np.ndarray:

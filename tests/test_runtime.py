@@ -75,6 +75,17 @@ def test_round_trip_exact(tt, dtype, shape):
     assert_close(jax.device_get(y), x, exact=True)
 
 
+def test_a_bool_whose_byte_is_not_0_or_1_is_true(tt):
+    """numpy lets a bool hold any byte (a uint8 buffer viewed as bool, as jax's own test
+    generators make); it is True, and every program sees it as 1 (on XLA:CPU the raw byte
+    leaks into astype and bitcasts: undefined there)."""
+    raw = np.array([96, 0, 1, 255], np.uint8).view(np.bool_)
+    x = jax.device_put(raw, tt)
+    assert_close(np.asarray(x), np.array([True, False, True, True]), exact=True)
+    assert_close(np.asarray(x.astype(jnp.uint8)), np.array([1, 0, 1, 1], np.uint8), exact=True)
+    assert_close(np.asarray(x.view(jnp.int8)), np.array([1, 0, 1, 1], np.int8), exact=True)
+
+
 @pytest.mark.parametrize("view", ["strided", "reversed", "reversed_strided", "transposed_reversed"])
 def test_non_contiguous_host_array(tt, view):
     """Host arrays reach the plugin with their byte strides (negative for a reversed view:
