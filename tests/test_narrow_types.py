@@ -171,19 +171,26 @@ def test_float16_mlp_value_and_grad(tt, cpu):
 
 
 def test_float16_bitcasts_are_exact_and_jax_random_makes_float16(tt, cpu):
-    """float16's bits, computed from its float32 carrier: all 65536 patterns both ways (NaNs
-    as NaN), and jax.random's float16 numbers (made from uint16 bits) equal to CPU's."""
+    """float16's bits, computed from its float32 carrier: all 65536 patterns both ways, bit
+    for bit (NaN payloads and signalling NaNs kept, as XLA:CPU keeps them: a bitcast is no
+    conversion), negation keeping them too; a float32 NaN converted to float16 keeps its top
+    payload bits and is made quiet, as XLA:CPU's convert; and jax.random's float16 numbers
+    (made from uint16 bits) equal to CPU's."""
     bits = np.arange(2 ** 16, dtype=np.uint16).reshape(256, 256)
-    got, want = run_both(lambda b: jax.lax.bitcast_convert_type(b, jnp.float16), bits, tt_device=tt, cpu_device=cpu)
-    nan = np.isnan(want[0])
-    np.testing.assert_array_equal(np.isnan(got[0]), nan)
-    np.testing.assert_array_equal(got[0].view(np.uint16)[~nan], want[0].view(np.uint16)[~nan])
-    values = want[0][~nan].reshape(-1)
+    got, want = run_both(lambda b: (jax.lax.bitcast_convert_type(b, jnp.float16),
+                                    -jax.lax.bitcast_convert_type(b, jnp.float16)), bits, tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.view(np.uint16), w.view(np.uint16))
+    values = want[0].reshape(-1)
     got, want = run_both(lambda v: (jax.lax.bitcast_convert_type(v, jnp.uint16), jax.lax.bitcast_convert_type(v, jnp.int16),
                                     jax.lax.bitcast_convert_type(v.reshape(-1, 2), jnp.float32)), values,
                          tt_device=tt, cpu_device=cpu)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8))
+    nans = np.array([0x7F802000, 0x7FA02000, 0xFF812345, 0x7F800001, 0x7FC00000], np.uint32).view(np.float32)
+    got, want = run_both(lambda v: jax.lax.bitcast_convert_type(v.astype(jnp.float16), jnp.uint16), nans,
+                         tt_device=tt, cpu_device=cpu)
+    np.testing.assert_array_equal(got[0], want[0])
     got, want = run_both(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (64, 9), dtype=jnp.float16),
                          np.asarray(jax.random.key_data(jax.random.key(3))), tt_device=tt, cpu_device=cpu)
     assert_close(got[0], want[0], exact=True)

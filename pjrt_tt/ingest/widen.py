@@ -22,7 +22,7 @@ them (docs/numerics.md):
   wrap-around convert; others from or to these types, and those between widths (f32 ->
   4 x uint8, 2 x bf16 -> f32), take the bits apart or put them together in uint32 integer
   ops; a float16's bits are computed from its float32 carrier (exactly, subnormals, inf and
-  NaN included). float8 bitcasts are refused (UNIMPLEMENTED naming the op and its line).
+  NaN payloads included). float8 bitcasts are refused (UNIMPLEMENTED naming the op and its line).
 - float16 computes in float32 and is rounded to float16 where it leaves float16: when
   downloaded, and at every convert to float16 (its result) or from a computed float16 value
   (its operand), with float8's rounding below (reduce_precision (5, 10) would flush float16's
@@ -56,6 +56,8 @@ from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value
 from pjrt_tt.ingest.mlir_compat import defining_op
 
+# marks a convert to float16 of a value that is a float16 already (a bitcast's), not rounded
+EXACT_F16 = "pjrt_tt.exact_f16"
 WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32", "i4": "i32", "ui4": "i32",
            **{name: "f32" for name in FLOAT8}}   # the type the chip computes each in
 _BITS = {"i8": 8, "i16": 16, "i4": 4, "ui4": 4}
@@ -137,7 +139,7 @@ def _plan_op(op, after, edits: list) -> None:
             edits.append(_Edit("round8", op, r, 0, after, fmt=_etype(r.type)))
     if name == "stablehlo.convert":
         src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
-        if dst == "f16" and src != "f16":
+        if dst == "f16" and src != "f16" and EXACT_F16 not in op.attributes:
             edits.append(_Edit("round", op, op.results[0], 0, after))
         elif src == "f16" and dst != "f16" and _computed(op.operands[0]):
             edits.append(_Edit("round operand", op, op.operands[0], 0, op))
@@ -199,9 +201,18 @@ def _sentinels(op, after, edits: list) -> bool:
 
 def _computed(v: ir.Value) -> bool:
     """Whether a float16 value may hold more than float16 precision here (computed in float32):
-    not an argument, a constant or a convert's result (rounded already)."""
+    not an argument, a constant, a convert's result (rounded already) or a bitcast's (a
+    float16 bit pattern: exact, NaN payloads included)."""
     owner = defining_op(v)
-    return owner is not None and owner.name not in ("stablehlo.constant", "stablehlo.convert")
+    while owner is not None and owner.name in _KEEPS_FLOAT16:
+        owner = defining_op(owner.operands[0])
+    return owner is not None and owner.name not in ("stablehlo.constant", "stablehlo.convert",
+                                                    "stablehlo.bitcast_convert")
+
+
+# ops whose float16 result is exactly a float16 operand's value moved (or its sign changed)
+_KEEPS_FLOAT16 = {"stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_in_dim", "stablehlo.slice",
+                  "stablehlo.reverse", "stablehlo.negate", "stablehlo.abs", "mhlo.copy"}
 
 
 def _fits(inner, outer) -> bool:
@@ -305,8 +316,10 @@ class _Bits:
 
     def from_bits(self, u, etype: str, shape) -> ir.Value:
         """The value of etype whose bit pattern is u's low bits."""
-        if etype == "f16":
-            return self.op("stablehlo.convert", [self._f16_value(u, shape)], shape, "f16")
+        if etype == "f16":   # (a float16 value already: the convert must not round it again)
+            exact = self.op("stablehlo.convert", [self._f16_value(u, shape)], shape, "f16")
+            exact.owner.attributes[EXACT_F16] = ir.UnitAttr.get()
+            return exact
         w = _WIDTH[etype]
         v = u if w == 32 else self.op("stablehlo.convert", [u], shape, _UNSIGNED_OF[w])
         return v if etype == _UNSIGNED_OF[w] else self.op("stablehlo.bitcast_convert", [v], shape, etype)
@@ -314,7 +327,8 @@ class _Bits:
     def _f16_bits(self, f, shape) -> ir.Value:
         """The float16 bit pattern of a float32 holding a float16 value: sign, exponent
         rebiased (127 -> 15) and the top 10 mantissa bits; subnormals (float32 exponents
-        103..112) shifted in with their leading one; zero; inf, and NaN as the quiet NaN."""
+        103..112) shifted in with their leading one; zero; inf; NaN with its top 10 payload
+        bits (a float16 NaN's own: bitcasts round-trip), the quiet NaN where those are 0."""
         u = self.op("stablehlo.bitcast_convert", [f], shape, "ui32")
         sign, e, m = self.field(u, 16, 0x8000), self.field(u, 23, 0xFF), self.field(u, 0, 0x7FFFFF)
         orr = lambda a, b: self.op("stablehlo.or", [a, b])  # noqa: E731
@@ -327,7 +341,9 @@ class _Bits:
         sub = orr(sign, self.op("stablehlo.shift_right_logical", [orr(m, self.const(shape, 0x800000)),
                                                                   self.select(self.cmp(shift, "GT", 31),
                                                                               self.const(shape, 31), shift)]))
-        special = orr(sign, self.select(self.cmp(m, "EQ", 0), self.const(shape, 0x7C00), self.const(shape, 0x7E00)))
+        payload = self.op("stablehlo.shift_right_logical", [m, self.const(shape, 13)])
+        nan = self.select(self.cmp(payload, "EQ", 0), self.const(shape, 0x7E00), orr(self.const(shape, 0x7C00), payload))
+        special = orr(sign, self.select(self.cmp(m, "EQ", 0), self.const(shape, 0x7C00), nan))
         return self.select(self.cmp(e, "EQ", 255), special,
                            self.select(self.cmp(e, "GE", 113), normal,
                                        self.select(self.cmp(e, "GE", 103), sub, sign)))
@@ -498,7 +514,10 @@ def _round_float(v: ir.Value, fmt: str):
     r = stablehlo.SelectOp(cmp(exponent, k(first_normal), "LT"), sub, normal).result
     nan = k(0x7FC00000)
     r = stablehlo.SelectOp(cmp(r, k(_f32_bits(float(info.max))), "GT"), k(0x7F800000) if has_inf else nan, r).result
-    r = stablehlo.SelectOp(cmp(a, k(0x7F800000), "GT"), nan, r).result
+    # a NaN: float16 keeps its top payload bits, made quiet (XLA:CPU's convert); float8 the one NaN
+    quiet = stablehlo.OrOp(stablehlo.AndOp(a, k((0xFFFFFFFF << cut) & 0xFFFFFFFF)).result, k(0x7FC00000)).result \
+        if fmt == "f16" else nan
+    r = stablehlo.SelectOp(cmp(a, k(0x7F800000), "GT"), quiet, r).result
     if fnuz:   # no -0 and one NaN: a zero is +0, a NaN reads back as float32's +NaN
         sign = stablehlo.SelectOp(cmp(r, k(0), "EQ"), k(0), sign).result
         sign = stablehlo.SelectOp(cmp(r, nan, "EQ"), k(0), sign).result
