@@ -99,6 +99,11 @@ MOVES = {
     "dynamic slice / update": lambda a: (jax.lax.dynamic_slice(a, (jnp.int32(1), jnp.int32(2)), (2, 3)),
                                          jax.lax.dynamic_update_slice(a, a[:2, :2] * 2, (jnp.int32(1), jnp.int32(3)))),
     "gather": lambda a: a[jnp.array([3, 0, 2])],
+    # scatters that overwrite or add: one per plane, the indices shared
+    "scatter set": lambda a: a.at[1, 2].set(5 - 1j),
+    "scatter add, repeated index": lambda a: a.at[jnp.array([0, 0, 2])].add(a[1]),
+    "insert": lambda a: jnp.insert(a, 1, 7 + 2j, axis=1),
+    "real rows into complex": lambda a: a.at[0].set(jnp.ones(8)),
 }
 
 
@@ -144,6 +149,7 @@ def test_sorts_by_real_then_imaginary_part(tt, cpu):
 REFUSED = {
     "stablehlo.reduce_window": lambda a: jnp.cumprod(a, axis=1),
     "stablehlo.while": lambda a: jax.lax.fori_loop(0, 3, lambda i, v: v * v, a),
+    "stablehlo.scatter": lambda a: a.at[0].multiply(2j),
 }
 
 

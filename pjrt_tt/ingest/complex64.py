@@ -13,7 +13,8 @@ with its own dims, and the buffers convert (program.device_array / host_array).
 Lowered: constants, convert (to complex: imaginary part 0; complex to real: the real
 part, as StableHLO defines it), real, imag, complex, add, subtract, negate, multiply,
 divide, abs, exp, log, sqrt, rsqrt, sign, compare EQ / NE, select, the data movement ops,
-dot_general and convolution (four real ones), reduce with an add body, and in SPMD
+dot_general and convolution (four real ones), reduce with an add body, scatter that
+overwrites or adds, and in SPMD
 programs the collectives (moved per plane; all_reduce / reduce_scatter summing per plane); composites (jax's acos, asinh,
 ...) and calls are inlined first, so their decompositions' ops are what must be lowered.
 Everything else on complex values is refused (UNIMPLEMENTED naming the op and its source
@@ -202,6 +203,8 @@ def _rewrite(op, pairs: dict) -> list:
         return _reduce_window(op, ins)
     if name == "stablehlo.sort":
         return _sort(op, ins)
+    if name == "stablehlo.scatter" and len(ins) == 3:
+        return [_scatter(op, ins)]
     raise _refusal(op, "is not lowered for complex numbers")
 
 
@@ -388,18 +391,32 @@ def _body_kind(op) -> str:
     return kinds[0] if len(op.results) == 1 and len(kinds) == 2 and kinds[1] == "stablehlo.return" else ""
 
 
-def _per_plane(op, ins):
-    """`op` (a reduce or reduce_window with its init, or an all_reduce / reduce_scatter,
-    summing one complex operand) on each float32 plane."""
+def _scatter(op, ins):
+    """A scatter of complex updates that overwrites (`.at[].set`, jnp.insert) or adds
+    (`.at[].add`): the same scatter per plane, its indices shared."""
+    block = op.regions[0].blocks[0]
+    body = [o.operation for o in block.operations]
+    if len(body) == 1 and body[0].operands[0] == block.arguments[1]:
+        return _per_plane(op, ins, add=False)
+    if _body_kind(op) == "stablehlo.add":
+        return _per_plane(op, ins)
+    raise _refusal(op, "scatters complex values with a body other than overwrite or add")
+
+
+def _per_plane(op, ins, add: bool = True):
+    """`op` (a reduce or reduce_window with its init, an all_reduce / reduce_scatter, or a
+    scatter with its indices) on each float32 plane, its body summing (`add`) or keeping
+    the second value (a scatter that overwrites)."""
     out = ir.RankedTensorType.get(_shape(op.results[0].type), ir.F32Type.get())
     scalar = ir.RankedTensorType.get([], ir.F32Type.get())
     planes = []
     for k in (0, 1):
-        red = ir.Operation.create(op.name, results=[out], operands=[v[k] for v in ins],
+        red = ir.Operation.create(op.name, results=[out], operands=[v[k] if isinstance(v, tuple) else v for v in ins],
                                   attributes=named_attributes(op), regions=1)
         block = red.regions[0].blocks.append(scalar, scalar)
         with ir.InsertionPoint(block):
-            ir.Operation.create("stablehlo.return", operands=[_op("stablehlo.add", *block.arguments)])
+            ir.Operation.create("stablehlo.return", operands=[_op("stablehlo.add", *block.arguments) if add
+                                                              else block.arguments[1]])
         planes.append(red.results[0])
     return tuple(planes)
 
