@@ -57,10 +57,6 @@ TF32_DEPTH = ("mobilenet_v2 float32: the card's float32 matrix / FPU ops read op
               "MobileNetV2's 52 convs + batch norms: logits 2.6e-2 relative off exact CPU (PCC 1.00000) "
               "against the 2**-7 float32 bound; CPU with the same truncation emulated on conv and "
               "batch-norm operands is 2.2e-2 off exact CPU and 5e-3 off the sim")
-MAMBA_DYNAMO = ("mamba: dynamo itself refuses MambaForCausalLM's forward with the default use_cache=True "
-                "(MambaCache.__init__ calls torch._dynamo.mark_static_address: \"Attempt to trace forbidden "
-                "callable\"), with backend=\"eager\" on the CPU too, before any backend runs")
-
 BF16_DEPTH = ("{name} bfloat16: {detail}; PCC {pcc} meets the issue's 0.99 but ||err||/||want|| {rel} misses "
               "the suite's 2**-5 bfloat16 bound (the same figures under jax 0.7.1 and 0.12: the sim is "
               "deterministic). Both sides round every op to bfloat16 in a different order (CPU eager: one "
@@ -76,7 +72,7 @@ T5_FLAX_JAX012 = ("transformers' FlaxT5 calls jnp.clip(a_max=...), a keyword jax
 # The first failure each model meets today in the torch form (keyed by name, or by (name, dtype)).
 # A root cause no dtype changes runs in one dtype only (the other is an xfail not run): CI time.
 RUN_ONE_DTYPE = {("mixtral", "bfloat16")}
-TORCH_XFAIL = {"mixtral": MOE_HOST, ("mobilenet_v2", "float32"): TF32_DEPTH, "mamba": MAMBA_DYNAMO,
+TORCH_XFAIL = {"mixtral": MOE_HOST, ("mobilenet_v2", "float32"): TF32_DEPTH,
                ("minilm", "bfloat16"): MINILM_BF16, ("mobilenet_v2", "bfloat16"): MOBILENET_BF16}
 # The first failure of the Flax class today (same for both dtypes unless keyed by dtype).
 FLAX_XFAIL: dict = {} if "a_max" in inspect.signature(jnp.clip).parameters else {"t5": T5_FLAX_JAX012}

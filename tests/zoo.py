@@ -30,6 +30,7 @@ class ZooModel:
     inputs: Callable[[], dict]                  # -> {name: CPU tensor}, seeded
     pick: Callable[[Any], Any] = lambda out: out[0]   # the output compared (logits, hidden state)
     flax: Callable[..., tuple] | None = None    # (dtype) -> (flax model, host params), same config
+    options: tuple = ()                         # (name, value) keyword options of every call, eager and compiled
 
 
 def _seeded(make):
@@ -247,7 +248,11 @@ MODELS: list[ZooModel] = [
              _logits),
     ZooModel("swin", "vision", _model("SwinForImageClassification", SWIN), _pixels(), _logits),
     # state space
-    ZooModel("mamba", "ssm", _model("MambaForCausalLM", MAMBA), _ids("input_ids", mask=False), _logits),
+    # use_cache=False: with the default True, dynamo itself refuses the forward on any backend
+    # (MambaCache.__init__ calls torch._dynamo.mark_static_address: "Attempt to trace forbidden
+    # callable", with backend="eager" on the CPU too), so a compiled Mamba is called this way
+    ZooModel("mamba", "ssm", _model("MambaForCausalLM", MAMBA), _ids("input_ids", mask=False), _logits,
+             options=(("use_cache", False),)),
 ]
 
 BY_NAME = {m.name: m for m in MODELS}
@@ -327,14 +332,15 @@ def run_torch(model: ZooModel, dtype, device, *, ids_dtype=None, calls: int = 2,
     inputs = cast_inputs(model.inputs(), dtype)
     start = compile_counts()
     with torch.no_grad():
-        want = model.pick(m(**inputs)).float().numpy()
+        options = dict(model.options)
+        want = model.pick(m(**inputs, **options)).float().numpy()
         compiled = torch.compile(m.to(device) if on_device else m, backend="tt")
         moved = {k: v.to(device) if on_device else v for k, v in cast_inputs(inputs, dtype, ids_dtype).items()}
         times = []
         for _ in range(calls):
             before = _xla_counts()
             t0 = time.perf_counter()
-            got = model.pick(compiled(**moved)).float().cpu().numpy()
+            got = model.pick(compiled(**moved, **options)).float().cpu().numpy()
             times.append(time.perf_counter() - t0)
             per_call = _delta(before, _xla_counts())
     end = compile_counts()
