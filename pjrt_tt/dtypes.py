@@ -25,7 +25,9 @@ from pjrt_tt.errors import InvalidArgument, UnsupportedDtype
 FLOAT8 = {"f8E5M2": (16, "float8_e5m2"), "f8E4M3FN": (17, "float8_e4m3fn"),
           "f8E4M3B11FNUZ": (18, "float8_e4m3b11fnuz"), "f8E5M2FNUZ": (19, "float8_e5m2fnuz"),
           "f8E4M3FNUZ": (20, "float8_e4m3fnuz"), "f8E4M3": (26, "float8_e4m3"),
-          "f8E3M4": (27, "float8_e3m4")}
+          "f8E3M4": (27, "float8_e3m4"),
+          # MX block scales (jax.nn.scaled_matmul): 2^(e - 127), unsigned, no zero, 0xff NaN
+          "f8E8M0FNU": (28, "float8_e8m0fnu")}
 
 
 # The values of each integer type, by MLIR name (i1: a bool's 0 / 1).

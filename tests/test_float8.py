@@ -1,5 +1,5 @@
 """float8 (issue 12): e4m3fn and e5m2, and the other flavours ml_dtypes knows (e4m3fnuz,
-e5m2fnuz, e4m3b11fnuz, e4m3, e3m4), carried as float32 on the chip (dtypes.py) and rounded
+e5m2fnuz, e4m3b11fnuz, e4m3, e3m4, and e8m0fnu: the MX scales of jax.nn.scaled_matmul), carried as float32 on the chip (dtypes.py) and rounded
 into float8 on the float32 bit pattern after every op that computes one (ingest/widen.py).
 
 Against XLA:CPU, bit for bit: converts from float32 / bfloat16 / float16 over every float16
@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_close, run_both
 
 NAMES = ["float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
-         "float8_e4m3", "float8_e3m4"]
+         "float8_e4m3", "float8_e3m4", "float8_e8m0fnu"]
 FLOAT8 = [pytest.param(n, marks=pytest.mark.skipif(not hasattr(jnp, n), reason=f"jax {jax.__version__} has no {n}"))
           for n in NAMES]
 ALL_F16 = np.arange(65536, dtype=np.uint16).view(np.float16)
@@ -151,3 +151,34 @@ def test_mixed_precision_dots(name, tt, cpu):
         assert got[0].dtype == np.float32
         # the float8 products are exact in float32; the sums go through the matrix unit
         assert_close(got[0], want[0], kind="matmul", pcc=0.99, rel=2 ** -8, what=f"{name} dot {i}")
+
+
+@pytest.mark.skipif(not hasattr(jnp, "float8_e8m0fnu"), reason=f"jax {jax.__version__} has no float8_e8m0fnu")
+def test_e8m0_scales_bitcast_and_mx_scaled_matmul(tt, cpu):
+    """E8M0 (2^(e - 127), no sign, no zero, 0xff NaN) from and to its bits, every pattern,
+    bit for bit; and jax.nn.scaled_matmul with mxfp8 blocks (e4m3fn values, E8M0 scales
+    made by a bitcast of uint8) against XLA:CPU: every product is exact in float32, the
+    sums go through the matrix unit."""
+    e8 = jnp.float8_e8m0fnu
+    u = np.arange(256, dtype=np.uint8)
+    got, want = run_both(lambda b: (jax.lax.bitcast_convert_type(b, e8),
+                                    jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(b, e8), jnp.uint8),
+                                    jax.lax.bitcast_convert_type(b, e8).astype(jnp.float32),
+                                    jax.lax.bitcast_convert_type(-jax.lax.bitcast_convert_type(b, e8), jnp.uint8)),
+                         u, tt_device=tt, cpu_device=cpu)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert_bits(g, w, f"e8m0 bitcast {k}")
+    if OLD_XLA:   # jax 0.7.1 lowers scaled_matmul for CUDA only (XLA:CPU refuses it too)
+        return
+    from jax._src.cudnn.scaled_matmul_stablehlo import quantize
+    config = jax.nn.get_scaled_dot_general_config("mxfp8")
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, (2, 64, 96)).astype(np.float32), rng.uniform(-1, 1, (2, 48, 96)).astype(np.float32)
+
+    def mx(a, b):
+        (aq, asc), (bq, bsc) = quantize(a, config), quantize(b, config)
+        return jax.nn.scaled_matmul(aq, bq, asc, bsc, preferred_element_type=jnp.float32), asc
+    got, want = run_both(mx, a, b, tt_device=tt, cpu_device=cpu)
+    assert got[1].dtype == e8
+    assert_bits(got[1], want[1], "mxfp8 scales")
+    assert_close(got[0], want[0], kind="matmul", pcc=0.999, rel=2 ** -10, what="mxfp8 scaled_matmul")

@@ -56,8 +56,9 @@ from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import constant_array, describe_location, splat_value
 from pjrt_tt.ingest.mlir_compat import defining_op
 
-# marks a convert to float16 of a value that is a float16 already (a bitcast's), not rounded
-EXACT_F16 = "pjrt_tt.exact_f16"
+# marks a convert to float16 / float8 of a value that is one already (a bitcast's): not rounded
+EXACT = "pjrt_tt.exact"
+E8M0 = "f8E8M0FNU"   # MX scales: powers of two only, unsigned (a negative value is NaN)
 WIDENED = {"f16": "f32", "i8": "i32", "i16": "i32", "i4": "i32", "ui4": "i32",
            **{name: "f32" for name in FLOAT8}}   # the type the chip computes each in
 _BITS = {"i8": 8, "i16": 16, "i4": 4, "ui4": 4}
@@ -87,6 +88,8 @@ _EXACT8 = {"stablehlo.constant", "stablehlo.broadcast_in_dim", "stablehlo.reshap
            "stablehlo.sign", "mhlo.copy", "stablehlo.optimization_barrier", "stablehlo.all_gather",
            "stablehlo.all_to_all", "stablehlo.collective_permute", "stablehlo.while", "stablehlo.if",
            "stablehlo.case", "func.call", "stablehlo.sort", "stablehlo.get_tuple_element", "stablehlo.tuple"}
+# of those, the ones whose result may be negative: no value of an unsigned float8 (E8M0)
+_SIGNED_RESULT = {"stablehlo.negate"}
 
 
 @dataclasses.dataclass
@@ -134,12 +137,14 @@ def _plan_region(region, owner: str, edits: list) -> None:
 def _plan_op(op, after, edits: list) -> None:
     name = op.name
     for r in op.results:
-        if _etype(r.type) in FLOAT8 and name not in _EXACT8 and not (
-                name == "stablehlo.convert" and _etype(op.operands[0].type) == _etype(r.type)):
+        etype = _etype(r.type)
+        if etype in FLOAT8 and name not in _EXACT8 and EXACT not in op.attributes and not (
+                name == "stablehlo.convert" and _etype(op.operands[0].type) == etype) or (
+                etype == E8M0 and name in _SIGNED_RESULT):
             edits.append(_Edit("round8", op, r, 0, after, fmt=_etype(r.type)))
     if name == "stablehlo.convert":
         src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
-        if dst == "f16" and src != "f16" and EXACT_F16 not in op.attributes:
+        if dst == "f16" and src != "f16" and EXACT not in op.attributes:
             edits.append(_Edit("round", op, op.results[0], 0, after))
         elif src == "f16" and dst != "f16" and _computed(op.operands[0]):
             edits.append(_Edit("round operand", op, op.operands[0], 0, op))
@@ -219,7 +224,8 @@ def _fits(inner, outer) -> bool:
     return outer[0] <= inner[0] and inner[1] <= outer[1]
 
 
-_WIDTH = {"i4": 4, "ui4": 4, "i8": 8, "ui8": 8, "i16": 16, "ui16": 16, "f16": 16, "bf16": 16, "i32": 32, "ui32": 32, "f32": 32}
+_WIDTH = {"i4": 4, "ui4": 4, "i8": 8, "ui8": 8, "i16": 16, "ui16": 16, "f16": 16, "bf16": 16, "i32": 32, "ui32": 32,
+          "f32": 32, E8M0: 8}
 _UNSIGNED_OF = {4: "ui4", 8: "ui8", 16: "ui16", 32: "ui32"}
 
 
@@ -236,7 +242,7 @@ def _split_width(op) -> list:
     if src not in _WIDTH or dst not in _WIDTH:
         return [op]
     ws, wd = _WIDTH[src], _WIDTH[dst]
-    carried = {src, dst} & {"i4", "ui4", "i8", "i16", "f16"}
+    carried = {src, dst} & {"i4", "ui4", "i8", "i16", "f16", E8M0}
     if ws == wd and (not carried or (src, dst) in _UNSIGNED.items() or (dst, src) in _UNSIGNED.items()):
         return [op]
     b = _Bits()
@@ -310,15 +316,19 @@ class _Bits:
         """x's bit pattern, zero-extended to uint32."""
         if etype == "f16":
             return self._f16_bits(self.op("stablehlo.convert", [x], shape, "f32"), shape)
+        if etype == E8M0:   # the float32 carrier's exponent field (2^-127: 0, NaN: 0xff)
+            u = self.op("stablehlo.bitcast_convert", [self.op("stablehlo.convert", [x], shape, "f32")], shape, "ui32")
+            return self.field(u, 23, 0xFF)
         w = _WIDTH[etype]
         u = x if etype == _UNSIGNED_OF[w] else self.op("stablehlo.bitcast_convert", [x], shape, _UNSIGNED_OF[w])
         return u if w == 32 else self.op("stablehlo.convert", [u], shape, "ui32")
 
     def from_bits(self, u, etype: str, shape) -> ir.Value:
         """The value of etype whose bit pattern is u's low bits."""
-        if etype == "f16":   # (a float16 value already: the convert must not round it again)
-            exact = self.op("stablehlo.convert", [self._f16_value(u, shape)], shape, "f16")
-            exact.owner.attributes[EXACT_F16] = ir.UnitAttr.get()
+        if etype in ("f16", E8M0):   # (a value of the type already: the convert must not round it again)
+            value = self._f16_value(u, shape) if etype == "f16" else self._e8m0_value(u, shape)
+            exact = self.op("stablehlo.convert", [value], shape, etype)
+            exact.owner.attributes[EXACT] = ir.UnitAttr.get()
             return exact
         w = _WIDTH[etype]
         v = u if w == 32 else self.op("stablehlo.convert", [u], shape, _UNSIGNED_OF[w])
@@ -348,6 +358,15 @@ class _Bits:
                            self.select(self.cmp(e, "GE", 113), normal,
                                        self.select(self.cmp(e, "GE", 103), sub, sign)))
 
+    def _e8m0_value(self, u, shape) -> ir.Value:
+        """The float32 value of the E8M0 bit pattern in u's low 8 bits: 2^(u - 127); u = 0 is
+        2^-127 (a float32 subnormal), u = 255 NaN."""
+        e = self.op("stablehlo.and", [u, self.const(shape, 0xFF)])
+        bits = self.op("stablehlo.shift_left", [e, self.const(shape, 23)])
+        bits = self.select(self.cmp(e, "EQ", 0), self.const(shape, 0x00400000), bits)
+        bits = self.select(self.cmp(e, "EQ", 0xFF), self.const(shape, 0x7FC00000), bits)
+        return self.op("stablehlo.bitcast_convert", [bits], shape, "f32")
+
     def _f16_value(self, h, shape) -> ir.Value:
         """The float32 value of the float16 bit pattern in h's low 16 bits (subnormals are
         m * 2^-24, normal in float32)."""
@@ -367,6 +386,8 @@ def _element(etype: str) -> ir.Type:
     floats = {"f32": ir.F32Type, "bf16": ir.BF16Type, "f16": ir.F16Type}
     if etype in floats:
         return floats[etype].get()
+    if etype in FLOAT8:
+        return ir.Type.parse(etype)
     bits = int(etype.lstrip("ui"))
     return ir.IntegerType.get_unsigned(bits) if etype.startswith("ui") else ir.IntegerType.get_signless(bits)
 
@@ -478,6 +499,8 @@ def _round_float(v: ir.Value, fmt: str):
         with np.errstate(over="ignore", invalid="ignore"):
             data = np.ascontiguousarray(data.astype(BY_MLIR[fmt].numpy).astype(np.float32))
         return stablehlo.ConstantOp(ir.DenseElementsAttr.get(data, type=v.type)).result, None
+    if fmt == E8M0:
+        return _round_e8m0(v)
     info = ml_dtypes.finfo(BY_MLIR[fmt].numpy)
     m, emin = int(info.nmant), int(info.minexp)
     has_inf = bool(np.isinf(np.array(np.inf, np.float32).astype(BY_MLIR[fmt].numpy).astype(np.float32)))
@@ -523,6 +546,34 @@ def _round_float(v: ir.Value, fmt: str):
         sign = stablehlo.SelectOp(cmp(r, nan, "EQ"), k(0), sign).result
     r = stablehlo.OrOp(r, sign).result
     return stablehlo.BitcastConvertOp(f32, r).result, first.operation
+
+
+def _round_e8m0(v: ir.Value):
+    """`v` (float32) as XLA:CPU converts it to E8M0: a positive normal value to the power of
+    two its mantissa rounds to (half up: 1.5 -> 2, 0.75 -> 1); a positive subnormal to
+    2^-127, or to 2^-126 when above 2^-127 (XLA's rule, not nearest: ml_dtypes differs
+    there); everything else (zero, negative, inf, NaN, beyond 2^127) to NaN. Returns (the
+    value, the first op)."""
+    f32 = ir.RankedTensorType(v.type)
+    i32t = ir.RankedTensorType.get(f32.shape, ir.IntegerType.get_signless(32))
+    first = stablehlo.BitcastConvertOp(i32t, v)
+    b = first.result
+
+    def k(n):
+        return _splat(b, n)
+
+    def cmp(x, y, direction):
+        return stablehlo.CompareOp(x, y, stablehlo.ComparisonDirectionAttr.get(direction)).result
+
+    exponent = stablehlo.ShiftRightLogicalOp(b, k(23)).result   # (the sign bit too: negatives are >= 256)
+    mantissa = stablehlo.AndOp(b, k(0x7FFFFF)).result
+    half = stablehlo.SelectOp(cmp(exponent, k(0), "EQ"), k(0x400001), k(0x400000)).result
+    code = stablehlo.AddOp(exponent, stablehlo.SelectOp(cmp(mantissa, half, "GE"), k(1), k(0)).result).result
+    bits = stablehlo.ShiftLeftOp(code, k(23)).result
+    bits = stablehlo.SelectOp(cmp(code, k(0), "EQ"), k(0x00400000), bits).result
+    nan = stablehlo.OrOp(cmp(b, k(0), "LE"), cmp(code, k(255), "GE")).result   # (<= 0: zero or negative)
+    bits = stablehlo.SelectOp(nan, k(0x7FC00000), bits).result
+    return stablehlo.BitcastConvertOp(f32, bits).result, first.operation
 
 
 def _exact_convert(op) -> bool:
