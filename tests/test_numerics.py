@@ -303,3 +303,17 @@ def test_assert_close_exact_compares_bit_patterns():
     with pytest.raises(AssertionError, match="bit patterns differ"):
         assert_close(np.array([0.0, 1.0], np.float32), np.array([-0.0, 1.0], np.float32), exact=True)
     assert_close(np.array([np.nan, -0.0], np.float32), np.array([-np.nan, -0.0], np.float32), exact=True)
+
+
+def test_signed_zero_scalars_are_kept_apart(tt, cpu):
+    """x / -0.0 and x / 0.0 in one program (JAX's test_zero_literal_equality): the sim's
+    op plans were keyed by the scalar's value, where -0.0 == 0.0, so the second divide ran
+    the first's plan and gave -inf for 1 / 0.0. Bit for bit against XLA:CPU."""
+    # (not x - (-0.0): XLA:CPU folds it to x, -0.0 for x = -0.0, where IEEE gives +0.0)
+    f = jax.jit(lambda x: (x / np.float32(-0.0), x / np.float32(0.0), x * np.float32(-0.0), x * np.float32(0.0),
+                           x - np.float32(0.0)))
+    for v in (1.0, -2.5, -0.0):
+        x = np.float32(v)
+        got = [np.asarray(r) for r in f(jax.device_put(x, tt))]
+        want = [np.asarray(r) for r in f(jax.device_put(x, cpu))]
+        assert [g.view(np.uint32).item() for g in got] == [w.view(np.uint32).item() for w in want], (v, got, want)
