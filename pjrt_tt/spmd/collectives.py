@@ -119,39 +119,63 @@ def _reducer(op) -> str:
     return body[0].split(".")[-1] if len(body) == 2 else "?"
 
 
+# reductions ttnn has no collective or reduction op for (jnp.any / all / percentile, a
+# sharded product): the chips' values gathered, then combined one chip's slice at a time with
+# this elementwise op (integers, booleans); the neutral element fills other groups' slots
+_FOLDS = {"multiply": ("multiply", "multiply", 1, 1), "and": ("bitwise_and", "logical_and", -1, 1),
+          "or": ("bitwise_or", "logical_or", 0, 0), "xor": ("bitwise_xor", "logical_xor", 0, 0)}
+
+
 @rule("stablehlo.all_reduce")
 def _all_reduce(lo: Lowering, op) -> list:
     if "tt.fused" in op.attributes:    # done by the reduce_scatter of its dynamic_slice
         return [lo.entry(v) for v in op.operands]
     kind = _reducer(op)
-    if kind not in ("add", "maximum", "minimum"):
+    if kind not in ("add", "maximum", "minimum", *_FOLDS):
         raise lo.unsupported(f"all_reduce with a `{kind}` reduction")
     groups = replica_groups(op)
     span = _span(lo, groups)
+    booleans = [host_type(v).element.is_bool for v in op.operands]
     if span is not None:   # not rows/columns: gather, then keep my group's
-        return [_all_reduce_of_groups(lo, lo.get(v), groups, span, kind) for v in op.operands]
+        return [_all_reduce_of_groups(lo, lo.get(v), groups, span, kind, b) for v, b in zip(op.operands, booleans)]
     axes = _axes(lo, groups)
     out = []
-    for v in op.operands:
+    for v, boolean in zip(op.operands, booleans):
         e = lo.entry(v)
-        if isinstance(e, Splat):    # the same constant on every chip
+        if isinstance(e, Splat) and kind in ("add", "maximum", "minimum"):    # the same constant on every chip
             n = int(np.prod([_size(lo, a) for a in axes])) if kind == "add" else 1
             out.append(Splat(e.value * n, e.host))
             continue
         x = lo.materialize(e)
-        out.append(all_reduce(lo, x, axes) if kind == "add" else _all_reduce_by_gather(lo, x, axes, kind))
+        out.append(all_reduce(lo, x, axes) if kind == "add" else _all_reduce_by_gather(lo, x, axes, kind, boolean))
     return out
 
 
-def _all_reduce_by_gather(lo, x, axes, kind):
-    """max / min over the chips (ttnn.all_reduce only sums): gather along a new leading dim,
-    then reduce it away."""
+def _all_reduce_by_gather(lo, x, axes, kind, boolean=False):
+    """max / min / a fold over the chips (ttnn.all_reduce only sums): gather along a new
+    leading dim, then reduce it away."""
     shape = tuple(x.type.shape)
     for a in axes:
         g = gather(lo, lo.reshape(x, (1,) + shape), 0, (a,))
-        keep = dataclasses.replace(g.type, shape=(1,) + shape)
-        x = lo.reshape(lo.emit("max" if kind == "maximum" else "min", g, dim=[0], keepdim=True, result=keep), shape)
+        x = _reduce_leading(lo, g, kind, boolean)
     return x
+
+
+def _reduce_leading(lo, g, kind, boolean):
+    """[S, *shape] -> [*shape]: the S slices reduced by `kind`."""
+    shape = tuple(g.type.shape[1:])
+    if kind in _FOLDS:
+        fn = _FOLDS[kind][1 if boolean else 0]
+        out = dataclasses.replace(g.type, shape=shape)
+        parts = [lo.reshape(slice_(lo, g, [k] + [0] * len(shape), [k + 1, *shape], [1] * (len(shape) + 1)), shape)
+                 for k in range(g.type.shape[0])]
+        acc = parts[0]
+        for p in parts[1:]:
+            acc = lo.emit(fn, acc, p, result=out)
+        return acc
+    fn = {"add": "sum", "maximum": "max", "minimum": "min"}[kind]
+    keep = dataclasses.replace(g.type, shape=(1,) + shape)
+    return lo.reshape(lo.emit(fn, g, dim=[0], keepdim=True, result=keep), shape)
 
 
 @rule("stablehlo.all_gather")
@@ -219,15 +243,16 @@ def _masked(lo, g, mask, other):
     return where(lo, m, g, other, g.type)
 
 
-def _all_reduce_of_groups(lo, x, groups, span, kind):
+def _all_reduce_of_groups(lo, x, groups, span, kind, boolean=False):
     g, source = _gathered(lo, x, span)
     mask = _members(lo, groups, span, source, lambda group: set(group))
     floats = x.type.dtype in ("float32", "bfloat16")
-    neutral = {"add": 0, "maximum": -math.inf if floats else -2**31, "minimum": math.inf if floats else 2**31 - 1}[kind]
-    kept = _masked(lo, g, mask, neutral)
-    fn = {"add": "sum", "maximum": "max", "minimum": "min"}[kind]
-    out = lo.emit(fn, kept, dim=[0], keepdim=True, result=dataclasses.replace(g.type, shape=(1, *x.type.shape)))
-    return lo.reshape(out, x.type.shape)
+    if kind in _FOLDS:
+        neutral = _FOLDS[kind][3 if boolean else 2]
+    else:
+        neutral = {"add": 0, "maximum": -math.inf if floats else -2**31,
+                   "minimum": math.inf if floats else 2**31 - 1}[kind]
+    return _reduce_leading(lo, _masked(lo, g, mask, neutral), kind, boolean)
 
 
 def _all_gather_of_groups(lo, x, groups, span, dim):
