@@ -282,6 +282,28 @@ def test_argmax_argmin(tt, cpu, dtype):
     check(tt, cpu, lambda x: (jnp.max(x, 1), jnp.argmax(x, 1)), x, exact=True)
 
 
+def _arg_pair(better):
+    """A (value, index) reducer keeping the better value, the smaller index on ties: the form
+    XLA's partitioner writes to combine the chips' argmax pairs."""
+    def body(a, b):
+        keep = better(a[0], b[0]) | ((a[0] == b[0]) & (a[1] < b[1]))
+        return lax.select(keep, a[0], b[0]), lax.select(keep, a[1], b[1])
+    return body
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32], ids=["f32", "i32"])
+def test_argmax_argmin_of_any_index_operand(tt, cpu, dtype):
+    """(value, index) reductions whose index operand is no iota along the reduced dim, or
+    over several dims: ties included (the smallest index wins), exact."""
+    x = RNG.integers(0, 4, (6, 8)).astype(dtype)   # many ties
+    idx = RNG.permutation(48).reshape(6, 8).astype(np.int32)
+    lo_, hi_ = (np.float32(-np.inf), np.float32(np.inf)) if dtype == np.float32 else (dtype(-2**31), dtype(2**31 - 1))
+    check(tt, cpu, lambda x, i: (lax.reduce((x, i), (lo_, np.int32(0)), _arg_pair(lax.gt), (1,)),
+                                 lax.reduce((x, i), (hi_, np.int32(0)), _arg_pair(lax.lt), (0, 1)),
+                                 jnp.argmax(x.reshape(2, 3, 8), axis=None)),
+          x, idx, exact=True)
+
+
 @F32_BF16
 def test_prod(tt, cpu, dtype):
     x = RNG.uniform(0.8, 1.2, (3, 5, 7)).astype(dtype)

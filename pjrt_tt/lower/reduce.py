@@ -13,7 +13,7 @@ from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.ingest import bodies
 from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
 from pjrt_tt.lower.helpers import (NARROW, REDUCERS, WIDE, binary, host_type, integer_product, like,
-                                   narrow_back, result_type)
+                                   narrow_back, predicate, result_type, where)
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, TensorType, Value, layout_attr
 
@@ -70,16 +70,19 @@ def _filled(lo: Lowering, init: Entry, h: HostType) -> Entry:
 
 
 def _arg_reduce(lo: Lowering, op) -> list:
-    """(value, index) reduce over one dim whose body keeps the larger (argmax) or smaller
-    (argmin) value and the smaller index on ties, the second operand an iota along the dim
-    (jnp.argmax's GT form, torch's GE / LE form). ttnn.argmax (floats only, first index on
-    ties like XLA) gives a uint32 ROW_MAJOR index; argmin is argmax of the negated values."""
+    """(value, index) reduce whose body keeps the larger (argmax) or smaller (argmin) value
+    and the smaller index on ties (jnp.argmax's GT form, torch's GE / LE form). Over one dim
+    of an iota: ttnn.argmax (floats only, first index on ties like XLA) gives a uint32
+    ROW_MAJOR index; argmin is argmax of the negated values. Any other index operand (XLA's
+    partitioner combines the chips' (value, index) pairs so; a vmapped categorical) or
+    several dims: the best value, then the smallest index among the places holding it."""
     dims = [int(d) for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"])]
     values, index = op.operands[:2]
+    if len(op.results) != 2:
+        raise lo.unsupported(f"variadic reductions of {len(op.results)} operands (argmax / argmin pairs are lowered)")
     iota = defining_op(index)
-    if (len(op.results) != 2 or len(dims) != 1 or iota is None or iota.name != "stablehlo.iota"
-            or ir.IntegerAttr(iota.attributes["iota_dimension"]).value != dims[0]):
-        raise lo.unsupported("variadic reductions other than argmax / argmin over one dim of an iota")
+    by_iota = (len(dims) == 1 and iota is not None and iota.name == "stablehlo.iota"
+               and ir.IntegerAttr(iota.attributes["iota_dimension"]).value == dims[0])
     kind = bodies.arg_reducer(op.regions[0])
     if kind is None:
         raise lo.unsupported(f"variadic reduction body {bodies.op_names(op.regions[0])} that is neither "
@@ -89,14 +92,23 @@ def _arg_reduce(lo: Lowering, op) -> list:
         if not isinstance(e, Splat) or not (e.value == identity or bodies.identity_of(kind[3:], e.value,
                                                                                        host_type(init).element.numpy)):
             raise lo.unsupported(f"{kind} with an initial value other than ({'-' if kind == 'argmax' else ''}inf, 0)")
-    d = dims[0]
     x = lo.get(values)
     out_v, out_i = result_type(op, 0), result_type(op, 1)
-    kept = tuple(1 if i == d else s for i, s in enumerate(host_type(values).shape))
+    kept = tuple(1 if i in dims else s for i, s in enumerate(host_type(values).shape))
     keep = dataclasses.replace(x.type, shape=kept)
     wide = lo.typecast(x, WIDE) if x.type.dtype in NARROW else x   # (ttnn.max refuses uint8 / uint16)
-    best = lo.typecast(lo.emit("max" if kind == "argmax" else "min", wide, dim=[d], keepdim=True,
-                               result=like(keep, wide.type.dtype)), x.type.dtype)
+    best = lo.emit("max" if kind == "argmax" else "min", wide, dim=dims, keepdim=True, result=like(keep, wide.type.dtype))
+    if not by_iota:
+        at_best = predicate(lo, "eq", wide, best, wide.type.shape)
+        i = lo.get(index)
+        i = lo.typecast(i, "int32") if i.type.dtype != "int32" else i
+        candidates = where(lo, at_best, i, 2**31 - 1, i.type)
+        arg = lo.emit("min", candidates, dim=dims, keepdim=True, result=like(keep, "int32"))
+        best = lo.typecast(best, x.type.dtype) if best.type.dtype != x.type.dtype else best
+        arg = lo.typecast(arg, out_i.dtype) if out_i.dtype != "int32" else arg
+        return [lo.reshape(best, out_v.shape), lo.reshape(arg, out_i.shape)]
+    d = dims[0]
+    best = lo.typecast(best, x.type.dtype)
     key = x if x.type.dtype in ("float32", "bfloat16") else lo.typecast(x, "float32")  # exact < 2**24
     if kind == "argmin":
         key = lo.emit("neg", key, result=key.type)
