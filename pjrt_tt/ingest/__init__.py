@@ -15,7 +15,7 @@ from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 
 from pjrt_tt import dtypes
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
-from pjrt_tt.ingest.mlir_compat import attribute_values
+from pjrt_tt.ingest.mlir_compat import attribute_values, named_attributes
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
     constant_array, describe_and_site, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
@@ -270,8 +270,9 @@ def _at(op) -> str:
 
 
 # HLO ops that hlo_to_stablehlo leaves in the mhlo dialect (StableHLO has no such op),
-# and the op jax emits for the same thing, which the lowering knows.
-_MHLO_AS = {"mhlo.erf": "chlo.erf"}
+# and the op jax emits for the same thing, which the lowering knows (a custom_call target:
+# the op's attributes become its mhlo.attributes, as jax writes lax.top_k).
+_MHLO_AS = {"mhlo.erf": "chlo.erf", "mhlo.topk": "custom_call @mhlo.topk"}
 # HLO ops that are the identity on values (XLA's partitioner inserts copies, also inside
 # loop bodies and outlined functions): their uses take the operand instead.
 _MHLO_IDENTITY = {"mhlo.copy"}
@@ -292,8 +293,13 @@ def _as_jax_emits(module: ir.Module) -> None:
             op.erase()
             continue
         with op.context, op.location, ir.InsertionPoint(op):
-            new = ir.Operation.create(_MHLO_AS[op.name], results=[r.type for r in op.results],
-                                      operands=list(op.operands))
+            name, _, target = _MHLO_AS[op.name].partition(" @")
+            attrs = {} if not target else {
+                "call_target_name": ir.StringAttr.get(target),
+                "mhlo.attributes": ir.DictAttr.get(named_attributes(op))}
+            new = ir.Operation.create("stablehlo.custom_call" if target else name,
+                                      results=[r.type for r in op.results], operands=list(op.operands),
+                                      attributes=attrs)
         for old, repl in zip(op.results, new.results):
             old.replace_all_uses_with(repl)
         op.erase()
