@@ -213,16 +213,18 @@ def mesh_3d(devs):
     """A (2, 2, 2) jax mesh on the 8 chips of a 2x4 t3k: collectives over its middle axis group
     chips {0, 2}, {1, 3}, {4, 6}, {5, 7} (a strided part of each ttnn row), over its inner
     and outer axes rows of 2 / columns, over two axes at once {0, 2, 4, 6}, ... psum, pmax,
-    all_gather, psum_scatter and a jit whose partitioner sums partial products over the middle axis."""
+    all_gather, psum_scatter, all_to_all (split and concat on two dims and on one) and a jit
+    whose partitioner sums partial products over the middle axis."""
     mesh = Mesh(np.array(devs[:8]).reshape(2, 2, 2), ("a", "b", "c"))
     x = (np.random.RandomState(3).randn(8, 16)).astype(np.float32)
 
     def body(x):
         return (jax.lax.psum(x, "b"), jax.lax.pmax(x, "b"), jax.lax.all_gather(x, "b", axis=1, tiled=True),
                 jax.lax.psum(x, ("a", "b")), jax.lax.pmin(x, "c"), jax.lax.psum_scatter(x, "b", scatter_dimension=1,
-                                                                                     tiled=True))
+                                                                                     tiled=True),
+                jax.lax.all_to_all(x, "b", 1, 0, tiled=True), jax.lax.all_to_all(x, "b", 1, 1, tiled=True))
     spec = P(("a", "b", "c"))
-    f = jax.jit(shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=(spec,) * 6, check_rep=False))
+    f = jax.jit(shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=(spec,) * 8, check_rep=False))
     outs = [np.asarray(r) for r in f(jax.device_put(x, NamedSharding(mesh, spec)))]
     ns = lambda s: NamedSharding(mesh, s)  # noqa: E731
     mm = jax.jit(lambda x, w: x @ w, in_shardings=(ns(P(None, "b")), ns(P("b", None))), out_shardings=ns(P()))

@@ -270,9 +270,14 @@ def _all_gather_of_groups(lo, x, groups, span, dim):
 
 
 def _reduce_scatter_of_groups(lo, x, groups, span, dim):
-    """My group's sum, then block k of it along dim for the group's k-th member: the K
-    blocks stacked and my own kept by a per-chip 0/1 table."""
-    total = _all_reduce_of_groups(lo, x, groups, span, "add")
+    """My group's sum, then block k of it along dim for the group's k-th member."""
+    return _my_block(lo, _all_reduce_of_groups(lo, x, groups, span, "add"), groups, dim)
+
+
+def _my_block(lo, total, groups, dim):
+    """Block k of `total` along dim for the k-th member of each group: the K blocks stacked
+    and my own kept by a per-chip 0/1 table."""
+    x = total
     K = len(groups[0])
     n = x.type.shape[dim] // K
     rank, ones = len(x.type.shape), [1] * len(x.type.shape)
@@ -304,7 +309,12 @@ def _reduce_scatter(lo: Lowering, op) -> list:
 def _all_to_all(lo: Lowering, op) -> list:
     split = ir.IntegerAttr(op.attributes["split_dimension"]).value
     concat = ir.IntegerAttr(op.attributes["concat_dimension"]).value
-    axes = _axes(lo, replica_groups(op))
+    groups = replica_groups(op)
+    span = _span(lo, groups)
+    if span is not None:   # not rows/columns: my group's blocks gathered, then my block of them
+        groups = [g for g in groups if g]
+        return [_all_to_all_of_groups(lo, lo.get(v), groups, span, split, concat) for v in op.operands]
+    axes = _axes(lo, groups)
     out = []
     for v in op.operands:
         x = lo.get(v)
@@ -318,6 +328,18 @@ def _all_to_all(lo: Lowering, op) -> list:
             continue
         out.append(partition(lo, gather(lo, x, concat, axes), split, axes))
     return out
+
+
+def _all_to_all_of_groups(lo, x, groups, span, split, concat):
+    """all_to_all within groups that are not mesh rows / columns: the members' x concatenated
+    along `concat` in group order, then my block of that along `split` (when split is
+    concat, the blocks are moved to a dim of their own first, as on rows / columns)."""
+    if split != concat:
+        return _my_block(lo, _all_gather_of_groups(lo, x, groups, span, concat), groups, split)
+    n, shape = len(groups[0]), x.type.shape
+    blocks = lo.reshape(x, shape[:split] + (n, shape[split] // n) + shape[split + 1:])
+    y = _my_block(lo, _all_gather_of_groups(lo, blocks, groups, span, split + 1), groups, split)
+    return lo.reshape(y, shape)
 
 
 @rule("stablehlo.collective_permute")
