@@ -113,6 +113,18 @@ def test_data_movement_is_exact(tt, cpu, name):
     check(got, want, exact=True, what=name)
 
 
+def test_exp_on_the_real_axis_has_no_nan(tt, cpu):
+    """exp / expm1 of a + 0i where e^a overflows: imaginary part 0, as XLA:CPU (inf * sin 0
+    was NaN; JAX's FunctionAccuracyTest over the complex plane found it)."""
+    z = np.array([1e23, 3.4e38, 88.0, 100.0, -1e30, 0.0, complex(5, -0.0), 1 + 2j, complex(200, 1e-3)], np.complex64)
+    got, want = run_both(lambda z: (jnp.exp(z), jnp.expm1(z)), z, tt_device=tt, cpu_device=cpu)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g.imag), np.isnan(w.imag))
+        np.testing.assert_array_equal(np.signbit(g.imag), np.signbit(w.imag))
+        finite = np.isfinite(w)
+        assert_close(planes(g[finite]), planes(w[finite]), what="exp / expm1 near the real axis")
+
+
 def test_matmul_and_batched_dot_general(tt, cpu):
     a, b, x, y = _c(32, 64), _c(64, 48), _c(3, 16, 64), _c(3, 64, 8)
     got, want = run_both(lambda a, b, x, y: (a @ b, jnp.einsum("bij,bjk->bik", x, y),

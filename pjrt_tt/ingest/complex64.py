@@ -159,14 +159,14 @@ def _rewrite(op, pairs: dict) -> list:
         a, b = ins[0]
         e = _op("stablehlo.exponential", a)
         return [(_op("stablehlo.multiply", e, _op("stablehlo.cosine", b)),
-                 _op("stablehlo.multiply", e, _op("stablehlo.sine", b)))]
+                 _real_axis(b, _op("stablehlo.multiply", e, _op("stablehlo.sine", b))))]
     if name == "stablehlo.exponential_minus_one":   # (e^a cos b - 1) + i e^a sin b, no cancellation near 0
         a, b = ins[0]
         half_sin = _op("stablehlo.sine", _op("stablehlo.multiply", b, _splat(b, 0.5)))
         re = _op("stablehlo.subtract", _op("stablehlo.multiply", _op("stablehlo.exponential_minus_one", a),
                                            _op("stablehlo.cosine", b)),
                  _op("stablehlo.multiply", _splat(b, 2.0), _op("stablehlo.multiply", half_sin, half_sin)))
-        return [(re, _op("stablehlo.multiply", _op("stablehlo.exponential", a), _op("stablehlo.sine", b)))]
+        return [(re, _real_axis(b, _op("stablehlo.multiply", _op("stablehlo.exponential", a), _op("stablehlo.sine", b))))]
     if name == "stablehlo.tanh":
         return [_tanh(ins[0])]
     if name == "stablehlo.tan":   # tan z = -i tanh(iz)
@@ -209,6 +209,12 @@ def _rewrite(op, pairs: dict) -> list:
 
 
 # --- the arithmetic --------------------------------------------------------------------
+
+def _real_axis(b, im):
+    """The imaginary part `im` (e^a sin b), but 0 where b is 0: on the real axis e^a
+    overflows to inf for large a and inf * sin(0) would be NaN, where XLA:CPU gives +0."""
+    return _op("stablehlo.select", _op("stablehlo.compare", b, _splat(b, 0.0), direction="EQ"), _splat(b, 0.0), im)
+
 
 def _mul(x, y):
     (a, b), (c, d) = x, y
