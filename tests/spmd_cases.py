@@ -126,6 +126,11 @@ JIT = {
     "vocab_parallel_xent": ((1, 2), lambda x: -jax.nn.log_softmax(x, axis=-1)[:, :8],
                             (rand(16, 256) * 4,), (P(None, "y"),), P()),
     "unspecified_out": ((1, 2), lambda x, w: x @ w, (X, W1), (P(), P(None, "y")), None),
+    # argmax / argmin over a sharded dim: the partitioner combines the chips' (value, index)
+    # pairs; NaNs (jnp picks the first) in two rows
+    "argmax_sharded": ((1, 4), lambda x: (jnp.argmax(x, axis=1), jnp.argmin(x, axis=1)),
+                       (np.where(np.isin(np.arange(16 * 64).reshape(16, 64), [70, 200, 230]), np.nan, X)
+                        .astype(np.float32),), (P(None, "y"),), (P(), P())),
     # lax.top_k of row-sharded data (the partitioned program spells it mhlo.topk)
     "top_k_sharded": ((1, 4), lambda x: tuple(jax.lax.top_k(x, 5)), (X,), (P("y"),), (P("y"), P("y"))),
     # reductions ttnn has no collective for, across 4 chips: or / and of booleans (jnp.any /
@@ -367,9 +372,10 @@ def oversized_model(tt, cpu):
             "chip_limit": limit, "held_per_chip": held, "oom": error[:600], "tt_spec": [], "cpu_spec": []}
 
 
-APPROX = set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows", "fold_reductions", "top_k_sharded"} | {"submeshes", "gspmd_form", "mesh_3d",
-                                                                                   "complex_tp"}   # jit cases multiply matrices: the "matmul" bounds
-EXACT = {"seed_words", "complex_collectives", "fold_reductions", "top_k_sharded", "all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
+# jit cases multiply matrices: the "matmul" bounds
+APPROX = (set(JIT) - {"sharded_random", "transpose_reshard", "scatter_add_rows", "fold_reductions", "top_k_sharded",
+                      "argmax_sharded"}) | {"submeshes", "gspmd_form", "mesh_3d", "complex_tp"}
+EXACT = {"seed_words", "complex_collectives", "fold_reductions", "top_k_sharded", "argmax_sharded", "all_gather", "all_to_all", "ppermute", "ppermute_ring_1x8", "ppermute_partial_1x8", "pmax",
          "sharded_random", "transpose_reshard", "scatter_add_rows", "update_at_axis_index",
          "update_past_the_end", "sort_per_shard", "pad_sharded"}   # cases that only move, select or make bits (or one x3)
 

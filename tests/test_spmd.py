@@ -32,7 +32,7 @@ N300 = ["dp_mlp", "tp_column", "tp_row", "megatron_mlp", "megatron_attention", "
 T3K = ["devices_memory", "dp_tp_2x2", "dp_tp_2x4", "dp_tp_train_2x2", "tp_1x4", "tp_1x8_column",
        "uneven_internal", "pmean", "pmax", "ppermute", "ppermute_ring_1x8",
        "ppermute_partial_1x8", "axis_index", "psum_2d_rows", "submeshes", "transpose_reshard",
-       "scatter_add_rows", "update_at_axis_index", "update_past_the_end", "mesh_3d", "pad_sharded", "fold_reductions", "top_k_sharded",
+       "scatter_add_rows", "update_at_axis_index", "update_past_the_end", "mesh_3d", "pad_sharded", "fold_reductions", "top_k_sharded", "argmax_sharded",
        "registry_unchanged"]   # last: after every other SPMD compile of the process
 # Blackhole meshes (checked by mock on their own cluster descriptors)
 BLACKHOLE = {"p300": ["megatron_mlp", "psum_scatter", "all_to_all"],

@@ -12,7 +12,7 @@ from jaxlib.mlir import ir
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.ingest import bodies
 from pjrt_tt.lower.builder import Broadcast, Entry, Lowering, Splat
-from pjrt_tt.lower.helpers import (NARROW, REDUCERS, WIDE, binary, host_type, integer_product, like,
+from pjrt_tt.lower.helpers import (FLOATS, NARROW, REDUCERS, WIDE, binary, host_type, integer_product, like,
                                    narrow_back, predicate, result_type, where)
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import HostType, TensorType, Value, layout_attr
@@ -100,6 +100,10 @@ def _arg_reduce(lo: Lowering, op) -> list:
     best = lo.emit("max" if kind == "argmax" else "min", wide, dim=dims, keepdim=True, result=like(keep, wide.type.dtype))
     if not by_iota:
         at_best = predicate(lo, "eq", wide, best, wide.type.shape)
+        if wide.type.dtype in FLOATS:   # a NaN best is held where the values are NaN (eq never says so)
+            nan = lambda v: predicate(lo, "ne", v, v, v.type.shape)  # noqa: E731
+            both = lo.emit("logical_and", nan(wide), nan(best), result=at_best.type)
+            at_best = lo.emit("logical_or", at_best, both, result=at_best.type)
         i = lo.get(index)
         i = lo.typecast(i, "int32") if i.type.dtype != "int32" else i
         candidates = where(lo, at_best, i, 2**31 - 1, i.type)
