@@ -572,14 +572,14 @@ def _make_binary(name):
            activations=None, **_ignored):
         a, b = input_tensor_a, input_tensor_b
         # The plan of this call's key (made and cached on first use; see _PLANS). The key: per
-        # operand (dtype, layout, shape, on host?) of a tensor, (type, value) of a scalar (a float
-        # by its hex form: -0.0 == 0.0 and hashes alike, and sharing a plan made x / -0.0 give
-        # x / 0.0's sign); an operand's memory config is no part of it (no check reads it; the
+        # operand (dtype, layout, shape, on host?) of a tensor, (type, value) of a scalar (a float,
+        # numpy's too, by its hex form: -0.0 == 0.0 and hashes alike, and sharing a plan made
+        # x / -0.0 give x / 0.0's sign; a NaN, never equal, would make a plan per call); an operand's memory config is no part of it (no check reads it; the
         # result's is found per call, _out). Written out, not a helper: this runs for every binary op.
         ka = (a._dtype, a._layout, a._value.shape, a._device is None) if type(a) is Tensor else (
-            (float, a.hex()) if type(a) is float else (type(a), a))
+            (type(a), float(a).hex()) if isinstance(a, (float, np.floating)) else (type(a), a))
         kb = (b._dtype, b._layout, b._value.shape, b._device is None) if type(b) is Tensor else (
-            (float, b.hex()) if type(b) is float else (type(b), b))
+            (type(b), float(b).hex()) if isinstance(b, (float, np.floating)) else (type(b), b))
         try:
             key = (name, ka, kb, dtype, memory_config, rounding_mode,
                    _activation_kinds(activations) if activations else None)
