@@ -14,9 +14,8 @@ Lowered: constants, convert (to complex: imaginary part 0; complex to real: the 
 part, as StableHLO defines it), real, imag, complex, add, subtract, negate, multiply,
 divide, abs, exp, log, sqrt, rsqrt, sign, compare EQ / NE, select, the data movement ops,
 dot_general and convolution (four real ones), reduce with an add body, scatter that
-overwrites or adds, and in SPMD
-programs the collectives (moved per plane; all_reduce / reduce_scatter summing per plane); composites (jax's acos, asinh,
-...) and calls are inlined first, so their decompositions' ops are what must be lowered.
+overwrites or adds, and in SPMD programs the collectives (moved per plane; all_reduce /
+reduce_scatter summing per plane); composites (jax's acos, asinh, ...) and calls are inlined first, so their decompositions' ops are what must be lowered.
 Everything else on complex values is refused (UNIMPLEMENTED naming the op and its source
 line): never a wrong answer.
 docs/numerics.md ("complex64") states the formulas and their accuracy.

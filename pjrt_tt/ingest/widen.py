@@ -22,7 +22,8 @@ them (docs/numerics.md):
   wrap-around convert; others from or to these types, and those between widths (f32 ->
   4 x uint8, 2 x bf16 -> f32), take the bits apart or put them together in uint32 integer
   ops; a float16's bits are computed from its float32 carrier (exactly, subnormals, inf and
-  NaN payloads included). float8 bitcasts are refused (UNIMPLEMENTED naming the op and its line).
+  NaN payloads included), and E8M0's from its carrier's exponent field. Other float8 bitcasts
+  are refused (UNIMPLEMENTED naming the op and its line).
 - float16 computes in float32 and is rounded to float16 where it leaves float16: when
   downloaded, and at every convert to float16 (its result) or from a computed float16 value
   (its operand), with float8's rounding below (reduce_precision (5, 10) would flush float16's
@@ -232,12 +233,12 @@ _UNSIGNED_OF = {4: "ui4", 8: "ui8", 16: "ui16", 32: "ui32"}
 def _split_width(op) -> list:
     """A bitcast the carriers cannot do as one (between widths: f32 -> [..., 4] x ui8,
     [..., 2] x bf16 -> f32; from or to int8 / int16 / float16, carried wider) as the bits
-    in uint32 integer ops: each value's bits taken out (a same-width bitcast, or float16's
-    computed from its float32 carrier), split (shift right, mask) or joined (shift left, or:
+    in uint32 integer ops: each value's bits taken out (a same-width bitcast, or float16's /
+    E8M0's computed from its float32 carrier), split (shift right, mask) or joined (shift left, or:
     the last dim's first element lowest, as XLA does) and put back. Returns the same-width
     bitcasts it leaves for `_bitcast` (the op itself when the chip's bitcast does it, or a
-    type is 64-bit, boolean or float8: narrow64 refuses the 64-bit ones, `_bitcast` the
-    rest)."""
+    type is 64-bit, boolean or a float8 other than E8M0: narrow64 refuses the 64-bit ones,
+    `_bitcast` the rest)."""
     src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
     if src not in _WIDTH or dst not in _WIDTH:
         return [op]
@@ -395,7 +396,7 @@ def _element(etype: str) -> ir.Type:
 def _bitcast(op):
     """A same-width bitcast from or to int8 / int16 (what `_split_width` leaves): the convert
     it equals (int8 <-> uint8, int16 <-> uint16: two's complement both ways); one from or to
-    float8 (carried as float32, its bits not computed) is refused. Returns the op now
+    a float8 other than E8M0 (carried as float32, its bits not computed) is refused. Returns the op now
     standing in its place (None: none is involved)."""
     src, dst = _etype(op.operands[0].type), _etype(op.results[0].type)
     if src not in WIDENED and dst not in WIDENED:
@@ -483,7 +484,7 @@ def _f32_bits(x: float) -> int:
 
 
 def _round_float(v: ir.Value, fmt: str):
-    """`v` (float32) rounded to the float16 / float8 type `fmt`: to nearest, ties to even, in int32 ops
+    """`v` (float32) rounded to the float16 / float8 type `fmt` (E8M0: `_round_e8m0`): to nearest, ties to even, in int32 ops
     on the bit pattern. A value in fmt's normal range rounds its mantissa at bit 23 - m (the
     carry moves into the exponent); one below it keeps n = the significand (implicit bit
     included) shifted right by as many more bits as its exponent is short, rounded the same

@@ -226,7 +226,7 @@ def _convolution(lo: Lowering, op) -> list:
     dn = stablehlo.ConvDimensionNumbers(op.attributes["dimension_numbers"])
     ns = len(dn.input_spatial_dimensions)
     out = result_type(op)
-    compute = out.dtype if out.dtype in FLOATS else WIDE if out.dtype in NARROW else out.dtype
+    compute = WIDE if out.dtype in NARROW else out.dtype   # (ttnn multiplies no uint8 / uint16)
     if 0 in (*out.shape, *host_type(op.operands[0]).shape, *host_type(op.operands[1]).shape):
         return [fill(lo, 0, out)]   # nothing to compute, or sums of nothing (padding only)
     if ns not in (0, 1, 2, 3):

@@ -18,7 +18,7 @@ import math
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.lower.builder import Lowering
-from pjrt_tt.lower.helpers import NARROW, WIDE, narrow_back, slice_
+from pjrt_tt.lower.helpers import FLOATS, NARROW, WIDE, narrow_back, slice_
 from pjrt_tt.program import Attr, Construct, TensorType, Value, dtype_attr
 
 
@@ -55,7 +55,6 @@ _ALGORITHMS = {
 _SUPPORTED = ("BF16_BF16_F32, BF16_BF16_F32_X3, BF16_BF16_F32_X6, BF16_BF16_F32_X9, BF16_BF16_BF16, "
               "TF32_TF32_F32, TF32_TF32_F32_X3, F16_F16_F32, F16_F16_F16, F32_F32_F32 (or precision=HIGH / "
               "HIGHEST)")
-_FLOATS = ("float32", "bfloat16")
 
 
 def plan(lo: Lowering, op) -> _Plan | None:
@@ -108,9 +107,9 @@ def matmul(lo: Lowering, op, lhs: Value, rhs: Value, out: TensorType) -> Value:
     """lhs @ rhs ([..., M, K] x [..., K, N]) in out's dtype, at the op's requested precision."""
     if lhs.type.dtype != rhs.type.dtype:  # mixed precision: compute in the result type
         lhs, rhs = lo.typecast(lhs, out.dtype), lo.typecast(rhs, out.dtype)
-    if out.dtype not in _FLOATS:
+    if out.dtype not in FLOATS:
         return integer_matmul(lo, lhs, rhs, out)
-    how = plan(lo, op) if lhs.type.dtype in _FLOATS else None
+    how = plan(lo, op) if lhs.type.dtype in FLOATS else None
     if how is None:
         kwargs = {} if out.dtype == lhs.type.dtype else {"dtype": dtype_attr(out.dtype)}
         return lo.emit("matmul", lhs, rhs, result=out, **kwargs)

@@ -274,14 +274,13 @@ def _reduce_scatter_of_groups(lo, x, groups, span, dim):
     return _my_block(lo, _all_reduce_of_groups(lo, x, groups, span, "add"), groups, dim)
 
 
-def _my_block(lo, total, groups, dim):
-    """Block k of `total` along dim for the k-th member of each group: the K blocks stacked
-    and my own kept by a per-chip 0/1 table."""
-    x = total
+def _my_block(lo, x, groups, dim):
+    """Block k of `x` along dim for the k-th member of each group: the K blocks stacked and
+    my own kept by a per-chip 0/1 table."""
     K = len(groups[0])
     n = x.type.shape[dim] // K
     rank, ones = len(x.type.shape), [1] * len(x.type.shape)
-    blocks = [lo.reshape(slice_(lo, total, [k * n if d == dim else 0 for d in range(rank)],
+    blocks = [lo.reshape(slice_(lo, x, [k * n if d == dim else 0 for d in range(rank)],
                                 [(k + 1) * n if d == dim else s for d, s in enumerate(x.type.shape)], ones),
                          (1, *_with_dim(x, dim, n).shape)) for k in range(K)]
     stacked = lo.emit("concat", blocks, 0, result=dataclasses.replace(blocks[0].type, shape=(K, *blocks[0].type.shape[1:])))
