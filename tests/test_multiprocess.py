@@ -215,6 +215,13 @@ def test_torch_xla_megatron_block_over_two_processes(tmp_path):
         env = _env(PJRT_DEVICE="TT", MASTER_ADDR="127.0.0.1", XLA_COORDINATOR_PORT=str(_free_port()))
         env.pop("JAX_PLATFORMS")
         proc = mpirun(n, ["-c", prefix + BLOCK, str(tmp_path / f"run{n}")], env)
+        if n == 2 and proc.returncode != 0 and proc.stdout.count("block ok 8") == n and \
+                "JAX distributed service detected fatal errors" in proc.stderr:
+            # Known, open (issue 14): after both processes computed the block correctly, torch_xla's
+            # coordinator sometimes aborts the follower at exit when the leader has gone first
+            # (seen in about 1 of 4 full runs under load). One more run, under the same assertion.
+            env["XLA_COORDINATOR_PORT"] = str(_free_port())
+            proc = mpirun(n, ["-c", prefix + BLOCK, str(tmp_path / f"run{n}")], env)
         assert proc.returncode == 0 and proc.stdout.count("block ok 8") == n, proc.stderr[-4000:]
         if n == 1:
             assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]
