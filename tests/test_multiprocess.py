@@ -199,7 +199,10 @@ def test_torch_xla_megatron_block_over_two_processes(tmp_path):
     """torch_xla with PJRT_DEVICE=TT and xr.use_spmd() in 2 processes under mpirun (torch_xla's
     coordinator gives the plugin its key-value store): test_torch_spmd's Megatron block over
     all 8 chips, its all-reduces crossing the processes, equals eager CPU in each process, and
-    its ttnn programs equal those of the same block from one process, mock-checked there."""
+    its ttnn programs equal those of the same block from one process, mock-checked there.
+    Process 1 lingers 3 s after the last fence at exit: torch_xla never shuts its coordinator's
+    clients down, and a process alive when process 0 (the coordinator) has gone is aborted by
+    its client; process 0 must wait for it (seen as a flake under load before it did)."""
     pytest.importorskip("torch_xla", reason="torch_xla is not installed")
     from conftest import assert_close
     from test_torch_spmd import BLOCK
@@ -209,19 +212,21 @@ def test_torch_xla_megatron_block_over_two_processes(tmp_path):
         rank = os.environ["OMPI_COMM_WORLD_RANK"]
         sys.argv[1] += "." + rank
         os.environ["PJRT_TT_DUMP"] = os.path.join(os.path.dirname(sys.argv[1]), os.path.basename(sys.argv[1]) + "-dump")
+        import atexit, time
+        def linger():   # registered first, so it runs after every exit hook of torch_xla and pjrt-tt
+            from mpi4py import MPI
+            if not MPI.Is_finalized():
+                MPI.Finalize()
+            if rank == "1":
+                time.sleep(3)
+        if os.environ["OMPI_COMM_WORLD_SIZE"] != "1":   # (one process: ttnn's own MPI is in the mock check)
+            atexit.register(linger)
     """)
     outs = {}
     for n in (1, 2):
         env = _env(PJRT_DEVICE="TT", MASTER_ADDR="127.0.0.1", XLA_COORDINATOR_PORT=str(_free_port()))
         env.pop("JAX_PLATFORMS")
         proc = mpirun(n, ["-c", prefix + BLOCK, str(tmp_path / f"run{n}")], env)
-        if n == 2 and proc.returncode != 0 and proc.stdout.count("block ok 8") == n and \
-                "JAX distributed service detected fatal errors" in proc.stderr:
-            # Known, open (issue 14): after both processes computed the block correctly, torch_xla's
-            # coordinator sometimes aborts the follower at exit when the leader has gone first
-            # (seen in about 1 of 4 full runs under load). One more run, under the same assertion.
-            env["XLA_COORDINATOR_PORT"] = str(_free_port())
-            proc = mpirun(n, ["-c", prefix + BLOCK, str(tmp_path / f"run{n}")], env)
         assert proc.returncode == 0 and proc.stdout.count("block ok 8") == n, proc.stderr[-4000:]
         if n == 1:
             assert "mock check skipped" not in proc.stderr, proc.stderr[-3000:]

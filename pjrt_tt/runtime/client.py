@@ -7,7 +7,7 @@ from pjrt_tt import __version__, dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.runtime.deadline import DEFAULT_SECONDS, Deadline
-from pjrt_tt.runtime.processes import agree
+from pjrt_tt.runtime.processes import agree, outlive_local_peers
 from pjrt_tt.runtime.profiler import RECORDER
 from pjrt_tt.settings import Settings
 from pjrt_tt.systems import Processes
@@ -76,7 +76,7 @@ class Client:
         self.processes = processes = Processes.from_options(options)
         name, system = targets.choose(self.settings.target, self.settings.system)
         self.target = targets.open_target(name, system, self.settings.sim_dram_mb, processes, peers)
-        agree(processes, store, {"system": system.name, "target": name, "count": processes.count})
+        self.peers = agree(processes, store, {"system": system.name, "target": name, "count": processes.count})
         timeout = self.settings.execute_timeout_s
         self.deadline = Deadline(DEFAULT_SECONDS[name] if timeout is None else timeout)   # device calls
         self.platform_name = PLATFORM_NAME
@@ -94,6 +94,12 @@ class Client:
         self.recorder = RECORDER   # profiler sessions are process-wide (runtime/profiler.py)
         self.compiler = Compiler(self.settings, check, self.recorder)
         CLIENTS.append(self)
+
+    def leave(self) -> None:
+        """At exit, once this process's last program has run: the processes' last fence, and
+        process 0 ends after the others on its host (runtime/processes.py says why)."""
+        self.target.leave()
+        outlive_local_peers(self.processes, self.peers)
 
     def lookup_device(self, device_id: int) -> Device:
         if not 0 <= device_id < len(self.devices):

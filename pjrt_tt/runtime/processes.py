@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 from pjrt_tt import __version__
 from pjrt_tt.errors import InvalidArgument, Unavailable
@@ -15,15 +16,17 @@ from pjrt_tt.systems import Processes
 # How long a process waits for its peers to publish their view of the system (a peer that
 # never starts or died before it published); PJRT_TT_PEER_TIMEOUT_S overrides it.
 PEER_TIMEOUT_S = 300.0
+# How long process 0 waits at exit for the other processes on its host to end
+LEAVE_TIMEOUT_S = 60.0
 
 
-def agree(processes: Processes, store, facts: dict) -> None:
+def agree(processes: Processes, store, facts: dict) -> dict[int, dict]:
     """Publishes this process's `facts` (what it opened) in the framework's key-value store
     and checks every peer's against them: each process must open the same system on the
     same target with the same pjrt-tt, or no device is listed. `store` is (get, put), the
-    shim's wrappers of the framework's callbacks."""
+    shim's wrappers of the framework's callbacks. Returns each peer's facts by process index."""
     if processes.local:
-        return
+        return {}
     if store is None:
         raise InvalidArgument(f"{processes.count} processes were asked for (num_nodes), but the framework "
                               f"gave pjrt-tt no key-value store to agree on the system through")
@@ -31,6 +34,7 @@ def agree(processes: Processes, store, facts: dict) -> None:
     mine = dict(facts, version=__version__, host=socket.gethostname(), pid=os.getpid())
     put(f"pjrt_tt/process/{processes.index}", json.dumps(mine, sort_keys=True))
     timeout_ms = int(float(os.environ.get("PJRT_TT_PEER_TIMEOUT_S", PEER_TIMEOUT_S)) * 1000)
+    seen = {}
     for peer in range(processes.count):
         if peer == processes.index:
             continue
@@ -46,3 +50,30 @@ def agree(processes: Processes, store, facts: dict) -> None:
             what = "; ".join(f"{k}: {a!r} here, {b!r} in process {peer}" for k, (a, b) in differ.items())
             raise InvalidArgument(f"the processes of this run disagree on the TT system ({what}): start every "
                                   f"process with the same PJRT_TT_TARGET, PJRT_TT_SYSTEM and pjrt-tt")
+        seen[peer] = theirs
+    return seen
+
+
+def outlive_local_peers(processes: Processes, peers: dict[int, dict], timeout_s: float = LEAVE_TIMEOUT_S) -> None:
+    """Process 0 returns once the other processes on its host have ended (or after
+    `timeout_s`). torch_xla's coordination service lives in process 0 and its clients are
+    never shut down: a process still exiting when process 0 is gone is killed by its client
+    ("the JAX distributed service detected fatal errors"), an abort after correct results.
+    Called at exit after the processes' last fence (sim: MPI_Finalize), so no peer waits for
+    process 0 any more. Processes on other hosts cannot be watched from here (docs/multihost.md)."""
+    if processes.local or processes.index != 0:
+        return
+    here = socket.gethostname()
+    pids = [f["pid"] for f in peers.values() if f.get("host") == here and isinstance(f.get("pid"), int)]
+    end = time.monotonic() + timeout_s
+    while any(_running(pid) for pid in pids) and time.monotonic() < end:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """False once `pid` has exited (a zombie its launcher has not reaped yet has exited too)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

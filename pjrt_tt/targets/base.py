@@ -126,6 +126,10 @@ class Target(abc.ABC):
     def close(self) -> None:
         """Release the system's devices."""
 
+    def leave(self) -> None:
+        """This process has run its last program (at exit): the processes sharing the system
+        meet a last time; nothing to do for one process."""
+
     # --- how a mesh program meets the chips (called by MeshRunner) -------------------------
     @abc.abstractmethod
     def _mesh_open(self, chips: list, shape: tuple[int, int]):

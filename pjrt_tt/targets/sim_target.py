@@ -51,6 +51,9 @@ class SimTarget(Target):
     def close(self) -> None:
         self.ttnn.close_mesh_device(self.mesh)
 
+    def leave(self) -> None:
+        self.exchange.finish()
+
     def _local_positions(self, chips: list) -> list[int]:
         """The positions in `chips` (a mesh, row-major) of the chips this process drives."""
         mine = set(self.processes.chips_of(self.processes.index, len(self.chips)))

@@ -101,9 +101,14 @@ def _finish_executions_before_torch_xla_exits() -> None:
     device's pending executions holding the GIL, and ours run in Python: a script whose last
     compiled call's results were never read hung at exit forever (measured: a GPT-2 through
     torch.compile). Registered after torch_xla's, this hook runs first and waits for them
-    with the GIL released (`_xla_wait_device_ops`); torch_xla's then finds none."""
+    with the GIL released (`_xla_wait_device_ops`); torch_xla's then finds none. Then the
+    processes of a multi-process run leave in order (runtime/client.py Client.leave): torch_xla
+    never shuts its coordinator's clients down, so process 0, which hosts it, must end last."""
+    from pjrt_tt.runtime.client import CLIENTS
     try:
         import torch_xla
         torch_xla._XLAC._xla_wait_device_ops(devices=[])
+        for client in CLIENTS:
+            client.leave()
     except Exception:   # (at exit: an error here must not hide the script's own)
         pass

@@ -39,6 +39,9 @@ class LocalExchange:
     def agree(self, value):
         return [value]
 
+    def finish(self) -> None:
+        pass
+
 
 # PJRT_ProcessState values that mean a peer is gone (pjrt_c_api.h)
 GONE = {2: "disconnected", 4: "in error"}
@@ -94,6 +97,14 @@ class MpiExchange:
         """Every process's `value` (a host read, which must agree everywhere)."""
         self._wait_for_peers()
         return self.comm.allgather(value)
+
+    def finish(self) -> None:
+        """At exit, after the last exchange: MPI_Finalize now rather than after Python's exit
+        hooks (mpi4py's default). It is a fence (every process reaches it before any leaves
+        it, measured here), so a process that must end last can wait for the others after it."""
+        from mpi4py import MPI
+        if not MPI.Is_finalized():
+            MPI.Finalize()
 
 
 def _end_the_job_on_uncaught_exceptions(world, index: int) -> None:
