@@ -79,11 +79,18 @@ def lower_module(parsed: Parsed, ctx: CompileContext) -> Program:
     return Program(name=name, inputs=inputs, input_host_types=in_hosts, constants=lo.constants,
                    ops=lo.ops, outputs=outputs, output_host_types=out_hosts,
                    donated_inputs=frozenset(_donated_args(main)),
-                   input_ranges=tuple(boundary.input_ranges) if boundary else (),
-                   output_ranges=tuple(boundary.output_ranges) if boundary else (),
+                   input_ranges=_ranges(boundary.input_ranges if boundary else ()),
+                   output_ranges=_ranges(boundary.output_ranges if boundary else ()),
                    range_limit=boundary.range_limit if boundary else "",
                    range_source=boundary.proof_source if boundary else b"",
                    guards=tuple(boundary.guards) if boundary else ())
+
+
+def _ranges(ranges) -> tuple:
+    """Per-value ranges, or () when none is known: the executable's per-call checks are then
+    skipped outright (the usual program has no 64-bit integer)."""
+    ranges = tuple(ranges)
+    return ranges if any(r is not None for r in ranges) else ()
 
 
 def _framework_type(t: ir.Type, logical: str, words: bool = False) -> HostType:

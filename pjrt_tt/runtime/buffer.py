@@ -157,7 +157,8 @@ class Buffer:
 
     def delete(self) -> None:
         if self.tensor is not None:
-            self._drop_prepared()
+            if self._prepared or self._linked:   # (a call less for the usual buffer)
+                self._drop_prepared()
             client = self.device.client
             if client.deadline.wedged is None:   # a wedged device would not answer a free either
                 client.target.free(self.tensor)

@@ -146,10 +146,9 @@ class LoadedExecutable:
         for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
             if buf.host is not want:
                 check_argument(program, self.name, i, buf, want, "")
-        bounds = self._ranges.check(argument_lists, self.name)
-        for i, (buf, want) in enumerate(zip(args, program.input_host_types)):
             tensor = buf.tensor if not want.words else buf.as_words()
             tensors.append(tensor if tensor is not None else buf.live_tensor(f"argument {i} of {self.name}"))
+        bounds = self._ranges.check(argument_lists, self.name)
         deadline = self.client.deadline
         prepared = deadline.call(f"const-eval of program {self.name}", self._prepared, args) \
             if self._prepare_from else None

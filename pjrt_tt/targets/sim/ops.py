@@ -90,10 +90,20 @@ _NO_NEW_DENORMALS = frozenset({DataType.FLOAT32, DataType.BFLOAT16})
 
 def _quiet(fn):
     """`fn` with numpy's floating-point warnings off (overflow to inf, 0/0 are the device's
-    answers, not errors). numpy 1.x ufuncs take the error mask per call (`extobj`), which
-    costs nothing; anything else runs inside np.errstate (~2 us a call)."""
+    answers, not errors), at the least cost per call: numpy 1.x ufuncs take the error mask
+    per call (`extobj`, a C-level call); numpy 2 keeps it in a context variable, set here
+    directly (np.errstate builds its state anew on every entry: ~1 us of the ~7 us a small
+    binary op costs, measured with tests/benchmarks/dispatch.py)."""
     if isinstance(fn, np.ufunc) and _EXTOBJ is not None:
-        return functools.partial(fn, extobj=_EXTOBJ)   # (a C-level call: no Python frame per op)
+        return functools.partial(fn, extobj=_EXTOBJ)
+    if _FP_STATE is not None:
+        def run(a, b):
+            token = _FP_STATE.set(_IGNORE_ALL)
+            try:
+                return fn(a, b)
+            finally:
+                _FP_STATE.reset(token)
+        return run
 
     def run(a, b):
         with np.errstate(all="ignore"):
@@ -106,6 +116,12 @@ try:   # numpy < 2: [buffer size, error mask (0: ignore all), callback]
     np.add(np.float32(1), np.float32(1), extobj=_EXTOBJ)
 except TypeError:
     _EXTOBJ = None
+try:   # numpy 2 (private, with np.errstate as the fallback): the state np.errstate sets
+    from numpy._core._ufunc_config import _extobj_contextvar as _FP_STATE
+    from numpy._core.umath import _make_extobj
+    _IGNORE_ALL = _make_extobj(all="ignore")
+except ImportError:
+    _FP_STATE = None
 
 
 def _f32(t: Tensor) -> np.ndarray:
