@@ -100,6 +100,57 @@ def test_two_processes_run_the_programs_one_process_checked_on_mock(runs):
     forward_mock_unchecked(two.stderr)
 
 
+T3K_TWO_HOSTS = """
+mesh_descriptors {
+  name: "M0"
+  arch: WORMHOLE_B0
+  device_topology { dims: [ %s ] }
+  host_topology   { dims: [ 2, 1 ] }
+  channels { count: 2 policy: RELAXED }
+}
+top_level_instance { mesh { mesh_descriptor: "M0" mesh_id: 0 } }
+"""
+
+
+def tt_run(tmp_path: Path, host_ranks=(0, 1), device_topology="2, 4", timeout: float = 600):
+    """multiprocess_cases.py under ttnn's own launcher (legacy mode: rank bindings and a mesh
+    graph descriptor of a t3k split over 2 hosts, rows 0 and 1), on the sim."""
+    mgd = tmp_path / "t3k_two_hosts.textproto"
+    mgd.write_text(T3K_TWO_HOSTS % device_topology)
+    bindings = tmp_path / "rank_bindings.yaml"
+    bindings.write_text("rank_bindings:\n" + "".join(
+        f"  - rank: {r}\n    mesh_id: 0\n    mesh_host_rank: {h}\n" for r, h in enumerate(host_ranks))
+        + f"mesh_graph_desc_path: \"{mgd}\"\n")
+    env = dict(_env(), PATH=f"{MPIRUN.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [str(MPIRUN.parent / "tt-run"), "--rank-binding", str(bindings),
+           "--mpi-args", "--bind-to none --mca btl self,tcp", sys.executable, str(HERE / "multiprocess_cases.py")]
+    try:   # (tt-run writes generated/ under its working directory)
+        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"no answer from tt-run within {timeout} s\n{(e.stderr or '')[-3000:]}")
+
+
+def test_tt_run_launches_the_processes(tmp_path):
+    """`tt-run --rank-binding ... python script.py` (ttnn's MPI launcher, as on a multi-host
+    system) starts the same run as mpirun: every case equals XLA:CPU in both processes."""
+    proc = tt_run(tmp_path)
+    got = verdicts(proc)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert got == {(p, name): "OK" for p in (0, 1) for name in CASES}, proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("host_ranks,topology,message", [
+    ((1, 0), "2, 4", "bind process 0 to mesh_host_rank 1"),
+    ((0, 1), "1, 8", "describes a 1x8 mesh over 2 host(s)")], ids=["swapped host ranks", "other system"])
+def test_a_tt_run_binding_pjrt_tt_cannot_follow_is_refused(tmp_path, host_ranks, topology, message):
+    """Rank bindings or a mesh graph descriptor that disagree with how pjrt-tt splits the
+    system: a clear error naming both in every process, never a run on other chips."""
+    proc = tt_run(tmp_path, host_ranks, topology, timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-4000:]
+
+
 def test_processes_started_one_by_one_are_refused_with_a_reason(tmp_path):
     """jax.distributed.initialize in two processes started by hand: the sim's chips exchange
     data through MPI, so the plugin refuses, naming how to start them; nothing hangs."""

@@ -7,7 +7,7 @@ from pjrt_tt import __version__, dtypes, targets
 from pjrt_tt.compiler import Compiler
 from pjrt_tt.errors import InvalidArgument
 from pjrt_tt.runtime.deadline import DEFAULT_SECONDS, Deadline
-from pjrt_tt.runtime.processes import agree, outlive_local_peers
+from pjrt_tt.runtime.processes import agree, check_tt_run_binding, outlive_local_peers
 from pjrt_tt.runtime.profiler import RECORDER
 from pjrt_tt.settings import Settings
 from pjrt_tt.systems import Processes
@@ -75,6 +75,7 @@ class Client:
         self.settings = Settings.load(options)
         self.processes = processes = Processes.from_options(options)
         name, system = targets.choose(self.settings.target, self.settings.system)
+        check_tt_run_binding(processes, system)
         self.target = targets.open_target(name, system, self.settings.sim_dram_mb, processes, peers)
         self.peers = agree(processes, store, {"system": system.name, "target": name, "count": processes.count})
         timeout = self.settings.execute_timeout_s

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import sys
 import time
 
 from pjrt_tt import __version__
@@ -52,6 +54,52 @@ def agree(processes: Processes, store, facts: dict) -> dict[int, dict]:
                                   f"process with the same PJRT_TT_TARGET, PJRT_TT_SYSTEM and pjrt-tt")
         seen[peer] = theirs
     return seen
+
+
+def check_tt_run_binding(processes: Processes, system, env=os.environ) -> None:
+    """Under tt-run (ttnn's MPI launcher), the rank bindings say which block of the mesh each
+    rank drives (TT_MESH_HOST_RANK) and the mesh graph descriptor the mesh's shape and hosts
+    (TT_MESH_GRAPH_DESC_PATH). pjrt-tt gives process p the p-th block of chips (systems.
+    Processes), so a binding that says otherwise, or a descriptor of another system, is an
+    error naming both rather than a run whose chips differ from what tt-run set up."""
+    if "TT_MESH_HOST_RANK" not in env and "TT_MESH_GRAPH_DESC_PATH" not in env:
+        return
+    where = "tt-run's rank bindings"
+    mesh_id, host_rank = env.get("TT_MESH_ID", "0"), env.get("TT_MESH_HOST_RANK")
+    if mesh_id != "0":
+        raise InvalidArgument(f"{where} put process {processes.index} in mesh {mesh_id} (TT_MESH_ID); pjrt-tt "
+                              f"runs one mesh, the system {system.name}: bind every rank to mesh_id 0")
+    if host_rank is not None and host_rank != str(processes.index):
+        raise InvalidArgument(f"{where} bind process {processes.index} to mesh_host_rank {host_rank} "
+                              f"(TT_MESH_HOST_RANK), but pjrt-tt has process p drive the p-th block of the "
+                              f"{system.name}'s chips: bind rank r to mesh_host_rank r")
+    path = env.get("TT_MESH_GRAPH_DESC_PATH")
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise InvalidArgument(f"{where} name the mesh graph descriptor {path} (TT_MESH_GRAPH_DESC_PATH), "
+                              f"which cannot be read: {e}") from None
+    dims = {k: [int(d) for d in re.findall(r"\d+", m.group(1))]
+            for k in ("device_topology", "host_topology")
+            for m in [re.search(k + r"\s*\{\s*dims:\s*\[([^\]]*)\]", text)] if m}
+    if len(dims) < 2 or text.count("mesh_descriptors") != 1:
+        print(f"pjrt-tt: the mesh graph descriptor {path} was not checked against PJRT_TT_SYSTEM "
+              f"{system.name}: it is not one mesh with device_topology and host_topology dims",
+              file=sys.stderr, flush=True)
+        return
+    hosts = 1
+    for d in dims["host_topology"]:
+        hosts *= d
+    if tuple(dims["device_topology"]) != tuple(system.mesh_shape) or hosts != processes.count:
+        raise InvalidArgument(
+            f"the mesh graph descriptor {path} (TT_MESH_GRAPH_DESC_PATH, from tt-run) describes a "
+            f"{'x'.join(map(str, dims['device_topology']))} mesh over {hosts} host(s), but this run is "
+            f"{processes.count} process(es) on the {system.name} "
+            f"({'x'.join(map(str, system.mesh_shape))}): set PJRT_TT_SYSTEM to the descriptor's system, "
+            f"or give tt-run a descriptor of this one")
 
 
 def outlive_local_peers(processes: Processes, peers: dict[int, dict], timeout_s: float = LEAVE_TIMEOUT_S) -> None:
