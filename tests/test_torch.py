@@ -269,3 +269,64 @@ def test_minilm_real_weights(dev):
         want = model(**batch).last_hidden_state
         got = torch.compile(model, backend="tt")(**batch).last_hidden_state
     assert_close(np_(got), np_(want), kind="matmul")
+
+
+def _moe_block(family: str):
+    """A tiny sparse MoE block of `family` (8 experts, top 2), seeded."""
+    torch.manual_seed(0)
+    if family == "mixtral":
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock as Block
+        config = MixtralConfig(hidden_size=32, intermediate_size=64, num_local_experts=8, num_experts_per_tok=2)
+    else:
+        from transformers import Qwen3MoeConfig
+        from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock as Block
+        config = Qwen3MoeConfig(hidden_size=32, moe_intermediate_size=64, num_experts=8, num_experts_per_tok=2,
+                                norm_topk_prob=False)
+    return Block(config).eval()
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen3_moe"])
+def test_sparse_moe_runs_whole_on_the_chip(dev, family):
+    """HF's sparse MoE blocks route with data-dependent shapes (nonzero, a loop over the experts
+    hit), which split the graph and ran on the host; rewritten (pjrt_tt/torch/rewrites.py) they
+    compile to one graph with no CPU fallback and equal eager CPU."""
+    pytest.importorskip("transformers")
+    from pjrt_tt.torch import rewrites
+    from pjrt_tt.torch.backend import cpu_fallback_ops
+    block = _moe_block(family)
+    rewrites.install()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        want, want_logits = block(x)                # eager CPU: HF's own routing
+        before, fell = compile_counts(), cpu_fallback_ops()
+        got, got_logits = torch.compile(block, backend="tt")(x)
+    assert compile_counts()["dynamo_graphs"] - before["dynamo_graphs"] == 1
+    assert cpu_fallback_ops() == fell, f"aten ops ran on the host: {cpu_fallback_ops()}"
+    assert_close(np_(got), np_(want), kind="matmul", what=f"{family} MoE output")
+    assert_close(np_(got_logits), np_(want_logits), kind="matmul", what=f"{family} router logits")
+
+
+def test_sparse_moe_rewrite_is_the_same_computation():
+    """The static form against HF's on the CPU (forced), bit for bit up to the matrix
+    products of more rows, and an expert that was not chosen cannot bring its inf / NaN
+    into a token (a select, not a multiplication by 0)."""
+    pytest.importorskip("transformers")
+    from pjrt_tt.torch import rewrites
+    block = _moe_block("mixtral")
+    rewrites.install()
+    original = rewrites._ORIGINAL[type(block)]
+    x = torch.randn(3, 7, 32)
+    with torch.no_grad():
+        want = original(block, x)[0]
+        rewrites._for_the_chip, saved = (lambda t: True), rewrites._for_the_chip
+        try:
+            got = block(x)[0]
+            block.experts[5].w2.weight[0, 0] = float("inf")   # expert 5 now makes inf / NaN rows
+            want_inf, got_inf = original(block, x)[0], block(x)[0]
+        finally:
+            rewrites._for_the_chip = saved
+    np.testing.assert_allclose(np_(got), np_(want), rtol=1e-6, atol=1e-7)
+    assert torch.equal(torch.isfinite(got_inf), torch.isfinite(want_inf))
+    finite = torch.isfinite(want_inf)
+    np.testing.assert_allclose(np_(got_inf[finite]), np_(want_inf[finite]), rtol=1e-6, atol=1e-7)

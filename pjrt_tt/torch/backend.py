@@ -22,6 +22,7 @@ import torch
 
 from pjrt_tt.dtypes import BY_MLIR, check_carrier_fits
 from pjrt_tt.errors import InvalidArgument
+from pjrt_tt.torch import rewrites
 
 
 def _xla_device():
@@ -298,6 +299,7 @@ def tt_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = 
     if options:
         _checked(options)   # a bad name fails here, naming the known ones
     _xla_device()
+    rewrites.install()   # (for the next graphs, if the model's module came after the lookup)
     _rewrite_calls(gm)
     decompositions = get_decompositions([getattr(torch.ops.aten, n) for n in DECOMPOSE])
     fw_compiler = functools.partial(_compile_graph, input_names=_input_names(gm), options=options)
@@ -420,3 +422,6 @@ def cpu_fallback_ops() -> dict[str, int]:
     """aten op -> how many times compiled graphs ran it on the CPU so far."""
     with _FALLBACKS._lock:
         return {n[6:]: c for n, c in _FALLBACKS.counts.items()}
+
+
+rewrites.install()   # imported when torch.compile looks "tt" up: the model's classes exist by then

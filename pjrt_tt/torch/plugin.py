@@ -15,9 +15,17 @@ def _opaque_to_dynamo() -> None:
     """The runtime's Python runs inside torch calls: a transfer for `.item()` or `print()`
     reaches Buffer.to_host through the shim on the calling thread. Between the graphs of a
     compiled function dynamo's frame hook is live on that thread and would trace the
-    runtime's own frames; in dynamo's skip list they run as plain Python."""
+    runtime's own frames; in dynamo's skip list they run as plain Python. All of pjrt_tt but
+    torch/rewrites.py, the model code dynamo must trace into the graph."""
+    import pkgutil
+
+    import pjrt_tt
+    import pjrt_tt.torch as ours
     from torch._dynamo import trace_rules
-    trace_rules.add("pjrt_tt")
+    for package, keep in ((pjrt_tt, "torch"), (ours, "rewrites")):
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name != keep:
+                trace_rules.add(f"{package.__name__}.{module.name}")
 
 
 def _transposing_properties_release_the_gil() -> None:
@@ -89,6 +97,8 @@ class TTPlugin(plugins.DevicePlugin):
         Called as torch_xla creates the client: the exit hook goes in here (see below)."""
         import atexit
         atexit.register(_finish_executions_before_torch_xla_exits)   # runs before torch_xla's own
+        from pjrt_tt.torch import rewrites
+        rewrites.install()   # eager torch_xla: models whose module is imported by the first device use
         rank, size = self._world()
         return {"num_nodes": size, "node_id": rank} if size > 1 else {}
 
