@@ -62,28 +62,98 @@ def _register_logistic() -> None:
     mlir.register_lowering(lax_internal.logistic_p, rule, platform="tt")
 
 
+def _ir_type(ctx, aval):
+    """The MLIR type of `aval` (jax 0.12 asks for the module context, 0.7.1 does not)."""
+    import inspect
+    from jax._src.interpreters import mlir
+    if len(inspect.signature(mlir.aval_to_ir_type).parameters) > 1:
+        return mlir.aval_to_ir_type(ctx.module_context, aval)
+    return mlir.aval_to_ir_type(aval)
+
+
 def _register_eigh() -> None:
     """jax has no eigh lowering for a platform without its own kernels (only cpu / gpu / tpu
     register one). Emit what it emits for small matrices on TPU, and torch_xla for any: the
     custom call "Eigh" (XLA's Jacobi eigensolver: "lower,sort,max_sweeps,tol"), lowered by
     pjrt_tt/lower/factorizations.py. TPU's larger-matrix road (QDWH) runs on matmuls, which
     are TF32 on the card."""
-    import inspect
     from jax._src.interpreters import mlir
     from jax._src.lax import linalg
-    typed = (lambda ctx, aval: mlir.aval_to_ir_type(ctx.module_context, aval)) \
-        if len(inspect.signature(mlir.aval_to_ir_type).parameters) > 1 else \
-        (lambda ctx, aval: mlir.aval_to_ir_type(aval))
 
     def rule(ctx, operand, *, lower, sort_eigenvalues, subset_by_index, **_):
         n = ctx.avals_in[0].shape[-1]
         if subset_by_index is not None and tuple(subset_by_index) != (0, n):
             raise NotImplementedError("eigh with subset_by_index on tt (all eigenvalues only)")
         v_aval, w_aval = ctx.avals_out
-        op = mlir.custom_call("Eigh", result_types=[typed(ctx, v_aval), typed(ctx, w_aval)], operands=[operand],
+        op = mlir.custom_call("Eigh", result_types=[_ir_type(ctx, v_aval), _ir_type(ctx, w_aval)], operands=[operand],
                               backend_config=f"{int(lower)},{int(sort_eigenvalues)},100,1e-6", api_version=1)
         return op.results
     mlir.register_lowering(linalg.eigh_p, rule, platform="tt")
+
+
+def _register_callbacks() -> None:
+    """jax.debug.print / debug.callback, pure_callback and io_callback on tt. jax's rules for
+    them (effects, tokens, the wrappers that put arguments on the CPU) end in
+    `callback.emit_python_callback`, which emits XLA's host-callback custom calls for cpu /
+    gpu / tpu only: on tt it emits `custom_call @pjrt_tt.python_callback` instead (the
+    callable registered in pjrt_tt/host_callbacks.py, its index the backend_config), which
+    the executor runs on the host between ttnn ops. Every other platform is left to jax."""
+    import numpy as np
+    from jax._src import callback, debugging
+    from jax._src.interpreters import mlir
+    from pjrt_tt import host_callbacks
+
+    emit = callback.emit_python_callback
+    if getattr(emit, "pjrt_tt", False):
+        return
+
+    def emit_python_callback(ctx, fn, token, operands, operand_avals, result_avals, *, has_side_effect,
+                             partitioned=False, sharding=None, **kwargs):
+        if tuple(ctx.module_context.platforms) != ("tt",):
+            return emit(ctx, fn, token, operands, operand_avals, result_avals, has_side_effect=has_side_effect,
+                        partitioned=partitioned, sharding=sharding, **kwargs)
+        if partitioned or _devices(ctx) != 1:
+            raise NotImplementedError("a Python callback (jax.debug.print, pure_callback, io_callback) in a "
+                                      "sharded program on tt: pjrt-tt runs callbacks in single-device programs "
+                                      "only so far; call it outside the sharded function")
+
+        def checked(*args):
+            """jax's result contract, checked as XLA:CPU's callback does: never a silent cast."""
+            out = fn(*args)
+            if len(out) != len(result_avals):
+                raise RuntimeError(f"Mismatched number of outputs from callback. Expected: {len(result_avals)}, "
+                                   f"Actual: {len(out)}")
+            out = tuple(np.asarray(a) for a in out)
+            for i, (a, aval) in enumerate(zip(out, result_avals)):
+                if a.shape != aval.shape or a.dtype != aval.dtype:
+                    raise RuntimeError(f"Incorrect output {'shape' if a.shape != aval.shape else 'dtype'} for "
+                                       f"return value #{i}: Expected: {aval.shape} {aval.dtype}, Actual: "
+                                       f"{a.shape} {a.dtype}")
+            return out
+
+        types = [_ir_type(ctx, a) for a in result_avals]
+        if token is not None:
+            operands, types = [token, *operands], [mlir.token_type(), *types]
+        op = mlir.custom_call(host_callbacks.TARGET, result_types=types, operands=list(operands),
+                              backend_config=str(host_callbacks.register(checked)), has_side_effect=has_side_effect,
+                              api_version=1)
+        results = list(op.results)
+        if token is not None:
+            token, *results = results
+        return results, token, None
+    def _devices(ctx) -> int:
+        """How many devices the module runs on (jit's sharding context says; shard_map: >1)."""
+        return getattr(ctx.module_context.axis_context, "num_devices", 2)
+
+    emit_python_callback.pjrt_tt = True
+    callback.emit_python_callback = emit_python_callback
+    rules = [(debugging.debug_callback_p, debugging.debug_callback_lowering),
+             (callback.pure_callback_p, callback.pure_callback_lowering),
+             (callback.io_callback_p, callback.io_callback_lowering)]
+    if hasattr(debugging, "debug_print_p"):   # jax 0.12: debug.print is its own primitive
+        rules.append((debugging.debug_print_p, debugging.debug_print_lowering_rule))
+    for prim, rule in rules:
+        mlir.register_lowering(prim, rule, platform="tt")
 
 
 class ProgramCaches:
@@ -157,6 +227,7 @@ def initialize() -> None:
     _register_composites()
     _register_logistic()
     _register_eigh()
+    _register_callbacks()
     _join_persistent_cache()
     from jax._src import util
     util.register_cache(PROGRAM_CACHES, "pjrt-tt program cache (pjrt_tt.compiler.ProgramCache)")

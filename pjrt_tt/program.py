@@ -231,7 +231,41 @@ class Switch:
         return list({v.id: v for v in [self.index] + outer}.values())
 
 
-STRUCTURED = (While, Switch)
+@dataclasses.dataclass(eq=False)
+class HostCallback:
+    """A Python callback run on the host between the chip's ops (jax.debug.print, pure_callback,
+    io_callback: pjrt_tt/host_callbacks.py). Its `args` are read back as the framework's arrays
+    (`hosts_in`), callable `index` is called on them, and what it returns is uploaded as
+    `results` (`hosts_out`). A host sync. A callback with no result gets a host marker as its
+    one result, so that passes written for ops with a result see one; `effect`: it runs even
+    when no result is used (debug and io callbacks)."""
+    args: list[Value]
+    hosts_in: list[HostType]
+    results: list[Value]
+    hosts_out: list[HostType]
+    index: int
+    effect: bool
+    origin: str = ""
+    fn = "host.callback"
+
+    def blocks(self) -> list[Block]:
+        return []
+
+    result = While.result
+
+    def operands(self) -> list[Value]:
+        return list({v.id: v for v in self.args}.values())
+
+
+STRUCTURED = (While, Switch, HostCallback)
+
+
+def has_effect(op) -> bool:
+    """Whether `op` must run even when none of its results is used: a callback with an
+    effect, or a loop / branch holding one."""
+    if isinstance(op, HostCallback):
+        return op.effect
+    return isinstance(op, STRUCTURED) and any(has_effect(o) for b in op.blocks() for o in b.ops)
 
 
 @dataclasses.dataclass
@@ -384,6 +418,10 @@ def _format_ops(lines: list[str], ops: list, frees: dict, views: dict, pad: str)
                 _format_ops(lines, b.ops, b.frees, views, pad + "    ")
                 lines.append(f"{pad}    yield {_fmt(b.results)}")
             lines.append(f"{pad}}} -> {', '.join(str(r.type) for r in op.results)}")
+        elif isinstance(op, HostCallback):
+            outs = ", ".join(f"{r}: {h}" for r, h in zip(op.results, op.hosts_out)) or str(op.result)
+            ins = ", ".join(f"{a}: {h}" for a, h in zip(op.args, op.hosts_in))
+            add(f"{pad}{outs} = host.callback[{op.index}]({ins})  (host sync)", op.origin)
         else:
             args = [_fmt(a) for a in op.args] + [f"{k}={_fmt(v)}" for k, v in op.kwargs.items()]
             name = op.fn if op.fn.startswith("host.") else f"ttnn.{op.fn}"

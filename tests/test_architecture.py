@@ -25,7 +25,8 @@ LAYERS = {
     "targets": ("pjrt_tt.targets",),
     "perf": ("pjrt_tt.perf",),
     "base": ("pjrt_tt", "pjrt_tt.program", "pjrt_tt.compile_context", "pjrt_tt.dtypes",
-             "pjrt_tt.ttnn_facts", "pjrt_tt.errors", "pjrt_tt.systems", "pjrt_tt.settings"),
+             "pjrt_tt.ttnn_facts", "pjrt_tt.errors", "pjrt_tt.systems", "pjrt_tt.settings",
+             "pjrt_tt.host_callbacks"),
 }
 # Layer -> the layers below it that it may import. The compile side (compiler, spmd, lower,
 # passes, ingest) never sees a target; targets see only the program and the facts; the

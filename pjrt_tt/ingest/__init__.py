@@ -13,7 +13,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir._mlir_libs import _jax_mlir_ext
 from jaxlib.mlir.dialects import chlo, mhlo, sdy, stablehlo
 
-from pjrt_tt import dtypes
+from pjrt_tt import dtypes, host_callbacks
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.mlir_compat import attribute_values, named_attributes
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
@@ -78,6 +78,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         check_module(module)
         if from_hlo:
             _as_jax_emits(module)
+        _note_callback_types(module)
         if narrow:   # (the module handed back to the framework stays as it came)
             split_reductions(module)
             write_out_reduce_windows(module)
@@ -93,6 +94,28 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         raise InvalidArgument("the program holds a symbol name or string attribute that is not "
                               "UTF-8 text") from None
     return Parsed(ctx, module, boundary)
+
+
+CALLBACK_TYPES_ATTR = "pjrt_tt.framework_types"   # on a Python callback: its operands' and results' types
+
+
+def _note_callback_types(module: ir.Module) -> None:
+    """A Python callback (host_callbacks.TARGET) gets the arrays the framework would give it,
+    float16, int64 and complex64 included; the rewrites below carry those types in others on
+    the chip, so each callback keeps its operands' and results' types as they came."""
+    found = []
+    module.operation.walk(lambda op: found.append(op) or ir.WalkResult.ADVANCE)   # (no raise inside a walk)
+    for op in found:
+        if op.name == "func.func" and "!stablehlo.token" in str(op.attributes["function_type"]):
+            raise Unimplemented(
+                "the program has ordered effects (jax.debug.print / io_callback with ordered=True, which thread "
+                "a token through the program): pjrt-tt runs Python callbacks unordered only so far; drop "
+                "ordered=True (a single-device program runs its callbacks in program order anyway)")
+        if op.name == "stablehlo.custom_call" and \
+                ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
+            types = [v.type for v in list(op.operands) + list(op.results)]
+            with module.context:
+                op.attributes[CALLBACK_TYPES_ATTR] = ir.ArrayAttr.get([ir.TypeAttr.get(t) for t in types])
 
 
 def reprove_ranges(proof_source: bytes, arg_ranges: tuple, guard_ranges: tuple) -> tuple | None:

@@ -38,6 +38,7 @@ import numpy as np
 from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import stablehlo
 
+from pjrt_tt import host_callbacks
 from pjrt_tt.dtypes import FLOAT8, INT_RANGE
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
@@ -636,6 +637,11 @@ class _Ranges:
             return
         if op.regions:   # reducers: reduce, reduce_window, scatter, sort, all_reduce...
             return self._with_body(op)
+        if name == "stablehlo.custom_call" and \
+                ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
+            for r in op.results:   # what Python returns: the executor refuses a value beyond the carrier
+                self.set(r, _CALLBACK_RESULT.get(self.etype(r.type)))
+            return
         ins = [self.get(v) for v in op.operands]
         if len(op.results) == 1 and op.results[0] in self.assumed:
             self.set(op.results[0], self.assumed[op.results[0]])
@@ -706,6 +712,10 @@ def _summed_count(op) -> int:
         return math.prod(ir.DenseI64ArrayAttr(op.attributes["window_dimensions"]))
     shape = ir.RankedTensorType(op.operands[0].type).shape
     return math.prod(shape[d] for d in ir.DenseI64ArrayAttr(op.attributes["dimensions"]))
+
+
+# The values a Python callback's 64-bit integer result may hold on the chip (its carrier's range)
+_CALLBACK_RESULT = {"i64": (-2**31, 2**31 - 1), "ui64": (0, 2**32 - 1)}
 
 
 def _transfer(op, ins: list):

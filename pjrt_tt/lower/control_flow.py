@@ -20,7 +20,7 @@ from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, predicate
 from pjrt_tt.lower.registry import rule
 from pjrt_tt.program import (DEVICE, HOST_READ, ROW_MAJOR, TILE, Block, ScalarType, ShapeArg, Switch,
-                             TensorType, Value, While, device_type, dtype_attr, layout_attr, storage_roots)
+                             TensorType, Value, While, device_type, dtype_attr, layout_attr, has_effect, storage_roots)
 
 
 def _conform(lo: Lowering, v: Value, t: TensorType) -> Value:
@@ -55,13 +55,13 @@ def _check_tensors(lo: Lowering, op) -> None:
     for v in list(op.operands) + list(op.results):
         if not isinstance(v.type, ir.RankedTensorType):
             raise lo.unsupported(f"operands and results of type {v.type} (only tensors; tokens come "
-                                 f"from ordered effects such as callbacks, which TT does not run)")
+                                 f"from ordered effects such as ordered=True callbacks, which TT does not run)")
 
 
 def _live_ids(ops: list, live: set[int]) -> set[int]:
-    """`live` plus every value the ops that produce live values use (read-only)."""
+    """`live` plus every value the ops that produce live values, or have an effect, use."""
     for op in reversed(ops):
-        if any(r.id in live for r in op.results):
+        if any(r.id in live for r in op.results) or has_effect(op):
             live |= {v.id for v in op.operands()}
     return live
 
@@ -164,13 +164,13 @@ def _branches(lo: Lowering, op, index, regions: list) -> list:
     if not isinstance(index, Value):  # known now: lower just that branch, inline
         k = index if 0 <= index < len(regions) else len(regions) - 1
         return lo.lower_block(regions[k].blocks[0], [])
-    if not types:
-        return []
     origin = f"{lo.origin} {lo.location}" if lo.location else lo.origin
     blocks = []
     for region in regions:
         with lo.block() as ops:
             blocks.append(Block(ops, _yield(lo, lo.lower_block(region.blocks[0], []), types)))
+    if not types and not any(has_effect(o) for b in blocks for o in b.ops):
+        return []   # (a branch with only effects, e.g. a debug print, still runs)
     results = [lo.new_value(t) for t in types]
     lo.ops.append(Switch(index, blocks, results, origin))
     return results

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from jaxlib.mlir import ir
 
+from pjrt_tt import host_callbacks
+from pjrt_tt.ingest import CALLBACK_TYPES_ATTR
 from pjrt_tt.lower.builder import Lowering
-from pjrt_tt.lower.registry import CUSTOM_CALLS, rule
+from pjrt_tt.lower.helpers import host_type
+from pjrt_tt.lower.registry import CUSTOM_CALLS, custom_call, rule
+from pjrt_tt.program import HostCallback, ScalarType, device_type
 
 # custom_call targets that are the identity on a single device.
 IDENTITY_CUSTOM_CALLS = {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape",
@@ -40,3 +44,21 @@ def _custom_call(lo: Lowering, op) -> list:
     if target in CUSTOM_CALLS:
         return CUSTOM_CALLS[target](lo, op)
     raise lo.unsupported("this custom_call target has no TT lowering")
+
+
+@custom_call(host_callbacks.TARGET)
+def _python_callback(lo: Lowering, op) -> list:
+    """A Python callback (jax_plugin.py, host_callbacks.py): its operands in the form the
+    framework's arrays take on the chip, read back and handed to the callable as those
+    arrays (CALLBACK_TYPES_ATTR: the types before float16 / int64 / complex64 were carried in
+    others), its results uploaded in that form."""
+    noted = [ir.TypeAttr(t).value for t in ir.ArrayAttr(op.attributes[CALLBACK_TYPES_ATTR])]
+    n = len(op.operands)
+    hosts_in, hosts_out = [host_type(t) for t in noted[:n]], [host_type(t) for t in noted[n:]]
+    args = [lo.typecast(lo.get(v), device_type(h).dtype) for v, h in zip(op.operands, hosts_in)]
+    results = [lo.new_value(device_type(h)) for h in hosts_out] or [lo.new_value(ScalarType("int"))]
+    effect = "has_side_effect" in op.attributes and ir.BoolAttr(op.attributes["has_side_effect"]).value
+    origin = f"{lo.origin} {lo.location}" if lo.location else lo.origin
+    lo.ops.append(HostCallback(args, hosts_in, results, hosts_out,
+                               int(ir.StringAttr(op.attributes["backend_config"]).value), effect, origin))
+    return results[:len(hosts_out)]

@@ -44,6 +44,7 @@ from collections import defaultdict
 import numpy as np
 
 from pjrt_tt.compile_context import CompileContext
+from pjrt_tt.passes.liveness import prune_dead
 from pjrt_tt.program import HOST_READ, STRUCTURED, Attr, Construct, Op, Program, ScalarType, ShapeArg, TensorType, Value, While
 
 FLOATS = ("float32", "bfloat16")
@@ -1138,18 +1139,8 @@ def _fuse_ops(ops: list, outputs: set[int], counter: list[int], level: int) -> l
                 except NoMatch:
                     pass
             out.append([op])
-        ops = _prune([o for group in reversed(out) for o in group], set(outputs))
+        ops = prune_dead([o for group in reversed(out) for o in group], set(outputs))
     return ops
-
-
-def _prune(ops: list, live: set[int]) -> list:
-    """Drop the ops whose results nobody uses (the ones a fused op absorbed)."""
-    kept = []
-    for op in reversed(ops):
-        if any(r.id in live for r in op.results):
-            kept.append(op)
-            live.update(v.id for v in op.operands())
-    return kept[::-1]
 
 
 def _max_id(ops: list) -> int:

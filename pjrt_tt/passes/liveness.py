@@ -17,16 +17,18 @@ from __future__ import annotations
 import dataclasses
 
 from pjrt_tt.compile_context import CompileContext
-from pjrt_tt.program import STRUCTURED, Program, Value, While, storage_roots
+from pjrt_tt.program import STRUCTURED, Program, Value, While, has_effect, storage_roots
 
 
-def _prune(ops: list, live: set[int]) -> list:
+def prune_dead(ops: list, live: set[int]) -> list:
+    """`ops` without those whose results nothing in `live` (or a later kept op) reads, in
+    nested blocks too; an op with an effect (a debug callback) is always kept."""
     kept = []
     for op in reversed(ops):
-        if any(r.id in live for r in op.results):
+        if any(r.id in live for r in op.results) or has_effect(op):
             if isinstance(op, STRUCTURED):
                 for b in op.blocks():
-                    b.ops = _prune(b.ops, {v.id for v in b.results if isinstance(v, Value)})
+                    b.ops = prune_dead(b.ops, {v.id for v in b.results if isinstance(v, Value)})
             kept.append(op)
             live.update(v.id for v in op.operands())
     return kept[::-1]
@@ -34,7 +36,7 @@ def _prune(ops: list, live: set[int]) -> list:
 
 def eliminate_dead_ops(program: Program, ctx: CompileContext) -> Program:
     live = {v.id for v in program.outputs}
-    ops = _prune(program.ops, live)
+    ops = prune_dead(program.ops, live)
     constants = [c for c in program.constants if c.value.id in live]
     return dataclasses.replace(program, ops=ops, constants=constants)
 

@@ -28,6 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from pjrt_tt.compile_context import CompileContext
+from pjrt_tt.passes.liveness import prune_dead
 from pjrt_tt.passes.fusion import _max_id
 from pjrt_tt.program import DEVICE, STRUCTURED, Attr, Op, Program, ShapeArg, TensorType, Value, While
 
@@ -312,15 +313,6 @@ def _pass(ops: list, outputs: set[int], rules: list, counter: list[int]) -> tupl
     return out, changed
 
 
-def _prune(ops: list, live: set[int]) -> list:
-    kept = []
-    for op in reversed(ops):
-        if any(r.id in live for r in op.results):
-            kept.append(op)
-            live.update(v.id for v in op.operands())
-    return kept[::-1]
-
-
 def simplify(program: Program, ctx: CompileContext, rules: list = RULES) -> Program:
     if ctx.optimization_level < 1:
         return program
@@ -329,7 +321,7 @@ def simplify(program: Program, ctx: CompileContext, rules: list = RULES) -> Prog
     counter = [max([_max_id(ops)] + [v.id for v in program.inputs] + [c.value.id for c in program.constants])]
     for _ in range(8):   # to a fixed point (each round is linear; a few suffice)
         ops, changed = _pass(ops, outputs, rules, counter)
-        ops = _prune(ops, set(outputs))
+        ops = prune_dead(ops, set(outputs))
         if not changed:
             break
     return dataclasses.replace(program, ops=ops)

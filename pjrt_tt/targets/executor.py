@@ -14,9 +14,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pjrt_tt import host_callbacks
+from pjrt_tt.dtypes import DEVICE_NUMPY, check_carrier_fits
 from pjrt_tt.errors import ResourceExhausted, TTError, Unimplemented
-from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Construct, Program, ShapeArg, Switch, TensorType,
-                             Value, While, storage_roots)
+from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Construct, HostCallback, Program, ShapeArg, Switch,
+                             TensorType, Value, While, device_array, device_type, storage_roots)
+from pjrt_tt.program import host_array as framework_array
 
 
 def resolve_attr(module, path: str):
@@ -128,6 +131,8 @@ class BoundProgram:
                 steps.append([self._bind_while(op), None, op, None, drop, None])
             elif isinstance(op, Switch):
                 steps.append([self._bind_switch(op), None, op, None, drop, None])
+            elif isinstance(op, HostCallback):
+                steps.append([self._bind_callback(op), None, op, None, drop, None])
             else:
                 if op.fn == HOST_READ:
                     fn, expect = _read(self.ttnn, op.operands()[0].type, op.result.type.dtype, self.on_mesh), None
@@ -165,6 +170,37 @@ class BoundProgram:
     def _bind_results(self, block) -> Callable[[dict], list]:
         build = self._arg_builder((block.results, {}))
         return lambda env: build(env)[0]
+
+    def _bind_callback(self, op: HostCallback) -> Callable[[dict], None]:
+        """Reads the operands back as the framework's arrays, calls the callable, uploads what
+        it returns. validate_only (the mock check): the callable is the user's code (it
+        prints, it writes files), so it is not called; zeros of the result types stand in."""
+        ttnn, device = self.ttnn, self.device
+        reads = [(a.id, a.type, h) for a, h in zip(op.args, op.hosts_in)]
+        writes = [(r.id, h) for r, h in zip(op.results, op.hosts_out)]
+        marker = None if op.hosts_out else op.results[0].id
+        if self.on_mesh:
+            raise Unimplemented(f"a Python callback ({op.origin}) in a program partitioned over several chips: "
+                                f"pjrt-tt runs callbacks in single-device programs only so far")
+
+        def run_callback(env: dict) -> None:
+            if self.validate_only:
+                values = [np.zeros(h.shape, h.element.numpy) for _, h in writes]
+            else:
+                args = [framework_array(host_array(ttnn, env[i], t.dtype).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape), h)
+                        for i, t, h in reads]
+                values = host_callbacks.lookup(op.index)(*args)
+            for (rid, h), value in zip(writes, values):
+                value = np.asarray(value)
+                check_carrier_fits(value, h.element, f"the result of the Python callback at {op.origin}")
+                t = device_type(h)
+                data = device_array(value, h)
+                data = np.ascontiguousarray(data, np.float32 if t.dtype == "bfloat16" else None)
+                env[rid] = ttnn.Tensor(data, data_type=resolve_attr(ttnn, t.dtype),
+                                       layout=resolve_attr(ttnn, "TILE_LAYOUT"), device=device)
+            if marker is not None:
+                env[marker] = 0
+        return run_callback
 
     def _bind_while(self, op: While) -> Callable[[dict], None]:
         cond, body = self._bind_block(op.cond.ops, op.cond.frees), self._bind_block(op.body.ops, op.body.frees)

@@ -14,7 +14,7 @@ commands only; the host cannot decide anything in the middle of one).
 """
 from __future__ import annotations
 
-from pjrt_tt.program import HOST_OPS, HOST_READ, Program, Switch, While
+from pjrt_tt.program import HOST_OPS, HOST_READ, HostCallback, Program, Switch, While
 from pjrt_tt.targets.executor import BoundProgram
 
 
@@ -26,6 +26,8 @@ def trace_refusal(program: Program) -> str | None:
                     f"every iteration)")
         if isinstance(op, Switch):
             return f"its branch at {op.origin} is chosen by the host (the branch index is read back)"
+        if isinstance(op, HostCallback):
+            return f"it calls back into Python on the host at {op.origin}"
         if op.fn == HOST_READ:
             return f"it reads a device value back to the host at {op.origin}"
         if op.fn in HOST_OPS:
