@@ -124,6 +124,16 @@ I = (np.arange(160, dtype=np.int64).reshape(4, 40) * 37) % 101 - 50
     ("int_sum", lambda a: a.sum(axis=1), (I,)),
     ("int_compare", lambda a: jnp.where(a > 3, a, -a), (I,)),
     ("to_float", lambda a: a.astype(jnp.float64) * 0.5, (I,)),
+    ("int_max", lambda a: a.max(axis=1) - 1 + a.min(), (I,)),   # the reduce's init (int64 min) is no bound
+    # loops: the int64 trip counter (and fori_loop's index, a second counter in lockstep) is
+    # bounded by the loop condition (ingest/narrow64.py _loop_limits, _lockstep); a value
+    # that grows every iteration (an accumulator) is not, and is refused by name
+    ("fori_loop", lambda a: jax.lax.fori_loop(0, 40, lambda i, c: c.at[:, i].set(a[:, 39 - i] - i), a), (I,)),
+    ("fori_loop_long", lambda a: jax.lax.fori_loop(0, 5000, lambda i, c: jnp.where(i % 7 == 0, c[::-1], c), a), (I,)),
+    ("while_to_argument", lambda n, a: jax.lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1][::-1]),
+                                                           (jnp.int64(0), a))[1], (np.int64(5), I)),
+    ("scan", lambda a: jax.lax.scan(lambda c, x: (jnp.maximum(c, x), c - x.min()), jnp.zeros(40, jnp.int64), a), (I,)),
+    ("map", lambda a: jax.lax.map(lambda r: r[::-1] - r.max(), a), (I,)),
 ])
 def test_x64_integer_programs_match_cpu(tt, cpu, name, f, args):
     with enable_x64():

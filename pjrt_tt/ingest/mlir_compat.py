@@ -31,6 +31,18 @@ def defining_op(value: ir.Value) -> ir.Operation | None:
     return as_operation(owner)
 
 
+def block_argument(value: ir.Value, block: ir.Block) -> int | None:
+    """The position of `value` among `block`'s arguments, or None when it is not one of them
+    (0.7.1's bindings hand operands out as plain ir.Value, 0.12's as ir.BlockArgument)."""
+    if isinstance(value, ir.BlockArgument):
+        arg = value
+    elif hasattr(ir.BlockArgument, "isinstance") and ir.BlockArgument.isinstance(value):
+        arg = ir.BlockArgument(value)
+    else:
+        return None
+    return arg.arg_number if arg.owner == block else None
+
+
 def users(value: ir.Value) -> list[ir.Operation]:
     """The ops that use `value`, once per use, in use-list order."""
     return [as_operation(use.owner) for use in value.uses]

@@ -44,7 +44,7 @@ from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
 from pjrt_tt.ingest.attributes import constant_array, describe_location
 from pjrt_tt.ingest.inline import functions
-from pjrt_tt.ingest.mlir_compat import as_operation, create, defining_op, users
+from pjrt_tt.ingest.mlir_compat import as_operation, block_argument, create, defining_op, users
 from pjrt_tt.ingest.words64 import mulhi, word_arguments
 
 Interval = tuple  # (lo, hi) of Python ints; None: no bound known
@@ -653,18 +653,54 @@ class _Ranges:
                 self.set(r, ins[i] if name in _SAME_VALUES and i < len(ins) else None)
 
     def _while(self, op) -> None:
+        """The carried values' intervals, to a fixed point. The body runs only while the
+        condition holds, so a carried value the condition compares with a bound (a loop
+        counter: `i < n`) enters the body within it. A counter still growing after
+        _LOOP_ROUNDS rounds is widened to that bound plus its last step (it reaches n); the
+        values that grew with it then settle, and any still growing after twice as many
+        rounds (an accumulator) is unbounded."""
         cond, body = op.regions[0].blocks[0], op.regions[1].blocks[0]
         carried = [self.get(v) for v in op.operands]
+        partners = _lockstep(body, carried, self.funcs)
         for round in itertools.count():
             self.block(cond, carried)
-            new = [_join(c, o) for c, o in zip(carried, self.block(body, carried))]
+            limits = self._loop_limits(cond)
+            limits.update({j: limits[k] for j, k in partners.items() if k in limits and j not in limits})
+            inside = [_meet(c, limits.get(k)) for k, c in enumerate(carried)]
+            new = [_join(c, o) for c, o in zip(carried, self.block(body, inside))]
             if new == carried:
                 break
-            if round >= _LOOP_ROUNDS:   # still growing (a counter, an accumulator): unbounded
+            if round >= 2 * _LOOP_ROUNDS:   # still growing (an accumulator): unbounded
                 new = [c if c == m else None for c, m in zip(carried, new)]
+            elif round >= _LOOP_ROUNDS:   # counters first; what grows with them follows in the next rounds
+                new = [m if c == m or k not in limits else _widen(c, m, limits[k])
+                       for k, (c, m) in enumerate(zip(carried, new))]
             carried = new
         for r, c in zip(op.results, carried):
             self.set(r, c)
+
+    def _loop_limits(self, cond) -> dict[int, tuple[int, int]]:
+        """{carried index: the interval the condition keeps it in while the loop runs}, for a
+        condition that is an integer compare of a carried value with a bounded value."""
+        pred = list(cond.operations)[-1].operands[0]
+        compare = defining_op(pred)
+        if compare is None or compare.name != "stablehlo.compare" or \
+                self.etype(compare.operands[0].type) not in INT_RANGE:
+            return {}
+        direction = str(stablehlo.ComparisonDirectionAttr(compare.attributes["comparison_direction"]).value)
+        lhs, rhs = compare.operands
+        flip = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE"}
+        if direction not in flip:
+            return {}
+        for arg, other, d in ((lhs, rhs, direction), (rhs, lhs, flip[direction])):
+            k = block_argument(arg, cond)
+            if k is not None:
+                lo, hi = self.get(other) or INT_RANGE[self.etype(other.type)]
+                full = INT_RANGE[self.etype(arg.type)]
+                limit = {"LT": (full[0], hi - 1), "LE": (full[0], hi), "GT": (lo + 1, full[1]),
+                         "GE": (lo, full[1])}[d]
+                return {k: limit}
+        return {}
 
     def _with_body(self, op) -> None:
         """Ops with a reducer / comparator region. The result keeps the values of inputs
@@ -686,6 +722,16 @@ class _Ranges:
             values, inits = ins[:n], ins[:n]
         else:
             values = inits = [None] * n
+        picks = {o.operation.name for o in body.operations} - {"stablehlo.return"}
+        if name == "stablehlo.reduce" and n == 1 and picks in ({"stablehlo.maximum"}, {"stablehlo.minimum"}) \
+                and _summed_count(op) > 0 and values[0] is not None and inits[0] is not None:
+            # max(init, max(elements)) over at least one element: the init (jnp.max's is the
+            # type's lowest value) bounds the result only from its own side
+            f = max if picks == {"stablehlo.maximum"} else min
+            iv = (f(values[0][0], inits[0][0]), f(values[0][1], inits[0][1]))
+            self.block(body, [iv, iv])
+            self.set(op.results[0], iv)
+            return
         acc = [_join(v, i) for v, i in zip(values, inits)]
         out = self.block(body, acc + acc)
         if not all(_within(o, a) for o, a, r in zip(out, acc, op.results) if _is_int(r.type)):
@@ -829,6 +875,75 @@ def _mul(x, y):
 
 def _scale(x, n: int):
     return None if x is None else (x[0] * n, x[1] * n)
+
+
+def _lockstep(body, carried: list, funcs: dict) -> dict[int, int]:
+    """{j: k} for carried values that start equal and step by the same constant each
+    iteration, so one equals the other throughout (jax's fori_loop carries the trip counter
+    and the index the body sees as two such values, and the condition reads only one)."""
+    steps = {}
+    for j, ret in enumerate(list(body.operations)[-1].operands):
+        if carried[j] is not None and carried[j][0] == carried[j][1]:
+            step = _step(ret, body, j, funcs)
+            if step is not None:
+                steps[j] = (carried[j], step)
+    first = {}
+    return {j: first.setdefault(key, j) for j, key in steps.items() if first.setdefault(key, j) != j}
+
+
+def _step(v, block, j: int, funcs: dict, depth: int = 0) -> int | None:
+    """c when `v` is `block`'s argument j plus the constant c (also through calls: jax 0.7.1
+    puts a fori_loop's index update inside the body's closed_call)."""
+    op = defining_op(v)
+    if op is None or depth > 4:
+        return None
+    if op.name == "stablehlo.add":
+        for a, b in (tuple(op.operands), tuple(op.operands)[::-1]):
+            const = defining_op(b)
+            if block_argument(a, block) == j and const is not None and const.name == "stablehlo.constant":
+                step = constant_array(const.attributes["value"], np.int64)
+                return int(step.reshape(-1)[0]) if step.size == 1 else None
+        return None
+    if op.name == "func.call":
+        callee = funcs.get(ir.FlatSymbolRefAttr(op.attributes["callee"]).value)
+        if callee is None or not callee.regions[0].blocks:
+            return None
+        inner = callee.regions[0].blocks[0]
+        result = next(r for r, out in enumerate(op.results) if out == v)
+        ret = list(inner.operations)[-1].operands[result]
+        for m, arg in enumerate(op.operands):
+            if block_argument(arg, block) == j:
+                step = _step(ret, inner, m, funcs, depth + 1)
+                if step is not None:
+                    return step
+    return None
+
+
+def _meet(x, limit):
+    """x within `limit` (None: no limit; x None: unknown, so the limit alone)."""
+    if limit is None:
+        return x
+    if x is None:
+        return limit
+    lo, hi = max(x[0], limit[0]), min(x[1], limit[1])
+    return (lo, hi) if lo <= hi else x   # (an empty body interval: keep x, never claim less)
+
+
+def _widen(old, new, limit):
+    """A growing interval widened to the loop condition's bound plus the last step; None
+    (unbounded) when there is no bound on the side that grows."""
+    if old is None or new is None or limit is None:
+        return None
+    lo, hi = new
+    if new[1] > old[1]:
+        if limit[1] >= INT_RANGE["i64"][1]:
+            return None
+        hi = max(new[1], limit[1] + (new[1] - old[1]))
+    if new[0] < old[0]:
+        if limit[0] <= INT_RANGE["i64"][0]:
+            return None
+        lo = min(new[0], limit[0] - (old[0] - new[0]))
+    return (lo, hi)
 
 
 def _join(x, y):
