@@ -98,8 +98,10 @@ def _register_callbacks() -> None:
     gpu / tpu only: on tt it emits `custom_call @pjrt_tt.python_callback` instead (the
     callable registered in pjrt_tt/host_callbacks.py, its index the backend_config), which
     the executor runs on the host between ttnn ops. Every other platform is left to jax."""
+    import inspect
+
     import numpy as np
-    from jax._src import callback, debugging
+    from jax._src import callback, debugging, dtypes
     from jax._src.interpreters import mlir
     from pjrt_tt import host_callbacks
 
@@ -123,7 +125,7 @@ def _register_callbacks() -> None:
             if len(out) != len(result_avals):
                 raise RuntimeError(f"Mismatched number of outputs from callback. Expected: {len(result_avals)}, "
                                    f"Actual: {len(out)}")
-            out = tuple(np.asarray(a) for a in out)
+            out = tuple(dtypes.canonicalize_value(np.asarray(a)) for a in out)   # (1.0 is float32 without x64)
             for i, (a, aval) in enumerate(zip(out, result_avals)):
                 if a.shape != aval.shape or a.dtype != aval.dtype:
                     raise RuntimeError(f"Incorrect output {'shape' if a.shape != aval.shape else 'dtype'} for "
@@ -137,13 +139,25 @@ def _register_callbacks() -> None:
         op = mlir.custom_call(host_callbacks.TARGET, result_types=types, operands=list(operands),
                               backend_config=str(host_callbacks.register(checked)), has_side_effect=has_side_effect,
                               api_version=1)
+        if sharding is not None and token is None:   # (one device: where it runs; kept as jax writes it)
+            if len(inspect.signature(mlir.set_sharding).parameters) > 2:
+                mlir.set_sharding(ctx.module_context, op, sharding)
+            else:   # jax 0.7.1
+                mlir.set_sharding(op, sharding)
         results = list(op.results)
         if token is not None:
             token, *results = results
         return results, token, None
     def _devices(ctx) -> int:
-        """How many devices the module runs on (jit's sharding context says; shard_map: >1)."""
-        return getattr(ctx.module_context.axis_context, "num_devices", 2)
+        """How many devices the module runs on: jit's sharding context says, shard_map's mesh,
+        pmap's replicas."""
+        context = ctx.module_context.axis_context
+        if hasattr(context, "num_devices"):
+            return context.num_devices
+        if hasattr(context, "mesh"):
+            return context.mesh.size
+        env = getattr(context, "axis_env", None)
+        return env.nreps if env is not None else 2
 
     emit_python_callback.pjrt_tt = True
     callback.emit_python_callback = emit_python_callback

@@ -133,7 +133,7 @@ def test_a_bad_callback_fails_its_call_only(tt):
                                                       jax.ShapeDtypeStruct((3,), np.float32), x))
     with pytest.raises(Exception, match=r"Incorrect output shape for return value #0: Expected: \(3,\)"):
         wrong_shape(x).block_until_ready()
-    wrong_dtype = jax.jit(lambda x: jax.pure_callback(lambda a: np.zeros(3, np.float64),
+    wrong_dtype = jax.jit(lambda x: jax.pure_callback(lambda a: np.zeros(3, np.int32),
                                                       jax.ShapeDtypeStruct((3,), np.float32), x))
     with pytest.raises(Exception, match="Incorrect output dtype for return value #0"):
         wrong_dtype(x).block_until_ready()
@@ -143,14 +143,37 @@ def test_a_bad_callback_fails_its_call_only(tt):
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda x: x + 1)(x)), [1, 1, 1])
 
 
+def test_ordered_effects_run_in_order(tt, capfd):
+    """ordered=True threads a token through the program, its calls, loops and branches
+    (ingest/tokens.py: an empty array on the chip); the prints come in program order, once
+    per call, and what the callbacks return is used as on CPU; Python literals returned are
+    jax's canonical dtypes (1.0 is float32 without x64)."""
+    def body(i, c):
+        jax.debug.print("i={}", i, ordered=True)
+        return c + io_callback(lambda a: np.float32(1.0) * a, jax.ShapeDtypeStruct((), np.float32), c,
+                               ordered=True)
+
+    @jax.jit
+    def f(p, c):
+        jax.debug.print("start {}", c, ordered=True)
+        c = jax.lax.fori_loop(0, 3, body, c)
+        return jax.lax.cond(p, lambda c: (jax.debug.print("yes {}", c, ordered=True), c)[1],
+                            lambda c: (jax.debug.print("no {}", c, ordered=True), -c)[1], c)
+    out = f(jax.device_put(False, tt), jax.device_put(np.float32(1), tt))
+    jax.effects_barrier()
+    assert float(out) == -8.0
+    lines = [line for line in capfd.readouterr().out.splitlines() if line]
+    assert lines == ["start 1.0", "i=0", "i=1", "i=2", "no 8.0"]
+
+
 def test_what_is_not_supported_is_refused_by_name(tt):
     x = jax.device_put(np.float32(3), tt)
-    ordered = jax.jit(lambda x: (jax.debug.print("{}", x, ordered=True), x)[1])
-    with pytest.raises(Exception, match="ordered effects .* drop ordered=True"):
-        ordered(x).block_until_ready()
     traced = jax.jit(lambda x: (jax.debug.print("{}", x), x * 2)[1], compiler_options={"enable_trace": True})
     with pytest.raises(Exception, match="cannot run as a Metal trace: it calls back into Python"):
         traced(x).block_until_ready()
+    z = jax.device_put(np.array([1 + 2j], np.complex64), tt)
+    with pytest.raises(Exception, match="not lowered for complex numbers"):
+        jax.jit(lambda z: (jax.debug.print("{}", z), z * 2)[1])(z).block_until_ready()
 
 
 def test_a_sharded_program_with_a_callback_is_refused():

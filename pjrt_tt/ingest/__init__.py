@@ -22,6 +22,7 @@ from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
 from pjrt_tt.ingest.rng import expand_rng_bit_generators
 from pjrt_tt.ingest.scatters import write_out_scatters
+from pjrt_tt.ingest.tokens import tokens_as_empty_arrays
 from pjrt_tt.ingest.total_order import total_order_compares
 
 
@@ -79,6 +80,7 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         if from_hlo:
             _as_jax_emits(module)
         _note_callback_types(module)
+        tokens_as_empty_arrays(module)
         if narrow:   # (the module handed back to the framework stays as it came)
             split_reductions(module)
             write_out_reduce_windows(module)
@@ -102,15 +104,11 @@ CALLBACK_TYPES_ATTR = "pjrt_tt.framework_types"   # on a Python callback: its op
 def _note_callback_types(module: ir.Module) -> None:
     """A Python callback (host_callbacks.TARGET) gets the arrays the framework would give it,
     float16, int64 and complex64 included; the rewrites below carry those types in others on
-    the chip, so each callback keeps its operands' and results' types as they came."""
+    the chip (tokens too: tokens.py), so each callback keeps its operands' and results' types
+    as they came."""
     found = []
     module.operation.walk(lambda op: found.append(op) or ir.WalkResult.ADVANCE)   # (no raise inside a walk)
     for op in found:
-        if op.name == "func.func" and "!stablehlo.token" in str(op.attributes["function_type"]):
-            raise Unimplemented(
-                "the program has ordered effects (jax.debug.print / io_callback with ordered=True, which thread "
-                "a token through the program): pjrt-tt runs Python callbacks unordered only so far; drop "
-                "ordered=True (a single-device program runs its callbacks in program order anyway)")
         if op.name == "stablehlo.custom_call" and \
                 ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
             types = [v.type for v in list(op.operands) + list(op.results)]

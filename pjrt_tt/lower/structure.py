@@ -5,7 +5,8 @@ from jaxlib.mlir import ir
 
 from pjrt_tt import host_callbacks
 from pjrt_tt.ingest import CALLBACK_TYPES_ATTR
-from pjrt_tt.lower.builder import Lowering
+from pjrt_tt.ingest.tokens import TOKEN
+from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import host_type
 from pjrt_tt.lower.registry import CUSTOM_CALLS, custom_call, rule
 from pjrt_tt.program import HostCallback, ScalarType, device_type
@@ -54,11 +55,15 @@ def _python_callback(lo: Lowering, op) -> list:
     others), its results uploaded in that form."""
     noted = [ir.TypeAttr(t).value for t in ir.ArrayAttr(op.attributes[CALLBACK_TYPES_ATTR])]
     n = len(op.operands)
-    hosts_in, hosts_out = [host_type(t) for t in noted[:n]], [host_type(t) for t in noted[n:]]
-    args = [lo.typecast(lo.get(v), device_type(h).dtype) for v, h in zip(op.operands, hosts_in)]
+    token = [str(t) == TOKEN for t in noted]   # (ordered effects: nothing to pass, ingest/tokens.py)
+    hosts_in = [host_type(t) for t, tok in zip(noted[:n], token[:n]) if not tok]
+    hosts_out = [host_type(t) for t, tok in zip(noted[n:], token[n:]) if not tok]
+    args = [lo.typecast(lo.get(v), device_type(h).dtype)
+            for v, h in zip([v for v, tok in zip(op.operands, token) if not tok], hosts_in)]
     results = [lo.new_value(device_type(h)) for h in hosts_out] or [lo.new_value(ScalarType("int"))]
     effect = "has_side_effect" in op.attributes and ir.BoolAttr(op.attributes["has_side_effect"]).value
     origin = f"{lo.origin} {lo.location}" if lo.location else lo.origin
     lo.ops.append(HostCallback(args, hosts_in, results, hosts_out,
                                int(ir.StringAttr(op.attributes["backend_config"]).value), effect, origin))
-    return results[:len(hosts_out)]
+    made = iter(results)
+    return [Splat(False, host_type(r)) if tok else next(made) for r, tok in zip(op.results, token[n:])]
