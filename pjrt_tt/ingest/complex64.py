@@ -28,6 +28,7 @@ import re
 import numpy as np
 from jaxlib.mlir import ir
 
+from pjrt_tt import host_callbacks
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest.attributes import describe_location
 from pjrt_tt.ingest.inline import inline_calls, remap
@@ -204,7 +205,26 @@ def _rewrite(op, pairs: dict) -> list:
         return _sort(op, ins)
     if name == "stablehlo.scatter" and len(ins) == 3:
         return [_scatter(op, ins)]
+    if name == "stablehlo.custom_call" and \
+            ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
+        return _callback(op, ins)
     raise _refusal(op, "is not lowered for complex numbers")
+
+
+def _callback(op, ins: list) -> list:
+    """A Python callback on complex values: each goes and comes back as float32 [2, *shape]
+    planes, the form the program boundary uses (program.device_type), which the executor
+    turns into the complex64 arrays the callable sees and returns."""
+    def planes(pair):
+        shape = _shape(pair[0].type)
+        halves = [_reshape(x, [1, *shape]) for x in pair]
+        return create("stablehlo.concatenate", _planes_type(shape), halves,
+                      {"dimension": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 0)})
+    operands = [planes(x) if isinstance(x, tuple) else x for x in ins]
+    types = [_planes_type(_shape(r.type)) if _is_complex(r.type) else r.type for r in op.results]
+    new = ir.Operation.create(op.name, results=types, operands=operands, attributes=named_attributes(op))
+    return [tuple(_reshape(_slice0(v, k), _shape(r.type)) for k in (0, 1)) if _is_complex(r.type) else v
+            for r, v in zip(op.results, new.results)]
 
 
 # --- the arithmetic --------------------------------------------------------------------
