@@ -114,9 +114,10 @@ def _finish_executions_before_torch_xla_exits() -> None:
     with the GIL released (`_xla_wait_device_ops`); torch_xla's then finds none. Then the
     processes of a multi-process run leave in order (runtime/client.py Client.leave): torch_xla
     never shuts its coordinator's clients down, so process 0, which hosts it, must end last."""
-    from pjrt_tt.runtime.client import CLIENTS
     try:
         import torch_xla
+
+        from pjrt_tt.runtime.client import CLIENTS
         torch_xla._XLAC._xla_wait_device_ops(devices=[])
         for client in CLIENTS:
             client.leave()
