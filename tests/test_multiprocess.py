@@ -216,6 +216,29 @@ def test_how_processes_share_a_system():
         Processes.from_options({"num_nodes": 2, "node_id": 2})
 
 
+def test_process_0_ends_after_the_others_on_its_host():
+    """At exit process 0 (torch_xla's coordinator) waits for the other processes on its host
+    to end, within a bound; the others, and processes on other hosts, are not waited for."""
+    import time
+    from pjrt_tt.runtime.processes import outlive_local_peers
+    from pjrt_tt.systems import Processes
+    here = socket.gethostname()
+    peer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    try:
+        facts = {1: {"host": here, "pid": peer.pid}}
+        start = time.monotonic()
+        outlive_local_peers(Processes(2, 1), facts)                  # not process 0: no wait
+        outlive_local_peers(Processes(2, 0), {1: {"host": "elsewhere", "pid": peer.pid}})
+        assert time.monotonic() - start < 0.5
+        outlive_local_peers(Processes(2, 0), facts, timeout_s=0.3)   # bounded
+        assert 0.3 <= time.monotonic() - start < 1.2 and peer.poll() is None
+        outlive_local_peers(Processes(2, 0), facts)                  # until it ended (a zombie counts)
+        assert time.monotonic() - start >= 1.4
+    finally:
+        peer.kill()
+        peer.wait()
+
+
 def test_processes_agree_on_the_system_through_the_store():
     """Each process publishes what it opened; one that opened another system, or never
     published, is an error naming it (the framework's store is faked here)."""
