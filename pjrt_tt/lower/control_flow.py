@@ -54,8 +54,8 @@ def _terminator(block: ir.Block):
 def _check_tensors(lo: Lowering, op) -> None:
     for v in list(op.operands) + list(op.results):
         if not isinstance(v.type, ir.RankedTensorType):
-            raise lo.unsupported(f"operands and results of type {v.type} (only tensors; tokens come "
-                                 f"from ordered effects such as ordered=True callbacks, which TT does not run)")
+            raise lo.unsupported(f"operands and results of type {v.type} (only tensors; ordered effects' "
+                                 f"tokens are empty arrays by now: ingest/tokens.py)")
 
 
 def _live_ids(ops: list, live: set[int]) -> set[int]:
