@@ -109,6 +109,17 @@ def _register_callbacks() -> None:
     if getattr(emit, "pjrt_tt", False):
         return
 
+    def _devices(ctx) -> int:
+        """How many devices the module runs on: jit's sharding context says, shard_map's mesh,
+        pmap's replicas."""
+        context = ctx.module_context.axis_context
+        if hasattr(context, "num_devices"):
+            return context.num_devices
+        if hasattr(context, "mesh"):
+            return context.mesh.size
+        env = getattr(context, "axis_env", None)
+        return env.nreps if env is not None else 2
+
     def emit_python_callback(ctx, fn, token, operands, operand_avals, result_avals, *, has_side_effect,
                              partitioned=False, sharding=None, **kwargs):
         if tuple(ctx.module_context.platforms) != ("tt",):
@@ -148,16 +159,6 @@ def _register_callbacks() -> None:
         if token is not None:
             token, *results = results
         return results, token, None
-    def _devices(ctx) -> int:
-        """How many devices the module runs on: jit's sharding context says, shard_map's mesh,
-        pmap's replicas."""
-        context = ctx.module_context.axis_context
-        if hasattr(context, "num_devices"):
-            return context.num_devices
-        if hasattr(context, "mesh"):
-            return context.mesh.size
-        env = getattr(context, "axis_env", None)
-        return env.nreps if env is not None else 2
 
     emit_python_callback.pjrt_tt = True
     callback.emit_python_callback = emit_python_callback

@@ -17,7 +17,7 @@ from pjrt_tt import dtypes, host_callbacks
 from pjrt_tt.errors import InvalidArgument, Unimplemented, UnsupportedDtype
 from pjrt_tt.ingest.mlir_compat import attribute_values, named_attributes
 from pjrt_tt.ingest.attributes import (  # noqa: F401 (ingest's API)
-    constant_array, describe_and_site, describe_location, source_site, splat_value)
+    constant_array, custom_call_target, describe_and_site, describe_location, source_site, splat_value)
 from pjrt_tt.ingest.narrow64 import Boundary, narrow_64bit, reprove
 from pjrt_tt.ingest.reductions import split_reductions, write_out_reduce_windows
 from pjrt_tt.ingest.rng import expand_rng_bit_generators
@@ -79,8 +79,10 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
         check_module(module)
         if from_hlo:
             _as_jax_emits(module)
-        _note_callback_types(module)
-        tokens_as_empty_arrays(module)
+        ops = []   # (collected, not acted on, inside the walk: nothing may raise there)
+        module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
+        _note_callback_types(module, ops)
+        tokens_as_empty_arrays(module, ops)
         if narrow:   # (the module handed back to the framework stays as it came)
             split_reductions(module)
             write_out_reduce_windows(module)
@@ -101,16 +103,13 @@ def parse(code: bytes, fmt: str, from_hlo: bool = False, *, narrow: bool = True,
 CALLBACK_TYPES_ATTR = "pjrt_tt.framework_types"   # on a Python callback: its operands' and results' types
 
 
-def _note_callback_types(module: ir.Module) -> None:
+def _note_callback_types(module: ir.Module, ops: list) -> None:
     """A Python callback (host_callbacks.TARGET) gets the arrays the framework would give it,
     float16, int64 and complex64 included; the rewrites below carry those types in others on
     the chip (tokens too: tokens.py), so each callback keeps its operands' and results' types
-    as they came."""
-    found = []
-    module.operation.walk(lambda op: found.append(op) or ir.WalkResult.ADVANCE)   # (no raise inside a walk)
-    for op in found:
-        if op.name == "stablehlo.custom_call" and \
-                ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
+    as they came. `ops`: every op of the module."""
+    for op in ops:
+        if custom_call_target(op) == host_callbacks.TARGET:
             types = [v.type for v in list(op.operands) + list(op.results)]
             with module.context:
                 op.attributes[CALLBACK_TYPES_ATTR] = ir.ArrayAttr.get([ir.TypeAttr.get(t) for t in types])

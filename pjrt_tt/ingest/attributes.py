@@ -33,6 +33,13 @@ def constant_array(attr: ir.Attribute, np_dtype: np.dtype) -> np.ndarray:
     return _parse_text(str(dense), etype, shape).astype(np_dtype)
 
 
+def custom_call_target(op) -> str | None:
+    """The call_target_name of a `stablehlo.custom_call`; None for any other op."""
+    if op.name != "stablehlo.custom_call":
+        return None
+    return ir.StringAttr(op.attributes["call_target_name"]).value
+
+
 def splat_value(attr: ir.Attribute) -> float | int | bool | None:
     """The single value of a splat constant, or None when it is not a splat."""
     dense = ir.DenseElementsAttr(attr)

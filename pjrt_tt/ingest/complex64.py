@@ -30,7 +30,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt import host_callbacks
 from pjrt_tt.errors import Unimplemented
-from pjrt_tt.ingest.attributes import describe_location
+from pjrt_tt.ingest.attributes import custom_call_target, describe_location
 from pjrt_tt.ingest.inline import inline_calls, remap
 from pjrt_tt.ingest.mlir_compat import as_operation, create, named_attributes
 
@@ -205,8 +205,7 @@ def _rewrite(op, pairs: dict) -> list:
         return _sort(op, ins)
     if name == "stablehlo.scatter" and len(ins) == 3:
         return [_scatter(op, ins)]
-    if name == "stablehlo.custom_call" and \
-            ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
+    if custom_call_target(op) == host_callbacks.TARGET:
         return _callback(op, ins)
     raise _refusal(op, "is not lowered for complex numbers")
 

@@ -42,7 +42,7 @@ from pjrt_tt import host_callbacks
 from pjrt_tt.dtypes import FLOAT8, INT_RANGE
 from pjrt_tt.errors import Unimplemented
 from pjrt_tt.ingest import complex64, widen
-from pjrt_tt.ingest.attributes import constant_array, describe_location
+from pjrt_tt.ingest.attributes import constant_array, custom_call_target, describe_location
 from pjrt_tt.ingest.inline import functions
 from pjrt_tt.ingest.mlir_compat import as_operation, block_argument, create, defining_op, users
 from pjrt_tt.ingest.words64 import mulhi, word_arguments
@@ -637,8 +637,7 @@ class _Ranges:
             return
         if op.regions:   # reducers: reduce, reduce_window, scatter, sort, all_reduce...
             return self._with_body(op)
-        if name == "stablehlo.custom_call" and \
-                ir.StringAttr(op.attributes["call_target_name"]).value == host_callbacks.TARGET:
+        if custom_call_target(op) == host_callbacks.TARGET:
             for r in op.results:   # what Python returns: the executor refuses a value beyond the carrier
                 self.set(r, _CALLBACK_RESULT.get(self.etype(r.type)))
             return
@@ -761,7 +760,7 @@ def _summed_count(op) -> int:
 
 
 # The values a Python callback's 64-bit integer result may hold on the chip (its carrier's range)
-_CALLBACK_RESULT = {"i64": (-2**31, 2**31 - 1), "ui64": (0, 2**32 - 1)}
+_CALLBACK_RESULT = {"i64": INT_RANGE["i32"], "ui64": INT_RANGE["ui32"]}
 
 
 def _transfer(op, ins: list):
@@ -887,8 +886,12 @@ def _lockstep(body, carried: list, funcs: dict) -> dict[int, int]:
             step = _step(ret, body, j, funcs)
             if step is not None:
                 steps[j] = (carried[j], step)
-    first = {}
-    return {j: first.setdefault(key, j) for j, key in steps.items() if first.setdefault(key, j) != j}
+    first, partners = {}, {}
+    for j, key in steps.items():
+        k = first.setdefault(key, j)
+        if k != j:
+            partners[j] = k
+    return partners
 
 
 def _step(v, block, j: int, funcs: dict, depth: int = 0) -> int | None:

@@ -20,9 +20,8 @@ TOKEN = "!stablehlo.token"
 _MAKERS = ("stablehlo.create_token", "stablehlo.after_all")
 
 
-def tokens_as_empty_arrays(module: ir.Module) -> None:
-    ops = []
-    module.operation.walk(lambda op: ops.append(op) or ir.WalkResult.ADVANCE)
+def tokens_as_empty_arrays(module: ir.Module, ops: list) -> None:
+    """`ops`: every op of the module (ingest.parse walks it once for this and the callbacks)."""
     funcs = [op for op in ops if op.name == "func.func"]
     if not any(TOKEN in str(f.attributes["function_type"]) for f in funcs) and \
             not any(op.name in _MAKERS for op in ops):

@@ -15,6 +15,7 @@ import json
 import numpy as np
 from jaxlib.mlir import ir
 
+from pjrt_tt.ingest.attributes import custom_call_target
 from pjrt_tt.ingest.mlir_compat import defining_op
 from pjrt_tt.lower.builder import Broadcast, Lowering, Splat
 from pjrt_tt.lower.helpers import host_type, predicate
@@ -265,8 +266,7 @@ def _per_chip_ints(v: ir.Value) -> list[int] | None:
     spmd/prepare.py evaluated when it folded the partition_id arithmetic into a
     `custom_call @tt.per_device`; None for any other index."""
     op = defining_op(v)
-    if (op is None or op.name != "stablehlo.custom_call"
-            or ir.StringAttr(op.attributes["call_target_name"]).value != "tt.per_device"):
+    if op is None or custom_call_target(op) != "tt.per_device":
         return None
     return [int(np.asarray(x).reshape(-1)[0]) for x in json.loads(ir.StringAttr(op.attributes["tt.info"]).value)]
 

@@ -5,6 +5,7 @@ from jaxlib.mlir import ir
 
 from pjrt_tt import host_callbacks
 from pjrt_tt.ingest import CALLBACK_TYPES_ATTR
+from pjrt_tt.ingest.attributes import custom_call_target
 from pjrt_tt.ingest.tokens import TOKEN
 from pjrt_tt.lower.builder import Lowering, Splat
 from pjrt_tt.lower.helpers import host_type
@@ -36,7 +37,7 @@ def _barrier(lo: Lowering, op) -> list:
 
 @rule("stablehlo.custom_call")
 def _custom_call(lo: Lowering, op) -> list:
-    target = ir.StringAttr(op.attributes["call_target_name"]).value
+    target = custom_call_target(op)
     if target in IDENTITY_CUSTOM_CALLS and len(op.operands) == len(op.results):
         return [lo.entry(v) for v in op.operands]
     if target in SINK_CUSTOM_CALLS and not op.results:

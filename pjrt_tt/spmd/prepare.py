@@ -33,6 +33,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from pjrt_tt.ingest import constant_array
+from pjrt_tt.ingest.attributes import custom_call_target
 from pjrt_tt.ingest.mlir_compat import defining_op, mesh_axes_replica_groups
 
 COLLECTIVES = ("stablehlo.all_reduce", "stablehlo.all_gather", "stablehlo.reduce_scatter",
@@ -390,10 +391,6 @@ def _fold_partition_values(func, n: int) -> None:
         v.replace_all_uses_with(new.results[0])
 
 
-def _target(op) -> str:
-    return ir.StringAttr(op.attributes["call_target_name"]).value
-
-
 def _is_sum(op) -> bool:
     body = [o.name for o in op.regions[0].blocks[0].operations]
     return body == ["stablehlo.add", "stablehlo.return"]
@@ -405,7 +402,7 @@ def _dce(func) -> None:
         changed = False
         for op in reversed(list(_ops(func))):
             pure = op.name not in COLLECTIVES and op.name != "stablehlo.return" and (
-                op.name != "stablehlo.custom_call" or _target(op) == "tt.per_device")
+                custom_call_target(op) in (None, "tt.per_device"))
             if (op.name.startswith("stablehlo.") and pure and op.results
                     and all(not list(r.uses) for r in op.results)):
                 op.erase()

@@ -15,10 +15,9 @@ import math
 import numpy as np
 
 from pjrt_tt import systems
-from pjrt_tt.dtypes import DEVICE_NUMPY
 from pjrt_tt.errors import ResourceExhausted
 from pjrt_tt.program import Program, TensorType
-from pjrt_tt.targets.executor import BoundProgram, host_array, out_of_memory
+from pjrt_tt.targets.executor import BoundProgram, out_of_memory, read_tensor, ttnn_host_form
 from pjrt_tt.targets.tensors import DeviceTensors
 from pjrt_tt.ttnn_facts import TILE_BYTES
 
@@ -96,15 +95,11 @@ class Target(abc.ABC):
                 f"(of {view.total_bytes_per_bank} B); refused before any host copy")
 
     def _host_form(self, data: np.ndarray, t: TensorType) -> np.ndarray:
-        """The host array this target's ttnn.Tensor takes: real ttnn refuses non-contiguous
-        arrays (stride-0 broadcasts too; measured, mock) and converts bfloat16 and block
-        floats from float32, so those cost one copy here; anything else is passed as it is."""
-        if t.dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
-            return np.ascontiguousarray(data, dtype=np.float32)
-        return np.ascontiguousarray(data)
+        """The host array this target's ttnn.Tensor takes (executor.ttnn_host_form)."""
+        return ttnn_host_form(data, t.dtype)
 
     def download(self, tensor, t: TensorType) -> np.ndarray:
-        return host_array(self.ttnn, tensor, t.dtype).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
+        return read_tensor(self.ttnn, tensor, t)
 
     def free(self, tensor) -> None:
         self.tensors.free(tensor)

@@ -18,7 +18,7 @@ from pjrt_tt import host_callbacks
 from pjrt_tt.dtypes import DEVICE_NUMPY, check_carrier_fits
 from pjrt_tt.errors import ResourceExhausted, TTError, Unimplemented
 from pjrt_tt.program import (DEVICE, HOST_OPS, HOST_READ, Attr, Construct, HostCallback, Program, ShapeArg, Switch,
-                             TensorType, Value, While, device_array, device_type, storage_roots)
+                             TensorType, Value, While, device_array, device_type, layout_attr, storage_roots)
 from pjrt_tt.program import host_array as framework_array
 
 
@@ -63,6 +63,20 @@ def host_array(ttnn, tensor, dtype: str) -> np.ndarray:
     if dtype == "bfloat16":  # ttnn's to_numpy() of bfloat16 is an unusable object array
         host = ttnn.to_dtype(host, ttnn.float32)
     return np.asarray(host.to_numpy())   # (bfloat8_b / bfloat4_b come back as float32)
+
+
+def read_tensor(ttnn, tensor, t: TensorType) -> np.ndarray:
+    """A device tensor of type `t` read back as a host array of t's numpy form and shape."""
+    return host_array(ttnn, tensor, t.dtype).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape)
+
+
+def ttnn_host_form(data: np.ndarray, dtype: str) -> np.ndarray:
+    """The host array real ttnn.Tensor takes: it refuses non-contiguous arrays (stride-0
+    broadcasts too; measured, mock) and converts bfloat16 and block floats from float32, so
+    those cost one copy here; anything else is passed as it is."""
+    if dtype in ("bfloat16", "bfloat8_b", "bfloat4_b"):
+        return np.ascontiguousarray(data, dtype=np.float32)
+    return np.ascontiguousarray(data)
 
 
 def _read(ttnn, t: TensorType, kind: str, on_mesh: bool) -> Callable:
@@ -187,17 +201,15 @@ class BoundProgram:
             if self.validate_only:
                 values = [np.zeros(h.shape, h.element.numpy) for _, h in writes]
             else:
-                args = [framework_array(host_array(ttnn, env[i], t.dtype).astype(DEVICE_NUMPY[t.dtype]).reshape(t.shape), h)
-                        for i, t, h in reads]
+                args = [framework_array(read_tensor(ttnn, env[i], t), h) for i, t, h in reads]
                 values = host_callbacks.lookup(op.index)(*args)
             for (rid, h), value in zip(writes, values):
                 value = np.asarray(value)
                 check_carrier_fits(value, h.element, f"the result of the Python callback at {op.origin}")
                 t = device_type(h)
-                data = device_array(value, h)
-                data = np.ascontiguousarray(data, np.float32 if t.dtype == "bfloat16" else None)
-                env[rid] = ttnn.Tensor(data, data_type=resolve_attr(ttnn, t.dtype),
-                                       layout=resolve_attr(ttnn, "TILE_LAYOUT"), device=device)
+                env[rid] = ttnn.Tensor(ttnn_host_form(device_array(value, h), t.dtype),
+                                       data_type=resolve_attr(ttnn, t.dtype),
+                                       layout=resolve_attr(ttnn, layout_attr(t.layout).path), device=device)
             if marker is not None:
                 env[marker] = 0
         return run_callback
